@@ -1,0 +1,1 @@
+//! Verifies an SVSM attestation chain.

