@@ -293,3 +293,166 @@ fn create_and_flush<E: Engine>(
     expect_success(engine, &mut flush)?;
     Ok(created.public)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    /// An engine that answers every command with a scripted response and counts calls.
+    struct Scripted {
+        reply: Vec<u8>,
+        failed: bool,
+        calls: usize,
+    }
+
+    impl Engine for Scripted {
+        fn execute(&mut self, _locality: u8, _command: &mut [u8]) -> Result<(), EngineError> {
+            self.calls += 1;
+            Ok(())
+        }
+        fn response(&self) -> &[u8] {
+            &self.reply
+        }
+        fn failed(&self) -> bool {
+            self.failed
+        }
+        fn buffer_size(&self) -> u32 {
+            4087
+        }
+    }
+
+    fn service(reply: Vec<u8>) -> Service<Scripted> {
+        Service {
+            engine: Scripted {
+                reply,
+                failed: false,
+                calls: 0,
+            },
+            failed: false,
+            ek_rsa: Vec::new(),
+            ek_ecc: Vec::new(),
+        }
+    }
+
+    fn ok_response(len: usize) -> Vec<u8> {
+        let mut r = vec![0u8; len];
+        r[..2].copy_from_slice(&tpm::ST_NO_SESSIONS.to_be_bytes());
+        r[2..6].copy_from_slice(&(len as u32).to_be_bytes());
+        r
+    }
+
+    fn request(locality: u8) -> Vec<u8> {
+        let mut b = vec![0u8; TRANSPORT_BUFFER_SIZE];
+        b[..4].copy_from_slice(&8u32.to_le_bytes());
+        b[4] = locality;
+        b[5..9].copy_from_slice(&12u32.to_le_bytes());
+        b[9..21].copy_from_slice(&tpm::startup_clear());
+        b
+    }
+
+    #[test]
+    fn a_whole_response_is_framed_with_its_length() {
+        let reply = ok_response(MAX_RESPONSE_SIZE);
+        let mut s = service(reply.clone());
+        let mut b = request(0);
+        assert_eq!(s.handle_request(&mut b), Ok(TRANSPORT_BUFFER_SIZE));
+        assert_eq!(&b[..4], &(MAX_RESPONSE_SIZE as u32).to_le_bytes());
+        assert_eq!(&b[4..], &reply[..]);
+    }
+
+    #[test]
+    fn a_response_whose_header_lies_about_its_size_fails_closed() {
+        let mut reply = ok_response(64);
+        reply[5] = 63;
+        let mut s = service(reply);
+        let mut b = request(0);
+        assert_eq!(s.handle_request(&mut b), Ok(4 + 10));
+        assert_eq!(&b[4..14], &tpm::FAILURE_RESPONSE);
+        assert!(s.is_failed());
+        // Later commands never reach the engine.
+        let calls = s.engine.calls;
+        s.engine.reply = ok_response(10);
+        let mut b = request(0);
+        s.handle_request(&mut b).unwrap();
+        assert_eq!(&b[4..14], &tpm::FAILURE_RESPONSE);
+        assert_eq!(s.engine.calls, calls);
+    }
+
+    #[test]
+    fn a_response_larger_than_the_transport_fails_closed() {
+        let mut s = service(ok_response(MAX_RESPONSE_SIZE + 1));
+        let mut b = request(0);
+        assert_eq!(s.handle_request(&mut b), Ok(4 + 10));
+        assert_eq!(&b[4..14], &tpm::FAILURE_RESPONSE);
+        assert!(s.is_failed());
+    }
+
+    #[test]
+    fn a_response_too_short_for_a_header_fails_closed() {
+        let mut s = service(vec![0x80, 0x01, 0, 0, 0, 6]);
+        let mut b = request(0);
+        s.handle_request(&mut b).unwrap();
+        assert_eq!(&b[4..14], &tpm::FAILURE_RESPONSE);
+    }
+
+    #[test]
+    fn engine_failure_mode_latches() {
+        let mut s = service(ok_response(10));
+        s.engine.failed = true;
+        let mut b = request(0);
+        s.handle_request(&mut b).unwrap();
+        assert_eq!(&b[4..14], &tpm::FAILURE_RESPONSE);
+        s.engine.failed = false;
+        let mut b = request(0);
+        s.handle_request(&mut b).unwrap();
+        assert_eq!(&b[4..14], &tpm::FAILURE_RESPONSE);
+    }
+
+    #[test]
+    fn refused_requests_never_reach_the_engine() {
+        let mut s = service(ok_response(10));
+        for locality in 1..=255u8 {
+            let mut b = request(locality);
+            assert_eq!(s.handle_request(&mut b), Err(VtpmError::Locality(locality)));
+        }
+        let mut b = request(0);
+        b[5..9].copy_from_slice(&4088u32.to_le_bytes());
+        assert_eq!(
+            s.handle_request(&mut b),
+            Err(VtpmError::CommandTooLarge(4088))
+        );
+        assert_eq!(s.handle_request(&mut [8, 0, 0]), Err(VtpmError::Truncated));
+        let mut cmd = tpm::startup_clear();
+        let mut out = [0u8; 64];
+        assert_eq!(
+            s.execute(3, &mut cmd, &mut out),
+            Err(VtpmError::Locality(3))
+        );
+        assert_eq!(s.engine.calls, 0);
+        assert!(!s.is_failed());
+    }
+
+    #[test]
+    fn start_refuses_an_engine_advertising_more_than_the_transport() {
+        struct Big;
+        impl Engine for Big {
+            fn execute(&mut self, _: u8, _: &mut [u8]) -> Result<(), EngineError> {
+                Ok(())
+            }
+            fn response(&self) -> &[u8] {
+                &[]
+            }
+            fn failed(&self) -> bool {
+                false
+            }
+            fn buffer_size(&self) -> u32 {
+                4096
+            }
+        }
+        assert_eq!(
+            Service::start(Big).err(),
+            Some(StartupError::BufferSize(4096))
+        );
+    }
+}

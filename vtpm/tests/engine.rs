@@ -201,7 +201,7 @@ fn start_up_fails_closed_without_entropy() {
         fail: fail.clone(),
         calls: Arc::default(),
     });
-    let err = vtpm::start(source).err().expect("no vTPM without entropy");
+    let err = vtpm::start(source).expect_err("no vTPM without entropy");
     assert_eq!(
         err,
         vtpm::StartupError::Engine(EngineError::Entropy),
@@ -209,4 +209,33 @@ fn start_up_fails_closed_without_entropy() {
     );
     // The failed start released the engine.
     assert!(vtpm::start(os()).is_ok());
+}
+
+#[test]
+fn entropy_failure_while_running_latches_failure_mode() {
+    let _g = lock();
+    let fail = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let source = Box::new(Switchable {
+        fail: fail.clone(),
+        calls: calls.clone(),
+    });
+    let mut vtpm = vtpm::start(source).expect("vTPM starts");
+    let before = calls.load(Ordering::SeqCst);
+    fail.store(true, Ordering::SeqCst);
+    // Key generation draws on OpenSSL's randomness, which now fails: the result (which
+    // libtpms would have computed from its rand() fallback) is withheld.
+    let create = tpm::create_primary(0x4000_0001, &EkTemplate::EccL2.public_template());
+    let r = send(&mut vtpm, &create);
+    assert!(
+        calls.load(Ordering::SeqCst) > before,
+        "the command asked for entropy"
+    );
+    assert_eq!(r, tpm::FAILURE_RESPONSE);
+    assert!(vtpm.is_failed());
+    // Entropy comes back, but the TPM stays failed: every command, Startup included.
+    fail.store(false, Ordering::SeqCst);
+    for command in [get_random(8), tpm::startup_clear(), create] {
+        assert_eq!(send(&mut vtpm, &command), tpm::FAILURE_RESPONSE);
+    }
 }
