@@ -20,6 +20,7 @@ pub mod call;
 pub mod calling_area;
 pub mod core;
 pub mod error;
+pub mod vtpm;
 
 pub use call::{Call, SvsmResultCode};
 pub use error::{Field, ParseError};
