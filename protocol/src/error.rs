@@ -167,6 +167,13 @@ pub enum ParseError {
         /// Size of the enclosing structure.
         limit: usize,
     },
+    /// A message sequence number is not the one expected.
+    SequenceMismatch {
+        /// The sequence number found.
+        got: u64,
+        /// The sequence number expected.
+        expected: u64,
+    },
     /// Two ranges that must be disjoint overlap, or two addresses that must be
     /// distinct are equal.
     Overlap {
@@ -225,6 +232,9 @@ impl fmt::Display for ParseError {
                 f,
                 "{field}: range {offset:#x}+{len:#x} lies outside the {limit:#x} bytes that hold it"
             ),
+            ParseError::SequenceMismatch { got, expected } => {
+                write!(f, "sequence number {got} is not the expected {expected}")
+            }
             ParseError::Overlap { field, offset } => {
                 write!(f, "{field} at {offset:#x} overlaps a range it must not")
             }

@@ -16,10 +16,13 @@
     )
 )]
 
+pub mod attest;
 pub mod call;
 pub mod calling_area;
 pub mod core;
 pub mod error;
+pub mod guest_msg;
+pub mod manifest;
 pub mod vtpm;
 
 pub use call::{Call, SvsmResultCode};
