@@ -1,13 +1,11 @@
-//! Links the bare-metal kernel: the linker script, and the engine archives it hosts.
+//! Links the bare-metal kernel at its fixed address with the linker script.
 //!
 //! Only the `x86_64-unknown-none` build of the `svsm` binary is affected; the host
-//! builds of the library and of the placeholder binary link as usual.
+//! builds of the library and of the placeholder binary link as usual. The engine
+//! archives (libtpms.a, libcrypto.a) come in through the `vtpm` crate's link directives.
 
 use std::env;
 use std::path::Path;
-
-/// Where Debian's `libtpms-dev` and `libssl-dev` put their static archives.
-const ARCHIVE_DIR: &str = "/usr/lib/x86_64-linux-gnu";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -21,16 +19,4 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=--gc-sections");
     println!("cargo:rustc-link-arg-bins=-zmax-page-size=4096");
     println!("cargo:rustc-link-arg-bins=--no-pie");
-    for archive in ["libtpms.a", "libcrypto.a"] {
-        let path = Path::new(ARCHIVE_DIR).join(archive);
-        if !path.exists() {
-            panic!(
-                "{} is missing: install the Debian packages libtpms-dev and libssl-dev \
-                 (cargo xtask setup does)",
-                path.display()
-            );
-        }
-        println!("cargo:rerun-if-changed={}", path.display());
-        println!("cargo:rustc-link-arg-bins={}", path.display());
-    }
 }

@@ -9,6 +9,7 @@
 #![allow(unsafe_code, reason = "boot: control registers and the heap hand-over")]
 
 mod apic;
+mod crt;
 mod exit;
 mod gdt;
 mod heap;
@@ -18,6 +19,7 @@ mod percpu;
 mod pvh;
 mod serial;
 mod time;
+mod tpm;
 
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
 
@@ -74,9 +76,17 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
             "no RAM above the kernel image at {heap_start:#x}"
         ));
     };
-    // SAFETY: RAM above the image, identity mapped by the boot tables, used by nothing
-    // else (the loader's data lies below 1 MiB).
-    unsafe { heap::init(heap_start, heap_range.end) };
+    // The kernel's page tables map RAM in whole 2 MiB pages above the image.
+    let heap_end = heap_range.end / (2 * MIB) * (2 * MIB);
+    if heap_end <= heap_start {
+        terminate(format_args!(
+            "no RAM above the kernel image at {heap_start:#x}"
+        ));
+    }
+    // SAFETY: RAM above the image, identity mapped by the boot tables (and by the
+    // kernel's own, see `paging`), used by nothing else (the loader's data lies below
+    // 1 MiB).
+    unsafe { heap::init(heap_start, heap_end) };
 
     let stack = svsm::arch::entry::boot_stack();
     let mut guards = [0u64; 5];
@@ -100,6 +110,14 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     log::info!(
         "heap {} MiB at {heap_start:#x}; after boot {} KiB allocated (high-water {} KiB)",
         stats.total / MIB as usize,
+        stats.allocated / 1024,
+        stats.high_water / 1024
+    );
+    let service = tpm::start();
+    let stats = heap::stats();
+    log::info!(
+        "vTPM started (EK {} bytes); heap {} KiB allocated (high-water {} KiB)",
+        vtpm::Vtpm::ek_public(&service).len(),
         stats.allocated / 1024,
         stats.high_water / 1024
     );
