@@ -17,13 +17,15 @@ mod idt;
 mod paging;
 mod percpu;
 mod pvh;
+mod selftest;
 mod serial;
 mod time;
 mod tpm;
+mod tpm_channel;
 
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
 
-use exit::{exit, terminate, ExitCode};
+use exit::{exit, terminate};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -108,18 +110,20 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     );
     let stats = heap::stats();
     log::info!(
-        "heap {} MiB at {heap_start:#x}; after boot {} KiB allocated (high-water {} KiB)",
+        "memory: heap {} MiB at {heap_start:#x}; after boot {} KiB allocated (high-water {} KiB)",
         stats.total / MIB as usize,
         stats.allocated / 1024,
         stats.high_water / 1024
     );
-    let service = tpm::start();
+    let mut service = tpm::start();
     let stats = heap::stats();
     log::info!(
-        "vTPM started (EK {} bytes); heap {} KiB allocated (high-water {} KiB)",
-        vtpm::Vtpm::ek_public(&service).len(),
+        "memory: vTPM started (EK manufactured); heap {} KiB allocated, high-water {} KiB",
         stats.allocated / 1024,
         stats.high_water / 1024
     );
-    exit(ExitCode::Success)
+    if info.has_flag("test") {
+        exit(selftest::run(&mut service));
+    }
+    tpm_channel::serve(&mut service)
 }

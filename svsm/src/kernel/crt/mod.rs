@@ -35,6 +35,7 @@ mod stubs;
 mod time;
 
 pub use memory::{aligned_to_16, malloc_size};
+pub use process::qsort_i32;
 pub use pthread::once_runs_once;
 pub use random::fill_random;
 
