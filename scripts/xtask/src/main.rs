@@ -4,6 +4,7 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod kernel;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,9 @@ fn test() -> Result<()> {
         ]),
     )?;
     step("host tests", cargo(&["test", "--workspace"]))?;
+    println!("xtask: == kernel (QEMU) ==");
+    kernel::clippy()?;
+    kernel::test()?;
     println!("xtask: every test level passed");
     Ok(())
 }

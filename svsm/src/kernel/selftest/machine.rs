@@ -10,10 +10,10 @@ use alloc::vec::Vec;
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
 use x86_64::structures::paging::PageTableFlags as Flags;
 
-use super::{ensure, Outcome};
+use super::{ensure, Outcome, Test};
 use crate::kernel::{gdt, heap, paging, percpu};
 
-pub const TESTS: &[(&str, fn() -> Outcome)] = &[
+pub const TESTS: &[(&str, Test)] = &[
     ("heap_alignment_and_release", heap_alignment_and_release),
     ("heap_exhaustion_returns_null", heap_exhaustion_returns_null),
     ("paging_image_permissions", paging_image_permissions),
@@ -75,13 +75,18 @@ fn heap_alignment_and_release() -> Outcome {
 fn heap_exhaustion_returns_null() -> Outcome {
     let total = heap::stats().total;
     let layout = Layout::from_size_align(total * 2, 16).map_err(|e| alloc::format!("{e}"))?;
-    // SAFETY: non-zero size; a null result is the expected outcome.
-    let p = unsafe { alloc(layout) };
-    ensure!(
-        p.is_null(),
-        "a {}-byte allocation from a {total}-byte heap succeeded",
-        total * 2
-    );
+    if let Some(block) = heap::try_allocate(layout) {
+        // SAFETY: just allocated with this layout.
+        unsafe { heap::release(block, layout) };
+        return Err(alloc::format!(
+            "a {}-byte allocation from a {total}-byte heap succeeded",
+            total * 2
+        ));
+    }
+    let small = Layout::from_size_align(64, 16).map_err(|e| alloc::format!("{e}"))?;
+    let block = heap::try_allocate(small).ok_or("the heap refuses small blocks after a refusal")?;
+    // SAFETY: just allocated with this layout.
+    unsafe { heap::release(block, small) };
     Ok(())
 }
 
@@ -155,11 +160,11 @@ fn paging_map_and_unmap() -> Outcome {
     // SAFETY: ALIAS now maps the frame, which we own.
     unsafe {
         (ALIAS as *mut u64)
-            .add(1)
+            .wrapping_add(1)
             .write_volatile(0x5356_534d_5445_5354)
     };
     // SAFETY: the frame is ours and 4096 bytes long.
-    let seen = unsafe { frame.cast::<u64>().add(1).read_volatile() };
+    let seen = unsafe { frame.cast::<u64>().wrapping_add(1).read_volatile() };
     let unmapped = paging::unmap_page(ALIAS);
     let after = paging::translate(ALIAS);
     // SAFETY: allocated above with this layout; no mapping refers to it any more.
