@@ -42,9 +42,12 @@ struct Cli {
     platform_port: Option<u16>,
 }
 
-/// Opens the backend; returns it with the endorsement key (TPMT_PUBLIC of template L-1)
-/// when the backend knows it.
-fn open_backend(kind: BackendKind) -> Result<(Box<dyn TpmBackend>, Option<Vec<u8>>)> {
+/// An opened backend and, when it knows it, the endorsement key (TPMT_PUBLIC of
+/// template L-1).
+type Opened = (Box<dyn TpmBackend>, Option<Vec<u8>>);
+
+/// Opens the backend of `kind`.
+fn open_backend(kind: BackendKind) -> Result<Opened> {
     Ok(match kind {
         BackendKind::Engine => {
             let backend = EngineBackend::new().context("cannot start the vTPM engine")?;
