@@ -65,6 +65,8 @@ impl core::fmt::Display for VtpmError {
     }
 }
 
+impl core::error::Error for VtpmError {}
+
 /// Why the vTPM could not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartupError {
@@ -103,6 +105,8 @@ impl core::fmt::Display for StartupError {
         }
     }
 }
+
+impl core::error::Error for StartupError {}
 
 /// The guest-facing vTPM, as the SVSM request handlers see it.
 pub trait Vtpm {
