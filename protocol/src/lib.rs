@@ -21,8 +21,11 @@ pub mod call;
 pub mod calling_area;
 pub mod core;
 pub mod error;
+pub mod ghcb;
 pub mod guest_msg;
 pub mod manifest;
+pub mod secrets;
+pub mod vmsa;
 pub mod vtpm;
 
 pub use call::{Call, SvsmResultCode};
