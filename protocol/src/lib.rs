@@ -30,3 +30,6 @@ pub mod vtpm;
 
 pub use call::{Call, SvsmResultCode};
 pub use error::{Field, ParseError};
+
+#[cfg(test)]
+mod proptests;
