@@ -14,6 +14,8 @@
 //! RAM, SVSM memory and the registered VMSAs. Registered VMSAs are reached only through
 //! [`VmsaPage`](crate::address::VmsaPage) handles.
 
+pub mod native;
+
 use crate::address::{CheckedRange, PhysAddr, VmsaPage};
 
 use bitflags::bitflags;
