@@ -75,6 +75,7 @@ fn test() -> Result<()> {
     println!("xtask: == kernel (QEMU) ==");
     kernel::clippy()?;
     kernel::test()?;
+    kernel::test_tpm2_tools()?;
     println!("xtask: every test level passed");
     Ok(())
 }
@@ -82,7 +83,7 @@ fn test() -> Result<()> {
 fn run() -> Result<()> {
     setup::ensure()?;
     step("build", cargo(&["build", "--workspace", "--release"]))?;
-    Ok(())
+    kernel::run()
 }
 
 fn bench() -> Result<()> {
