@@ -176,12 +176,17 @@ fn qemu_serving(kernel: &Path, socket: &Path) -> Command {
     cmd
 }
 
-/// Builds the daemon (release) and returns its path.
-fn build_daemon() -> Result<PathBuf> {
+/// Builds the daemon (release for `run`; the test uses the debug build the host tests
+/// already made) and returns its path.
+fn build_daemon(release: bool) -> Result<PathBuf> {
     let mut cmd = cargo();
-    cmd.args(["build", "--release", "-p", "vtpm-daemon"]);
+    cmd.args(["build", "-p", "vtpm-daemon"]);
+    if release {
+        cmd.arg("--release");
+    }
     run_checked(cmd, "daemon build")?;
-    Ok(PathBuf::from("target/release/vtpm-daemon"))
+    let profile = if release { "release" } else { "debug" };
+    Ok(PathBuf::from("target").join(profile).join("vtpm-daemon"))
 }
 
 /// Kills a child process this module started (by its handle) and reaps it.
@@ -194,21 +199,31 @@ impl Drop for Reaped {
     }
 }
 
-/// A fresh socket path for QEMU's COM2.
-fn socket_path() -> PathBuf {
-    let path = PathBuf::from("target").join(format!("svsm-com2-{}.sock", std::process::id()));
-    std::fs::remove_file(&path).ok();
-    path
+/// QEMU's socket for COM2, removed when dropped.
+struct Socket(PathBuf);
+
+impl Socket {
+    fn new() -> Self {
+        let path = PathBuf::from("target").join(format!("svsm-com2-{}.sock", std::process::id()));
+        std::fs::remove_file(&path).ok();
+        Self(path)
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.0).ok();
+    }
 }
 
 /// `cargo xtask run`: boots the kernel in QEMU and serves its vTPM on 127.0.0.1:2321 (MS
 /// simulator interface) until interrupted.
 pub fn run() -> Result<()> {
     let kernel = build()?;
-    let daemon = build_daemon()?;
-    let socket = socket_path();
+    let daemon = build_daemon(true)?;
+    let socket = Socket::new();
     let _qemu = Reaped(
-        qemu_serving(&kernel, &socket)
+        qemu_serving(&kernel, &socket.0)
             .spawn()
             .context("cannot start qemu-system-x86_64 (Debian package qemu-system-x86)")?,
     );
@@ -218,10 +233,9 @@ pub fn run() -> Result<()> {
     );
     let status = Command::new(&daemon)
         .args(["--backend", "serial", "--serial"])
-        .arg(&socket)
+        .arg(&socket.0)
         .status()
         .with_context(|| format!("cannot start {}", daemon.display()))?;
-    std::fs::remove_file(&socket).ok();
     if !status.success() {
         bail!("the vTPM daemon ended with {status}");
     }
@@ -279,9 +293,9 @@ fn tpm2(port: u16, dir: &Path, args: &[&str]) -> Result<String> {
 /// quote that tpm2_checkquote verifies on the host, and the EK.
 pub fn test_tpm2_tools() -> Result<()> {
     let kernel = build()?;
-    let daemon = build_daemon()?;
-    let socket = socket_path();
-    let qemu = qemu_serving(&kernel, &socket)
+    let daemon = build_daemon(false)?;
+    let socket = Socket::new();
+    let qemu = qemu_serving(&kernel, &socket.0)
         .stdout(Stdio::null())
         .spawn()
         .context("cannot start qemu-system-x86_64")?;
@@ -293,7 +307,7 @@ pub fn test_tpm2_tools() -> Result<()> {
         .arg("--platform-port")
         .arg((port + 1).to_string())
         .arg("--serial")
-        .arg(&socket)
+        .arg(&socket.0)
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", daemon.display()))?;
@@ -426,7 +440,6 @@ pub fn test_tpm2_tools() -> Result<()> {
     tpm2(port, &dir, &["tpm2_flushcontext", "-t"])?;
     drop(daemon);
     std::fs::remove_dir_all(&dir).ok();
-    std::fs::remove_file(&socket).ok();
     println!(
         "xtask: tpm2-tools against the vTPM in the kernel (QEMU): getrandom, pcrreset, \
          pcrextend, pcrread (known answer), createprimary, quote + checkquote, createek: ok"
