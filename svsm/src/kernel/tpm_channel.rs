@@ -114,7 +114,13 @@ pub fn serve(service: &mut Service<LibTpms>) -> ! {
                     respond(&uart, tag, Status::Success, &response[..n]);
                     served += 1;
                     if served % 100 == 0 {
-                        log::info!("vTPM channel: {served} commands served");
+                        let heap = super::heap::stats();
+                        log::info!(
+                            "vTPM channel: {served} commands served; heap {} KiB allocated, \
+                             high-water {} KiB",
+                            heap.allocated / 1024,
+                            heap.high_water / 1024
+                        );
                     }
                 }
                 Err(e) => {
