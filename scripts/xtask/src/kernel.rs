@@ -145,6 +145,10 @@ pub fn test() -> Result<()> {
     for (flag, reason) in [
         ("crash=panic", "SVSM terminated: panic"),
         ("crash=stack-overflow", "SVSM terminated: stack overflow"),
+        (
+            "crash=longjmp",
+            "SVSM terminated: longjmp to a frame that no longer exists",
+        ),
         ("crash=abort", "SVSM terminated: abort() called"),
     ] {
         let (status, console) = boot(&kernel, flag)?;

@@ -51,8 +51,8 @@ fn enable_sse() {
 }
 
 /// Fails on purpose when the command line asks (`crash=panic`, `crash=stack-overflow`,
-/// `crash=abort`), so the host can check that every fatal path ends the SVSM with its
-/// reason on the console.
+/// `crash=longjmp`, `crash=abort`), so the host can check that every fatal path ends the
+/// SVSM with its reason on the console.
 fn crash_on_request(info: &pvh::BootInfo) {
     unsafe extern "C" {
         fn abort() -> !;
@@ -70,6 +70,9 @@ fn crash_on_request(info: &pvh::BootInfo) {
     }
     if info.has_flag("crash=stack-overflow") {
         log::info!("overflowing the stack: {}", recurse(0));
+    }
+    if info.has_flag("crash=longjmp") {
+        svsm::arch::setjmp::jump_into_dead_frame();
     }
     if info.has_flag("crash=abort") {
         // SAFETY: the C runtime's abort takes no arguments and never returns.
