@@ -189,13 +189,11 @@ fn run_sequence(ops: &[Op]) -> Result<(), TestCaseError> {
                     Err(_) => u16::MAX,
                 };
                 let progressed = new_next != *next;
-                if progressed {
-                    if new_next != u16::MAX {
-                        done_entries = raw
-                            .get(usize::from(*next)..usize::from(new_next))
-                            .unwrap_or(&[])
-                            .to_vec();
-                    }
+                if progressed && new_next != u16::MAX {
+                    done_entries = raw
+                        .get(usize::from(*next)..usize::from(new_next))
+                        .unwrap_or(&[])
+                        .to_vec();
                 }
                 if code.is_some() && code != Some(Code::SUCCESS) && !progressed {
                     if let Some(diff) =
