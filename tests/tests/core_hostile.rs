@@ -229,21 +229,31 @@ fn cases() -> Vec<Case> {
         rejected(Code::UNSUPPORTED_CALL),
     ));
     for (name, rcx) in [
-        ("CONFIGURE_VTOM configure at 0", 0u64),
-        ("CONFIGURE_VTOM configure at 4 GiB", 0x1_0000_0000),
-        ("CONFIGURE_VTOM configure with every bit but query", !1),
+        ("CONFIGURE_VTOM disable", 0u64),
+        ("CONFIGURE_VTOM enable at 4 GiB", 0x1_0000_0002),
+        (
+            "CONFIGURE_VTOM enable with new CR3, RIP and RSP",
+            0x1_0000_001E,
+        ),
+    ] {
+        c.push(case(
+            name,
+            core(CoreCall::ConfigureVtom, rcx, u64::MAX, u64::MAX),
+            rejected(Code::INVALID_REQUEST),
+        ));
+    }
+    for (name, rcx) in [
+        ("CONFIGURE_VTOM disable with a vTOM", 0x1_0000_0000u64),
+        ("CONFIGURE_VTOM with reserved bits 11:5", 0x20),
+        ("CONFIGURE_VTOM with every bit but query", !1),
+        ("CONFIGURE_VTOM query with garbage bits", u64::MAX),
     ] {
         c.push(case(
             name,
             core(CoreCall::ConfigureVtom, rcx, 0, 0),
-            rejected(Code::INVALID_REQUEST),
+            rejected(PARAM),
         ));
     }
-    c.push(case(
-        "CONFIGURE_VTOM query with garbage bits",
-        core(CoreCall::ConfigureVtom, u64::MAX, u64::MAX, u64::MAX),
-        Expect::Answer(Code::SUCCESS),
-    ));
     for (name, rcx) in [
         (
             "QUERY_PROTOCOL protocol 0xFFFFFFFF",
