@@ -42,6 +42,9 @@ struct Inner<V> {
 /// The vTPM protocol service over a started vTPM.
 pub struct VtpmProtocol<V> {
     inner: Mutex<Inner<V>>,
+    /// The SVSM_VTPM_QUERY answer (RCX, RDX), fixed at start: QUERY never waits for a
+    /// command in progress.
+    query: (u64, u64),
 }
 
 impl<V> ::core::fmt::Debug for VtpmProtocol<V> {
@@ -53,11 +56,13 @@ impl<V> ::core::fmt::Debug for VtpmProtocol<V> {
 impl<V: Vtpm + Send> VtpmProtocol<V> {
     /// Serves `vtpm` (already started: manufactured, TPM2_Startup done, EK made).
     pub fn new(vtpm: V) -> Self {
+        let (commands, features) = vtpm.query();
         Self {
             inner: Mutex::new(Inner {
                 vtpm,
                 buffer: Box::new([0; VTPM_BUFFER_MAX]),
             }),
+            query: (commands.bits(), features.bits()),
         }
     }
 
@@ -81,10 +86,8 @@ impl<P: Platform, V: Vtpm + Send> ProtocolService<P> for VtpmProtocol<V> {
     fn handle(&self, call: &mut CallContext<'_, P>) -> Result<(), SvsmError> {
         match VtpmCall::from_id(call.call_id()) {
             Some(VtpmCall::Query) => {
-                let (commands, features) = self.inner.lock().vtpm.query();
                 let regs = call.regs_mut();
-                regs.rcx = commands.bits();
-                regs.rdx = features.bits();
+                (regs.rcx, regs.rdx) = self.query;
                 Ok(())
             }
             Some(VtpmCall::Cmd) => {
