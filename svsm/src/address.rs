@@ -400,6 +400,13 @@ impl GuestState {
         self.vmsa(addr).map(|v| VmsaPage { addr: v.addr })
     }
 
+    /// What a call on `apic_id` needs: its current guest VMSA and its calling area
+    /// (checked like any guest range).
+    pub fn call_target(&self, apic_id: u32) -> Option<(VmsaPage, CheckedRange)> {
+        let ca = self.calling_area(apic_id).ok().flatten()?;
+        Some((self.current_vmsa(apic_id)?, ca))
+    }
+
     /// The calling area of `apic_id`, checked like any guest range.
     pub fn calling_area(&self, apic_id: u32) -> Result<Option<CheckedRange>, AddressError> {
         match self.vcpu(apic_id).and_then(|v| v.calling_area) {

@@ -627,3 +627,137 @@ fn vcpus_on_threads() {
         }
     }
 }
+
+/// A vTPM-like service on protocol 2; also exercises `Services::default`, the services'
+/// debug output and the call context accessors.
+struct VersionOnly;
+
+impl ProtocolService<SharedSnp> for VersionOnly {
+    fn versions(&self) -> VersionRange {
+        VersionRange { min: 1, max: 1 }
+    }
+
+    fn handle(&self, call: &mut CallContext<'_, SharedSnp>) -> Result<(), SvsmError> {
+        let described = format!("{call:?}");
+        assert!(described.contains("apic_id"));
+        call.regs_mut().rcx = u64::from(call.guest_vmpl().level()) | u64::from(call.apic_id()) << 8;
+        Ok(())
+    }
+}
+
+#[test]
+fn vtpm_slot_and_debug_output() {
+    let services = Services::default().with_vtpm(Box::new(VersionOnly));
+    assert!(format!("{services:?}").contains("vtpm: Some"));
+    let system = EmulatedSystem::launch(LaunchConfig::default(), services).unwrap();
+    assert!(format!("{:?}", system.svsm()).contains("Services"));
+    let guest = GuestDriver::new(&system);
+    assert_eq!(guest.query_protocol(0, 2, 1).unwrap(), (1 << 32) | 1);
+    assert_eq!(guest.query_protocol(0, 1, 1).unwrap(), 0);
+    let out = guest
+        .call_ok(
+            0,
+            &CallRegisters {
+                rax: 2 << 32,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(out.rcx, 2, "guest VMPL 2 from vCPU 0");
+}
+
+/// The kernel's loop: `run_once` runs the guest VMPL, then services its call.
+#[test]
+fn run_once_services_the_next_call() {
+    let system = EmulatedSystem::standard().unwrap();
+    let machine = system.machine();
+    let ca = system.info().config.boot_ca;
+    machine
+        .guest_begin_call(0, ca, &regs(CoreCall::QueryProtocol, 1, 0, 0), true)
+        .unwrap();
+    let outcome = system.svsm().run_once(0).unwrap();
+    assert_eq!(outcome, RequestOutcome::Serviced(SvsmResultCode::SUCCESS));
+    let ret = machine.guest_end_call(0, ca).unwrap();
+    assert_eq!((ret.regs.rcx, ret.pending), ((1 << 32) | 1, 0));
+    // A vCPU whose guest VMSA cannot run (no VMSA) is refused by the hypervisor.
+    assert!(system.svsm().run_once(3).is_err());
+}
+
+/// A service that holds the call until told to go on, so another vCPU can act while
+/// this one is inside the SVSM.
+struct Gate {
+    entered: std::sync::mpsc::SyncSender<()>,
+    proceed: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl ProtocolService<SharedSnp> for Gate {
+    fn versions(&self) -> VersionRange {
+        VersionRange { min: 1, max: 1 }
+    }
+
+    fn handle(&self, call: &mut CallContext<'_, SharedSnp>) -> Result<(), SvsmError> {
+        let _ = self.entered.send(());
+        let _ = self.proceed.lock().unwrap().recv();
+        call.regs_mut().rcx = 42;
+        Ok(())
+    }
+}
+
+/// DELETE_VCPU of a vCPU's VMSA while that vCPU is inside an SVSM call: the VMSA is not
+/// running, so the delete succeeds, and the call's result is not written into the page
+/// the guest got back.
+#[test]
+fn delete_vcpu_while_it_is_inside_a_call() {
+    let (entered_tx, entered_rx) = std::sync::mpsc::sync_channel(1);
+    let (proceed_tx, proceed_rx) = std::sync::mpsc::channel();
+    let services = Services::new().with_attestation(Box::new(Gate {
+        entered: entered_tx,
+        proceed: std::sync::Mutex::new(proceed_rx),
+    }));
+    let system = EmulatedSystem::launch(LaunchConfig::default(), services).unwrap();
+    let guest = GuestDriver::new(&system);
+    guest
+        .pvalidate_linux(0, 0x20_0000, 0x40_0000, true)
+        .unwrap();
+    guest
+        .start_ap(GuestKind::Linux, 0, 1, AP1_VMSA, AP1_CA)
+        .unwrap();
+    std::thread::scope(|s| {
+        let ap = s.spawn(|| {
+            guest.call_once(
+                1,
+                &CallRegisters {
+                    rax: 1 << 32,
+                    rcx: 7,
+                    ..Default::default()
+                },
+            )
+        });
+        entered_rx.recv().unwrap();
+        guest
+            .call_ok(0, &regs(CoreCall::DeleteVcpu, AP1_VMSA, 0, 0))
+            .unwrap();
+        proceed_tx.send(()).unwrap();
+        // The hypervisor cannot resume the deleted VMSA (SVME is clear) ...
+        assert_eq!(
+            ap.join().unwrap().unwrap_err(),
+            svsm_tests::driver::DriverError::Guest(svsm_emulated::GuestFault::VmrunFailed)
+        );
+    });
+    // ... and the SVSM wrote no result into the page the guest got back.
+    let mut reg = [0u8; 8];
+    system
+        .machine()
+        .peek(AP1_VMSA + vmsa::RAX, &mut reg)
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(reg), 1 << 32);
+    system
+        .machine()
+        .peek(AP1_VMSA + vmsa::RCX, &mut reg)
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(reg), 7);
+    let entry = system.machine().rmp_entry(AP1_VMSA).unwrap();
+    assert!(!entry.vmsa);
+    assert_eq!(entry.perms[2], RmpPermissions::RWX);
+    check(&system);
+}
