@@ -4,6 +4,7 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod core;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ enum Cmd {
     Bench,
     /// Only install what this machine lacks.
     Setup,
+    /// Coverage of the request handlers (cargo-llvm-cov; branch coverage on nightly).
+    Coverage,
 }
 
 fn main() -> Result<()> {
@@ -42,6 +45,7 @@ fn main() -> Result<()> {
         Cmd::Test => test(),
         Cmd::Run => run(),
         Cmd::Bench => bench(),
+        Cmd::Coverage => crate::core::coverage(),
     }
 }
 
@@ -81,7 +85,7 @@ fn run() -> Result<()> {
 
 fn bench() -> Result<()> {
     setup::ensure()?;
-    println!("xtask: no benchmarks yet");
+    crate::core::bench()?;
     Ok(())
 }
 
