@@ -14,10 +14,9 @@ use svsm::requests::{
 };
 use svsm_emulated::{Backing, EmulatedSystem, LaunchConfig, SharedSnp};
 use svsm_protocol::call::CoreCall;
-use svsm_tests::driver::GuestDriver;
 
 fn query() -> CallRegisters {
-    GuestDriver::core_regs(CoreCall::QueryProtocol, 1, 0, 0)
+    svsm_tests::driver::core_call(CoreCall::QueryProtocol, 1, 0, 0)
 }
 
 #[test]
