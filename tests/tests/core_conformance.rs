@@ -761,3 +761,211 @@ fn delete_vcpu_while_it_is_inside_a_call() {
     assert_eq!(entry.perms[2], RmpPermissions::RWX);
     check(&system);
 }
+
+/// A platform that stops inside PVALIDATE until told to go on, so a test can act while
+/// another vCPU's PVALIDATE holds the registry.
+struct GatedPlatform {
+    inner: SharedSnp,
+    entered: std::sync::mpsc::SyncSender<()>,
+    proceed: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl svsm::platform::Platform for GatedPlatform {
+    fn pvalidate(
+        &self,
+        addr: svsm::address::PhysAddr,
+        size: svsm::platform::PageSize,
+        validate: bool,
+    ) -> Result<svsm::platform::Validation, svsm::platform::PvalidateError> {
+        let _ = self.entered.send(());
+        let _ = self.proceed.lock().unwrap().recv();
+        self.inner.pvalidate(addr, size, validate)
+    }
+    fn rmpadjust(
+        &self,
+        addr: svsm::address::PhysAddr,
+        size: svsm::platform::PageSize,
+        target: Vmpl,
+        perms: RmpPermissions,
+        vmsa: bool,
+    ) -> Result<(), svsm::platform::RmpadjustError> {
+        self.inner.rmpadjust(addr, size, target, perms, vmsa)
+    }
+    fn read_guest(
+        &self,
+        range: &svsm::address::CheckedRange,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), svsm::platform::MemoryError> {
+        self.inner.read_guest(range, offset, buf)
+    }
+    fn write_guest(
+        &self,
+        range: &svsm::address::CheckedRange,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), svsm::platform::MemoryError> {
+        self.inner.write_guest(range, offset, data)
+    }
+    fn zero_guest(
+        &self,
+        range: &svsm::address::CheckedRange,
+    ) -> Result<(), svsm::platform::MemoryError> {
+        self.inner.zero_guest(range)
+    }
+    fn read_vmsa(
+        &self,
+        vmsa: &svsm::address::VmsaPage,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), svsm::platform::MemoryError> {
+        self.inner.read_vmsa(vmsa, offset, buf)
+    }
+    fn write_vmsa(
+        &self,
+        vmsa: &svsm::address::VmsaPage,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), svsm::platform::MemoryError> {
+        self.inner.write_vmsa(vmsa, offset, data)
+    }
+    fn vmsa_running(&self, vmsa: &svsm::address::VmsaPage) -> bool {
+        self.inner.vmsa_running(vmsa)
+    }
+    fn create_ap(
+        &self,
+        apic_id: u32,
+        vmpl: Vmpl,
+        vmsa: svsm::address::PhysAddr,
+        sev_features: u64,
+    ) -> Result<(), svsm::platform::HypervisorError> {
+        self.inner.create_ap(apic_id, vmpl, vmsa, sev_features)
+    }
+    fn run_guest(&self, apic_id: u32) -> Result<(), svsm::platform::HypervisorError> {
+        self.inner.run_guest(apic_id)
+    }
+    fn guest_request(
+        &self,
+        request: &svsm::platform::MessagePage,
+    ) -> Result<svsm::platform::MessagePage, svsm::platform::PspError> {
+        self.inner.guest_request(request)
+    }
+}
+
+/// While one vCPU's PVALIDATE holds the registry, another vCPU's REMAP_CA gets BUSY and
+/// changes nothing; retried with the same registers afterwards, it succeeds.
+#[test]
+fn busy_while_another_vcpu_holds_the_registry() {
+    use svsm::platform::{PageSize as RmpPageSize, Platform};
+    use svsm::requests::{Svsm, SvsmConfig};
+
+    let system = EmulatedSystem::standard().unwrap();
+    let info = system.info().clone();
+    let machine = system.shared_machine().clone();
+    // A second guest VMSA (vCPU 1, in SVSM memory) and calling area, as a launch makes.
+    let ap_vmsa = info.config.svsm_range.0 + 5 * PAGE_SIZE;
+    let ap_ca = 0x20_0000;
+    machine.load(ap_vmsa + vmsa::VMPL, &[2]).unwrap();
+    machine
+        .load(ap_vmsa + vmsa::EFER, &(vmsa::EFER_SVME).to_le_bytes())
+        .unwrap();
+    machine
+        .rmpadjust(
+            svsm::address::PhysAddr::new(ap_vmsa),
+            RmpPageSize::Size4K,
+            Vmpl::new(1).unwrap(),
+            RmpPermissions::empty(),
+            true,
+        )
+        .unwrap();
+    machine
+        .hv_ap_create(1, Vmpl::new(2).unwrap(), ap_vmsa)
+        .unwrap();
+    for page in [ap_ca, 0x20_1000, 0x20_2000] {
+        machine.launch_pvalidate(page, RmpPageSize::Size4K).unwrap();
+        machine
+            .rmpadjust(
+                svsm::address::PhysAddr::new(page),
+                RmpPageSize::Size4K,
+                Vmpl::new(2).unwrap(),
+                RmpPermissions::RWX,
+                false,
+            )
+            .unwrap();
+    }
+
+    let (entered_tx, entered_rx) = std::sync::mpsc::sync_channel(1);
+    let (proceed_tx, proceed_rx) = std::sync::mpsc::channel();
+    let layout = svsm::address::MemoryLayout::new(
+        info.config.regions.clone(),
+        info.config.svsm_range.0,
+        info.config.svsm_range.1,
+    )
+    .unwrap();
+    let svsm = Svsm::new(
+        GatedPlatform {
+            inner: machine.clone(),
+            entered: entered_tx,
+            proceed: std::sync::Mutex::new(proceed_rx),
+        },
+        SvsmConfig {
+            guest_vmpl: Vmpl::new(2).unwrap(),
+            layout,
+            apic_ids: info.config.apic_ids.clone(),
+        },
+        Services::new(),
+    );
+    svsm.register_launch_vcpu(
+        0,
+        svsm::address::PhysAddr::new(info.boot_vmsa),
+        GuestPhysAddr::new(info.config.boot_ca),
+    )
+    .unwrap();
+    svsm.register_launch_vcpu(
+        1,
+        svsm::address::PhysAddr::new(ap_vmsa),
+        GuestPhysAddr::new(ap_ca),
+    )
+    .unwrap();
+
+    let boot_ca = info.config.boot_ca;
+    let list = boot_ca + 8;
+    let entry = PvalidateEntry::new(0x20_3000, PageSize::Size4K, true, false).unwrap();
+    let mut bytes = vec![0u8; 16];
+    svsm_protocol::core::encode_list(&[entry], 0, &mut bytes).unwrap();
+    machine.guest_write(list, &bytes).unwrap();
+    let remap = regs(CoreCall::RemapCa, 0x20_1000, 0, 0);
+    std::thread::scope(|s| {
+        machine
+            .guest_begin_call(0, boot_ca, &regs(CoreCall::Pvalidate, list, 0, 0), true)
+            .unwrap();
+        let bsp = s.spawn(|| svsm.handle_request(0));
+        entered_rx.recv().unwrap();
+        machine.guest_begin_call(1, ap_ca, &remap, true).unwrap();
+        let before = svsm.state_snapshot();
+        assert_eq!(
+            svsm.handle_request(1),
+            RequestOutcome::Serviced(SvsmResultCode::BUSY)
+        );
+        assert_eq!(svsm.state_snapshot(), before, "BUSY changed the registry");
+        proceed_tx.send(()).unwrap();
+        assert_eq!(
+            bsp.join().unwrap(),
+            RequestOutcome::Serviced(SvsmResultCode::SUCCESS)
+        );
+    });
+    machine.run_guest(1).unwrap();
+    let ret = machine.guest_end_call(1, ap_ca).unwrap();
+    assert_eq!(SvsmResultCode::from_raw(ret.regs.rax), SvsmResultCode::BUSY);
+    // The guest retries with identical registers.
+    machine.guest_begin_call(1, ap_ca, &remap, true).unwrap();
+    proceed_tx.send(()).ok();
+    assert_eq!(
+        svsm.handle_request(1),
+        RequestOutcome::Serviced(SvsmResultCode::SUCCESS)
+    );
+    assert_eq!(
+        svsm.state_snapshot().vcpu(1).unwrap().calling_area,
+        Some(0x20_1000)
+    );
+}
