@@ -20,6 +20,7 @@
         clippy::panic
     )
 )]
+#![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
 use core::fmt;

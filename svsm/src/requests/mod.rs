@@ -43,6 +43,7 @@
         clippy::panic
     )
 )]
+#![forbid(unsafe_code)]
 
 pub mod attest;
 pub mod core;
