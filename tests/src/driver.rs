@@ -17,7 +17,6 @@
 //!   range's 512 4 KiB entries, then resume with the entries after it.
 
 use std::collections::HashMap;
-use std::ops::Deref;
 use std::sync::Mutex;
 
 use svsm::platform::{Vmpl, PAGE_SIZE, PAGE_SIZE_2M};
@@ -64,12 +63,10 @@ pub enum GuestKind {
     Ovmf,
 }
 
-/// The guest side of an emulated system. `S` is how the driver holds the system: a
-/// reference in tests, an `Arc` (or the system itself) in a long-lived user such as the
-/// vTPM daemon.
+/// The guest side of an emulated system.
 #[derive(Debug)]
-pub struct GuestDriver<S: Deref<Target = EmulatedSystem>> {
-    system: S,
+pub struct GuestDriver<'a> {
+    system: &'a EmulatedSystem,
     calling_areas: Mutex<HashMap<u32, u64>>,
     guest_vmpl: Vmpl,
     sev_features: u64,
@@ -98,17 +95,6 @@ impl PageRequest {
     }
 }
 
-/// Registers for a core protocol call.
-pub fn core_call(call: CoreCall, rcx: u64, rdx: u64, r8: u64) -> CallRegisters {
-    CallRegisters {
-        rax: Call::Core(call).to_rax(),
-        rcx,
-        rdx,
-        r8,
-        r9: 0,
-    }
-}
-
 /// Splits `[start, end)` into entries the way Linux's `__set_pages_state` does: 2 MiB
 /// where the address is 2 MiB aligned and a whole 2 MiB remains, 4 KiB elsewhere.
 pub fn linux_entries(start: u64, end: u64, validate: bool) -> Vec<PageRequest> {
@@ -126,26 +112,24 @@ pub fn linux_entries(start: u64, end: u64, validate: bool) -> Vec<PageRequest> {
     out
 }
 
-impl<S: Deref<Target = EmulatedSystem>> GuestDriver<S> {
+impl<'a> GuestDriver<'a> {
     /// The guest of `system`: the boot vCPU uses the boot calling area from the secrets
     /// page.
-    pub fn new(system: S) -> Self {
+    pub fn new(system: &'a EmulatedSystem) -> Self {
         let info = system.info();
         let mut cas = HashMap::new();
         cas.insert(info.bsp(), info.config.boot_ca);
-        let guest_vmpl = info.config.guest_vmpl;
-        let sev_features = info.config.sev_features;
         Self {
             system,
             calling_areas: Mutex::new(cas),
-            guest_vmpl,
-            sev_features,
+            guest_vmpl: info.config.guest_vmpl,
+            sev_features: info.config.sev_features,
         }
     }
 
     /// The system.
-    pub fn system(&self) -> &EmulatedSystem {
-        &self.system
+    pub fn system(&self) -> &'a EmulatedSystem {
+        self.system
     }
 
     /// The calling area vCPU `apic_id` uses.
@@ -202,6 +186,17 @@ impl<S: Deref<Target = EmulatedSystem>> GuestDriver<S> {
         }
     }
 
+    /// Registers for a core call.
+    pub fn core_regs(call: CoreCall, rcx: u64, rdx: u64, r8: u64) -> CallRegisters {
+        CallRegisters {
+            rax: Call::Core(call).to_rax(),
+            rcx,
+            rdx,
+            r8,
+            r9: 0,
+        }
+    }
+
     /// SVSM_CORE_QUERY_PROTOCOL: the RCX answer.
     pub fn query_protocol(
         &self,
@@ -210,7 +205,10 @@ impl<S: Deref<Target = EmulatedSystem>> GuestDriver<S> {
         version: u32,
     ) -> Result<u64, DriverError> {
         let rcx = (u64::from(protocol) << 32) | u64::from(version);
-        let out = self.call_ok(apic_id, &core_call(CoreCall::QueryProtocol, rcx, 0, 0))?;
+        let out = self.call_ok(
+            apic_id,
+            &Self::core_regs(CoreCall::QueryProtocol, rcx, 0, 0),
+        )?;
         Ok(out.rcx)
     }
 
@@ -221,7 +219,7 @@ impl<S: Deref<Target = EmulatedSystem>> GuestDriver<S> {
         self.system
             .machine()
             .guest_write(new_ca, &[0u8; PAGE_SIZE as usize])?;
-        self.call_ok(apic_id, &core_call(CoreCall::RemapCa, new_ca, 0, 0))?;
+        self.call_ok(apic_id, &Self::core_regs(CoreCall::RemapCa, new_ca, 0, 0))?;
         self.lock_cas().insert(apic_id, new_ca);
         Ok(())
     }
@@ -241,7 +239,10 @@ impl<S: Deref<Target = EmulatedSystem>> GuestDriver<S> {
         let mut buf = vec![0u8; PAGE_SIZE as usize - BUFFER_OFFSET];
         encode_list(entries, next, &mut buf).map_err(|_| DriverError::BadRequest)?;
         self.system.machine().guest_write(list_gpa, &buf)?;
-        let out = self.call(apic_id, &core_call(CoreCall::Pvalidate, list_gpa, 0, 0))?;
+        let out = self.call(
+            apic_id,
+            &Self::core_regs(CoreCall::Pvalidate, list_gpa, 0, 0),
+        )?;
         let mut header = [0u8; 4];
         self.system.machine().guest_read(list_gpa, &mut header)?;
         Ok((
@@ -403,7 +404,7 @@ impl<S: Deref<Target = EmulatedSystem>> GuestDriver<S> {
             .guest_write(ca, &[0u8; PAGE_SIZE as usize])?;
         self.call_ok(
             caller,
-            &core_call(CoreCall::CreateVcpu, vmsa_gpa, ca, u64::from(apic_id)),
+            &Self::core_regs(CoreCall::CreateVcpu, vmsa_gpa, ca, u64::from(apic_id)),
         )?;
         self.system
             .machine()
@@ -416,7 +417,10 @@ impl<S: Deref<Target = EmulatedSystem>> GuestDriver<S> {
     /// DELETE_VCPU gives the VMSA page back.
     pub fn stop_ap(&self, caller: u32, apic_id: u32, vmsa_gpa: u64) -> Result<(), DriverError> {
         self.system.machine().hv_ap_destroy(apic_id)?;
-        self.call_ok(caller, &core_call(CoreCall::DeleteVcpu, vmsa_gpa, 0, 0))?;
+        self.call_ok(
+            caller,
+            &Self::core_regs(CoreCall::DeleteVcpu, vmsa_gpa, 0, 0),
+        )?;
         self.lock_cas().remove(&apic_id);
         Ok(())
     }

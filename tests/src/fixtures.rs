@@ -83,7 +83,7 @@ impl Prepared {
 
     /// A driver for the prepared guest (calling areas: boot CA for the BSP, AP1_CA for
     /// AP 1).
-    pub fn guest(&self) -> GuestDriver<&EmulatedSystem> {
+    pub fn guest(&self) -> GuestDriver<'_> {
         let guest = GuestDriver::new(&self.system);
         guest.adopt_calling_area(1, AP1_CA);
         guest

@@ -21,7 +21,7 @@ use svsm_tests::fixtures::*;
 use svsm_tests::invariants;
 
 fn regs(call: CoreCall, rcx: u64, rdx: u64, r8: u64) -> CallRegisters {
-    svsm_tests::driver::core_call(call, rcx, rdx, r8)
+    GuestDriver::core_regs(call, rcx, rdx, r8)
 }
 
 fn guest_perms(system: &EmulatedSystem, page: u64) -> RmpPermissions {

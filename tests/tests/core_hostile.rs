@@ -11,6 +11,7 @@ use svsm::requests::{CallRegisters, NotServiced, RequestOutcome};
 use svsm_protocol::call::CoreCall;
 use svsm_protocol::calling_area::BUFFER_OFFSET;
 use svsm_protocol::SvsmResultCode as Code;
+use svsm_tests::driver::GuestDriver;
 use svsm_tests::fixtures::*;
 use svsm_tests::invariants;
 
@@ -56,7 +57,7 @@ struct Case {
 }
 
 fn core(call: CoreCall, rcx: u64, rdx: u64, r8: u64) -> CallRegisters {
-    svsm_tests::driver::core_call(call, rcx, rdx, r8)
+    GuestDriver::core_regs(call, rcx, rdx, r8)
 }
 
 fn rax(rax: u64, rcx: u64) -> CallRegisters {

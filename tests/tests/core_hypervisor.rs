@@ -14,9 +14,10 @@ use svsm::requests::{
 };
 use svsm_emulated::{Backing, EmulatedSystem, LaunchConfig, SharedSnp};
 use svsm_protocol::call::CoreCall;
+use svsm_tests::driver::GuestDriver;
 
 fn query() -> CallRegisters {
-    svsm_tests::driver::core_call(CoreCall::QueryProtocol, 1, 0, 0)
+    GuestDriver::core_regs(CoreCall::QueryProtocol, 1, 0, 0)
 }
 
 #[test]

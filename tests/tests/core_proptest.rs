@@ -9,7 +9,6 @@
 use proptest::prelude::*;
 use svsm::platform::{RmpPermissions, PAGE_SIZE};
 use svsm::requests::{vmsa, CallRegisters, RequestOutcome};
-use svsm_emulated::EmulatedSystem;
 use svsm_protocol::call::CoreCall;
 use svsm_protocol::calling_area::BUFFER_OFFSET;
 use svsm_protocol::SvsmResultCode as Code;
@@ -107,17 +106,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn core(call: CoreCall, rcx: u64, rdx: u64, r8: u64) -> CallRegisters {
-    svsm_tests::driver::core_call(call, rcx, rdx, r8)
+    GuestDriver::core_regs(call, rcx, rdx, r8)
 }
 
 /// Makes one call from `vcpu`; `None` if the guest cannot make it (no VMSA, its
 /// calling area is gone) or the SVSM did not service it.
-fn call(
-    p: &Prepared,
-    guest: &GuestDriver<&EmulatedSystem>,
-    vcpu: u32,
-    regs: &CallRegisters,
-) -> Option<Code> {
+fn call(p: &Prepared, guest: &GuestDriver<'_>, vcpu: u32, regs: &CallRegisters) -> Option<Code> {
     let ca = guest.calling_area(vcpu)?;
     let m = p.system.machine();
     m.guest_begin_call(vcpu, ca, regs, true).ok()?;

@@ -40,7 +40,7 @@ fn config() -> LaunchConfig {
 /// Validates (then rescinds, untimed) `[start, end)` in entries of `size`, `ROUNDS`
 /// times; returns the time spent validating and the number of entries per round.
 fn run(
-    guest: &GuestDriver<&EmulatedSystem>,
+    guest: &GuestDriver<'_>,
     start: u64,
     end: u64,
     size: PageSize,
