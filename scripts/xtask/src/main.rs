@@ -4,6 +4,7 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod core;
 mod kernel;
 mod setup;
 mod vtpm;
@@ -32,6 +33,8 @@ enum Cmd {
     Bench,
     /// Only install what this machine lacks.
     Setup,
+    /// Coverage of the request handlers (cargo-llvm-cov; branch coverage on nightly).
+    Coverage,
 }
 
 fn main() -> Result<()> {
@@ -44,6 +47,7 @@ fn main() -> Result<()> {
         Cmd::Test => test(),
         Cmd::Run => run(),
         Cmd::Bench => bench(),
+        Cmd::Coverage => crate::core::coverage(),
     }
 }
 
@@ -89,6 +93,7 @@ fn run() -> Result<()> {
 fn bench() -> Result<()> {
     setup::ensure()?;
     vtpm::bench()?;
+    crate::core::bench()?;
     Ok(())
 }
 
