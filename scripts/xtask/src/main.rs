@@ -4,6 +4,7 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod core;
 mod setup;
 mod vtpm;
 
@@ -31,6 +32,8 @@ enum Cmd {
     Bench,
     /// Only install what this machine lacks.
     Setup,
+    /// Coverage of the request handlers (cargo-llvm-cov; branch coverage on nightly).
+    Coverage,
 }
 
 fn main() -> Result<()> {
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
         Cmd::Test => test(),
         Cmd::Run => run(),
         Cmd::Bench => bench(),
+        Cmd::Coverage => crate::core::coverage(),
     }
 }
 
@@ -83,6 +87,7 @@ fn run() -> Result<()> {
 
 fn bench() -> Result<()> {
     setup::ensure()?;
+    crate::core::bench()?;
     vtpm::bench()?;
     Ok(())
 }
