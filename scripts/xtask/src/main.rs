@@ -6,6 +6,7 @@
 
 mod core;
 mod setup;
+mod vtpm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,6 +74,7 @@ fn test() -> Result<()> {
         ]),
     )?;
     step("host tests", cargo(&["test", "--workspace"]))?;
+    vtpm::test()?;
     println!("xtask: every test level passed");
     Ok(())
 }
@@ -86,6 +88,7 @@ fn run() -> Result<()> {
 fn bench() -> Result<()> {
     setup::ensure()?;
     crate::core::bench()?;
+    vtpm::bench()?;
     Ok(())
 }
 
