@@ -26,8 +26,7 @@
 //! `UNSUPPORTED_PROTOCOL`. A service handles every call id of its protocol (unknown ids:
 //! [`SvsmError::UnsupportedCall`]) through a [`CallContext`], which gives it the call's
 //! registers and checked, copying access to guest memory. `attest.rs` and `vtpm.rs`
-//! hold the two services (owned by their helpers; until they land they provide
-//! nothing).
+//! hold the two services.
 //!
 //! Locking: the registry of vCPUs and VMSAs ([`GuestState`]) sits behind one
 //! reader-writer spin lock. Handlers that only use it (PVALIDATE, guest memory access)
@@ -395,7 +394,8 @@ impl<P: Platform> Svsm<P> {
             (vmsa, guest)
         };
 
-        // While the SVSM works on the call the hypervisor must not run this VMSA.
+        // While the SVSM works on the call the hypervisor must not run this VMSA. If the
+        // write fails, so will the write-back: the call then has no visible result.
         let efer = guest.efer;
         let _ = self.write_vmsa_u64(&vmsa, vmsa::EFER, efer & !vmsa::EFER_SVME);
 
@@ -412,6 +412,10 @@ impl<P: Platform> Svsm<P> {
     }
 
     /// Reads `call_pending` and, if it is 1, clears it: whether there is a call.
+    ///
+    /// Read then write, not an atomic exchange: the vCPU that owns the calling area is
+    /// stopped in VMPL0 while this runs, and the registry never lets two vCPUs share a
+    /// calling area, so no one else writes the byte meanwhile.
     fn take_call_pending(&self, ca: &CheckedRange) -> Result<bool, SvsmError> {
         let mut pending = [0u8];
         self.platform
