@@ -5,3 +5,4 @@
 //! `unsafe`, no allocation, no panics on guest input.
 #![no_std]
 #![forbid(unsafe_code)]
+pub mod igvm_params;
