@@ -15,7 +15,9 @@
 use std::path::PathBuf;
 
 use igvm::snp_defs::SevVmsa;
-use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader, IgvmRevision};
+use igvm::{
+    IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader, IgvmRevision,
+};
 use igvm_defs::{
     IgvmNativeVpContextX64, IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, SnpPolicy,
     IGVM_NATIVE_PLATFORM_VERSION, IGVM_SEV_SNP_PLATFORM_VERSION, IGVM_VHS_PARAMETER,
@@ -139,9 +141,11 @@ pub fn build(config: &BuildConfig) -> Result<Built, Error> {
         )));
     }
     if config.max_vcpus == 0 {
-        return Err(Error::InvalidOption("--max-vcpus must be at least 1".into()));
+        return Err(Error::InvalidOption(
+            "--max-vcpus must be at least 1".into(),
+        ));
     }
-    if u64::from(config.sev_features) & crate::vmsa::SEV_FEATURE_SNP == 0 {
+    if config.sev_features & crate::vmsa::SEV_FEATURE_SNP == 0 {
         return Err(Error::InvalidOption(format!(
             "--sev-features {:#x} lacks SNP (bit 0)",
             config.sev_features
@@ -172,7 +176,11 @@ pub fn build(config: &BuildConfig) -> Result<Built, Error> {
     let memory_map_gpa = take(MEMORY_MAP_PAGES);
     let madt_size = page_align_up(MADT_HEADER_SIZE as u64 + 16 * u64::from(config.max_vcpus))
         .ok_or_else(|| Error::InvalidOption("--max-vcpus is too large".into()))?;
-    let madt_gpa = if config.madt { take(madt_size / PAGE_SIZE) } else { 0 };
+    let madt_gpa = if config.madt {
+        take(madt_size / PAGE_SIZE)
+    } else {
+        0
+    };
     let free_base = next;
     let used = free_base - svsm_base;
     if used > config.svsm_size {
@@ -214,7 +222,10 @@ pub fn build(config: &BuildConfig) -> Result<Built, Error> {
             if overlaps(svsm, range) {
                 return Err(Error::Overlap {
                     first: describe("the SVSM range", svsm),
-                    second: describe(&format!("firmware SEV metadata section (type {})", s.kind.raw()), range),
+                    second: describe(
+                        &format!("firmware SEV metadata section (type {})", s.kind.raw()),
+                        range,
+                    ),
                 });
             }
             if s.gpa + s.size > ram {
@@ -234,7 +245,11 @@ pub fn build(config: &BuildConfig) -> Result<Built, Error> {
         fw_info.secrets_gpa = fw.section(SectionType::Secrets).map_or(0, |s| s.gpa);
         fw_info.cpuid_gpa = fw.section(SectionType::Cpuid).map_or(0, |s| s.gpa);
         fw_info.caa_gpa = fw.section(SectionType::SvsmCaa).map_or(0, |s| s.gpa);
-        for (i, s) in fw.sections_of(SectionType::SnpSecMem).take(FW_SEC_MEM_MAX).enumerate() {
+        for (i, s) in fw
+            .sections_of(SectionType::SnpSecMem)
+            .take(FW_SEC_MEM_MAX)
+            .enumerate()
+        {
             fw_info.sec_mem[i] = MemoryRange {
                 base: s.gpa,
                 size: s.size,
@@ -265,7 +280,11 @@ pub fn build(config: &BuildConfig) -> Result<Built, Error> {
         },
         free_base,
         guest_vmpl: DEFAULT_GUEST_VMPL,
-        flags: if firmware.is_some() { PARAM_FLAG_FIRMWARE } else { 0 },
+        flags: if firmware.is_some() {
+            PARAM_FLAG_FIRMWARE
+        } else {
+            0
+        },
         firmware: fw_info,
     };
 
@@ -287,26 +306,61 @@ pub fn build(config: &BuildConfig) -> Result<Built, Error> {
     if let Some(fw) = &firmware {
         let base = fw.base();
         for (i, chunk) in fw.data.chunks(PAGE_SIZE as usize).enumerate() {
-            directives.push(page(base + i as u64 * PAGE_SIZE, both, IgvmPageDataType::NORMAL, chunk.to_vec()));
+            directives.push(page(
+                base + i as u64 * PAGE_SIZE,
+                both,
+                IgvmPageDataType::NORMAL,
+                chunk.to_vec(),
+            ));
         }
         // The firmware's own CPUID page, filled and checked by the PSP like the SVSM's.
         if fw_info.cpuid_gpa != 0 {
-            directives.push(page(fw_info.cpuid_gpa, SNP_COMPAT_MASK, IgvmPageDataType::CPUID_DATA, Vec::new()));
+            directives.push(page(
+                fw_info.cpuid_gpa,
+                SNP_COMPAT_MASK,
+                IgvmPageDataType::CPUID_DATA,
+                Vec::new(),
+            ));
         }
         // Zero pages the SVSM fills: the secrets copy and the calling area.
         let mut zero_pages = vec![fw_info.secrets_gpa, fw_info.caa_gpa];
         zero_pages.retain(|gpa| *gpa != 0);
         zero_pages.sort_unstable();
         for gpa in zero_pages {
-            directives.push(page(gpa, SNP_COMPAT_MASK, IgvmPageDataType::NORMAL, Vec::new()));
+            directives.push(page(
+                gpa,
+                SNP_COMPAT_MASK,
+                IgvmPageDataType::NORMAL,
+                Vec::new(),
+            ));
         }
     }
     for (gpa, bytes) in &kernel.pages {
-        directives.push(page(*gpa, both, IgvmPageDataType::NORMAL, trim_zeros(&bytes[..])));
+        directives.push(page(
+            *gpa,
+            both,
+            IgvmPageDataType::NORMAL,
+            trim_zeros(&bytes[..]),
+        ));
     }
-    directives.push(page(param_block_gpa, both, IgvmPageDataType::NORMAL, params.as_bytes().to_vec()));
-    directives.push(page(secrets_gpa, SNP_COMPAT_MASK, IgvmPageDataType::SECRETS, Vec::new()));
-    directives.push(page(cpuid_gpa, SNP_COMPAT_MASK, IgvmPageDataType::CPUID_DATA, Vec::new()));
+    directives.push(page(
+        param_block_gpa,
+        both,
+        IgvmPageDataType::NORMAL,
+        params.as_bytes().to_vec(),
+    ));
+    directives.push(page(
+        secrets_gpa,
+        SNP_COMPAT_MASK,
+        IgvmPageDataType::SECRETS,
+        Vec::new(),
+    ));
+    directives.push(page(
+        cpuid_gpa,
+        SNP_COMPAT_MASK,
+        IgvmPageDataType::CPUID_DATA,
+        Vec::new(),
+    ));
 
     let parameter = |index: u32, offset: u32| IGVM_VHS_PARAMETER {
         parameter_area_index: index,
@@ -324,15 +378,24 @@ pub fn build(config: &BuildConfig) -> Result<Built, Error> {
         parameter_area_index: AREA_PARAM_PAGE,
         initial_data: Vec::new(),
     });
-    directives.push(IgvmDirectiveHeader::VpCount(parameter(AREA_PARAM_PAGE, PARAM_PAGE_VCPU_COUNT_OFFSET)));
-    directives.push(IgvmDirectiveHeader::EnvironmentInfo(parameter(AREA_PARAM_PAGE, PARAM_PAGE_ENVIRONMENT_OFFSET)));
+    directives.push(IgvmDirectiveHeader::VpCount(parameter(
+        AREA_PARAM_PAGE,
+        PARAM_PAGE_VCPU_COUNT_OFFSET,
+    )));
+    directives.push(IgvmDirectiveHeader::EnvironmentInfo(parameter(
+        AREA_PARAM_PAGE,
+        PARAM_PAGE_ENVIRONMENT_OFFSET,
+    )));
     directives.push(insert(AREA_PARAM_PAGE, param_page_gpa));
     directives.push(IgvmDirectiveHeader::ParameterArea {
         number_of_bytes: MEMORY_MAP_PAGES * PAGE_SIZE,
         parameter_area_index: AREA_MEMORY_MAP,
         initial_data: Vec::new(),
     });
-    directives.push(IgvmDirectiveHeader::MemoryMap(parameter(AREA_MEMORY_MAP, 0)));
+    directives.push(IgvmDirectiveHeader::MemoryMap(parameter(
+        AREA_MEMORY_MAP,
+        0,
+    )));
     directives.push(insert(AREA_MEMORY_MAP, memory_map_gpa));
     if config.madt {
         directives.push(IgvmDirectiveHeader::ParameterArea {
@@ -360,21 +423,25 @@ pub fn build(config: &BuildConfig) -> Result<Built, Error> {
         vmsa: Box::new(vmsa),
     });
 
-    let mut platforms = vec![IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
-        compatibility_mask: SNP_COMPAT_MASK,
-        highest_vtl: 0,
-        platform_type: IgvmPlatformType::SEV_SNP,
-        platform_version: IGVM_SEV_SNP_PLATFORM_VERSION,
-        shared_gpa_boundary: 0,
-    })];
-    if config.native {
-        platforms.push(IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
-            compatibility_mask: NATIVE_COMPAT_MASK,
+    let mut platforms = vec![IgvmPlatformHeader::SupportedPlatform(
+        IGVM_VHS_SUPPORTED_PLATFORM {
+            compatibility_mask: SNP_COMPAT_MASK,
             highest_vtl: 0,
-            platform_type: IgvmPlatformType::NATIVE,
-            platform_version: IGVM_NATIVE_PLATFORM_VERSION,
+            platform_type: IgvmPlatformType::SEV_SNP,
+            platform_version: IGVM_SEV_SNP_PLATFORM_VERSION,
             shared_gpa_boundary: 0,
-        }));
+        },
+    )];
+    if config.native {
+        platforms.push(IgvmPlatformHeader::SupportedPlatform(
+            IGVM_VHS_SUPPORTED_PLATFORM {
+                compatibility_mask: NATIVE_COMPAT_MASK,
+                highest_vtl: 0,
+                platform_type: IgvmPlatformType::NATIVE,
+                platform_version: IGVM_NATIVE_PLATFORM_VERSION,
+                shared_gpa_boundary: 0,
+            },
+        ));
     }
     let initializations = vec![IgvmInitializationHeader::GuestPolicy {
         policy: config.policy,

@@ -15,9 +15,19 @@ use svsm_protocol::igvm_params::{MemoryRange, FW_SEC_MEM_MAX};
 use crate::{Error, PAGE_SIZE};
 
 /// The table footer GUID 96b582de-1fb2-45f7-baea-a366c55a082d, UEFI byte order.
-const FOOTER_GUID: [u8; 16] = guid(0x96b5_82de, 0x1fb2, 0x45f7, [0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d]);
+const FOOTER_GUID: [u8; 16] = guid(
+    0x96b5_82de,
+    0x1fb2,
+    0x45f7,
+    [0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d],
+);
 /// The SEV metadata GUID dc886566-984a-4798-a75e-5585a7bf67cc, UEFI byte order.
-const SEV_METADATA_GUID: [u8; 16] = guid(0xdc88_6566, 0x984a, 0x4798, [0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67, 0xcc]);
+const SEV_METADATA_GUID: [u8; 16] = guid(
+    0xdc88_6566,
+    0x984a,
+    0x4798,
+    [0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67, 0xcc],
+);
 
 /// Builds the UEFI (mixed-endian) byte form of a GUID.
 const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
@@ -122,7 +132,9 @@ impl Firmware {
             return Err(format!("size {len:#x} is not a non-zero multiple of 4 KiB"));
         }
         if len > 16 << 20 {
-            return Err(format!("size {len:#x} exceeds the 16 MiB flash window below 4 GiB"));
+            return Err(format!(
+                "size {len:#x} exceeds the 16 MiB flash window below 4 GiB"
+            ));
         }
         let table = footer_table(&data)?;
         let metadata = table
@@ -135,7 +147,9 @@ impl Firmware {
             .len()
             .checked_sub(offset as usize)
             .ok_or_else(|| format!("SEV metadata offset {offset:#x} lies before the image"))?;
-        let header = data.get(start..start + 16).ok_or("SEV metadata header is truncated")?;
+        let header = data
+            .get(start..start + 16)
+            .ok_or("SEV metadata header is truncated")?;
         if &header[0..4] != b"ASEV" {
             return Err("SEV metadata signature is not \"ASEV\"".into());
         }
@@ -187,7 +201,11 @@ impl Firmware {
         if fw.sections_of(SectionType::SnpSecMem).count() > FW_SEC_MEM_MAX {
             return Err(format!("more than {FW_SEC_MEM_MAX} SNP_SEC_MEM sections"));
         }
-        for kind in [SectionType::Secrets, SectionType::Cpuid, SectionType::SvsmCaa] {
+        for kind in [
+            SectionType::Secrets,
+            SectionType::Cpuid,
+            SectionType::SvsmCaa,
+        ] {
             if fw.sections_of(kind).count() > 1 {
                 return Err(format!("more than one section of type {}", kind.raw()));
             }
@@ -220,7 +238,10 @@ impl Firmware {
 
     /// Every section of `kind`.
     pub fn sections_of(&self, kind: SectionType) -> impl Iterator<Item = Section> + '_ {
-        self.sections.iter().copied().filter(move |s| s.kind == kind)
+        self.sections
+            .iter()
+            .copied()
+            .filter(move |s| s.kind == kind)
     }
 }
 
@@ -236,8 +257,11 @@ fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
         .map(|b| u16::from_le_bytes([b[0], b[1]]))
 }
 
-/// The entries of the footer GUID table: (GUID, data).
-fn footer_table(data: &[u8]) -> Result<Vec<([u8; 16], &[u8])>, String> {
+/// One footer table entry: its GUID and its data.
+type TableEntry<'a> = ([u8; 16], &'a [u8]);
+
+/// The entries of the footer GUID table.
+fn footer_table(data: &[u8]) -> Result<Vec<TableEntry<'_>>, String> {
     const ENTRY_HEADER: usize = 18;
     let footer = data
         .len()
@@ -279,7 +303,10 @@ mod tests {
     fn guid_bytes_are_mixed_endian() {
         assert_eq!(&FOOTER_GUID[..4], &[0xde, 0x82, 0xb5, 0x96]);
         assert_eq!(&FOOTER_GUID[4..8], &[0xb2, 0x1f, 0xf7, 0x45]);
-        assert_eq!(&FOOTER_GUID[8..], &[0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d]);
+        assert_eq!(
+            &FOOTER_GUID[8..],
+            &[0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d]
+        );
     }
 
     #[test]

@@ -138,7 +138,10 @@ pub fn listing(file: &IgvmFile) -> String {
         {
             let kind = page_kind(*data_type, flags.unmeasured(), !data.is_empty());
             if let Some(r) = &mut run {
-                if r.kind == kind && r.mask == *compatibility_mask && r.start + r.pages * PAGE_SIZE == *gpa {
+                if r.kind == kind
+                    && r.mask == *compatibility_mask
+                    && r.start + r.pages * PAGE_SIZE == *gpa
+                {
                     r.pages += 1;
                     continue;
                 }
@@ -159,19 +162,38 @@ pub fn listing(file: &IgvmFile) -> String {
                 parameter_area_index,
                 ..
             } => {
-                let _ = writeln!(out, "  parameter area {parameter_area_index}: {number_of_bytes:#x} bytes");
+                let _ = writeln!(
+                    out,
+                    "  parameter area {parameter_area_index}: {number_of_bytes:#x} bytes"
+                );
             }
             IgvmDirectiveHeader::VpCount(p) => {
-                let _ = writeln!(out, "  area {} +{:#x}: vCPU count (host fills)", p.parameter_area_index, p.byte_offset);
+                let _ = writeln!(
+                    out,
+                    "  area {} +{:#x}: vCPU count (host fills)",
+                    p.parameter_area_index, p.byte_offset
+                );
             }
             IgvmDirectiveHeader::EnvironmentInfo(p) => {
-                let _ = writeln!(out, "  area {} +{:#x}: environment info (host fills)", p.parameter_area_index, p.byte_offset);
+                let _ = writeln!(
+                    out,
+                    "  area {} +{:#x}: environment info (host fills)",
+                    p.parameter_area_index, p.byte_offset
+                );
             }
             IgvmDirectiveHeader::MemoryMap(p) => {
-                let _ = writeln!(out, "  area {} +{:#x}: memory map (host fills)", p.parameter_area_index, p.byte_offset);
+                let _ = writeln!(
+                    out,
+                    "  area {} +{:#x}: memory map (host fills)",
+                    p.parameter_area_index, p.byte_offset
+                );
             }
             IgvmDirectiveHeader::Madt(p) => {
-                let _ = writeln!(out, "  area {} +{:#x}: ACPI MADT (host fills)", p.parameter_area_index, p.byte_offset);
+                let _ = writeln!(
+                    out,
+                    "  area {} +{:#x}: ACPI MADT (host fills)",
+                    p.parameter_area_index, p.byte_offset
+                );
             }
             IgvmDirectiveHeader::ParameterInsert(i) => {
                 let _ = writeln!(
@@ -186,7 +208,10 @@ pub fn listing(file: &IgvmFile) -> String {
                 vp_index,
                 vmsa,
             } => {
-                let _ = writeln!(out, "  mask {compatibility_mask:#x}: SNP VMSA for vCPU {vp_index} at {gpa:#x}");
+                let _ = writeln!(
+                    out,
+                    "  mask {compatibility_mask:#x}: SNP VMSA for vCPU {vp_index} at {gpa:#x}"
+                );
                 vmsas.push((*vp_index, vmsa.clone()));
             }
             IgvmDirectiveHeader::X64NativeVpContext {

@@ -28,5 +28,7 @@ pub const NATIVE_COMPAT_MASK: u32 = 1 << 1;
 
 /// Rounds `value` up to a multiple of the page size, or `None` on overflow.
 pub fn page_align_up(value: u64) -> Option<u64> {
-    value.checked_add(PAGE_SIZE - 1).map(|v| v & !(PAGE_SIZE - 1))
+    value
+        .checked_add(PAGE_SIZE - 1)
+        .map(|v| v & !(PAGE_SIZE - 1))
 }

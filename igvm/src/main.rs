@@ -56,8 +56,9 @@ impl HostArgs {
     fn config(&self) -> Result<HostConfig, Error> {
         let signature = match self.vcpu_signature {
             None => measure::DEFAULT_VCPU_SIGNATURE,
-            Some(s) => u32::try_from(s)
-                .map_err(|_| Error::InvalidOption(format!("--vcpu-signature {s:#x} exceeds 32 bits")))?,
+            Some(s) => u32::try_from(s).map_err(|_| {
+                Error::InvalidOption(format!("--vcpu-signature {s:#x} exceeds 32 bits"))
+            })?,
         };
         Ok(HostConfig {
             vcpus: self.vcpus,
@@ -163,7 +164,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             let m = measure::measure(&built.file, &host)?;
             output::write_atomic(&out, &built.bytes)?;
             println!("{}: {} bytes", out.display(), built.bytes.len());
-            println!("launch digest ({} vCPU): {}", host.vcpus, measure::hex(&m.digest));
+            println!(
+                "launch digest ({} vCPU): {}",
+                host.vcpus,
+                measure::hex(&m.digest)
+            );
         }
         Cmd::Measure { file, host, log } => {
             let igvm = read_igvm(&file)?;

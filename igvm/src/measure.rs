@@ -126,7 +126,10 @@ pub fn check_snp_launch(file: &IgvmFile) -> Result<&SevVmsa, Error> {
         .enumerate()
         .filter_map(|(i, h)| match h {
             IgvmDirectiveHeader::SnpVpContext {
-                gpa, vp_index, vmsa, ..
+                gpa,
+                vp_index,
+                vmsa,
+                ..
             } => Some((i, *gpa, *vp_index, vmsa.as_ref())),
             _ => None,
         })

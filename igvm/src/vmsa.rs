@@ -214,8 +214,16 @@ mod tests {
         let bytes = page_bytes(&v);
         assert_eq!(&bytes[0x158..0x160], &0x31u64.to_le_bytes(), "cr0 @0x158");
         assert_eq!(&bytes[0xD0..0xD8], &EFER_SVME.to_le_bytes(), "efer @0xD0");
-        assert_eq!(&bytes[0x178..0x180], &0x10_0000u64.to_le_bytes(), "rip @0x178");
-        assert_eq!(&bytes[0x3B0..0x3B8], &1u64.to_le_bytes(), "sev_features @0x3B0");
+        assert_eq!(
+            &bytes[0x178..0x180],
+            &0x10_0000u64.to_le_bytes(),
+            "rip @0x178"
+        );
+        assert_eq!(
+            &bytes[0x3B0..0x3B8],
+            &1u64.to_le_bytes(),
+            "sev_features @0x3B0"
+        );
         assert_eq!(bytes[0xCA], 0, "vmpl @0xCA");
     }
 
@@ -224,15 +232,27 @@ mod tests {
         let mut v = launch_vmsa(0x10_0000, 0, 1);
         assert!(check_launch_vmsa(0x1000, &v).is_err());
         v.cr0 = 0x8000_0011;
-        assert!(check_launch_vmsa(VMSA_GPA, &v).unwrap_err().to_string().contains("CR0"));
+        assert!(check_launch_vmsa(VMSA_GPA, &v)
+            .unwrap_err()
+            .to_string()
+            .contains("CR0"));
         let mut v = launch_vmsa(0x10_0000, 0, 1);
         v.efer |= 1 << 10;
-        assert!(check_launch_vmsa(VMSA_GPA, &v).unwrap_err().to_string().contains("64-bit"));
+        assert!(check_launch_vmsa(VMSA_GPA, &v)
+            .unwrap_err()
+            .to_string()
+            .contains("64-bit"));
         let mut v = launch_vmsa(0x10_0000, 0, 1);
         v.lstar = 5;
-        assert!(check_launch_vmsa(VMSA_GPA, &v).unwrap_err().to_string().contains("QEMU"));
+        assert!(check_launch_vmsa(VMSA_GPA, &v)
+            .unwrap_err()
+            .to_string()
+            .contains("QEMU"));
         let v = launch_vmsa(0x10_0000, 0, 0);
-        assert!(check_launch_vmsa(VMSA_GPA, &v).unwrap_err().to_string().contains("SNP"));
+        assert!(check_launch_vmsa(VMSA_GPA, &v)
+            .unwrap_err()
+            .to_string()
+            .contains("SNP"));
     }
 
     #[test]

@@ -142,9 +142,20 @@ fn each_vcpu_adds_a_vmsa_and_sev_features_change_the_digest() {
     let dir = scratch("vcpus");
     let built = build(&small_config(&dir)).unwrap();
     let one = measure(&built.file, &HostConfig::default()).unwrap();
-    let two = measure(&built.file, &HostConfig { vcpus: 2, ..HostConfig::default() }).unwrap();
+    let two = measure(
+        &built.file,
+        &HostConfig {
+            vcpus: 2,
+            ..HostConfig::default()
+        },
+    )
+    .unwrap();
     assert_eq!(two.steps.len(), one.steps.len() + 1);
-    assert_eq!(two.steps[..one.steps.len()], one.steps[..], "same chain up to the extra VMSA");
+    assert_eq!(
+        two.steps[..one.steps.len()],
+        one.steps[..],
+        "same chain up to the extra VMSA"
+    );
     assert_ne!(two.digest, one.digest);
     let last = two.steps.last().unwrap();
     assert_eq!((last.page_type, last.gpa), (2, 0xFFFF_FFFF_F000));
@@ -155,11 +166,17 @@ fn each_vcpu_adds_a_vmsa_and_sev_features_change_the_digest() {
     assert_eq!(&ap[0x18..0x20], &0xffff_0000u64.to_le_bytes(), "cs base");
     let debug_swap = measure(
         &built.file,
-        &HostConfig { sev_features: Some(0x21), ..HostConfig::default() },
+        &HostConfig {
+            sev_features: Some(0x21),
+            ..HostConfig::default()
+        },
     )
     .unwrap();
     assert_ne!(debug_swap.digest, one.digest);
-    assert_eq!(&debug_swap.vmsa_pages[0][0x3B0..0x3B8], &0x21u64.to_le_bytes());
+    assert_eq!(
+        &debug_swap.vmsa_pages[0][0x3B0..0x3B8],
+        &0x21u64.to_le_bytes()
+    );
 }
 
 #[test]
@@ -195,7 +212,12 @@ fn assert_launch_rules(file: &IgvmFile) {
         .iter()
         .enumerate()
         .filter_map(|(i, d)| match d {
-            IgvmDirectiveHeader::SnpVpContext { gpa, vp_index, vmsa, .. } => Some((i, *gpa, *vp_index, vmsa.cr0)),
+            IgvmDirectiveHeader::SnpVpContext {
+                gpa,
+                vp_index,
+                vmsa,
+                ..
+            } => Some((i, *gpa, *vp_index, vmsa.cr0)),
             _ => None,
         })
         .collect();
@@ -211,7 +233,9 @@ fn assert_launch_rules(file: &IgvmFile) {
 fn launch_rules_hold() {
     let dir = scratch("rules");
     let built = build(&small_config(&dir)).unwrap();
-    assert_launch_rules(&IgvmFile::new_from_binary(&built.bytes, Some(IsolationType::Snp)).unwrap());
+    assert_launch_rules(
+        &IgvmFile::new_from_binary(&built.bytes, Some(IsolationType::Snp)).unwrap(),
+    );
 }
 
 #[test]
@@ -226,7 +250,10 @@ fn firmware_metadata_is_honoured() {
     assert_launch_rules(&file);
     let p = built.layout.params;
     assert_eq!(p.flags & PARAM_FLAG_FIRMWARE, PARAM_FLAG_FIRMWARE);
-    assert_eq!((p.firmware.image.base, p.firmware.image.size), (0xffe0_0000, 0x20_0000));
+    assert_eq!(
+        (p.firmware.image.base, p.firmware.image.size),
+        (0xffe0_0000, 0x20_0000)
+    );
     assert_eq!(p.firmware.secrets_gpa, 0x80_d000);
     assert_eq!(p.firmware.cpuid_gpa, 0x80_e000);
     assert_eq!(p.firmware.caa_gpa, 0x80_f000);
@@ -234,13 +261,26 @@ fn firmware_metadata_is_honoured() {
     assert_eq!(p.firmware.sec_mem[2].base, 0x81_0000);
     let page_at = |want: u64| {
         file.directives().iter().find_map(|d| match d {
-            IgvmDirectiveHeader::PageData { gpa, data_type, data, .. } if *gpa == want => Some((*data_type, data.len())),
+            IgvmDirectiveHeader::PageData {
+                gpa,
+                data_type,
+                data,
+                ..
+            } if *gpa == want => Some((*data_type, data.len())),
             _ => None,
         })
     };
     assert_eq!(page_at(0x80_e000), Some((IgvmPageDataType::CPUID_DATA, 0)));
-    assert_eq!(page_at(0x80_d000), Some((IgvmPageDataType::NORMAL, 0)), "secrets copy: zero page");
-    assert_eq!(page_at(0x80_f000), Some((IgvmPageDataType::NORMAL, 0)), "calling area: zero page");
+    assert_eq!(
+        page_at(0x80_d000),
+        Some((IgvmPageDataType::NORMAL, 0)),
+        "secrets copy: zero page"
+    );
+    assert_eq!(
+        page_at(0x80_f000),
+        Some((IgvmPageDataType::NORMAL, 0)),
+        "calling area: zero page"
+    );
     assert_eq!(page_at(0xffe0_0000), Some((IgvmPageDataType::NORMAL, 4096)));
     assert_eq!(page_at(0x80_0000), None, "SNP_SEC_MEM is left to the SVSM");
     // The firmware's pages come first and are measured as normal pages.
@@ -261,7 +301,10 @@ fn firmware_without_calling_area_is_refused() {
     let err = build(&BuildConfig::new(kernel, Some(fw))).unwrap_err();
     assert!(matches!(err, Error::FirmwareWithoutSvsm { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("type 4") && msg.contains("1, 1, 2, 3, 1"), "{msg}");
+    assert!(
+        msg.contains("type 4") && msg.contains("1, 1, 2, 3, 1"),
+        "{msg}"
+    );
 }
 
 #[test]

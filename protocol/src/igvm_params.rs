@@ -41,7 +41,9 @@ pub const DEFAULT_GUEST_VMPL: u32 = 2;
 
 /// A range of guest-physical memory.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MemoryRange {
     /// First GPA of the range (4 KiB aligned).
     pub base: u64,
@@ -59,7 +61,9 @@ impl MemoryRange {
 /// What the guest firmware expects, taken from its SEV metadata (OVMF's
 /// `OvmfPkg/ResetVector` metadata sections: SNP_SEC_MEM, SECRETS, CPUID, SVSM_CAA).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct FirmwareInfo {
     /// Where the firmware image lies (ends at 4 GiB for OVMF).
     pub image: MemoryRange,
@@ -79,7 +83,9 @@ pub struct FirmwareInfo {
 
 /// The measured parameter block the builder writes into the SVSM's range.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct IgvmParamBlock {
     /// [`PARAM_BLOCK_MAGIC`].
     pub magic: u64,
@@ -114,7 +120,9 @@ pub struct IgvmParamBlock {
 
 /// The host-filled parameter page (IGVM `VP_COUNT` at byte 0, `ENVIRONMENT_INFO` at byte 4).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct IgvmParamPage {
     /// Number of vCPUs the host created.
     pub vcpu_count: u32,
@@ -131,7 +139,9 @@ pub const ENVIRONMENT_MEMORY_IS_SHARED: u32 = 1 << 0;
 
 /// One memory map entry: the IGVM specification's `IGVM_VHS_MEMORY_MAP_ENTRY`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MemoryMapEntry {
     /// First 4 KiB page number.
     pub starting_gpa_page_number: u64,
@@ -221,7 +231,21 @@ mod tests {
 
     #[test]
     fn range_end_detects_wrap() {
-        assert_eq!(MemoryRange { base: 0x1000, size: 0x1000 }.end(), Some(0x2000));
-        assert_eq!(MemoryRange { base: u64::MAX, size: 2 }.end(), None);
+        assert_eq!(
+            MemoryRange {
+                base: 0x1000,
+                size: 0x1000
+            }
+            .end(),
+            Some(0x2000)
+        );
+        assert_eq!(
+            MemoryRange {
+                base: u64::MAX,
+                size: 2
+            }
+            .end(),
+            None
+        );
     }
 }

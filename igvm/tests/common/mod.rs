@@ -52,8 +52,16 @@ pub fn small_kernel(base: u64) -> Vec<u8> {
     elf(
         base + 0x10,
         &[
-            Seg { paddr: base, bytes: code, mem_size: 0x2000 },
-            Seg { paddr: base + 0x2000, bytes: data, mem_size: 0x3000 },
+            Seg {
+                paddr: base,
+                bytes: code,
+                mem_size: 0x2000,
+            },
+            Seg {
+                paddr: base + 0x2000,
+                bytes: data,
+                mem_size: 0x3000,
+            },
         ],
     )
 }
@@ -85,9 +93,19 @@ pub fn firmware(size: usize, sections: &[(u32, u32, u32)]) -> Vec<u8> {
     // Footer table: [metadata entry][footer entry] ending 32 bytes before the end.
     let mut entry = ((size - meta_at) as u32).to_le_bytes().to_vec();
     entry.extend_from_slice(&(4u16 + 18).to_le_bytes());
-    entry.extend_from_slice(&guid_bytes(0xdc88_6566, 0x984a, 0x4798, [0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67, 0xcc]));
+    entry.extend_from_slice(&guid_bytes(
+        0xdc88_6566,
+        0x984a,
+        0x4798,
+        [0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67, 0xcc],
+    ));
     let mut footer = ((entry.len() + 18) as u16).to_le_bytes().to_vec();
-    footer.extend_from_slice(&guid_bytes(0x96b5_82de, 0x1fb2, 0x45f7, [0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d]));
+    footer.extend_from_slice(&guid_bytes(
+        0x96b5_82de,
+        0x1fb2,
+        0x45f7,
+        [0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d],
+    ));
     let end = size - 32;
     let start = end - footer.len() - entry.len();
     img[start..start + entry.len()].copy_from_slice(&entry);
@@ -131,12 +149,18 @@ pub fn put(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Where `cargo xtask` caches Debian's OVMF images (`trixie` or `bookworm`).
 pub fn debian_ovmf(release: &str) -> PathBuf {
-    let p = workspace().join("target/firmware").join(release).join("OVMF.fd");
+    let p = workspace()
+        .join("target/firmware")
+        .join(release)
+        .join("OVMF.fd");
     assert!(
         p.exists(),
         "{} is missing: run `cargo xtask test` (its igvm setup step downloads Debian's ovmf packages)",
