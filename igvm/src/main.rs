@@ -44,16 +44,13 @@ struct HostArgs {
     /// Number of vCPUs QEMU creates (one VMSA each is measured).
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
-    /// The VM's sev_features (default: the launch VMSA's).
-    #[arg(long, value_parser = number)]
-    sev_features: Option<u64>,
     /// CPUID family/model/stepping signature of the vCPUs (default: EPYC-Milan, 0xa00f11).
     #[arg(long, value_parser = number)]
     vcpu_signature: Option<u64>,
 }
 
 impl HostArgs {
-    fn config(&self) -> Result<HostConfig, Error> {
+    fn config(&self, sev_features: Option<u64>) -> Result<HostConfig, Error> {
         let signature = match self.vcpu_signature {
             None => measure::DEFAULT_VCPU_SIGNATURE,
             Some(s) => u32::try_from(s).map_err(|_| {
@@ -62,7 +59,7 @@ impl HostArgs {
         };
         Ok(HostConfig {
             vcpus: self.vcpus,
-            sev_features: self.sev_features,
+            sev_features,
             vcpu_signature: signature,
         })
     }
@@ -113,6 +110,9 @@ enum Cmd {
         /// Host configuration.
         #[command(flatten)]
         host: HostArgs,
+        /// The VM's sev_features (default: the launch VMSA's, which is what QEMU uses).
+        #[arg(long, value_parser = number)]
+        sev_features: Option<u64>,
         /// Also print every PAGE_INFO step.
         #[arg(long)]
         log: bool,
@@ -148,7 +148,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             snp_only,
             host,
         } => {
-            let host = host.config()?;
+            let host = host.config(None)?;
             let config = BuildConfig {
                 svsm_size,
                 memory,
@@ -170,9 +170,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                 measure::hex(&m.digest)
             );
         }
-        Cmd::Measure { file, host, log } => {
+        Cmd::Measure {
+            file,
+            host,
+            sev_features,
+            log,
+        } => {
             let igvm = read_igvm(&file)?;
-            let m = measure::measure(&igvm, &host.config()?)?;
+            let m = measure::measure(&igvm, &host.config(sev_features)?)?;
             if log {
                 for s in &m.steps {
                     println!(
