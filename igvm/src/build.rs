@@ -478,7 +478,7 @@ fn trim_zeros(page: &[u8]) -> Vec<u8> {
 fn native_context(vmsa: &SevVmsa) -> IgvmNativeVpContextX64 {
     let mut c = IgvmNativeVpContextX64::new_zeroed();
     c.rax = vmsa.rax;
-    c.rsi = vmsa.rsi;
+    c.rbx = vmsa.rbx;
     c.rip = vmsa.rip;
     c.rflags = vmsa.rflags;
     c.idtr_limit = 0xffff;

@@ -59,8 +59,8 @@ pub fn vmsa_listing(v: &SevVmsa) -> String {
     );
     let _ = writeln!(
         out,
-        "  rip {:#x} rsp {:#x} rflags {:#x} rax {:#x} rsi {:#x} rdx {:#x}",
-        v.rip, v.rsp, v.rflags, v.rax, v.rsi, v.rdx
+        "  rip {:#x} rsp {:#x} rflags {:#x} rax {:#x} rbx {:#x} rdx {:#x} rsi {:#x}",
+        v.rip, v.rsp, v.rflags, v.rax, v.rbx, v.rdx, v.rsi
     );
     let _ = writeln!(
         out,

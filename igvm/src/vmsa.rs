@@ -44,7 +44,7 @@ fn selector(selector: u16, attrib: u16, limit: u32, base: u64) -> SevSelector {
 }
 
 /// The BSP's launch VMSA: 32-bit flat protected mode at `entry`, with the IGVM entry
-/// magic in EAX and the parameter block's GPA in ESI.
+/// magic in EAX and the parameter block's GPA in EBX (where PVH loaders pass theirs).
 pub fn launch_vmsa(entry: u64, param_block_gpa: u64, sev_features: u64) -> SevVmsa {
     let mut vmsa = SevVmsa::new_zeroed();
     let code = selector(0x08, 0xc9b, 0xffff_ffff, 0);
@@ -67,7 +67,7 @@ pub fn launch_vmsa(entry: u64, param_block_gpa: u64, sev_features: u64) -> SevVm
     vmsa.rflags = 0x2;
     vmsa.rip = entry;
     vmsa.rax = u64::from(svsm_protocol::igvm_params::IGVM_ENTRY_MAGIC);
-    vmsa.rsi = param_block_gpa;
+    vmsa.rbx = param_block_gpa;
     vmsa.pat = RESET_PAT;
     vmsa.xcr0 = 0x1;
     vmsa.mxcsr = 0x1f80;

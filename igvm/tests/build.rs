@@ -74,7 +74,7 @@ fn expected_vmsa(entry: u64, param_block: u64, sev_features: u64) -> Vec<u8> {
     put64(&mut p, 0x178, entry); // rip
     put64(&mut p, 0x1F8, u64::from(u32::from_le_bytes(*b"IGVM"))); // rax
     put64(&mut p, 0x268, 0x0007_0406_0007_0406); // g_pat
-    put64(&mut p, 0x330, param_block); // rsi
+    put64(&mut p, 0x318, param_block); // rbx
     put64(&mut p, 0x3B0, sev_features);
     put64(&mut p, 0x3E8, 1); // xcr0
     p[0x408..0x40C].copy_from_slice(&0x1f80u32.to_le_bytes()); // mxcsr

@@ -48,7 +48,7 @@ bsp = SevEsSaveArea(
     gdtr=VmcbSeg(0, 0, 0xffff, 0), idtr=VmcbSeg(0, 0, 0xffff, 0),
     ldtr=VmcbSeg(0, 0x82, 0xffff, 0), tr=VmcbSeg(0, 0x8b, 0xffff, 0),
     efer=0x1000, cr4=0x40, cr0=0x31, dr7=0x400, dr6=0xffff0ff0, rflags=0x2,
-    rip=l["rip"], rax=l["rax"], rsi=l["rsi"], g_pat=0x7040600070406,
+    rip=l["rip"], rax=l["rax"], rbx=l["rbx"], g_pat=0x7040600070406,
     sev_features=l["sev_features"], xcr0=0x1, mxcsr=0x1f80, x87_fcw=0x37f)
 bsp_page = bytes(bsp)
 check("BSP VMSA page", ours["vmsa"][0], bsp_page.hex())

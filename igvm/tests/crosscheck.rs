@@ -45,7 +45,7 @@ fn digest_agrees_with_sev_snp_measure() {
     let _ = write!(json, "\"sections\": [{}], ", sections.join(", "));
     let _ = write!(
         json,
-        "\"launch\": {{\"rip\": {}, \"rax\": {}, \"rsi\": {}, \"sev_features\": 1, \"vcpu_signature\": {}}}, ",
+        "\"launch\": {{\"rip\": {}, \"rax\": {}, \"rbx\": {}, \"sev_features\": 1, \"vcpu_signature\": {}}}, ",
         built.layout.entry,
         u32::from_le_bytes(*b"IGVM"),
         built.layout.param_block_gpa,

@@ -11,8 +11,10 @@
 //!   the area's end) and the ACPI MADT (the vCPUs' APIC IDs);
 //! - the secrets and CPUID pages that the PSP fills at launch.
 //!
-//! The launch VMSA enters the kernel in 32-bit protected mode with
-//! `EAX` = [`IGVM_ENTRY_MAGIC`] and `ESI` = the parameter block's GPA (below 4 GiB).
+//! The launch VMSA enters the kernel in 32-bit protected mode with `EBX` = the parameter
+//! block's GPA (below 4 GiB), the register in which a PVH loader passes its start info, and
+//! `EAX` = [`IGVM_ENTRY_MAGIC`]. The kernel tells the two apart by the first bytes of the
+//! structure `EBX` points at: [`PARAM_BLOCK_MAGIC`] here, the PVH magic there.
 //!
 //! Layouts are little-endian `zerocopy` types with compile-time size and offset checks. The
 //! memory map entry is the IGVM specification's `IGVM_VHS_MEMORY_MAP_ENTRY`; the MADT is the
