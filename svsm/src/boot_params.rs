@@ -159,7 +159,10 @@ fn check_block(b: &IgvmParamBlock) -> Result<(), BootParamsError> {
         (Region::Madt, b.madt),
         (Region::Free, MemoryRange::default()),
     ];
-    let svsm_end = b.svsm.end().ok_or(BootParamsError::BadRegion(Region::Svsm))?;
+    let svsm_end = b
+        .svsm
+        .end()
+        .ok_or(BootParamsError::BadRegion(Region::Svsm))?;
     if b.free_base % PAGE_SIZE != 0 || b.free_base < b.svsm.base || b.free_base > svsm_end {
         return Err(BootParamsError::BadRegion(Region::Free));
     }
@@ -267,14 +270,12 @@ impl BootParams {
     }
 
     fn read_memory_map(&mut self, bytes: &[u8]) -> Result<(), BootParamsError> {
-        let entries = <[MemoryMapEntry]>::ref_from_prefix_with_elems(
-            bytes,
-            bytes.len() / core::mem::size_of::<MemoryMapEntry>(),
-        )
-        .map_err(|_| BootParamsError::Truncated)?
-        .0;
+        // Copy each entry out: the bytes need not be aligned, and are read only once.
+        let entries = bytes
+            .chunks_exact(core::mem::size_of::<MemoryMapEntry>())
+            .filter_map(|chunk| MemoryMapEntry::read_from_bytes(chunk).ok());
         let mut previous_end = 0u64;
-        for (i, e) in entries.iter().enumerate() {
+        for (i, e) in entries.enumerate() {
             if e.number_of_pages == 0 {
                 break;
             }
@@ -297,13 +298,14 @@ impl BootParams {
                 return Err(BootParamsError::MemoryMapUnsorted(i));
             }
             previous_end = end;
-            self.memory[self.memory_count] = *e;
+            self.memory[self.memory_count] = e;
             self.memory_count += 1;
         }
         let svsm = self.block.svsm;
-        let in_ram = self.memory_map().iter().any(|e| {
-            e.entry_type == MEMORY_MAP_TYPE_MEMORY && inside(entry_range(e), svsm)
-        });
+        let in_ram = self
+            .memory_map()
+            .iter()
+            .any(|e| e.entry_type == MEMORY_MAP_TYPE_MEMORY && inside(entry_range(e), svsm));
         if !in_ram {
             return Err(BootParamsError::SvsmNotInRam);
         }
@@ -334,11 +336,14 @@ impl BootParams {
                 return Err(BootParamsError::BadMadt);
             }
             let entry = &madt[at..at + len];
-            let le32 = |o: usize| u32::from_le_bytes([entry[o], entry[o + 1], entry[o + 2], entry[o + 3]]);
+            let le32 =
+                |o: usize| u32::from_le_bytes([entry[o], entry[o + 1], entry[o + 2], entry[o + 3]]);
             let processor = match kind {
                 MADT_TYPE_LOCAL_APIC if len >= 8 => Some((u32::from(entry[3]), le32(4))),
                 MADT_TYPE_LOCAL_X2APIC if len >= 16 => Some((le32(4), le32(8))),
-                MADT_TYPE_LOCAL_APIC | MADT_TYPE_LOCAL_X2APIC => return Err(BootParamsError::BadMadt),
+                MADT_TYPE_LOCAL_APIC | MADT_TYPE_LOCAL_X2APIC => {
+                    return Err(BootParamsError::BadMadt)
+                }
                 _ => None,
             };
             if let Some((id, flags)) = processor {
@@ -577,10 +582,16 @@ mod tests {
         assert!(is_param_block(b.as_bytes()));
         assert!(!is_param_block(&0x336e_c578u32.to_le_bytes()));
         assert_eq!(parse_block(b.as_bytes()), Ok(b));
-        assert_eq!(parse_block(&b.as_bytes()[..100]), Err(BootParamsError::Truncated));
+        assert_eq!(
+            parse_block(&b.as_bytes()[..100]),
+            Err(BootParamsError::Truncated)
+        );
         let mut bad = b;
         bad.version = 2;
-        assert_eq!(parse_block(bad.as_bytes()), Err(BootParamsError::BadVersion(2)));
+        assert_eq!(
+            parse_block(bad.as_bytes()),
+            Err(BootParamsError::BadVersion(2))
+        );
         let mut bad = b;
         bad.secrets_gpa = SVSM + 0x2000; // inside the kernel
         assert_eq!(
@@ -589,13 +600,22 @@ mod tests {
         );
         let mut bad = b;
         bad.cpuid_gpa = 0x1000;
-        assert_eq!(parse_block(bad.as_bytes()), Err(BootParamsError::OutsideSvsm(Region::Cpuid)));
+        assert_eq!(
+            parse_block(bad.as_bytes()),
+            Err(BootParamsError::OutsideSvsm(Region::Cpuid))
+        );
         let mut bad = b;
         bad.svsm.size = u64::MAX & !0xfff;
-        assert_eq!(parse_block(bad.as_bytes()), Err(BootParamsError::BadRegion(Region::Svsm)));
+        assert_eq!(
+            parse_block(bad.as_bytes()),
+            Err(BootParamsError::BadRegion(Region::Svsm))
+        );
         let mut bad = b;
         bad.guest_vmpl = 0;
-        assert_eq!(parse_block(bad.as_bytes()), Err(BootParamsError::BadGuestVmpl(0)));
+        assert_eq!(
+            parse_block(bad.as_bytes()),
+            Err(BootParamsError::BadGuestVmpl(0))
+        );
         let mut bad = b;
         bad.flags = PARAM_FLAG_FIRMWARE;
         bad.firmware.image = MemoryRange {
@@ -605,7 +625,10 @@ mod tests {
         bad.firmware.caa_gpa = SVSM + 0x20_0000;
         assert_eq!(
             parse_block(bad.as_bytes()),
-            Err(BootParamsError::Overlap(Region::Svsm, Region::FirmwareCallingArea))
+            Err(BootParamsError::Overlap(
+                Region::Svsm,
+                Region::FirmwareCallingArea
+            ))
         );
     }
 
@@ -635,10 +658,7 @@ mod tests {
             BootParams::new(b, &param_page(1000, 0), &qemu_map(), &zero).unwrap_err(),
             BootParamsError::BadVcpuCount(1000)
         );
-        let unsorted = map(&[
-            entry(0x1_0000_0000, 0x1000, 0),
-            entry(0, 0x8000_0000, 0),
-        ]);
+        let unsorted = map(&[entry(0x1_0000_0000, 0x1000, 0), entry(0, 0x8000_0000, 0)]);
         assert_eq!(
             BootParams::new(b, &param_page(1, 0), &unsorted, &zero).unwrap_err(),
             BootParamsError::MemoryMapUnsorted(1)
@@ -653,13 +673,16 @@ mod tests {
             BootParams::new(b, &param_page(1, 0), &reserved, &zero).unwrap_err(),
             BootParamsError::SvsmNotInRam
         );
-        let wraps = map(&[entry(0, 0x8000_0000, 0), MemoryMapEntry {
-            starting_gpa_page_number: u64::MAX / 2,
-            number_of_pages: 5,
-            entry_type: 0,
-            flags: 0,
-            reserved: 0,
-        }]);
+        let wraps = map(&[
+            entry(0, 0x8000_0000, 0),
+            MemoryMapEntry {
+                starting_gpa_page_number: u64::MAX / 2,
+                number_of_pages: 5,
+                entry_type: 0,
+                flags: 0,
+                reserved: 0,
+            },
+        ]);
         assert_eq!(
             BootParams::new(b, &param_page(1, 0), &wraps, &zero).unwrap_err(),
             BootParamsError::BadMemoryEntry(1)
@@ -672,7 +695,10 @@ mod tests {
         let m = madt(&[&lapic(0, true)]);
         assert_eq!(
             BootParams::new(b, &param_page(2, 0), &qemu_map(), &m).unwrap_err(),
-            BootParamsError::ApicCount { found: 1, expected: 2 }
+            BootParamsError::ApicCount {
+                found: 1,
+                expected: 2
+            }
         );
         let m = madt(&[&lapic(3, true), &x2apic(3)]);
         assert_eq!(
@@ -707,7 +733,11 @@ mod tests {
             &[
                 entry(0, SVSM, MEMORY_MAP_TYPE_MEMORY),
                 entry(SVSM, 0x100_0000, MEMORY_MAP_TYPE_PLATFORM_RESERVED),
-                entry(SVSM + 0x100_0000, 0x8000_0000 - SVSM - 0x100_0000, MEMORY_MAP_TYPE_MEMORY),
+                entry(
+                    SVSM + 0x100_0000,
+                    0x8000_0000 - SVSM - 0x100_0000,
+                    MEMORY_MAP_TYPE_MEMORY
+                ),
                 entry(0xfeffc000, 0x4000, MEMORY_MAP_TYPE_PLATFORM_RESERVED),
             ]
         );
@@ -715,6 +745,9 @@ mod tests {
         let total: u64 = out[..n].iter().map(|e| e.number_of_pages).sum();
         assert_eq!(total, (0x8000_0000 + 0x4000) / PAGE_SIZE);
         let mut tiny = [MemoryMapEntry::default(); 2];
-        assert_eq!(p.guest_memory_map(&mut tiny), Err(BootParamsError::TooManyEntries));
+        assert_eq!(
+            p.guest_memory_map(&mut tiny),
+            Err(BootParamsError::TooManyEntries)
+        );
     }
 }
