@@ -44,7 +44,7 @@ struct HostArgs {
     /// Number of vCPUs QEMU creates (one VMSA each is measured).
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
-    /// CPUID family/model/stepping signature of the vCPUs (default: EPYC-Milan, 0xa00f11).
+    /// CPUID family/model/stepping signature of the vCPUs (default: EPYC-v4, 0x800f12).
     #[arg(long, value_parser = number)]
     vcpu_signature: Option<u64>,
 }

@@ -48,9 +48,10 @@ pub mod page_type {
     }
 }
 
-/// The default CPUID signature of the vCPUs (QEMU's EPYC-Milan: family 0x19, model 1,
-/// stepping 1), used for the reset VMSA of vCPUs without an IGVM context.
-pub const DEFAULT_VCPU_SIGNATURE: u32 = 0x00a0_0f11;
+/// The default CPUID signature of the vCPUs (QEMU's EPYC-v4 model, which
+/// `scripts/snp/launch.sh` uses: family 0x17, model 1, stepping 2), for the reset VMSA of
+/// vCPUs without an IGVM context. EPYC-Milan is 0xa00f11, EPYC-Genoa 0xa10f10.
+pub const DEFAULT_VCPU_SIGNATURE: u32 = 0x0080_0f12;
 
 /// How the host will launch the file.
 #[derive(Clone, Copy, Debug)]

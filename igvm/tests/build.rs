@@ -162,7 +162,7 @@ fn each_vcpu_adds_a_vmsa_and_sev_features_change_the_digest() {
     // The AP is measured in its reset state: real mode at F000:FFF0, RDX = signature.
     let ap = &two.vmsa_pages[1];
     assert_eq!(&ap[0x178..0x180], &0xfff0u64.to_le_bytes());
-    assert_eq!(&ap[0x310..0x318], &0xa00f11u64.to_le_bytes());
+    assert_eq!(&ap[0x310..0x318], &0x800f12u64.to_le_bytes());
     assert_eq!(&ap[0x18..0x20], &0xffff_0000u64.to_le_bytes(), "cs base");
     let debug_swap = measure(
         &built.file,

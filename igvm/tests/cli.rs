@@ -265,3 +265,53 @@ fn measure_refuses_bad_files() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read"));
 }
+
+#[test]
+fn snp_launch_script_command_line() {
+    let script = workspace().join("scripts/snp/launch.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .args([
+            "--dry-run",
+            "--igvm",
+            "x.igvm",
+            "--smp",
+            "4",
+            "--memory",
+            "8G",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "-machine q35,confidential-guest-support=sev0,memory-backend=ram0,igvm-cfg=igvm0",
+        "-object memory-backend-memfd,id=ram0,size=8G,share=true",
+        "-object sev-snp-guest,id=sev0,cbitpos=51,reduced-phys-bits=1",
+        "-object igvm-cfg,id=igvm0,file=x.igvm",
+        "-smp 4",
+        "-m 8G",
+    ] {
+        assert!(line.contains(want), "command line lacks {want:?}: {line}");
+    }
+    assert!(
+        !line.contains("-bios"),
+        "firmware travels inside the IGVM file"
+    );
+    for bad in [
+        &["--frobnicate"][..],
+        &["--smp", "0"][..],
+        &["--cbitpos", "x"][..],
+    ] {
+        let o = Command::new("bash")
+            .arg(&script)
+            .args(bad)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{bad:?} accepted");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("launch.sh:"),
+            "{bad:?}"
+        );
+    }
+}
