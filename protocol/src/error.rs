@@ -50,6 +50,8 @@ pub enum Field {
     ManifestGuid,
     /// A GHCB MSR protocol value.
     GhcbMsr,
+    /// A VMPL number.
+    Vmpl,
     /// The textual form of a GUID.
     GuidText,
 }
@@ -74,6 +76,7 @@ impl fmt::Display for Field {
             Field::ManifestEntry => "manifest entry",
             Field::ManifestGuid => "manifest GUID",
             Field::GhcbMsr => "GHCB MSR value",
+            Field::Vmpl => "VMPL",
             Field::GuidText => "GUID text",
         };
         f.write_str(name)
