@@ -5,7 +5,9 @@
 //! says exactly what to install.
 
 mod igvm;
+mod kernel;
 mod setup;
+mod vtpm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,6 +73,10 @@ fn test() -> Result<()> {
     )?;
     igvm::prepare_tests()?;
     step("host tests", cargo(&["test", "--workspace"]))?;
+    vtpm::test()?;
+    println!("xtask: == kernel (QEMU) ==");
+    kernel::clippy()?;
+    kernel::test()?;
     println!("xtask: every test level passed");
     Ok(())
 }
@@ -84,7 +90,7 @@ fn run() -> Result<()> {
 
 fn bench() -> Result<()> {
     setup::ensure()?;
-    println!("xtask: no benchmarks yet");
+    vtpm::bench()?;
     Ok(())
 }
 
