@@ -345,3 +345,29 @@ fn debian_bookworm_ovmf_is_refused() {
     let err = build(&BuildConfig::new(kernel, Some(debian_ovmf("bookworm")))).unwrap_err();
     assert!(matches!(err, Error::FirmwareWithoutSvsm { .. }), "{err}");
 }
+
+#[test]
+fn measure_refuses_hostile_parameter_areas() {
+    // A file the tool did not build: a parameter area of 1 TiB must not make `measure`
+    // loop for ages or overflow; it is refused.
+    let dir = scratch("hostile");
+    let built = build(&small_config(&dir)).unwrap();
+    let mut directives = built.file.directives().to_vec();
+    for d in directives.iter_mut() {
+        if let IgvmDirectiveHeader::ParameterArea {
+            number_of_bytes, ..
+        } = d
+        {
+            *number_of_bytes = 1 << 40;
+        }
+    }
+    let hostile = IgvmFile::new(
+        igvm::IgvmRevision::V1,
+        built.file.platforms().to_vec(),
+        built.file.initializations().to_vec(),
+        directives,
+    )
+    .expect("the igvm crate accepts the file, so `measure` must refuse it");
+    let err = measure(&hostile, &HostConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("too large"), "{err}");
+}
