@@ -371,3 +371,39 @@ fn measure_refuses_hostile_parameter_areas() {
     let err = measure(&hostile, &HostConfig::default()).unwrap_err();
     assert!(err.to_string().contains("too large"), "{err}");
 }
+
+#[test]
+fn madt_area_on_request() {
+    let dir = scratch("madt");
+    let plain = build(&small_config(&dir)).unwrap();
+    assert_eq!(
+        plain.layout.params.madt.size, 0,
+        "no MADT unless asked (QEMU 10.1 lacks it)"
+    );
+    let with = build(&BuildConfig {
+        madt: true,
+        max_vcpus: 300,
+        ..small_config(&dir)
+    })
+    .unwrap();
+    let p = with.layout.params;
+    // 44-byte header + 16 bytes per x2APIC entry for 300 vCPUs: two pages.
+    assert_eq!((p.madt.base, p.madt.size), (BASE + 0xA000, 0x2000));
+    assert_eq!(p.free_base, BASE + 0xC000);
+    let file = IgvmFile::new_from_binary(&with.bytes, Some(IsolationType::Snp)).unwrap();
+    assert!(file
+        .directives()
+        .iter()
+        .any(|d| matches!(d, IgvmDirectiveHeader::Madt(p) if p.parameter_area_index == 2)));
+    let m = measure(&file, &HostConfig::default()).unwrap();
+    let unmeasured: Vec<u64> = m
+        .steps
+        .iter()
+        .filter(|s| s.page_type == 4)
+        .map(|s| s.gpa)
+        .collect();
+    assert_eq!(
+        unmeasured,
+        vec![BASE + 0x8000, BASE + 0x9000, BASE + 0xA000, BASE + 0xB000]
+    );
+}
