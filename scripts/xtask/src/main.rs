@@ -4,6 +4,7 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod core;
 mod igvm;
 mod kernel;
 mod setup;
@@ -33,6 +34,8 @@ enum Cmd {
     Bench,
     /// Only install what this machine lacks.
     Setup,
+    /// Coverage of the request handlers (cargo-llvm-cov; branch coverage on nightly).
+    Coverage,
 }
 
 fn main() -> Result<()> {
@@ -45,6 +48,7 @@ fn main() -> Result<()> {
         Cmd::Test => test(),
         Cmd::Run => run(),
         Cmd::Bench => bench(),
+        Cmd::Coverage => crate::core::coverage(),
     }
 }
 
@@ -77,6 +81,7 @@ fn test() -> Result<()> {
     println!("xtask: == kernel (QEMU) ==");
     kernel::clippy()?;
     kernel::test()?;
+    kernel::test_tpm2_tools()?;
     println!("xtask: every test level passed");
     Ok(())
 }
@@ -85,12 +90,13 @@ fn run() -> Result<()> {
     setup::ensure()?;
     step("build", cargo(&["build", "--workspace", "--release"]))?;
     igvm::package()?;
-    Ok(())
+    kernel::run()
 }
 
 fn bench() -> Result<()> {
     setup::ensure()?;
     vtpm::bench()?;
+    crate::core::bench()?;
     Ok(())
 }
 

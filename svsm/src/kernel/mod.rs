@@ -29,15 +29,16 @@ use exit::{exit, terminate};
 
 const MIB: u64 = 1024 * 1024;
 
-/// Turns on SSE for the C engine: CR0.EM clear, CR0.MP set, CR4.OSFXSR and OSXMMEXCPT
-/// set. CR4.OSXSAVE stays clear, so OpenSSL does not pick its AVX code paths.
+/// Turns on SSE for the C engine: CR0.EM clear, CR0.MP and CR0.NE set, CR4.OSFXSR and
+/// OSXMMEXCPT set, then the x87 and MXCSR defaults. CR4.OSXSAVE stays clear, so OpenSSL
+/// does not pick its AVX code paths.
 fn enable_sse() {
     // SAFETY: only the FPU control bits change (AMD APM vol. 2 §11.3 "Enabling SSE
     // instructions"); the kernel's own code is soft-float and unaffected.
     unsafe {
         Cr0::update(|f| {
             f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
-            f.insert(Cr0Flags::MONITOR_COPROCESSOR);
+            f.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
         });
     }
     // SAFETY: only the SSE enable bits change (same section); OSXSAVE stays clear, as
@@ -48,11 +49,12 @@ fn enable_sse() {
             f.remove(Cr4Flags::OSXSAVE);
         });
     }
+    svsm::arch::fpu::init();
 }
 
 /// Fails on purpose when the command line asks (`crash=panic`, `crash=stack-overflow`,
-/// `crash=abort`), so the host can check that every fatal path ends the SVSM with its
-/// reason on the console.
+/// `crash=longjmp`, `crash=abort`), so the host can check that every fatal path ends the
+/// SVSM with its reason on the console.
 fn crash_on_request(info: &pvh::BootInfo) {
     unsafe extern "C" {
         fn abort() -> !;
@@ -70,6 +72,9 @@ fn crash_on_request(info: &pvh::BootInfo) {
     }
     if info.has_flag("crash=stack-overflow") {
         log::info!("overflowing the stack: {}", recurse(0));
+    }
+    if info.has_flag("crash=longjmp") {
+        svsm::arch::setjmp::jump_into_dead_frame();
     }
     if info.has_flag("crash=abort") {
         // SAFETY: the C runtime's abort takes no arguments and never returns.

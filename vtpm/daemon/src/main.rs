@@ -14,11 +14,15 @@ use clap::{Parser, ValueEnum};
 use sha2::{Digest, Sha256};
 use vtpm_daemon::engine_backend::EngineBackend;
 use vtpm_daemon::mssim::{self, MssimServer, SharedBackend};
+use vtpm_daemon::svsm_backend::SvsmBackend;
 use vtpm_daemon::TpmBackend;
 
 /// Where the vTPM runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
+    /// The SVSM on the emulated SEV-SNP machine: every command travels guest driver,
+    /// calling area, SVSM_VTPM_CMD, vTPM service, engine.
+    Svsm,
     /// The vTPM service and engine in this process, without the SVSM path.
     Engine,
     /// The vTPM inside the bare-metal SVSM kernel, through QEMU's COM2 socket (`--serial`).
@@ -30,7 +34,7 @@ enum BackendKind {
 #[command(version, about)]
 struct Cli {
     /// Where the vTPM runs.
-    #[arg(long, value_enum, default_value_t = BackendKind::Engine)]
+    #[arg(long, value_enum, default_value_t = BackendKind::Svsm)]
     backend: BackendKind,
     /// Address to listen on (loopback unless you mean otherwise).
     #[arg(long, default_value = "127.0.0.1")]
@@ -59,6 +63,12 @@ fn open_backend(kind: BackendKind, serial: &std::path::Path) -> Result<Opened> {
             let backend = vtpm_daemon::serial::SerialBackend::connect(serial, wait)
                 .context("cannot reach the vTPM in the SVSM kernel")?;
             (Box::new(backend), None)
+        }
+        BackendKind::Svsm => {
+            let backend =
+                SvsmBackend::new().context("cannot start the SVSM on the emulated machine")?;
+            let ek = backend.ek_public();
+            (Box::new(backend), ek)
         }
         BackendKind::Engine => {
             let backend = EngineBackend::new().context("cannot start the vTPM engine")?;

@@ -11,9 +11,9 @@
 //! - fatal paths (`abort`, `__assert_fail`, `__stack_chk_fail`, FORTIFY violations, a
 //!   randomness failure) that end the SVSM through `exit::terminate` with the reason.
 //!
-//! Locks are no-ops: the engine is entered from one CPU, one call at a time (the vTPM
-//! service is the only caller and is itself behind a lock), and never from interrupt
-//! handlers. Varargs functions are declared with only the fixed arguments they read:
+//! Locks are no-ops: the engine is entered from one CPU, one call at a time (the kernel
+//! owns the one vTPM service and calls it from its main loop), and never from interrupt
+//! handlers. A second CPU entering the engine would need real locks here first. Varargs functions are declared with only the fixed arguments they read:
 //! under the System V ABI the callee's view of those registers is the same.
 #![allow(
     unsafe_code,

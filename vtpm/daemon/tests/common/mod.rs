@@ -15,6 +15,8 @@ pub struct Daemon {
     pub port: u16,
     pub dir: PathBuf,
     pub ek_name: Option<String>,
+    /// The backend the daemon says it serves.
+    pub backend: String,
     stdout: Option<BufReader<ChildStdout>>,
 }
 
@@ -53,6 +55,7 @@ impl Daemon {
                 .expect("spawn vtpm-daemon");
             let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
             let mut ek_name = None;
+            let mut backend = String::new();
             let mut line = String::new();
             let ready = loop {
                 line.clear();
@@ -67,6 +70,7 @@ impl Daemon {
                     ek_name = Some(name.to_string());
                 }
                 if line.contains("TPM simulator interface on") {
+                    backend = line.trim().rsplit(' ').next().unwrap_or("").to_string();
                     break true;
                 }
             };
@@ -76,6 +80,7 @@ impl Daemon {
                     port,
                     dir,
                     ek_name,
+                    backend,
                     stdout: Some(stdout),
                 };
             }
@@ -142,11 +147,8 @@ impl Daemon {
     /// of its standard output.
     pub fn terminate(&mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().expect("daemon running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a child pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(s) = child.try_wait().expect("wait for the daemon") {
