@@ -95,8 +95,8 @@ fn run() -> Result<()> {
 
 fn bench() -> Result<()> {
     setup::ensure()?;
-    vtpm::bench()?;
     crate::core::bench()?;
+    vtpm::bench()?;
     Ok(())
 }
 

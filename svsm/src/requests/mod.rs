@@ -5,7 +5,7 @@
 //! calling area current at that moment was 1; it clears `call_pending` there (so a
 //! REMAP_CA in the call cannot leave the old area pending), clears the guest VMSA's
 //! EFER.SVME while it works so the hypervisor cannot run that VMSA, dispatches, and
-//! writes RAX/RCX/RDX/R8 back into the guest VMSA in [`Svsm::write_back`], the single
+//! writes RAX/RCX/RDX/R8 back into the guest VMSA in `Svsm::write_back`, the single
 //! place results reach the guest.
 //!
 //! # Extension point: protocols 1 (attestation) and 2 (vTPM)
@@ -67,7 +67,7 @@ use crate::error::SvsmError;
 use crate::platform::{Platform, Vmpl};
 
 /// Byte offsets of the VMSA fields the request path reads and writes one by one,
-/// taken from the [`Vmsa`](svsm_protocol::vmsa::Vmsa) layout (Linux
+/// taken from the [`Vmsa`] layout (Linux
 /// `struct sev_es_save_area`, APM vol. 2 "VMSA Layout").
 pub mod vmsa {
     use core::mem::offset_of;
