@@ -5,6 +5,7 @@
 //! says exactly what to install.
 
 mod core;
+mod igvm;
 mod kernel;
 mod setup;
 mod vtpm;
@@ -74,6 +75,7 @@ fn test() -> Result<()> {
             "warnings",
         ]),
     )?;
+    igvm::prepare_tests()?;
     step("host tests", cargo(&["test", "--workspace"]))?;
     vtpm::test()?;
     println!("xtask: == kernel (QEMU) ==");
@@ -87,6 +89,7 @@ fn test() -> Result<()> {
 fn run() -> Result<()> {
     setup::ensure()?;
     step("build", cargo(&["build", "--workspace", "--release"]))?;
+    igvm::package()?;
     kernel::run()
 }
 

@@ -33,6 +33,8 @@ pub struct BootInfo {
     ram_count: usize,
     cmdline: [u8; MAX_CMDLINE],
     cmdline_len: usize,
+    /// The IGVM parameters, when the kernel was launched from an IGVM file.
+    igvm: Option<svsm::boot_params::BootParams>,
 }
 
 /// Why the boot information was unusable.
@@ -42,6 +44,8 @@ pub enum BootInfoError {
     BadMagic(u32),
     /// Version 0 carries no memory map.
     NoMemoryMap,
+    /// `%ebx` pointed at an IGVM parameter block whose areas are unusable.
+    Igvm(svsm::boot_params::BootParamsError),
 }
 
 impl BootInfo {
@@ -58,6 +62,12 @@ impl BootInfo {
             |offset: usize| unsafe { ptr::read_unaligned(base.wrapping_add(offset).cast::<u64>()) };
         let magic = field32(0);
         if magic != MAGIC {
+            // SAFETY: as above; an IGVM launch passes its parameter block (one page) in
+            // the same register.
+            let first = unsafe { core::slice::from_raw_parts(base, 4096) };
+            if svsm::boot_params::is_param_block(first) {
+                return Self::from_igvm(first).map_err(BootInfoError::Igvm);
+            }
             return Err(BootInfoError::BadMagic(magic));
         }
         let version = field32(4);
@@ -73,6 +83,7 @@ impl BootInfo {
             ram_count: 0,
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
+            igvm: None,
         };
         if cmdline_address != 0 {
             let cmdline = cmdline_address as usize as *const u8;
@@ -105,6 +116,50 @@ impl BootInfo {
             }
         }
         Ok(info)
+    }
+
+    /// The boot information of an IGVM launch: the kernel's RAM is the free part of the
+    /// SVSM range that the measured parameter block names (never the guest's memory).
+    fn from_igvm(block: &[u8]) -> Result<Self, svsm::boot_params::BootParamsError> {
+        let block = svsm::boot_params::parse_block(block)?;
+        let area = |r: svsm_protocol::igvm_params::MemoryRange| -> &[u8] {
+            if r.size == 0 {
+                return &[];
+            }
+            // SAFETY: the block is measured and `parse_block` checked that every area
+            // lies inside the SVSM range below 4 GiB, which the boot tables map.
+            unsafe { core::slice::from_raw_parts(r.base as usize as *const u8, r.size as usize) }
+        };
+        let page = svsm_protocol::igvm_params::MemoryRange {
+            base: block.param_page_gpa,
+            size: 4096,
+        };
+        let params = svsm::boot_params::BootParams::new(
+            block,
+            area(page),
+            area(block.memory_map),
+            area(block.madt),
+        )?;
+        let free = params.free_range();
+        let mut info = Self {
+            ram: [Range::default(); MAX_RANGES],
+            ram_count: 1,
+            cmdline: [0; MAX_CMDLINE],
+            cmdline_len: 0,
+            igvm: None,
+        };
+        info.ram[0] = Range {
+            start: free.base,
+            end: free.base + free.size,
+        };
+        info.igvm = Some(params);
+        Ok(info)
+    }
+
+    /// The IGVM parameters (secrets and CPUID pages, vCPUs, the guest's memory map, the
+    /// firmware), when the kernel was launched from an IGVM file.
+    pub fn igvm(&self) -> Option<&svsm::boot_params::BootParams> {
+        self.igvm.as_ref()
     }
 
     /// The usable RAM ranges.
