@@ -1,0 +1,493 @@
+//! The SVSM's channel to the PSP: attestation reports requested with VMPCK0.
+//!
+//! Invariants:
+//! - a sequence number is used once: a request uses `seqno + 1`, its response `seqno + 2`,
+//!   and the counter only moves forward;
+//! - a request the PSP may have processed but whose outcome is unknown, or a response
+//!   that fails any check, wipes VMPCK0: after that no message is ever encrypted again,
+//!   so no IV can be reused with the key;
+//! - BUSY resends the identical ciphertext (same sequence number), which is safe because
+//!   the PSP did not process it;
+//! - an extended request refused because the certificate buffer is too small is re-sent
+//!   as a standard request, so the PSP consumes the sequence number (the hypervisor could
+//!   otherwise keep the ciphertext and replay it later), and only then is the size
+//!   reported.
+
+pub mod msg;
+
+use zeroize::Zeroize;
+
+use crate::platform::{MessagePage, Platform, PspError};
+
+pub use msg::{MessageError, REPORT_SIZE};
+
+/// How often BUSY is answered by resending before the request is given up.
+pub const MAX_BUSY_RETRIES: u32 = 16;
+
+/// The hypervisor's "certificate buffer too small" error (GHCB, SNP_GUEST_REQUEST
+/// sw_exit_info_2 bits 63:32 = 1; RBX then holds the number of pages needed).
+pub const VMM_ERR_INVALID_LEN: u32 = 1;
+
+/// Why an extended request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtendedError {
+    /// The hypervisor needs a certificate buffer of this many bytes.
+    CertBufferTooSmall(usize),
+    /// Any other failure.
+    Psp(PspError),
+}
+
+/// Where guest messages go: standard requests always, extended ones (with the host's
+/// certificate table) where the platform offers them.
+pub trait PspTransport {
+    /// SNP_GUEST_REQUEST.
+    fn request(&self, page: &MessagePage) -> Result<MessagePage, PspError>;
+
+    /// SNP_EXTENDED_GUEST_REQUEST: also copies the host's certificate table into
+    /// `certs` and returns its length.
+    fn extended_request(
+        &self,
+        page: &MessagePage,
+        certs: &mut [u8],
+    ) -> Result<(MessagePage, usize), ExtendedError> {
+        let _ = (page, certs);
+        Err(ExtendedError::Psp(PspError::Unavailable))
+    }
+}
+
+/// The PSP as the [`Platform`] reaches it.
+#[derive(Debug)]
+pub struct PlatformPsp<'a, P: ?Sized>(pub &'a P);
+
+impl<P: Platform + ?Sized> PspTransport for PlatformPsp<'_, P> {
+    fn request(&self, page: &MessagePage) -> Result<MessagePage, PspError> {
+        self.0.guest_request(page)
+    }
+}
+
+/// Why a report could not be obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestMessageError {
+    /// VMPCK0 was wiped after an earlier failure (or never installed): no more messages.
+    KeyWiped,
+    /// The sequence number space is exhausted.
+    SequenceExhausted,
+    /// The transport failed; VMPCK0 has been wiped.
+    Transport(PspError),
+    /// The response failed a check; VMPCK0 has been wiped.
+    Response(MessageError),
+    /// The firmware answered with a non-zero status (the message itself was valid).
+    Firmware(u32),
+    /// The certificate buffer is too small; this many bytes are needed. The sequence
+    /// number was consumed and the key is intact.
+    CertBufferTooSmall(usize),
+}
+
+impl From<GuestMessageError> for PspError {
+    fn from(e: GuestMessageError) -> Self {
+        match e {
+            GuestMessageError::KeyWiped | GuestMessageError::SequenceExhausted => {
+                PspError::Unavailable
+            }
+            GuestMessageError::Transport(e) => e,
+            GuestMessageError::Response(_) => PspError::Firmware(u32::MAX),
+            GuestMessageError::Firmware(status) => PspError::Firmware(status),
+            GuestMessageError::CertBufferTooSmall(_) => PspError::Hypervisor(VMM_ERR_INVALID_LEN),
+        }
+    }
+}
+
+/// VMPCK0 and its sequence number.
+pub struct GuestMessenger {
+    key: Option<[u8; 32]>,
+    /// The last sequence number used (0 before the first message).
+    seqno: u64,
+}
+
+impl core::fmt::Debug for GuestMessenger {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GuestMessenger")
+            .field("key", &self.key.map(|_| "<VMPCK0>"))
+            .field("seqno", &self.seqno)
+            .finish()
+    }
+}
+
+impl Drop for GuestMessenger {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl GuestMessenger {
+    /// Takes VMPCK0 (from the PSP's secrets page) and the last sequence number used with
+    /// it (0 at launch). An all-zero key means the key was already wiped.
+    pub fn new(vmpck0: [u8; 32], seqno: u64) -> Self {
+        let key = if vmpck0 == [0; 32] {
+            None
+        } else {
+            Some(vmpck0)
+        };
+        GuestMessenger { key, seqno }
+    }
+
+    /// Whether the key is still usable.
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// The last sequence number used.
+    pub fn seqno(&self) -> u64 {
+        self.seqno
+    }
+
+    fn wipe(&mut self) {
+        if let Some(key) = self.key.as_mut() {
+            key.zeroize();
+        }
+        self.key = None;
+    }
+
+    /// Asks the PSP for an attestation report binding `user_data`, for VMPL `vmpl`.
+    pub fn get_report<T: PspTransport + ?Sized>(
+        &mut self,
+        psp: &T,
+        user_data: &[u8; 64],
+        vmpl: u32,
+    ) -> Result<[u8; REPORT_SIZE], GuestMessageError> {
+        let payload = msg::report_request(user_data, vmpl);
+        let (rsp, size) = self.exchange(psp, msg::MSG_REPORT_REQ, &payload, None)?;
+        self.decode_report(&rsp[..size])
+    }
+
+    /// Like [`Self::get_report`] through an extended request that also fetches the
+    /// host's certificate table into `certs`; returns the report and the table's length.
+    pub fn get_extended_report<T: PspTransport + ?Sized>(
+        &mut self,
+        psp: &T,
+        user_data: &[u8; 64],
+        vmpl: u32,
+        certs: &mut [u8],
+    ) -> Result<([u8; REPORT_SIZE], usize), GuestMessageError> {
+        let payload = msg::report_request(user_data, vmpl);
+        let mut certs_len = 0;
+        let (rsp, size) = self.exchange(
+            psp,
+            msg::MSG_REPORT_REQ,
+            &payload,
+            Some((certs, &mut certs_len)),
+        )?;
+        Ok((self.decode_report(&rsp[..size])?, certs_len))
+    }
+
+    fn decode_report(&mut self, payload: &[u8]) -> Result<[u8; REPORT_SIZE], GuestMessageError> {
+        match msg::report_response(payload) {
+            msg::ReportResponse::Report(report) => Ok(report),
+            msg::ReportResponse::Status(status) => Err(GuestMessageError::Firmware(status)),
+            msg::ReportResponse::Malformed => {
+                // Authenticated but nonsensical: the PSP is not behaving; stop using it.
+                self.wipe();
+                Err(GuestMessageError::Response(MessageError::BadSize))
+            }
+        }
+    }
+
+    /// One request/response exchange. On return the sequence number has moved past
+    /// both messages, or the key is wiped.
+    fn exchange<T: PspTransport + ?Sized>(
+        &mut self,
+        psp: &T,
+        msg_type: u8,
+        payload: &[u8],
+        mut certs: Option<(&mut [u8], &mut usize)>,
+    ) -> Result<([u8; msg::REPORT_RSP_SIZE], usize), GuestMessageError> {
+        let key = self.key.ok_or(GuestMessageError::KeyWiped)?;
+        let req_seqno = self
+            .seqno
+            .checked_add(1)
+            .ok_or(GuestMessageError::SequenceExhausted)?;
+        let rsp_seqno = req_seqno
+            .checked_add(1)
+            .ok_or(GuestMessageError::SequenceExhausted)?;
+        let header = msg::Header {
+            seqno: req_seqno,
+            msg_type,
+            msg_version: msg::MSG_VERSION,
+            msg_size: 0,
+            vmpck: 0,
+        };
+        let request = match msg::seal(&key, header, payload) {
+            Ok(page) => page,
+            Err(e) => {
+                self.wipe();
+                return Err(GuestMessageError::Response(e));
+            }
+        };
+
+        let mut too_small = None;
+        let mut busy = 0;
+        let result = loop {
+            let sent = match certs.as_mut() {
+                Some((buf, len)) if too_small.is_none() => {
+                    match psp.extended_request(&request, buf) {
+                        Ok((page, n)) => {
+                            **len = n;
+                            Ok(page)
+                        }
+                        Err(ExtendedError::CertBufferTooSmall(needed)) => {
+                            // Consume the sequence number with the same ciphertext as a
+                            // standard request before reporting the size.
+                            too_small = Some(needed);
+                            continue;
+                        }
+                        Err(ExtendedError::Psp(e)) => Err(e),
+                    }
+                }
+                _ => psp.request(&request),
+            };
+            match sent {
+                Err(PspError::Busy) if busy < MAX_BUSY_RETRIES => busy += 1,
+                other => break other,
+            }
+        };
+
+        // From here on the PSP may have seen the request: never use these numbers again.
+        self.seqno = rsp_seqno;
+        let response = match result {
+            Ok(page) => page,
+            Err(e) => {
+                self.wipe();
+                return Err(GuestMessageError::Transport(e));
+            }
+        };
+        let expected = msg::Header {
+            seqno: rsp_seqno,
+            msg_type: msg_type + 1,
+            msg_version: msg::MSG_VERSION,
+            msg_size: 0,
+            vmpck: 0,
+        };
+        let mut out = [0u8; msg::REPORT_RSP_SIZE];
+        let size = match msg::open(&key, &response, expected, &mut out) {
+            Ok(size) => size,
+            Err(e) => {
+                self.wipe();
+                return Err(GuestMessageError::Response(e));
+            }
+        };
+        if let Some(needed) = too_small {
+            return Err(GuestMessageError::CertBufferTooSmall(needed));
+        }
+        Ok((out, size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::cell::{Cell, RefCell};
+
+    use super::msg::*;
+    use super::*;
+
+    const KEY: [u8; 32] = [0x5A; 32];
+
+    /// A PSP that answers with a canned report, driven by a script of transport
+    /// outcomes, and records every page it was sent.
+    struct ScriptedPsp {
+        script: RefCell<std::vec::Vec<Result<(), PspError>>>,
+        ext_too_small: Cell<Option<usize>>,
+        sent: RefCell<std::vec::Vec<(bool, MessagePage)>>,
+        reply_seqno_offset: u64,
+        reply_key: [u8; 32],
+    }
+
+    impl ScriptedPsp {
+        fn new(script: std::vec::Vec<Result<(), PspError>>) -> Self {
+            ScriptedPsp {
+                script: RefCell::new(script),
+                ext_too_small: Cell::new(None),
+                sent: RefCell::new(std::vec::Vec::new()),
+                reply_seqno_offset: 1,
+                reply_key: KEY,
+            }
+        }
+
+        fn answer(&self, page: &MessagePage) -> MessagePage {
+            let header = read_header(page).unwrap();
+            let mut rsp = [0u8; REPORT_RSP_SIZE];
+            rsp[4..8].copy_from_slice(&(REPORT_SIZE as u32).to_le_bytes());
+            rsp[0x20] = 0x99;
+            seal(
+                &self.reply_key,
+                Header {
+                    seqno: header.seqno + self.reply_seqno_offset,
+                    msg_type: MSG_REPORT_RSP,
+                    msg_version: MSG_VERSION,
+                    msg_size: 0,
+                    vmpck: 0,
+                },
+                &rsp,
+            )
+            .unwrap()
+        }
+    }
+
+    impl PspTransport for ScriptedPsp {
+        fn request(&self, page: &MessagePage) -> Result<MessagePage, PspError> {
+            self.sent.borrow_mut().push((false, *page));
+            let step = self.script.borrow_mut().pop().unwrap_or(Ok(()));
+            step.map(|()| self.answer(page))
+        }
+
+        fn extended_request(
+            &self,
+            page: &MessagePage,
+            certs: &mut [u8],
+        ) -> Result<(MessagePage, usize), ExtendedError> {
+            self.sent.borrow_mut().push((true, *page));
+            if let Some(needed) = self.ext_too_small.get() {
+                if certs.len() < needed {
+                    return Err(ExtendedError::CertBufferTooSmall(needed));
+                }
+            }
+            certs[0] = 0xCE;
+            Ok((self.answer(page), 1))
+        }
+    }
+
+    #[test]
+    fn a_report_moves_the_sequence_number_by_two() {
+        let psp = ScriptedPsp::new(vec![]);
+        let mut m = GuestMessenger::new(KEY, 0);
+        let report = m.get_report(&psp, &[1; 64], 0).unwrap();
+        assert_eq!(report[0], 0x99);
+        assert_eq!(m.seqno(), 2);
+        m.get_report(&psp, &[1; 64], 0).unwrap();
+        assert_eq!(m.seqno(), 4);
+        let sent = psp.sent.borrow();
+        assert_eq!(read_header(&sent[0].1).unwrap().seqno, 1);
+        assert_eq!(read_header(&sent[1].1).unwrap().seqno, 3);
+    }
+
+    #[test]
+    fn busy_resends_the_identical_ciphertext() {
+        let psp = ScriptedPsp::new(vec![Err(PspError::Busy), Err(PspError::Busy)]);
+        let mut m = GuestMessenger::new(KEY, 10);
+        m.get_report(&psp, &[2; 64], 0).unwrap();
+        let sent = psp.sent.borrow();
+        assert_eq!(sent.len(), 3);
+        assert!(sent.iter().all(|(_, p)| p[..] == sent[0].1[..]));
+        assert_eq!(m.seqno(), 12);
+        assert!(m.has_key());
+    }
+
+    #[test]
+    fn endless_busy_gives_up_and_wipes_the_key() {
+        let psp = ScriptedPsp::new(vec![Err(PspError::Busy); 100]);
+        let mut m = GuestMessenger::new(KEY, 0);
+        assert_eq!(
+            m.get_report(&psp, &[0; 64], 0),
+            Err(GuestMessageError::Transport(PspError::Busy))
+        );
+        assert!(!m.has_key());
+        assert_eq!(
+            m.get_report(&psp, &[0; 64], 0),
+            Err(GuestMessageError::KeyWiped)
+        );
+    }
+
+    #[test]
+    fn transport_errors_wipe_the_key() {
+        for e in [
+            PspError::Hypervisor(5),
+            PspError::Firmware(0x16),
+            PspError::Unavailable,
+        ] {
+            let psp = ScriptedPsp::new(vec![Err(e)]);
+            let mut m = GuestMessenger::new(KEY, 0);
+            assert_eq!(
+                m.get_report(&psp, &[0; 64], 0),
+                Err(GuestMessageError::Transport(e))
+            );
+            assert!(!m.has_key());
+            assert_eq!(
+                m.seqno(),
+                2,
+                "the numbers the PSP may have seen are never reused"
+            );
+        }
+    }
+
+    #[test]
+    fn a_response_with_the_wrong_sequence_number_wipes_the_key() {
+        let mut psp = ScriptedPsp::new(vec![]);
+        psp.reply_seqno_offset = 3;
+        let mut m = GuestMessenger::new(KEY, 0);
+        assert_eq!(
+            m.get_report(&psp, &[0; 64], 0),
+            Err(GuestMessageError::Response(MessageError::WrongSequence))
+        );
+        assert!(!m.has_key());
+    }
+
+    #[test]
+    fn a_forged_response_wipes_the_key() {
+        let mut psp = ScriptedPsp::new(vec![]);
+        psp.reply_key = [1; 32];
+        let mut m = GuestMessenger::new(KEY, 0);
+        assert_eq!(
+            m.get_report(&psp, &[0; 64], 0),
+            Err(GuestMessageError::Response(MessageError::Authentication))
+        );
+        assert!(!m.has_key());
+    }
+
+    #[test]
+    fn too_small_certificate_buffer_consumes_the_sequence_number() {
+        let psp = ScriptedPsp::new(vec![]);
+        psp.ext_too_small.set(Some(3 * 4096));
+        let mut m = GuestMessenger::new(KEY, 0);
+        let mut certs = [0u8; 4096];
+        assert_eq!(
+            m.get_extended_report(&psp, &[0; 64], 0, &mut certs),
+            Err(GuestMessageError::CertBufferTooSmall(3 * 4096))
+        );
+        {
+            let sent = psp.sent.borrow();
+            assert_eq!(sent.len(), 2);
+            assert!(sent[0].0 && !sent[1].0, "extended first, then standard");
+            assert_eq!(sent[0].1[..], sent[1].1[..], "the same ciphertext");
+        }
+        assert!(m.has_key());
+        assert_eq!(m.seqno(), 2);
+        // With a big enough buffer the next request works, with fresh numbers.
+        let mut certs = [0u8; 3 * 4096];
+        let (_, n) = m
+            .get_extended_report(&psp, &[0; 64], 0, &mut certs)
+            .unwrap();
+        assert_eq!((n, certs[0]), (1, 0xCE));
+        assert_eq!(m.seqno(), 4);
+    }
+
+    #[test]
+    fn a_zero_key_is_no_key() {
+        let psp = ScriptedPsp::new(vec![]);
+        let mut m = GuestMessenger::new([0; 32], 0);
+        assert_eq!(
+            m.get_report(&psp, &[0; 64], 0),
+            Err(GuestMessageError::KeyWiped)
+        );
+        assert!(psp.sent.borrow().is_empty());
+    }
+
+    #[test]
+    fn sequence_exhaustion_is_refused_before_sending() {
+        let psp = ScriptedPsp::new(vec![]);
+        let mut m = GuestMessenger::new(KEY, u64::MAX - 1);
+        assert_eq!(
+            m.get_report(&psp, &[0; 64], 0),
+            Err(GuestMessageError::SequenceExhausted)
+        );
+        assert!(psp.sent.borrow().is_empty());
+    }
+}
