@@ -29,7 +29,7 @@ pub use report::Report;
 #[derive(Debug, Clone)]
 pub enum VcekTrust {
     /// Through an ARK → ASK → VCEK chain (the ARK is the trust anchor).
-    Chain(chain::Chain),
+    Chain(Box<chain::Chain>),
     /// A key the caller trusts directly (e.g. an emulated PSP's test key).
     Key(VerifyingKey),
 }

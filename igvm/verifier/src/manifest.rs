@@ -59,7 +59,7 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 }
 
 /// Finds the data of the service with `guid` in a services manifest.
-pub fn find_service<'a>(manifest: &'a [u8], guid: Guid) -> Result<Option<&'a [u8]>, Error> {
+pub fn find_service(manifest: &[u8], guid: Guid) -> Result<Option<&[u8]>, Error> {
     if manifest.len() < HEADER_SIZE {
         return Err(Error::ManifestFormat("shorter than its header"));
     }

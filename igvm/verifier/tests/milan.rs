@@ -10,7 +10,9 @@ const ASK: &[u8] = include_bytes!("data/ask.pem");
 const ARK: &[u8] = include_bytes!("data/ark.pem");
 
 fn chain() -> VcekTrust {
-    VcekTrust::Chain(Chain::parse(VCEK, ASK, ARK).expect("the Milan chain parses"))
+    VcekTrust::Chain(Box::new(
+        Chain::parse(VCEK, ASK, ARK).expect("the Milan chain parses"),
+    ))
 }
 
 #[test]

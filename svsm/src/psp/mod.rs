@@ -182,9 +182,9 @@ impl GuestMessenger {
 
     fn decode_report(&mut self, payload: &[u8]) -> Result<[u8; REPORT_SIZE], GuestMessageError> {
         match msg::report_response(payload) {
-            msg::ReportResponse::Report(report) => Ok(report),
-            msg::ReportResponse::Status(status) => Err(GuestMessageError::Firmware(status)),
-            msg::ReportResponse::Malformed => {
+            Ok(report) => Ok(*report),
+            Err(msg::ReportFailure::Status(status)) => Err(GuestMessageError::Firmware(status)),
+            Err(msg::ReportFailure::Malformed) => {
                 // Authenticated but nonsensical: the PSP is not behaving; stop using it.
                 self.wipe();
                 Err(GuestMessageError::Response(MessageError::BadSize))

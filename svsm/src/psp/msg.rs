@@ -189,33 +189,35 @@ pub fn report_request(user_data: &[u8; 64], vmpl: u32) -> [u8; REPORT_REQ_SIZE] 
     req
 }
 
-/// A decoded MSG_REPORT_RSP.
+/// Why a MSG_REPORT_RSP carries no report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportResponse {
-    /// Status 0 and a whole report.
-    Report([u8; REPORT_SIZE]),
+pub enum ReportFailure {
     /// The firmware's non-zero status.
     Status(u32),
     /// The response is shorter than its fields or its report size is wrong.
     Malformed,
 }
 
-/// Decodes a MSG_REPORT_RSP payload.
-pub fn report_response(payload: &[u8]) -> ReportResponse {
-    if payload.len() < 8 {
-        return ReportResponse::Malformed;
-    }
-    let status = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
+/// Decodes a MSG_REPORT_RSP payload into the report it carries.
+pub fn report_response(payload: &[u8]) -> Result<&[u8; REPORT_SIZE], ReportFailure> {
+    let field = |off: usize| -> Result<u32, ReportFailure> {
+        payload
+            .get(off..off + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or(ReportFailure::Malformed)
+    };
+    let status = field(0)?;
     if status != 0 {
-        return ReportResponse::Status(status);
+        return Err(ReportFailure::Status(status));
     }
-    let size = u32::from_le_bytes([payload[4], payload[5], payload[6], payload[7]]) as usize;
-    if size != REPORT_SIZE || payload.len() < 0x20 + REPORT_SIZE {
-        return ReportResponse::Malformed;
+    if field(4)? as usize != REPORT_SIZE {
+        return Err(ReportFailure::Malformed);
     }
-    let mut report = [0u8; REPORT_SIZE];
-    report.copy_from_slice(&payload[0x20..0x20 + REPORT_SIZE]);
-    ReportResponse::Report(report)
+    payload
+        .get(0x20..0x20 + REPORT_SIZE)
+        .and_then(|r| r.try_into().ok())
+        .ok_or(ReportFailure::Malformed)
 }
 
 #[cfg(test)]
@@ -330,15 +332,16 @@ mod tests {
         let mut rsp = [0u8; REPORT_RSP_SIZE];
         rsp[4..8].copy_from_slice(&(REPORT_SIZE as u32).to_le_bytes());
         rsp[0x20] = 0xAA;
-        match report_response(&rsp) {
-            ReportResponse::Report(r) => assert_eq!(r[0], 0xAA),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(report_response(&rsp).unwrap()[0], 0xAA);
+        assert_eq!(
+            report_response(&rsp[..0x20 + 8]),
+            Err(ReportFailure::Malformed)
+        );
         rsp[0] = 0x16;
-        assert_eq!(report_response(&rsp), ReportResponse::Status(0x16));
+        assert_eq!(report_response(&rsp), Err(ReportFailure::Status(0x16)));
         rsp[0] = 0;
         rsp[4] = 0;
-        assert_eq!(report_response(&rsp), ReportResponse::Malformed);
-        assert_eq!(report_response(&rsp[..4]), ReportResponse::Malformed);
+        assert_eq!(report_response(&rsp), Err(ReportFailure::Malformed));
+        assert_eq!(report_response(&rsp[..4]), Err(ReportFailure::Malformed));
     }
 }
