@@ -27,8 +27,11 @@ use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 use rsa::pkcs8::DecodePrivateKey;
 use sha2::Sha384;
 use svsm::platform::{MessagePage, PspError};
-use svsm::psp::msg::{self, Header, MessageError};
+use svsm::psp::msg::{self, MessageError, ReportRequest, REPORT_REQUEST_SIZE};
 use svsm::psp::{ExtendedError, PspTransport};
+use svsm_protocol::guest_msg::{
+    AttestationReport, MessageType, ReportResponse, SIGNATURE_ALGO_ECDSA_P384_SHA384,
+};
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder};
 use x509_cert::der::{Encode, EncodePem};
@@ -38,6 +41,7 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{EncodePublicKey, SubjectPublicKeyInfo, SubjectPublicKeyInfoRef};
 use x509_cert::time::Validity;
 use x509_cert::TbsCertificate;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// Firmware status for a request the PSP refuses (bad sequence number or failed
 /// authentication). The ABI leaves the exact status to the firmware; the guest treats
@@ -264,90 +268,77 @@ impl PspTransport for EmulatedPsp {
 
 impl State {
     fn handle(&mut self, request: &MessagePage) -> Result<MessagePage, PspError> {
-        let header = msg::read_header(request).map_err(|_| PspError::Firmware(FW_ERR_AUTH))?;
-        let expected_seqno = self
-            .seqno
-            .checked_add(1)
-            .ok_or(PspError::Firmware(FW_ERR_AUTH))?;
-        if header.seqno != expected_seqno || header.vmpck != 0 {
-            return Err(PspError::Firmware(FW_ERR_AUTH));
-        }
-        if header.msg_type != msg::MSG_REPORT_REQ || header.msg_version != msg::MSG_VERSION {
-            return Err(PspError::Firmware(FW_ERR_AUTH));
-        }
-        let mut payload = [0u8; msg::REPORT_REQ_SIZE];
-        let expected = Header {
-            msg_size: 0,
-            ..header
-        };
-        match msg::open(&self.vmpck0, request, expected, &mut payload) {
-            Ok(n) if n == msg::REPORT_REQ_SIZE => {}
+        let refuse = PspError::Firmware(FW_ERR_AUTH);
+        let expected_seqno = self.seqno.checked_add(1).ok_or(refuse)?;
+        let mut payload = [0u8; REPORT_REQUEST_SIZE];
+        match msg::open(
+            &self.vmpck0,
+            request,
+            MessageType::ReportRequest,
+            expected_seqno,
+            0,
+            &mut payload,
+        ) {
+            Ok(REPORT_REQUEST_SIZE) => {}
             Ok(_) | Err(MessageError::BadSize) => {
                 return Err(PspError::Firmware(STATUS_INVALID_PARAM))
             }
-            Err(_) => return Err(PspError::Firmware(FW_ERR_AUTH)),
+            Err(_) => return Err(refuse),
         }
-        let mut user_data = [0u8; 64];
-        user_data.copy_from_slice(&payload[..64]);
-        let vmpl = u32::from_le_bytes([payload[0x40], payload[0x41], payload[0x42], payload[0x43]]);
+        let req = ReportRequest::read_from_bytes(&payload).map_err(|_| refuse)?;
+        let vmpl = req.vmpl.get();
 
-        let mut rsp = [0u8; msg::REPORT_RSP_SIZE];
+        let mut rsp = ReportResponse::new_zeroed();
         if vmpl > 3 {
-            rsp[..4].copy_from_slice(&STATUS_INVALID_PARAM.to_le_bytes());
+            rsp.status.set(STATUS_INVALID_PARAM);
         } else {
-            let report = self.build_report(&user_data, vmpl);
-            rsp[4..8].copy_from_slice(&(msg::REPORT_SIZE as u32).to_le_bytes());
-            rsp[0x20..].copy_from_slice(&report);
+            rsp.report = self.build_report(&req.user_data, vmpl);
+            rsp.report_size.set(msg::REPORT_SIZE as u32);
             self.reports += 1;
         }
         let rsp_seqno = expected_seqno + 1;
         let page = msg::seal(
             &self.vmpck0,
-            Header {
-                seqno: rsp_seqno,
-                msg_type: msg::MSG_REPORT_RSP,
-                msg_version: msg::MSG_VERSION,
-                msg_size: 0,
-                vmpck: 0,
-            },
-            &rsp,
+            rsp_seqno,
+            MessageType::ReportResponse,
+            0,
+            rsp.as_bytes(),
         )
-        .map_err(|_| PspError::Firmware(FW_ERR_AUTH))?;
+        .map_err(|_| refuse)?;
         self.seqno = rsp_seqno;
         Ok(page)
     }
 
-    /// An ATTESTATION_REPORT (SEV-SNP ABI, table "ATTESTATION_REPORT Structure"),
-    /// version 2, signed with ECDSA P-384/SHA-384 over bytes 0..0x2A0.
-    fn build_report(&self, user_data: &[u8; 64], vmpl: u32) -> [u8; msg::REPORT_SIZE] {
+    /// An ATTESTATION_REPORT, version 2, signed with ECDSA P-384/SHA-384 over bytes
+    /// 0..0x2A0.
+    fn build_report(&self, user_data: &[u8; 64], vmpl: u32) -> AttestationReport {
         let l = &self.launch;
-        let mut r = [0u8; msg::REPORT_SIZE];
-        let mut put = |off: usize, bytes: &[u8]| r[off..off + bytes.len()].copy_from_slice(bytes);
-        put(0x00, &2u32.to_le_bytes()); // version
-        put(0x04, &l.guest_svn.to_le_bytes());
-        put(0x08, &l.policy.to_le_bytes());
-        put(0x30, &vmpl.to_le_bytes());
-        put(0x34, &1u32.to_le_bytes()); // ECDSA P-384 with SHA-384
-        put(0x38, &l.tcb.to_le_bytes()); // current TCB
-        put(0x40, &1u64.to_le_bytes()); // platform info: SMT enabled
-        put(0x48, &0u32.to_le_bytes()); // signed by the VCEK, chip key not masked
-        put(0x50, user_data);
-        put(0x90, &l.measurement);
-        put(0xC0, &l.host_data);
-        put(0x140, &[0x5E; 32]); // report ID
-        put(0x160, &[0xFF; 32]); // no migration agent
-        put(0x180, &l.tcb.to_le_bytes()); // reported TCB
-        put(0x1A0, &l.chip_id);
-        put(0x1E0, &l.tcb.to_le_bytes()); // committed TCB
-        put(0x1F0, &l.tcb.to_le_bytes()); // launch TCB
-        let signature: Signature = self.vcek.sign(&r[..0x2A0]);
+        let mut r = AttestationReport::new_zeroed();
+        r.version.set(2);
+        r.guest_svn.set(l.guest_svn);
+        r.policy.set(l.policy);
+        r.vmpl.set(vmpl);
+        r.signature_algo.set(SIGNATURE_ALGO_ECDSA_P384_SHA384);
+        r.platform_version.set(l.tcb);
+        r.platform_info.set(1); // SMT enabled
+        r.flags.set(0); // signed by the VCEK, chip key not masked
+        r.report_data = *user_data;
+        r.measurement = l.measurement;
+        r.host_data = l.host_data;
+        r.report_id = [0x5E; 32];
+        r.report_id_ma = [0xFF; 32]; // no migration agent
+        r.reported_tcb.set(l.tcb);
+        r.chip_id = l.chip_id;
+        r.committed_tcb.set(l.tcb);
+        r.launch_tcb.set(l.tcb);
+        let signature: Signature = self.vcek.sign(r.signed_bytes());
         let (sig_r, sig_s) = signature.split_bytes();
         // R and S are stored as 72-byte little-endian integers.
-        for (i, b) in sig_r.iter().rev().enumerate() {
-            r[0x2A0 + i] = *b;
+        for (dst, src) in r.signature.r.iter_mut().zip(sig_r.iter().rev()) {
+            *dst = *src;
         }
-        for (i, b) in sig_s.iter().rev().enumerate() {
-            r[0x2E8 + i] = *b;
+        for (dst, src) in r.signature.s.iter_mut().zip(sig_s.iter().rev()) {
+            *dst = *src;
         }
         r
     }
@@ -526,44 +517,24 @@ mod tests {
     fn a_replayed_request_is_refused_and_changes_nothing() {
         let psp = EmulatedPsp::default();
         let key = psp.vmpck0();
-        let header = Header {
-            seqno: 1,
-            msg_type: msg::MSG_REPORT_REQ,
-            msg_version: 1,
-            msg_size: 0,
-            vmpck: 0,
+        let req = ReportRequest::new([0; 64], 0);
+        let seal = |key: &[u8; 32], seqno| {
+            msg::seal(key, seqno, MessageType::ReportRequest, 0, req.as_bytes()).unwrap()
         };
-        let page = msg::seal(&key, header, &msg::report_request(&[0; 64], 0)).unwrap();
+        let page = seal(&key, 1);
         psp.guest_request(&page).unwrap();
-        assert_eq!(
-            psp.guest_request(&page),
-            Err(PspError::Firmware(FW_ERR_AUTH))
-        );
+        let refused = Err(PspError::Firmware(FW_ERR_AUTH));
+        assert_eq!(psp.guest_request(&page), refused);
         assert_eq!(psp.seqno(), 2);
         assert_eq!(psp.reports_signed(), 1);
         // A skipped number too.
-        let skipped = msg::seal(
-            &key,
-            Header { seqno: 9, ..header },
-            &msg::report_request(&[0; 64], 0),
-        )
-        .unwrap();
-        assert_eq!(
-            psp.guest_request(&skipped),
-            Err(PspError::Firmware(FW_ERR_AUTH))
-        );
+        assert_eq!(psp.guest_request(&seal(&key, 9)), refused);
         // A wrong key.
-        let forged = msg::seal(
-            &[9; 32],
-            Header { seqno: 3, ..header },
-            &msg::report_request(&[0; 64], 0),
-        )
-        .unwrap();
-        assert_eq!(
-            psp.guest_request(&forged),
-            Err(PspError::Firmware(FW_ERR_AUTH))
-        );
+        assert_eq!(psp.guest_request(&seal(&[9; 32], 3)), refused);
         assert_eq!(psp.seqno(), 2);
+        // The right next one works.
+        psp.guest_request(&seal(&key, 3)).unwrap();
+        assert_eq!(psp.seqno(), 4);
     }
 
     #[test]

@@ -20,6 +20,8 @@ use zeroize::Zeroize;
 use crate::platform::{MessagePage, Platform, PspError};
 
 pub use msg::{MessageError, REPORT_SIZE};
+use svsm_protocol::guest_msg::MessageType;
+use zerocopy::IntoBytes;
 
 /// How often BUSY is answered by resending before the request is given up.
 pub const MAX_BUSY_RETRIES: u32 = 16;
@@ -155,8 +157,8 @@ impl GuestMessenger {
         user_data: &[u8; 64],
         vmpl: u32,
     ) -> Result<[u8; REPORT_SIZE], GuestMessageError> {
-        let payload = msg::report_request(user_data, vmpl);
-        let (rsp, size) = self.exchange(psp, msg::MSG_REPORT_REQ, &payload, None)?;
+        let payload = msg::ReportRequest::new(*user_data, vmpl);
+        let (rsp, size) = self.exchange(psp, payload.as_bytes(), None)?;
         self.decode_report(&rsp[..size])
     }
 
@@ -169,20 +171,15 @@ impl GuestMessenger {
         vmpl: u32,
         certs: &mut [u8],
     ) -> Result<([u8; REPORT_SIZE], usize), GuestMessageError> {
-        let payload = msg::report_request(user_data, vmpl);
+        let payload = msg::ReportRequest::new(*user_data, vmpl);
         let mut certs_len = 0;
-        let (rsp, size) = self.exchange(
-            psp,
-            msg::MSG_REPORT_REQ,
-            &payload,
-            Some((certs, &mut certs_len)),
-        )?;
+        let (rsp, size) = self.exchange(psp, payload.as_bytes(), Some((certs, &mut certs_len)))?;
         Ok((self.decode_report(&rsp[..size])?, certs_len))
     }
 
     fn decode_report(&mut self, payload: &[u8]) -> Result<[u8; REPORT_SIZE], GuestMessageError> {
         match msg::report_response(payload) {
-            Ok(report) => Ok(*report),
+            Ok(report) => Ok(report),
             Err(msg::ReportFailure::Status(status)) => Err(GuestMessageError::Firmware(status)),
             Err(msg::ReportFailure::Malformed) => {
                 // Authenticated but nonsensical: the PSP is not behaving; stop using it.
@@ -192,15 +189,14 @@ impl GuestMessenger {
         }
     }
 
-    /// One request/response exchange. On return the sequence number has moved past
+    /// One MSG_REPORT_REQ/RSP exchange. On return the sequence number has moved past
     /// both messages, or the key is wiped.
     fn exchange<T: PspTransport + ?Sized>(
         &mut self,
         psp: &T,
-        msg_type: u8,
         payload: &[u8],
         mut certs: Option<(&mut [u8], &mut usize)>,
-    ) -> Result<([u8; msg::REPORT_RSP_SIZE], usize), GuestMessageError> {
+    ) -> Result<([u8; msg::REPORT_RESPONSE_SIZE], usize), GuestMessageError> {
         let key = self.key.ok_or(GuestMessageError::KeyWiped)?;
         let req_seqno = self
             .seqno
@@ -209,14 +205,7 @@ impl GuestMessenger {
         let rsp_seqno = req_seqno
             .checked_add(1)
             .ok_or(GuestMessageError::SequenceExhausted)?;
-        let header = msg::Header {
-            seqno: req_seqno,
-            msg_type,
-            msg_version: msg::MSG_VERSION,
-            msg_size: 0,
-            vmpck: 0,
-        };
-        let request = match msg::seal(&key, header, payload) {
+        let request = match msg::seal(&key, req_seqno, MessageType::ReportRequest, 0, payload) {
             Ok(page) => page,
             Err(e) => {
                 self.wipe();
@@ -260,15 +249,15 @@ impl GuestMessenger {
                 return Err(GuestMessageError::Transport(e));
             }
         };
-        let expected = msg::Header {
-            seqno: rsp_seqno,
-            msg_type: msg_type + 1,
-            msg_version: msg::MSG_VERSION,
-            msg_size: 0,
-            vmpck: 0,
-        };
-        let mut out = [0u8; msg::REPORT_RSP_SIZE];
-        let size = match msg::open(&key, &response, expected, &mut out) {
+        let mut out = [0u8; msg::REPORT_RESPONSE_SIZE];
+        let size = match msg::open(
+            &key,
+            &response,
+            MessageType::ReportResponse,
+            rsp_seqno,
+            0,
+            &mut out,
+        ) {
             Ok(size) => size,
             Err(e) => {
                 self.wipe();
@@ -299,6 +288,7 @@ mod tests {
         sent: RefCell<std::vec::Vec<(bool, MessagePage)>>,
         reply_seqno_offset: u64,
         reply_key: [u8; 32],
+        reply_size: Cell<Option<usize>>,
     }
 
     impl ScriptedPsp {
@@ -309,24 +299,23 @@ mod tests {
                 sent: RefCell::new(std::vec::Vec::new()),
                 reply_seqno_offset: 1,
                 reply_key: KEY,
+                reply_size: Cell::new(None),
             }
         }
 
         fn answer(&self, page: &MessagePage) -> MessagePage {
             let header = read_header(page).unwrap();
-            let mut rsp = [0u8; REPORT_RSP_SIZE];
+            let mut rsp = [0u8; REPORT_RESPONSE_SIZE];
             rsp[4..8].copy_from_slice(&(REPORT_SIZE as u32).to_le_bytes());
             rsp[0x20] = 0x99;
+            let seqno = header.msg_seqno.get() + self.reply_seqno_offset;
+            let size = self.reply_size.get().unwrap_or(rsp.len());
             seal(
                 &self.reply_key,
-                Header {
-                    seqno: header.seqno + self.reply_seqno_offset,
-                    msg_type: MSG_REPORT_RSP,
-                    msg_version: MSG_VERSION,
-                    msg_size: 0,
-                    vmpck: 0,
-                },
-                &rsp,
+                seqno,
+                MessageType::ReportResponse,
+                0,
+                &rsp[..size],
             )
             .unwrap()
         }
@@ -365,8 +354,8 @@ mod tests {
         m.get_report(&psp, &[1; 64], 0).unwrap();
         assert_eq!(m.seqno(), 4);
         let sent = psp.sent.borrow();
-        assert_eq!(read_header(&sent[0].1).unwrap().seqno, 1);
-        assert_eq!(read_header(&sent[1].1).unwrap().seqno, 3);
+        assert_eq!(read_header(&sent[0].1).unwrap().msg_seqno.get(), 1);
+        assert_eq!(read_header(&sent[1].1).unwrap().msg_seqno.get(), 3);
     }
 
     #[test]
@@ -423,9 +412,24 @@ mod tests {
         let mut psp = ScriptedPsp::new(vec![]);
         psp.reply_seqno_offset = 3;
         let mut m = GuestMessenger::new(KEY, 0);
+        assert!(matches!(
+            m.get_report(&psp, &[0; 64], 0),
+            Err(GuestMessageError::Response(MessageError::Header(
+                svsm_protocol::ParseError::SequenceMismatch { .. }
+            )))
+        ));
+        assert!(!m.has_key());
+    }
+
+    #[test]
+    fn a_short_authenticated_response_is_no_report() {
+        let psp = ScriptedPsp::new(vec![]);
+        // Status 0 and the right report size, but the report itself cut off.
+        psp.reply_size.set(Some(0x20 + 8));
+        let mut m = GuestMessenger::new(KEY, 0);
         assert_eq!(
             m.get_report(&psp, &[0; 64], 0),
-            Err(GuestMessageError::Response(MessageError::WrongSequence))
+            Err(GuestMessageError::Response(MessageError::BadSize))
         );
         assert!(!m.has_key());
     }
