@@ -79,7 +79,7 @@ impl Vmpl {
 bitflags! {
     /// Per-VMPL page permissions in an RMP entry (RMPADJUST RDX bits 11:8, APM vol. 2
     /// "Virtual Machine Privilege Levels").
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct RmpPermissions: u8 {
         /// Read.
         const READ = 1 << 0;

@@ -64,7 +64,16 @@ fn remap_ca<P: Platform>(call: &mut CallContext<'_, P>) -> Result<(), SvsmError>
     let svsm = call.svsm();
     let mut state = svsm.state_try_write()?;
     let ca = state.check_calling_area(GuestPhysAddr::new(request.ca_gpa), call.apic_id())?;
+    probe_calling_area(svsm.platform(), &ca)?;
     state.set_calling_area(call.apic_id(), &ca);
+    Ok(())
+}
+
+/// A calling area must be memory the SVSM can use (private and validated); a page it
+/// cannot read would silently stop every later call of the vCPU.
+fn probe_calling_area<P: Platform>(platform: &P, ca: &CheckedRange) -> Result<(), SvsmError> {
+    let mut pending = [0u8];
+    platform.read_guest(ca, 0, &mut pending)?;
     Ok(())
 }
 
@@ -200,6 +209,7 @@ fn create_vcpu<P: Platform>(call: &mut CallContext<'_, P>) -> Result<(), SvsmErr
 
     let vmsa_range = state.check_new_vmsa(GuestPhysAddr::new(request.vmsa_gpa))?;
     let ca_range = state.check_calling_area(GuestPhysAddr::new(request.ca_gpa), request.apic_id)?;
+    probe_calling_area(platform, &ca_range)?;
     if state.vcpu(request.apic_id).is_none() {
         return Err(SvsmError::InvalidParameter(Reason::UnknownApicId));
     }
