@@ -242,7 +242,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let manifest_bytes = read(&manifest_path)?;
             let ek = manifest::vtpm_ek(&manifest_bytes)?;
-            let challenge = Challenge::new(&mut getrandom::SysRng, ek, &read(&ak_public)?)?;
+            let challenge = Challenge::new(&mut getrandom_sys_rng::SysRng, ek, &read(&ak_public)?)?;
             fs::create_dir_all(&out_dir)
                 .with_context(|| format!("cannot create {}", out_dir.display()))?;
             let mut tools = vec![0xBA, 0xDC, 0xC0, 0xDE, 0, 0, 0, 1];
