@@ -127,6 +127,39 @@ impl Challenge {
         }
     }
 
+    /// The challenge as text, one `key=hex` per line (what `svsm-verify challenge`
+    /// keeps in its `challenge` file).
+    pub fn to_text(&self) -> String {
+        format!(
+            "ek_name={}\nak_name={}\nsecret={}\nid_object={}\nencrypted_secret={}\n",
+            hex::encode(&self.ek_name),
+            hex::encode(&self.ak_name),
+            hex::encode(&self.secret),
+            hex::encode(&self.blob.id_object),
+            hex::encode(&self.blob.encrypted_secret),
+        )
+    }
+
+    /// Reads [`Self::to_text`]'s form back; names the line that is missing or bad.
+    pub fn from_text(text: &str) -> Result<Self, ChallengeTextError> {
+        let field = |key: &'static str| -> Result<Vec<u8>, ChallengeTextError> {
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .ok_or(ChallengeTextError(key))?;
+            hex::decode(line.trim()).map_err(|_| ChallengeTextError(key))
+        };
+        Ok(Challenge {
+            ek_name: field("ek_name")?,
+            ak_name: field("ak_name")?,
+            secret: field("secret")?,
+            blob: credential::CredentialBlob {
+                id_object: field("id_object")?,
+                encrypted_secret: field("encrypted_secret")?,
+            },
+        })
+    }
+
     /// The EK name the challenge was made for.
     pub fn ek_name(&self) -> &[u8] {
         &self.ek_name
@@ -140,6 +173,18 @@ impl Challenge {
         &self.secret
     }
 }
+
+/// A challenge file line that is missing or not hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeTextError(pub &'static str);
+
+impl core::fmt::Display for ChallengeTextError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "challenge file: no valid {}= line", self.0)
+    }
+}
+
+impl std::error::Error for ChallengeTextError {}
 
 /// The PCR values a verifier expects, in one bank.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,9 +212,21 @@ pub struct Evidence<'a> {
     pub quote_signature: &'a [u8],
 }
 
+/// Which call produced the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ManifestKind {
+    /// ATTEST_SERVICES: a services manifest with a vTPM entry.
+    #[default]
+    Services,
+    /// ATTEST_SINGLE_SERVICE for the vTPM: the EK's TPMT_PUBLIC itself.
+    Vtpm,
+}
+
 /// What the verifier requires.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// Which call produced the manifest.
+    pub manifest_kind: ManifestKind,
     /// How the VCEK key is trusted.
     pub vcek: VcekTrust,
     /// The nonce the verifier handed out.
@@ -204,7 +261,10 @@ pub fn verify(
         policy.measurement.as_ref(),
     )?;
 
-    let ek_public = manifest::vtpm_ek(evidence.manifest)?;
+    let ek_public = match policy.manifest_kind {
+        ManifestKind::Services => manifest::vtpm_ek(evidence.manifest)?,
+        ManifestKind::Vtpm => evidence.manifest,
+    };
     let ek = tpm::Public::parse(ek_public)?;
     if ek.name()? != challenge.ek_name {
         return Err(Error::EkMismatch);

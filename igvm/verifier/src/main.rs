@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use svsm_verifier::chain::{trusted_vcek_key, Chain};
-use svsm_verifier::credential::CredentialBlob;
-use svsm_verifier::{manifest, tpm, Challenge, Evidence, ExpectedPcrs, Policy, VcekTrust};
+use svsm_verifier::{
+    manifest, tpm, Challenge, Evidence, ExpectedPcrs, ManifestKind, Policy, VcekTrust,
+};
 
 /// Verify an SVSM guest's attestation (SNP report, AMD chain, services manifest, vTPM quote).
 #[derive(Debug, Parser)]
@@ -66,6 +67,10 @@ enum Command {
         /// An expected PCR value, `sha256:INDEX=HEX` (repeat for each PCR quoted).
         #[arg(long = "pcr", required = true)]
         pcrs: Vec<String>,
+        /// The manifest came from ATTEST_SINGLE_SERVICE for the vTPM (it is the EK's
+        /// TPMT_PUBLIC itself, not a services manifest).
+        #[arg(long)]
+        single_service: bool,
     },
 }
 
@@ -176,37 +181,13 @@ fn expected_pcrs(args: &[String]) -> Result<ExpectedPcrs> {
     })
 }
 
-/// The challenge file: the names and the secret, one `key=hex` per line.
 fn save_challenge(path: &Path, c: &Challenge) -> Result<()> {
-    let text = format!(
-        "ek_name={}\nak_name={}\nsecret={}\nid_object={}\nencrypted_secret={}\n",
-        hex::encode(c.ek_name()),
-        hex::encode(c.ak_name()),
-        hex::encode(c.secret()),
-        hex::encode(&c.blob.id_object),
-        hex::encode(&c.blob.encrypted_secret),
-    );
-    write(path, text.as_bytes())
+    write(path, c.to_text().as_bytes())
 }
 
 fn load_challenge(path: &Path) -> Result<Challenge> {
     let text = String::from_utf8(read(path)?).context("challenge file is not text")?;
-    let field = |key: &str| -> Result<Vec<u8>> {
-        let line = text
-            .lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-            .with_context(|| format!("{}: no {key}= line", path.display()))?;
-        parse_hex(key, line)
-    };
-    Ok(Challenge::from_parts(
-        field("ek_name")?,
-        field("ak_name")?,
-        field("secret")?,
-        CredentialBlob {
-            id_object: field("id_object")?,
-            encrypted_secret: field("encrypted_secret")?,
-        },
-    ))
+    Challenge::from_text(&text).with_context(|| format!("{}", path.display()))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -265,6 +246,7 @@ fn run(cli: Cli) -> Result<()> {
             quote,
             quote_signature,
             pcrs,
+            single_service,
         } => {
             let manifest = read(
                 report
@@ -273,6 +255,11 @@ fn run(cli: Cli) -> Result<()> {
                     .context("full verification needs --manifest")?,
             )?;
             let policy = Policy {
+                manifest_kind: if single_service {
+                    ManifestKind::Vtpm
+                } else {
+                    ManifestKind::Services
+                },
                 vcek: report.trust()?,
                 nonce: report.nonce()?.context("full verification needs --nonce")?,
                 pcrs: expected_pcrs(&pcrs)?,
