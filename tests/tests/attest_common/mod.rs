@@ -40,9 +40,10 @@ pub const MEASUREMENT: [u8; 48] = [0x6D; 48];
 
 /// The machine, the SVSM with attestation and vTPM, and the guest.
 pub struct World {
-    _engine: MutexGuard<'static, ()>,
     pub system: EmulatedSystem,
     pub ek_public: Vec<u8>,
+    // Dropped last: the vTPM inside `system` powers its engine off first.
+    _engine: MutexGuard<'static, ()>,
 }
 
 impl World {
@@ -74,9 +75,9 @@ impl World {
                 .expect("the guest validates its RAM");
         }
         World {
-            _engine: engine,
             system,
             ek_public,
+            _engine: engine,
         }
     }
 
@@ -121,6 +122,11 @@ impl World {
         } else {
             AttestCall::AttestServices
         };
+        self.raw_attest_call(call, block_gpa)
+    }
+
+    /// The call alone, with RCX = `block_gpa`.
+    pub fn raw_attest_call(&self, call: AttestCall, block_gpa: u64) -> CallRegisters {
         let regs = CallRegisters {
             rax: Call::Attestation(call).to_rax(),
             rcx: block_gpa,
