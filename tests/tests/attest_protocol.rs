@@ -43,6 +43,9 @@ fn refused(world: &World, out: &CallRegisters, expected: SvsmResultCode) {
     assert_eq!(world.system.machine().psp().seqno(), 0, "the PSP was asked");
 }
 
+/// Points one buffer of a request somewhere else (given the SVSM's start).
+type Tamper = fn(&mut AttestRequest, u64);
+
 fn big_request() -> AttestRequest {
     World::request(NONCE.len() as u32, 0x1000, 0x1000)
 }
@@ -167,7 +170,7 @@ fn buffers_outside_guest_ram_are_invalid_addresses() {
         .expect("AP 1 starts");
     prime(&world);
     let svsm = world.system.info().config.svsm_range.0;
-    let cases: [(&str, fn(&mut AttestRequest, u64)); 6] = [
+    let cases: [(&str, Tamper); 6] = [
         ("report in SVSM memory", |r, s| r.report.gpa = s),
         ("manifest in SVSM memory", |r, s| r.manifest.gpa = s),
         ("nonce in SVSM memory", |r, s| r.nonce.gpa = s),
