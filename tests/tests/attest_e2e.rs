@@ -197,6 +197,12 @@ fn save_for_the_cli(b: &Bundle) {
     for (name, data) in files {
         std::fs::write(dir.join(name), data).unwrap();
     }
+    use p384::pkcs8::EncodePublicKey;
+    let key_pem = EmulatedPsp::default()
+        .vcek_public_key()
+        .to_public_key_pem(p384::pkcs8::LineEnding::LF)
+        .unwrap();
+    std::fs::write(dir.join("vcek.pub.pem"), key_pem).unwrap();
     let pcrs: Vec<String> = b
         .pcrs
         .values

@@ -4,6 +4,7 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod attest;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,7 @@ fn test() -> Result<()> {
         ]),
     )?;
     step("host tests", cargo(&["test", "--workspace"]))?;
+    attest::cli_checks()?;
     println!("xtask: every test level passed");
     Ok(())
 }
