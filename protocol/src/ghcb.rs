@@ -54,7 +54,8 @@ pub const TERM_PROTOCOL_UNSUPPORTED: u8 = 1;
 pub const TERM_SNP_UNSUPPORTED: u8 = 2;
 
 bitflags! {
-    /// Hypervisor feature bits (HV_FT response bits 63:12, shifted down).
+    /// Hypervisor feature bits (HV_FT response bits 63:12, shifted down; Linux
+    /// `GHCB_HV_FT_*` checks bits 0, 1 and 5).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub struct HvFeatures: u64 {
         /// SEV-SNP support (bit 0).

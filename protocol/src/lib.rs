@@ -30,6 +30,7 @@ pub mod vtpm;
 
 pub use call::{Call, SvsmResultCode};
 pub use error::{Field, ParseError};
+pub use manifest::Guid;
 
 #[cfg(test)]
 mod proptests;

@@ -14,9 +14,10 @@ use proptest::prelude::*;
 use crate::attest::AttestRequest;
 use crate::call::Call;
 use crate::core::{
-    encode_list, ConfigureVtomRequest, CreateVcpuRequest, DeleteVcpuRequest, MemoryEntry,
-    MemoryList, MemoryListRequest, PageSize, PvalidateEntry, PvalidateList, PvalidateRequest,
-    QueryProtocolRequest, RemapCaRequest, PVALIDATE_MAX_ENTRIES,
+    encode_list, parse_withdraw_list, ConfigureVtomRequest, CreateVcpuRequest, DeleteVcpuRequest,
+    DepositMemRequest, MemoryEntry, MemoryList, PageSize, PvalidateEntry, PvalidateList,
+    PvalidateRequest, QueryProtocolRequest, RemapCaRequest, WithdrawMemRequest,
+    PVALIDATE_MAX_ENTRIES,
 };
 use crate::ghcb::{ApCreation, MsrRequest, MsrResponse};
 use crate::guest_msg::{AttestationReport, GuestMessageHeader, ReportResponse};
@@ -69,6 +70,9 @@ proptest! {
     fn core_parsers_never_panic(data in bytes(4200)) {
         check_pvalidate(&data);
         let _ = MemoryList::parse(&data);
+        if let Ok(pages) = parse_withdraw_list(&data) {
+            prop_assert!(pages.count() * 8 + 8 <= data.len());
+        }
         let _ = AttestRequest::parse_services(&data);
         let _ = AttestRequest::parse_single_service(&data);
         let _ = SendCommandRequest::parse(&data);
@@ -93,9 +97,12 @@ proptest! {
         let _ = PvalidateRequest::from_regs(a).map(|r| assert!(r.bytes_to_page_end() <= 4096));
         let _ = CreateVcpuRequest::from_regs(a, b, c);
         let _ = DeleteVcpuRequest::from_regs(a);
-        let _ = MemoryListRequest::from_regs(a);
+        let _ = DepositMemRequest::from_regs(a);
+        if let Ok(w) = WithdrawMemRequest::from_regs(a) {
+            prop_assert!((1..=511).contains(&w.capacity()));
+        }
         prop_assert_eq!(QueryProtocolRequest::from_regs(a).to_rcx(), a);
-        let _ = ConfigureVtomRequest::from_regs(a);
+        let _ = ConfigureVtomRequest::from_regs(a, b, c, a ^ b);
         if let Ok(r) = MsrRequest::decode(a) {
             prop_assert_eq!(MsrRequest::decode(r.encode()), Ok(r));
         }
