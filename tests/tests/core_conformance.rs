@@ -88,11 +88,18 @@ fn configure_vtom_query_says_unsupported() {
     assert_eq!(SvsmResultCode::from_raw(out.rax), SvsmResultCode::SUCCESS);
     assert_eq!(out.rcx, 0);
     let out = guest
-        .call(bsp, &regs(CoreCall::ConfigureVtom, 0x1000_0000, 0, 0))
+        .call(bsp, &regs(CoreCall::ConfigureVtom, 0x1000_0002, 0, 0))
         .unwrap();
     assert_eq!(
         SvsmResultCode::from_raw(out.rax),
         SvsmResultCode::INVALID_REQUEST
+    );
+    let out = guest
+        .call(bsp, &regs(CoreCall::ConfigureVtom, 3, 0, 0))
+        .unwrap();
+    assert_eq!(
+        SvsmResultCode::from_raw(out.rax),
+        SvsmResultCode::INVALID_PARAMETER
     );
 }
 

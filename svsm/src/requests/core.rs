@@ -32,6 +32,8 @@ use svsm_protocol::core::{
     PvalidateRequest, QueryProtocolRequest, RemapCaRequest,
 };
 
+use svsm_protocol::vmsa::Vmsa;
+
 use super::{vmsa, CallContext, VersionRange};
 use crate::address::{Access, AddressError, CheckedRange, GuestPhysAddr, GuestState};
 use crate::error::{is_guest_memory_fault, Reason, SvsmError};
@@ -88,14 +90,16 @@ fn query_protocol<P: Platform>(call: &mut CallContext<'_, P>) -> Result<(), Svsm
 }
 
 /// SVSM_CORE_CONFIGURE_VTOM: this SVSM answers the query with "not supported" (RCX = 0)
-/// and refuses to configure.
+/// and refuses a well-formed configure request (malformed ones are
+/// `INVALID_PARAMETER`).
 fn configure_vtom<P: Platform>(call: &mut CallContext<'_, P>) -> Result<(), SvsmError> {
-    match ConfigureVtomRequest::from_regs(call.regs().rcx) {
+    let regs = *call.regs();
+    match ConfigureVtomRequest::from_regs(regs.rcx, regs.rdx, regs.r8, regs.r9)? {
         ConfigureVtomRequest::Query => {
             call.regs_mut().rcx = ConfigureVtomRequest::UNSUPPORTED_RCX;
             Ok(())
         }
-        ConfigureVtomRequest::Configure(_) => {
+        ConfigureVtomRequest::Configure { .. } => {
             Err(SvsmError::InvalidRequest(Reason::VtomUnsupported))
         }
     }
@@ -282,7 +286,7 @@ fn restore_guest_access<P: Platform>(platform: &P, range: &CheckedRange, guest_v
 }
 
 /// The VMSA checks of 58019: VMPL field = guest VMPL, EFER.SVME set, SEV features equal
-/// to the caller's. Reads a copy of the page.
+/// to the caller's. Parses a copy of the page.
 fn check_new_vmsa_contents<P: Platform>(
     platform: &P,
     range: &CheckedRange,
@@ -291,21 +295,14 @@ fn check_new_vmsa_contents<P: Platform>(
 ) -> Result<(), SvsmError> {
     let mut page = [0u8; PAGE_SIZE as usize];
     platform.read_guest(range, 0, &mut page)?;
-    let byte = |offset: u64| page.get(offset as usize).copied().unwrap_or(0);
-    let u64_at = |offset: u64| {
-        let mut bytes = [0u8; 8];
-        if let Some(src) = page.get(offset as usize..offset as usize + 8) {
-            bytes.copy_from_slice(src);
-        }
-        u64::from_le_bytes(bytes)
-    };
-    if byte(vmsa::VMPL) != guest_vmpl.level() {
+    let new = Vmsa::parse(&page)?;
+    if new.vmpl != guest_vmpl.level() {
         return Err(SvsmError::InvalidParameter(Reason::VmsaVmpl));
     }
-    if u64_at(vmsa::EFER) & vmsa::EFER_SVME == 0 {
+    if !new.is_runnable() {
         return Err(SvsmError::InvalidParameter(Reason::VmsaSvme));
     }
-    if u64_at(vmsa::SEV_FEATURES) != caller_features {
+    if new.sev_features != caller_features {
         return Err(SvsmError::InvalidParameter(Reason::VmsaSevFeatures));
     }
     Ok(())

@@ -62,48 +62,38 @@ use crate::address::{
 use crate::error::SvsmError;
 use crate::platform::{Platform, Vmpl};
 
-/// Offsets of the VMSA fields the request path uses (Linux `struct sev_es_save_area`,
-/// APM vol. 2 table "VMSA Layout, State Save Area for SEV-ES").
+/// Byte offsets of the VMSA fields the request path reads and writes one by one,
+/// taken from the [`Vmsa`](svsm_protocol::vmsa::Vmsa) layout (Linux
+/// `struct sev_es_save_area`, APM vol. 2 "VMSA Layout").
 pub mod vmsa {
+    use core::mem::offset_of;
+    use svsm_protocol::vmsa::Vmsa;
+
+    pub use svsm_protocol::vmsa::{EFER_SVME, SVM_EXIT_VMGEXIT as VMGEXIT_EXIT_CODE};
+
     /// VMPL the VMSA runs at (u8).
-    pub const VMPL: u64 = 0xCA;
+    pub const VMPL: u64 = offset_of!(Vmsa, vmpl) as u64;
     /// EFER (u64).
-    pub const EFER: u64 = 0xD0;
+    pub const EFER: u64 = offset_of!(Vmsa, efer) as u64;
     /// RAX (u64).
-    pub const RAX: u64 = 0x1F8;
+    pub const RAX: u64 = offset_of!(Vmsa, rax) as u64;
     /// RCX (u64).
-    pub const RCX: u64 = 0x308;
+    pub const RCX: u64 = offset_of!(Vmsa, rcx) as u64;
     /// RDX (u64).
-    pub const RDX: u64 = 0x310;
+    pub const RDX: u64 = offset_of!(Vmsa, rdx) as u64;
     /// R8 (u64).
-    pub const R8: u64 = 0x340;
+    pub const R8: u64 = offset_of!(Vmsa, r8) as u64;
     /// R9 (u64).
-    pub const R9: u64 = 0x348;
+    pub const R9: u64 = offset_of!(Vmsa, r9) as u64;
     /// SEV features (u64): SEV_STATUS >> 2.
-    pub const SEV_FEATURES: u64 = 0x3B0;
+    pub const SEV_FEATURES: u64 = offset_of!(Vmsa, sev_features) as u64;
     /// Guest exit code (u64).
-    pub const GUEST_EXIT_CODE: u64 = 0x3C0;
-    /// EFER.SVME.
-    pub const EFER_SVME: u64 = 1 << 12;
-    /// The exit code of VMGEXIT.
-    pub const VMGEXIT_EXIT_CODE: u64 = 0x403;
+    pub const GUEST_EXIT_CODE: u64 = offset_of!(Vmsa, guest_exit_code) as u64;
 }
 
 /// The registers of one call: inputs on entry, outputs (as a handler leaves them) on
 /// return. RAX on return is the result code, set by the request loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CallRegisters {
-    /// RAX: `(protocol << 32) | call_id`.
-    pub rax: u64,
-    /// RCX.
-    pub rcx: u64,
-    /// RDX.
-    pub rdx: u64,
-    /// R8.
-    pub r8: u64,
-    /// R9.
-    pub r9: u64,
-}
+pub use svsm_protocol::vmsa::CallRegisters;
 
 /// The versions of a protocol a service implements, `min..=max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
