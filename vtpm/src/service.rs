@@ -168,6 +168,12 @@ impl<E: Engine> Service<E> {
         }
     }
 
+    /// The engine itself, bypassing the service's checks: for measurements and
+    /// diagnostics on the host, never for guest commands.
+    pub fn engine_mut(&mut self) -> &mut E {
+        &mut self.engine
+    }
+
     /// Whether the TPM is in failure mode (every command gets TPM_RC_FAILURE).
     pub fn is_failed(&self) -> bool {
         self.failed

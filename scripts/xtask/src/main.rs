@@ -6,6 +6,7 @@
 
 mod attest;
 mod setup;
+mod vtpm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,6 +71,7 @@ fn test() -> Result<()> {
         ]),
     )?;
     step("host tests", cargo(&["test", "--workspace"]))?;
+    vtpm::test()?;
     attest::cli_checks()?;
     println!("xtask: every test level passed");
     Ok(())
@@ -83,7 +85,7 @@ fn run() -> Result<()> {
 
 fn bench() -> Result<()> {
     setup::ensure()?;
-    println!("xtask: no benchmarks yet");
+    vtpm::bench()?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@
 //! `BUSY` (guests retry with identical registers) before anything is read.
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 
 use spin::mutex::SpinMutex as Mutex;
 use svsm_protocol::call::VtpmCall;
@@ -92,6 +93,18 @@ impl<P: Platform, V: Vtpm + Send> ProtocolService<P> for VtpmProtocol<V> {
             }
             None => Err(SvsmError::UnsupportedCall),
         }
+    }
+}
+
+/// A shared vTPM protocol service: the SVSM serves it while its owner keeps a handle
+/// (e.g. to read the EK for the attestation manifest).
+impl<P: Platform, V: Vtpm + Send> ProtocolService<P> for Arc<VtpmProtocol<V>> {
+    fn versions(&self) -> VersionRange {
+        VERSIONS
+    }
+
+    fn handle(&self, call: &mut CallContext<'_, P>) -> Result<(), SvsmError> {
+        <VtpmProtocol<V> as ProtocolService<P>>::handle(self, call)
     }
 }
 

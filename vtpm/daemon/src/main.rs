@@ -14,11 +14,15 @@ use clap::{Parser, ValueEnum};
 use sha2::{Digest, Sha256};
 use vtpm_daemon::engine_backend::EngineBackend;
 use vtpm_daemon::mssim::{self, MssimServer, SharedBackend};
+use vtpm_daemon::svsm_backend::SvsmBackend;
 use vtpm_daemon::TpmBackend;
 
 /// Where the vTPM runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
+    /// The SVSM on the emulated SEV-SNP machine: every command travels guest driver,
+    /// calling area, SVSM_VTPM_CMD, vTPM service, engine.
+    Svsm,
     /// The vTPM service and engine in this process, without the SVSM path.
     Engine,
 }
@@ -28,7 +32,7 @@ enum BackendKind {
 #[command(version, about)]
 struct Cli {
     /// Where the vTPM runs.
-    #[arg(long, value_enum, default_value_t = BackendKind::Engine)]
+    #[arg(long, value_enum, default_value_t = BackendKind::Svsm)]
     backend: BackendKind,
     /// Address to listen on (loopback unless you mean otherwise).
     #[arg(long, default_value = "127.0.0.1")]
@@ -49,6 +53,12 @@ type Opened = (Box<dyn TpmBackend>, Option<Vec<u8>>);
 /// Opens the backend of `kind`.
 fn open_backend(kind: BackendKind) -> Result<Opened> {
     Ok(match kind {
+        BackendKind::Svsm => {
+            let backend =
+                SvsmBackend::new().context("cannot start the SVSM on the emulated machine")?;
+            let ek = backend.ek_public();
+            (Box::new(backend), ek)
+        }
         BackendKind::Engine => {
             let backend = EngineBackend::new().context("cannot start the vTPM engine")?;
             let ek = backend.ek_public();

@@ -47,6 +47,10 @@ fn pcr(d: &Daemon, index: u32) -> Vec<u8> {
 #[test]
 fn startup_selftest_and_capabilities() {
     let d = Daemon::start(&[]);
+    assert_eq!(
+        d.backend, "Svsm",
+        "the default path is the SVSM on the emulated machine"
+    );
     // The SVSM already started the TPM: the guest's Startup gets TPM_RC_INITIALIZE,
     // which tpm2_startup accepts.
     d.tool("tpm2_startup", &["-c"]);

@@ -15,6 +15,8 @@ pub struct Daemon {
     pub port: u16,
     pub dir: PathBuf,
     pub ek_name: Option<String>,
+    /// The backend the daemon says it serves.
+    pub backend: String,
     stdout: Option<BufReader<ChildStdout>>,
 }
 
@@ -53,6 +55,7 @@ impl Daemon {
                 .expect("spawn vtpm-daemon");
             let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
             let mut ek_name = None;
+            let mut backend = String::new();
             let mut line = String::new();
             let ready = loop {
                 line.clear();
@@ -67,6 +70,7 @@ impl Daemon {
                     ek_name = Some(name.to_string());
                 }
                 if line.contains("TPM simulator interface on") {
+                    backend = line.trim().rsplit(' ').next().unwrap_or("").to_string();
                     break true;
                 }
             };
@@ -76,6 +80,7 @@ impl Daemon {
                     port,
                     dir,
                     ek_name,
+                    backend,
                     stdout: Some(stdout),
                 };
             }
