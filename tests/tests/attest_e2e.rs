@@ -26,6 +26,7 @@ use svsm_verifier::{
 /// Everything one honest run produced, plus the extra material the tampering cases
 /// need (made in the same run, against the same vTPM).
 struct Bundle {
+    certificates: Vec<u8>,
     nonce: Vec<u8>,
     report: Vec<u8>,
     manifest: Vec<u8>,
@@ -75,8 +76,10 @@ fn bundle() -> &'static Bundle {
         world.pcr_extend(7, &PCR7_EVENT);
 
         // 1. The attestation: report and manifest for the verifier's nonce.
+        // The guest starts with a certificate buffer that is too small, learns the size
+        // from RDX and retries, as Linux does.
         let nonce = random(64);
-        let (report, manifest) = world.attest(&nonce);
+        let (report, manifest, certificates) = world.attest_with(&nonce, 0x10);
         assert_eq!(report.len(), 0x4A0);
 
         // 2. The guest's EK (made again from template L-1) is the manifest's.
@@ -141,15 +144,13 @@ fn bundle() -> &'static Bundle {
         let (report_other_key, _) = world.attest(&nonce);
         psp.set_signing_key(test_vcek());
 
-        let chain_files = test_chain(&psp.vcek_public_key()).unwrap();
-        let chain = Chain::parse(
-            &chain_files.vcek_der,
-            chain_files.ask_pem.as_bytes(),
-            chain_files.ark_pem.as_bytes(),
-        )
-        .unwrap();
+        // VCEK and ASK come from the host's certificate table the SVSM returned; the ARK
+        // is the verifier's own trust anchor.
+        let ark = test_chain(&psp.vcek_public_key()).unwrap().ark_pem;
+        let chain = Chain::from_cert_table(&certificates, ark.as_bytes()).unwrap();
 
         let bundle = Bundle {
+            certificates,
             nonce,
             report,
             manifest,
@@ -181,7 +182,8 @@ fn save_for_the_cli(b: &Bundle) {
     let chain = test_chain(&EmulatedPsp::default().vcek_public_key()).unwrap();
     let nonce = hex_string(&b.nonce);
     let challenge = b.challenge.to_text();
-    let files: [(&str, &[u8]); 11] = [
+    let files: [(&str, &[u8]); 12] = [
+        ("certs.bin", &b.certificates),
         ("report.bin", &b.report),
         ("manifest.bin", &b.manifest),
         ("nonce.hex", nonce.as_bytes()),

@@ -295,3 +295,37 @@ fn a_psp_that_stays_busy_ends_attestation_for_good() {
     assert_eq!((psp.seqno(), psp.reports_signed()), (0, 0));
     assert!(untouched(&world));
 }
+
+#[test]
+fn certificates_go_to_a_guest_that_passes_a_buffer() {
+    let world = World::new();
+    prime(&world);
+    // Too small: INVALID_PARAMETER with the table's length in RDX, nothing written.
+    let mut req = big_request();
+    req.certificates = GuestBuffer {
+        gpa: CERT_PAGE,
+        size: 0x100,
+    };
+    let out = world.attest_call(&req, world.ca() + 8);
+    refused(&world, &out, SvsmResultCode::INVALID_PARAMETER);
+    let table_len = out.rdx;
+    assert!(table_len > 0x100);
+    assert_eq!(out.r8, 0x4A0);
+    // Exactly big enough: the table arrives, with the VCEK entry first.
+    req.certificates.size = table_len as u32;
+    let out = world.attest_call(&req, world.ca() + 8);
+    assert_eq!(code(&out), SvsmResultCode::SUCCESS);
+    assert_eq!(out.rdx, table_len);
+    let table = world.read(CERT_PAGE, table_len as usize);
+    let vcek_guid = Guid::from_fields(
+        0x63da_758d,
+        0xe664,
+        0x4564,
+        [0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd],
+    );
+    assert_eq!(&table[..16], &vcek_guid.to_bytes());
+    assert!(world
+        .read(CERT_PAGE + table_len, 16)
+        .iter()
+        .all(|&b| b == FILL));
+}

@@ -175,6 +175,67 @@ impl Chain {
     }
 }
 
+/// GUIDs of the host certificate table (GHCB, "SNP Extended Guest Request"), as stored.
+mod table_guid {
+    use crate::manifest::Guid;
+    /// VCEK: 63da758d-e664-4564-adc5-f4b93be8accd.
+    pub const VCEK: Guid = Guid {
+        d1: 0x63da_758d,
+        d2: 0xe664,
+        d3: 0x4564,
+        d4: [0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd],
+    };
+    /// ASK: 4ab7b379-bbac-4fe4-a02f-05aef327c782.
+    pub const ASK: Guid = Guid {
+        d1: 0x4ab7_b379,
+        d2: 0xbbac,
+        d3: 0x4fe4,
+        d4: [0xa0, 0x2f, 0x05, 0xae, 0xf3, 0x27, 0xc7, 0x82],
+    };
+}
+
+/// Finds the certificate with `guid` in a host certificate table: entries of {GUID, u32
+/// offset, u32 length} (offsets from the table's start) ending with an all-zero entry.
+pub fn cert_from_table(
+    table: &[u8],
+    guid: crate::manifest::Guid,
+    role: CertRole,
+) -> Result<Vec<u8>, Error> {
+    let bad = |why: &str| Error::CertificateFormat(role, format!("certificate table: {why}"));
+    let want = guid.to_bytes();
+    for entry in table.chunks(24) {
+        if entry.len() < 24 {
+            return Err(bad("no terminating entry"));
+        }
+        if entry.iter().all(|&b| b == 0) {
+            break;
+        }
+        if entry[..16] != want {
+            continue;
+        }
+        let field = |at: usize| {
+            u32::from_le_bytes([entry[at], entry[at + 1], entry[at + 2], entry[at + 3]]) as usize
+        };
+        let (offset, len) = (field(16), field(20));
+        return offset
+            .checked_add(len)
+            .and_then(|end| table.get(offset..end))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| bad("entry outside the table"));
+    }
+    Err(bad("no entry for this certificate"))
+}
+
+impl Chain {
+    /// The chain from a host certificate table (the VCEK and ASK it carries) and the ARK
+    /// the caller trusts (never the table's own ARK: the host supplies the table).
+    pub fn from_cert_table(table: &[u8], ark: &[u8]) -> Result<Self, Error> {
+        let vcek = cert_from_table(table, table_guid::VCEK, CertRole::Vcek)?;
+        let ask = cert_from_table(table, table_guid::ASK, CertRole::Ask)?;
+        Chain::parse(&vcek, &ask, ark)
+    }
+}
+
 /// Reads a P-384 public key given directly (SPKI DER or PEM, or a certificate holding one):
 /// the "trust this VCEK key" mode.
 pub fn trusted_vcek_key(bytes: &[u8]) -> Result<VerifyingKey, Error> {

@@ -80,8 +80,11 @@ struct ReportArgs {
     #[arg(long)]
     report: PathBuf,
     /// The VCEK certificate (DER or PEM); with --ask and --ark.
-    #[arg(long, requires_all = ["ask", "ark"], conflicts_with = "vcek_key")]
+    #[arg(long, requires_all = ["ask", "ark"], conflicts_with_all = ["vcek_key", "cert_table"])]
     vcek: Option<PathBuf>,
+    /// The host certificate table the SVSM returned (VCEK and ASK); with --ark.
+    #[arg(long, requires = "ark", conflicts_with = "vcek_key")]
+    cert_table: Option<PathBuf>,
     /// The ASK certificate (DER or PEM).
     #[arg(long)]
     ask: Option<PathBuf>,

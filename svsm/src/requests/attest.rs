@@ -5,7 +5,8 @@
 //! certificate buffers (58019, "Attestation Protocol"). The SVSM builds the services
 //! manifest (the vTPM's EK under its GUID), asks the PSP for a report at VMPL0 with
 //! REPORT_DATA = SHA-512(nonce || manifest), and copies report, manifest and (when the
-//! platform supplies them) certificates out. RCX/RDX/R8 return the manifest, certificate
+//! platform supplied the host's certificate table and the guest passed a certificate
+//! buffer) certificates out. RCX/RDX/R8 return the manifest, certificate
 //! and report lengths, also with INVALID_PARAMETER when a buffer is too small, which is
 //! how Linux learns the sizes before it enlarges its buffers and retries.
 //!
@@ -110,10 +111,13 @@ impl ServiceEvidence for StaticEvidence {
     }
 }
 
-/// The attestation service: VMPCK0's messenger and the services it attests.
+/// The attestation service: VMPCK0's messenger, the services it attests, and the
+/// host's certificate table (VCEK, ASK, ARK as the GHCB extended guest request returns
+/// it), if the platform supplied one.
 pub struct AttestationService {
     messenger: Mutex<GuestMessenger>,
     services: Vec<Box<dyn ServiceEvidence>>,
+    certificates: Vec<u8>,
 }
 
 impl ::core::fmt::Debug for AttestationService {
@@ -130,7 +134,16 @@ impl AttestationService {
         Self {
             messenger: Mutex::new(messenger),
             services,
+            certificates: Vec::new(),
         }
+    }
+
+    /// Also hands the guest `table`, the host's certificate table (GUID-indexed VCEK,
+    /// ASK and ARK), when it passes a certificate buffer. The platform fetches it once
+    /// (an extended guest request at start-up); it changes only with the host's TCB.
+    pub fn with_certificates(mut self, table: Vec<u8>) -> Self {
+        self.certificates = table;
+        self
     }
 
     /// The sequence number VMPCK0 last used (for diagnostics and tests).
@@ -191,20 +204,31 @@ impl<P: Platform> ProtocolService<P> for AttestationService {
         let manifest = self.manifest_for(&request)?;
 
         // Sizes first (Linux probes them this way), then addresses, then the PSP.
+        // Certificates go out only to a guest that passes a certificate buffer.
+        let certificates: &[u8] = if request.certificates.size == 0 {
+            &[]
+        } else {
+            &self.certificates
+        };
         let outputs = AttestResponse {
             manifest_size: manifest.len() as u64,
-            cert_size: 0,
+            cert_size: certificates.len() as u64,
             report_size: ATTESTATION_REPORT_SIZE as u64,
         };
         let (rcx, rdx, r8) = outputs.to_regs();
-        let too_small = (request.report.size as usize) < ATTESTATION_REPORT_SIZE
-            || (request.manifest.size as usize) < manifest.len();
-        if too_small {
+        let short = [
+            (request.report.size, ATTESTATION_REPORT_SIZE),
+            (request.manifest.size, manifest.len()),
+            (request.certificates.size, certificates.len()),
+        ]
+        .into_iter()
+        .find(|&(got, need)| (got as usize) < need);
+        if let Some((got, need)) = short {
             let regs = call.regs_mut();
             (regs.rcx, regs.rdx, regs.r8) = (rcx, rdx, r8);
             return Err(SvsmError::Parse(ParseError::OutputTooSmall {
-                need: ATTESTATION_REPORT_SIZE.max(manifest.len()),
-                got: request.report.size.min(request.manifest.size) as usize,
+                need,
+                got: got as usize,
             }));
         }
         check_buffer(call, request.report)?;
@@ -231,6 +255,9 @@ impl<P: Platform> ProtocolService<P> for AttestationService {
 
         call.write_guest(GuestPhysAddr::new(request.report.gpa), &report)?;
         call.write_guest(GuestPhysAddr::new(request.manifest.gpa), &manifest)?;
+        if !certificates.is_empty() {
+            call.write_guest(GuestPhysAddr::new(request.certificates.gpa), certificates)?;
+        }
         let regs = call.regs_mut();
         (regs.rcx, regs.rdx, regs.r8) = (rcx, rdx, r8);
         Ok(())

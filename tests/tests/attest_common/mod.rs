@@ -7,9 +7,9 @@
 use std::sync::{Mutex, MutexGuard};
 
 use svsm::psp::GuestMessenger;
-use svsm::requests::attest::{self, StaticEvidence};
-use svsm::requests::{vtpm as vtpm_protocol, CallRegisters, Services};
-use svsm_emulated::psp::{LaunchInfo as PspLaunch, TEST_VMPCK0};
+use svsm::requests::attest::{AttestationService, StaticEvidence};
+use svsm::requests::{vtpm as vtpm_protocol, CallRegisters, ProtocolService, Services};
+use svsm_emulated::psp::{cert_table, test_chain, test_vcek, LaunchInfo as PspLaunch, TEST_VMPCK0};
 use svsm_emulated::{EmulatedSystem, LaunchConfig, SharedSnp};
 use svsm_protocol::attest::{AttestRequest, GuestBuffer, ServiceSelector};
 use svsm_protocol::call::{AttestCall, Call, VtpmCall};
@@ -54,10 +54,14 @@ impl World {
         let vtpm = vtpm::start(Box::new(OsEntropy)).expect("the vTPM starts");
         let ek_public = vtpm.ek_public().to_vec();
         assert_eq!(ek_public, vtpm.endorsement_key(EkTemplate::RsaL1));
-        let attestation = attest::service::<SharedSnp>(
+        // The host's certificate table for the emulated chip: the test chain.
+        let chain = test_chain(test_vcek().verifying_key()).expect("the test chain builds");
+        let attestation = AttestationService::new(
             GuestMessenger::new(TEST_VMPCK0, 0),
             vec![Box::new(StaticEvidence::vtpm(&ek_public))],
-        );
+        )
+        .with_certificates(cert_table(&chain).expect("the certificate table builds"));
+        let attestation: Box<dyn ProtocolService<SharedSnp>> = Box::new(attestation);
         let services = Services::new()
             .with_attestation(attestation)
             .with_vtpm(vtpm_protocol::service::<SharedSnp, _>(vtpm));
@@ -161,24 +165,34 @@ impl World {
     }
 
     /// ATTEST_SERVICES the way Linux does it: start with buffers it guesses, and when the
-    /// SVSM answers INVALID_PARAMETER with the sizes in RCX/R8, enlarge and retry (at
+    /// SVSM answers INVALID_PARAMETER with the sizes in RCX/RDX/R8, enlarge and retry (at
     /// most 3 times). Returns (report, manifest).
     pub fn attest(&self, nonce: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (report, manifest, _) = self.attest_with(nonce, 0);
+        (report, manifest)
+    }
+
+    /// As [`Self::attest`], also asking for certificates with a buffer of `cert_size`
+    /// bytes to start with (0: none). Returns (report, manifest, certificates).
+    pub fn attest_with(&self, nonce: &[u8], cert_size: u32) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         self.write(NONCE_PAGE, nonce);
-        let (mut report_size, mut manifest_size) = (0x100u32, 0x10u32);
+        let (mut report_size, mut manifest_size, mut cert_size) = (0x100u32, 0x10u32, cert_size);
         for _ in 0..3 {
-            let req = Self::request(nonce.len() as u32, report_size, manifest_size);
+            let mut req = Self::request(nonce.len() as u32, report_size, manifest_size);
+            req.certificates.size = cert_size;
             let out = self.attest_call(&req, self.ca() + 8);
             match SvsmResultCode::from_raw(out.rax) {
                 SvsmResultCode::SUCCESS => {
                     return (
                         self.read(REPORT_PAGE, out.r8 as usize),
                         self.read(MANIFEST_PAGE, out.rcx as usize),
+                        self.read(CERT_PAGE, out.rdx as usize),
                     );
                 }
                 SvsmResultCode::INVALID_PARAMETER => {
                     report_size = out.r8 as u32;
                     manifest_size = out.rcx as u32;
+                    cert_size = out.rdx as u32;
                 }
                 code => panic!("ATTEST_SERVICES failed: {code:?}"),
             }
