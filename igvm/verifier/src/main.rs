@@ -119,12 +119,25 @@ fn parse_hex(what: &str, text: &str) -> Result<Vec<u8>> {
 
 impl ReportArgs {
     fn trust(&self) -> Result<VcekTrust> {
-        match (&self.vcek, &self.ask, &self.ark, &self.vcek_key) {
-            (Some(vcek), Some(ask), Some(ark), None) => Ok(VcekTrust::Chain(Box::new(
+        match (
+            &self.vcek,
+            &self.ask,
+            &self.ark,
+            &self.vcek_key,
+            &self.cert_table,
+        ) {
+            (Some(vcek), Some(ask), Some(ark), None, None) => Ok(VcekTrust::Chain(Box::new(
                 Chain::parse(&read(vcek)?, &read(ask)?, &read(ark)?)?,
             ))),
-            (None, None, None, Some(key)) => Ok(VcekTrust::Key(trusted_vcek_key(&read(key)?)?)),
-            _ => bail!("give either --vcek, --ask and --ark, or --vcek-key"),
+            (None, None, Some(ark), None, Some(table)) => Ok(VcekTrust::Chain(Box::new(
+                Chain::from_cert_table(&read(table)?, &read(ark)?)?,
+            ))),
+            (None, None, None, Some(key), None) => {
+                Ok(VcekTrust::Key(trusted_vcek_key(&read(key)?)?))
+            }
+            _ => bail!(
+                "give either --vcek, --ask and --ark, or --cert-table and --ark, or --vcek-key"
+            ),
         }
     }
 

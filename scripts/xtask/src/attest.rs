@@ -181,6 +181,18 @@ pub fn cli_checks() -> Result<()> {
         &full(&nonce, &milan_chain),
         "report signature",
     )?;
+    // The host's table cannot bring its own root: with AMD's ARK pinned it fails.
+    let table_amd_root = vec![
+        "--cert-table".into(),
+        path(&dir, "certs.bin"),
+        "--ark".into(),
+        milan("ark.pem"),
+    ];
+    expect_fail(
+        "emulated certificates against AMD's root",
+        &full(&nonce, &table_amd_root),
+        "certificate chain",
+    )?;
     expect_fail(
         "bad command line",
         &s(&[
