@@ -141,6 +141,18 @@ impl World {
             .expect("the call is serviced")
     }
 
+    /// A call of the attestation protocol by number (valid or not), with RCX = `rcx`.
+    pub fn raw_attest_call_id(&self, call_id: u32, rcx: u64) -> CallRegisters {
+        let regs = CallRegisters {
+            rax: (1u64 << 32) | u64::from(call_id),
+            rcx,
+            ..CallRegisters::default()
+        };
+        self.guest()
+            .call(self.bsp(), &regs)
+            .expect("the call is serviced")
+    }
+
     /// A request with the standard buffers of the given sizes.
     pub fn request(nonce_len: u32, report_size: u32, manifest_size: u32) -> AttestRequest {
         AttestRequest {
