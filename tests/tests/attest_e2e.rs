@@ -16,7 +16,7 @@ use attest_common::{ak_template, World, MEASUREMENT};
 use sha2::{Digest, Sha256};
 use svsm::platform::PspError;
 use svsm::psp::{GuestMessageError, GuestMessenger};
-use svsm_emulated::psp::{test_chain, test_vcek, EmulatedPsp, FW_ERR_AUTH, TEST_VMPCK0};
+use svsm_emulated::psp::{test_chain, test_vcek, EmulatedPsp, FW_ERR_REFUSED, TEST_VMPCK0};
 use svsm_verifier::chain::Chain;
 use svsm_verifier::{
     manifest, tpm, verify, Challenge, Error, Evidence, ExpectedPcrs, ManifestKind, Policy,
@@ -462,7 +462,7 @@ fn tamper_16_replayed_sequence_number_at_the_psp() {
     assert_eq!(
         replayer.get_report(psp, &[0; 64], 0),
         Err(GuestMessageError::Transport(PspError::Firmware(
-            FW_ERR_AUTH
+            FW_ERR_REFUSED
         )))
     );
     assert!(!replayer.has_key(), "the replayer's key is wiped");

@@ -43,10 +43,11 @@ use x509_cert::time::Validity;
 use x509_cert::TbsCertificate;
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-/// Firmware status for a request the PSP refuses (bad sequence number or failed
-/// authentication). The ABI leaves the exact status to the firmware; the guest treats
-/// every error the same way (wipe the key), so one value suffices here.
-pub const FW_ERR_AUTH: u32 = 0x1B;
+/// Firmware status the emulation returns for a message it refuses (bad sequence number,
+/// failed authentication, wrong type): INVALID_PARAM. Which status real firmware uses
+/// for each of these is not something the SVSM depends on: every firmware error makes
+/// it wipe VMPCK0, as Linux does.
+pub const FW_ERR_REFUSED: u32 = 0x16;
 /// MSG_REPORT_RSP status for an invalid parameter (a VMPL above 3).
 pub const STATUS_INVALID_PARAM: u32 = 0x16;
 
@@ -268,7 +269,7 @@ impl PspTransport for EmulatedPsp {
 
 impl State {
     fn handle(&mut self, request: &MessagePage) -> Result<MessagePage, PspError> {
-        let refuse = PspError::Firmware(FW_ERR_AUTH);
+        let refuse = PspError::Firmware(FW_ERR_REFUSED);
         let expected_seqno = self.seqno.checked_add(1).ok_or(refuse)?;
         let mut payload = [0u8; REPORT_REQUEST_SIZE];
         match msg::open(
@@ -523,7 +524,7 @@ mod tests {
         };
         let page = seal(&key, 1);
         psp.guest_request(&page).unwrap();
-        let refused = Err(PspError::Firmware(FW_ERR_AUTH));
+        let refused = Err(PspError::Firmware(FW_ERR_REFUSED));
         assert_eq!(psp.guest_request(&page), refused);
         assert_eq!(psp.seqno(), 2);
         assert_eq!(psp.reports_signed(), 1);

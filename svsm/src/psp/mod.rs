@@ -92,7 +92,8 @@ impl From<GuestMessageError> for PspError {
                 PspError::Unavailable
             }
             GuestMessageError::Transport(e) => e,
-            GuestMessageError::Response(_) => PspError::Firmware(u32::MAX),
+            // The key is gone after a bad response: the PSP is unusable from now on.
+            GuestMessageError::Response(_) => PspError::Unavailable,
             GuestMessageError::Firmware(status) => PspError::Firmware(status),
             GuestMessageError::CertBufferTooSmall(_) => PspError::Hypervisor(VMM_ERR_INVALID_LEN),
         }
