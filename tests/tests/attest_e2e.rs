@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 use svsm::platform::PspError;
 use svsm::psp::{GuestMessageError, GuestMessenger};
 use svsm_emulated::psp::{test_chain, test_vcek, EmulatedPsp, FW_ERR_REFUSED, TEST_VMPCK0};
+use svsm_protocol::manifest::VTPM_SERVICE_GUID;
+use svsm_protocol::SvsmResultCode;
 use svsm_verifier::chain::Chain;
 use svsm_verifier::{
     manifest, tpm, verify, Challenge, Error, Evidence, ExpectedPcrs, ManifestKind, Policy,
@@ -26,6 +28,8 @@ use svsm_verifier::{
 /// Everything one honest run produced, plus the extra material the tampering cases
 /// need (made in the same run, against the same vTPM).
 struct Bundle {
+    /// (report, manifest) from ATTEST_SINGLE_SERVICE for the vTPM, same nonce.
+    single: (Vec<u8>, Vec<u8>),
     certificates: Vec<u8>,
     nonce: Vec<u8>,
     report: Vec<u8>,
@@ -138,6 +142,15 @@ fn bundle() -> &'static Bundle {
             )
             .expect_err("the vTPM cannot open a credential sealed to another EK");
 
+        // The same nonce through ATTEST_SINGLE_SERVICE for the vTPM: the manifest is the
+        // bare EK.
+        let out = world.attest_single(&nonce, VTPM_SERVICE_GUID, 0);
+        assert_eq!(SvsmResultCode::from_raw(out.rax), SvsmResultCode::SUCCESS);
+        let single = (
+            world.read(attest_common::REPORT_PAGE, out.r8 as usize),
+            world.read(attest_common::MANIFEST_PAGE, out.rcx as usize),
+        );
+
         // The same attestation from a machine whose PSP signs with another key.
         let psp = world.system.machine().psp();
         psp.set_signing_key(p384::ecdsa::SigningKey::from_slice(&[0x42; 48]).unwrap());
@@ -150,6 +163,7 @@ fn bundle() -> &'static Bundle {
         let chain = Chain::from_cert_table(&certificates, ark.as_bytes()).unwrap();
 
         let bundle = Bundle {
+            single,
             certificates,
             nonce,
             report,
@@ -251,6 +265,26 @@ fn the_whole_chain_verifies() {
     let mut p = policy(b);
     p.vcek = VcekTrust::Key(EmulatedPsp::default().vcek_public_key());
     verify(&p, &b.challenge, &evidence(b)).unwrap();
+}
+
+#[test]
+fn single_service_evidence_verifies() {
+    let b = bundle();
+    let mut p = policy(b);
+    p.manifest_kind = ManifestKind::Vtpm;
+    let e = Evidence {
+        report: &b.single.0,
+        manifest: &b.single.1,
+        ..evidence(b)
+    };
+    let verified = verify(&p, &b.challenge, &e).expect("single-service evidence verifies");
+    assert_eq!(verified.ek_public, b.single.1);
+    // Read as a services manifest it is malformed, and the report binds the bare EK.
+    p.manifest_kind = ManifestKind::Services;
+    assert!(matches!(
+        rejected(&p, &b.challenge, &e),
+        Error::ManifestFormat(_)
+    ));
 }
 
 fn rejected(policy: &Policy, challenge: &Challenge, evidence: &Evidence<'_>) -> Error {
