@@ -5,6 +5,7 @@
 //! says exactly what to install.
 
 mod attest;
+mod core;
 mod setup;
 mod vtpm;
 
@@ -32,6 +33,8 @@ enum Cmd {
     Bench,
     /// Only install what this machine lacks.
     Setup,
+    /// Coverage of the request handlers (cargo-llvm-cov; branch coverage on nightly).
+    Coverage,
 }
 
 fn main() -> Result<()> {
@@ -44,6 +47,7 @@ fn main() -> Result<()> {
         Cmd::Test => test(),
         Cmd::Run => run(),
         Cmd::Bench => bench(),
+        Cmd::Coverage => crate::core::coverage(),
     }
 }
 
@@ -85,6 +89,7 @@ fn run() -> Result<()> {
 
 fn bench() -> Result<()> {
     setup::ensure()?;
+    crate::core::bench()?;
     vtpm::bench()?;
     Ok(())
 }
