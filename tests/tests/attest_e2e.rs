@@ -518,3 +518,27 @@ fn tamper_16_replayed_sequence_number_at_the_psp() {
     );
     assert_eq!(psp.seqno(), 4);
 }
+
+#[test]
+fn tamper_17_debuggable_guest() {
+    // A machine launched with a policy that lets the host debug it: its report is
+    // genuine and binds the right data, but the VM is not confidential.
+    let b = bundle();
+    let psp = EmulatedPsp::default();
+    psp.set_launch(svsm_emulated::psp::LaunchInfo {
+        measurement: MEASUREMENT,
+        policy: 0x3_0000 | (1 << 19),
+        ..svsm_emulated::psp::LaunchInfo::default()
+    });
+    let mut messenger = GuestMessenger::new(TEST_VMPCK0, 0);
+    let data = svsm_verifier::report_data(&b.nonce, &b.manifest);
+    let report = messenger.get_report(&psp, &data, 0).unwrap();
+    let e = Evidence {
+        report: &report,
+        ..evidence(b)
+    };
+    assert_eq!(
+        rejected(&policy(b), &b.challenge, &e),
+        Error::ReportDebugPolicy(0xB_0000)
+    );
+}

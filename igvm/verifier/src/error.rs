@@ -35,6 +35,9 @@ pub enum Error {
     ReportSignature,
     /// The report was not produced for VMPL0, so it does not speak for the SVSM.
     ReportVmpl(u32),
+    /// The guest policy lets the host debug the VM (policy bit 19): its memory is not
+    /// confidential, so nothing it attests can be trusted.
+    ReportDebugPolicy(u64),
     /// A certificate could not be parsed or has an unexpected key or algorithm.
     CertificateFormat(CertRole, String),
     /// A certificate's issuer is not the subject of the next certificate up.
@@ -80,6 +83,10 @@ impl fmt::Display for Error {
             Error::ReportVmpl(vmpl) => {
                 write!(f, "report VMPL: {vmpl}, expected 0 (the SVSM's VMPL)")
             }
+            Error::ReportDebugPolicy(policy) => write!(
+                f,
+                "report policy: {policy:#x} allows debugging, so the VM is not confidential"
+            ),
             Error::CertificateFormat(role, why) => write!(f, "{role} certificate: {why}"),
             Error::ChainIssuer(role) => {
                 write!(f, "certificate chain: the {role}'s issuer is not the next certificate")

@@ -3,7 +3,8 @@
 //!
 //! The chain of trust, link by link (each with its own [`Error`] variant):
 //! 1. ARK → ASK → VCEK (RSA-PSS, SHA-384), or a VCEK key the caller trusts directly;
-//! 2. the report's ECDSA P-384 signature by the VCEK, at VMPL0 (the SVSM's);
+//! 2. the report's ECDSA P-384 signature by the VCEK, at VMPL0 (the SVSM's), for a
+//!    guest whose policy does not allow debugging;
 //! 3. optionally, the launch measurement equals the expected digest;
 //! 4. REPORT_DATA = SHA-512(nonce || services manifest);
 //! 5. the manifest's vTPM entry is the EK the credential challenge was made for;
@@ -65,6 +66,9 @@ pub fn verify_report(
     report.verify_signature(&vcek)?;
     if report.vmpl() != 0 {
         return Err(Error::ReportVmpl(report.vmpl()));
+    }
+    if report.policy() & report::POLICY_DEBUG != 0 {
+        return Err(Error::ReportDebugPolicy(report.policy()));
     }
     if let Some(expected) = expected_measurement {
         if report.measurement() != expected {

@@ -318,3 +318,35 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn pcr_arguments_are_checked() {
+        let zero = "00".repeat(32);
+        let p = expected_pcrs(&[format!("sha256:7={zero}"), format!("sha256:0={zero}")]).unwrap();
+        assert_eq!(p.hash_alg, tpm::ALG_SHA256);
+        assert_eq!(p.values.iter().map(|v| v.0).collect::<Vec<_>>(), [0, 7]);
+        for bad in [
+            format!("sha1:0={zero}"),
+            format!("sha256:24={zero}"),
+            format!("sha256:x={zero}"),
+            "sha256:0=00".to_string(),
+            format!("sha256 0={zero}"),
+            "sha256:0=zz".to_string(),
+        ] {
+            assert!(parse_pcr(&bad).is_err(), "{bad} accepted");
+        }
+        assert!(expected_pcrs(&[format!("sha256:1={zero}"), format!("sha256:1={zero}")]).is_err());
+        let z384 = "00".repeat(48);
+        assert!(expected_pcrs(&[format!("sha256:1={zero}"), format!("sha384:2={z384}")]).is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        Cli::command().debug_assert();
+    }
+}

@@ -13,6 +13,8 @@ use crate::Error;
 pub const REPORT_SIZE: usize = 0x4A0;
 /// Bytes covered by the signature.
 pub const SIGNED_SIZE: usize = 0x2A0;
+/// Guest policy bit 19: the host may debug the guest (SEV-SNP ABI, "Guest Policy").
+pub const POLICY_DEBUG: u64 = 1 << 19;
 /// Signature algorithm 1: ECDSA P-384 with SHA-384.
 pub const SIG_ALGO_ECDSA_P384_SHA384: u32 = 1;
 
