@@ -28,6 +28,8 @@ use svsm_verifier::{
 /// Everything one honest run produced, plus the extra material the tampering cases
 /// need (made in the same run, against the same vTPM).
 struct Bundle {
+    /// An ECC P-256 AK, challenged and activated, and its quote.
+    ecc: (Vec<u8>, Challenge, Vec<u8>, Vec<u8>, Vec<u8>),
     /// (report, manifest) from ATTEST_SINGLE_SERVICE for the vTPM, same nonce.
     single: (Vec<u8>, Vec<u8>),
     certificates: Vec<u8>,
@@ -128,6 +130,21 @@ fn bundle() -> &'static Bundle {
         let unrestricted = (loose.public.clone(), loose_challenge, loose_secret, q3, s3);
         world.flush(loose.handle);
 
+        // An ECC P-256 attestation key, through the same steps.
+        let ecc_ak = world.create_primary(&attest_common::ecc_ak_template());
+        let ecc_challenge = Challenge::new(rng, &ek.public, &ecc_ak.public).unwrap();
+        let ecc_secret = world
+            .activate_credential(
+                ecc_ak.handle,
+                ek.handle,
+                &ecc_challenge.blob.id_object,
+                &ecc_challenge.blob.encrypted_secret,
+            )
+            .expect("the vTPM activates the ECC AK's credential");
+        let (q4, s4) = world.quote(ecc_ak.handle, &nonce, &[0, 7]);
+        let ecc = (ecc_ak.public.clone(), ecc_challenge, ecc_secret, q4, s4);
+        world.flush(ecc_ak.handle);
+
         // An EK that no TPM holds: same shape, another modulus.
         let mut foreign_ek = ek.public.clone();
         let at = foreign_ek.len() - 100;
@@ -163,6 +180,7 @@ fn bundle() -> &'static Bundle {
         let chain = Chain::from_cert_table(&certificates, ark.as_bytes()).unwrap();
 
         let bundle = Bundle {
+            ecc,
             single,
             certificates,
             nonce,
@@ -265,6 +283,26 @@ fn the_whole_chain_verifies() {
     let mut p = policy(b);
     p.vcek = VcekTrust::Key(EmulatedPsp::default().vcek_public_key());
     verify(&p, &b.challenge, &evidence(b)).unwrap();
+}
+
+#[test]
+fn an_ecc_attestation_key_verifies() {
+    let b = bundle();
+    let (public, challenge, secret, quote, signature) = &b.ecc;
+    let e = Evidence {
+        ak_public: public,
+        activated_secret: secret,
+        quote,
+        quote_signature: signature,
+        ..evidence(b)
+    };
+    verify(&policy(b), challenge, &e).expect("an ECDSA P-256 AK's quote verifies");
+    // And its signature is really checked.
+    let mut bad = quote.clone();
+    let at = bad.len() - 1;
+    bad[at] ^= 1;
+    let e = Evidence { quote: &bad, ..e };
+    assert_eq!(rejected(&policy(b), challenge, &e), Error::QuoteSignature);
 }
 
 #[test]

@@ -34,6 +34,12 @@ pub const ALG_RSAPSS: u16 = 0x0016;
 pub const ALG_OAEP: u16 = 0x0017;
 /// TPM_ALG_ECC.
 pub const ALG_ECC: u16 = 0x0023;
+/// TPM_ALG_ECDSA.
+pub const ALG_ECDSA: u16 = 0x0018;
+/// TPM_ECC_NIST_P256.
+pub const ECC_NIST_P256: u16 = 0x0003;
+/// TPM_ECC_NIST_P384.
+pub const ECC_NIST_P384: u16 = 0x0004;
 /// TPM_GENERATED_VALUE: the magic of every TPMS_ATTEST the TPM makes.
 pub const TPM_GENERATED_VALUE: u32 = 0xFF54_4347;
 /// TPM_ST_ATTEST_QUOTE.
@@ -160,6 +166,8 @@ pub struct Public {
     pub symmetric_mode: u16,
     /// For RSA: the modulus (big-endian) and exponent.
     pub rsa: Option<(Vec<u8>, u32)>,
+    /// For ECC: the curve and the point's x and y (big-endian).
+    pub ecc: Option<(u16, Vec<u8>, Vec<u8>)>,
 }
 
 impl Public {
@@ -184,6 +192,7 @@ impl Public {
         } else {
             (r.u16()?, r.u16()?)
         };
+        let mut ecc = None;
         let rsa = match kind {
             ALG_RSA => {
                 let scheme = r.u16()?;
@@ -208,12 +217,13 @@ impl Public {
                         r.u16()?;
                     }
                 }
-                let _curve = r.u16()?;
+                let curve = r.u16()?;
                 if r.u16()? != ALG_NULL {
                     r.u16()?;
                 }
-                r.tpm2b()?;
-                r.tpm2b()?;
+                let x = r.tpm2b()?.to_vec();
+                let y = r.tpm2b()?.to_vec();
+                ecc = Some((curve, x, y));
                 None
             }
             _ => return Err(Error::TpmFormat("TPMT_PUBLIC of an unsupported type")),
@@ -228,6 +238,7 @@ impl Public {
             symmetric_bits,
             symmetric_mode,
             rsa,
+            ecc,
         })
     }
 
@@ -250,15 +261,17 @@ impl Public {
     }
 }
 
-/// A TPMT_SIGNATURE made by an RSA key.
+/// A TPMT_SIGNATURE by an RSA key (RSASSA, RSAPSS) or an ECC key (ECDSA).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
-    /// TPM_ALG_RSASSA or TPM_ALG_RSAPSS.
+    /// TPM_ALG_RSASSA, TPM_ALG_RSAPSS or TPM_ALG_ECDSA.
     pub scheme: u16,
     /// The hash algorithm that was signed with.
     pub hash_alg: u16,
-    /// The signature bytes.
+    /// The RSA signature, or ECDSA's r followed by s (each as the TPM sent it).
     pub sig: Vec<u8>,
+    /// For ECDSA: the length of r within `sig`.
+    r_len: usize,
 }
 
 impl Signature {
@@ -266,29 +279,44 @@ impl Signature {
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(bytes, "TPMT_SIGNATURE");
         let scheme = r.u16()?;
-        if scheme != ALG_RSASSA && scheme != ALG_RSAPSS {
-            return Err(Error::TpmFormat("signature scheme is not RSASSA or RSAPSS"));
-        }
         let hash_alg = r.u16()?;
-        let sig = r.tpm2b()?.to_vec();
+        let (sig, r_len) = match scheme {
+            ALG_RSASSA | ALG_RSAPSS => (r.tpm2b()?.to_vec(), 0),
+            ALG_ECDSA => {
+                let sig_r = r.tpm2b()?;
+                let sig_s = r.tpm2b()?;
+                ([sig_r, sig_s].concat(), sig_r.len())
+            }
+            _ => {
+                return Err(Error::TpmFormat(
+                    "signature scheme is not RSASSA, RSAPSS or ECDSA",
+                ))
+            }
+        };
         r.finish()?;
         Ok(Signature {
             scheme,
             hash_alg,
             sig,
+            r_len,
         })
     }
 
     /// Checks this signature over `message` with `key`.
     pub fn verify(&self, key: &Public, message: &[u8]) -> Result<(), Error> {
-        let pk = key.rsa_key()?;
         let digest = hash(self.hash_alg, &[message])?;
-        let ok = match (self.scheme, self.hash_alg) {
-            (ALG_RSASSA, ALG_SHA256) => verify_pkcs1::<Sha256>(pk, &digest, &self.sig),
-            (ALG_RSASSA, ALG_SHA384) => verify_pkcs1::<Sha384>(pk, &digest, &self.sig),
-            (ALG_RSAPSS, ALG_SHA256) => verify_pss::<Sha256>(pk, &digest, &self.sig),
-            (ALG_RSAPSS, ALG_SHA384) => verify_pss::<Sha384>(pk, &digest, &self.sig),
-            _ => return Err(Error::TpmFormat("unsupported signature hash")),
+        let ok = match self.scheme {
+            ALG_ECDSA => self.verify_ecdsa(key, &digest)?,
+            _ => {
+                let pk = key.rsa_key()?;
+                match (self.scheme, self.hash_alg) {
+                    (ALG_RSASSA, ALG_SHA256) => verify_pkcs1::<Sha256>(pk, &digest, &self.sig),
+                    (ALG_RSASSA, ALG_SHA384) => verify_pkcs1::<Sha384>(pk, &digest, &self.sig),
+                    (ALG_RSAPSS, ALG_SHA256) => verify_pss::<Sha256>(pk, &digest, &self.sig),
+                    (ALG_RSAPSS, ALG_SHA384) => verify_pss::<Sha384>(pk, &digest, &self.sig),
+                    _ => return Err(Error::TpmFormat("unsupported signature hash")),
+                }
+            }
         };
         if ok {
             Ok(())
@@ -296,6 +324,62 @@ impl Signature {
             Err(Error::QuoteSignature)
         }
     }
+
+    /// ECDSA over `digest` with a P-256 or P-384 key.
+    fn verify_ecdsa(&self, key: &Public, digest: &[u8]) -> Result<bool, Error> {
+        let (curve, x, y) = key
+            .ecc
+            .as_ref()
+            .ok_or(Error::TpmFormat("an ECDSA signature from a non-ECC key"))?;
+        let (sig_r, sig_s) = self.sig.split_at(self.r_len);
+        match *curve {
+            ECC_NIST_P256 => {
+                use p256::ecdsa::signature::hazmat::PrehashVerifier;
+                let point = sec1_point::<32>(x, y)?;
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                    .map_err(|_| Error::TpmFormat("ECC key is not a P-256 point"))?;
+                let Ok(sig) = p256::ecdsa::Signature::from_scalars(
+                    left_pad::<32>(sig_r)?,
+                    left_pad::<32>(sig_s)?,
+                ) else {
+                    return Ok(false);
+                };
+                Ok(key.verify_prehash(digest, &sig).is_ok())
+            }
+            ECC_NIST_P384 => {
+                use p384::ecdsa::signature::hazmat::PrehashVerifier;
+                let point = sec1_point::<48>(x, y)?;
+                let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                    .map_err(|_| Error::TpmFormat("ECC key is not a P-384 point"))?;
+                let Ok(sig) = p384::ecdsa::Signature::from_scalars(
+                    left_pad::<48>(sig_r)?,
+                    left_pad::<48>(sig_s)?,
+                ) else {
+                    return Ok(false);
+                };
+                Ok(key.verify_prehash(digest, &sig).is_ok())
+            }
+            _ => Err(Error::TpmFormat("ECC curve is not NIST P-256 or P-384")),
+        }
+    }
+}
+
+/// A big-endian integer of at most N bytes as exactly N bytes.
+fn left_pad<const N: usize>(v: &[u8]) -> Result<[u8; N], Error> {
+    if v.len() > N {
+        return Err(Error::TpmFormat("ECC value longer than the curve's size"));
+    }
+    let mut out = [0u8; N];
+    out[N - v.len()..].copy_from_slice(v);
+    Ok(out)
+}
+
+/// The uncompressed SEC1 encoding 04 || x || y.
+fn sec1_point<const N: usize>(x: &[u8], y: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut point = vec![0x04];
+    point.extend_from_slice(&left_pad::<N>(x)?);
+    point.extend_from_slice(&left_pad::<N>(y)?);
+    Ok(point)
 }
 
 fn verify_pkcs1<D>(pk: rsa::PublicKey, digest: &[u8], sig: &[u8]) -> bool

@@ -309,6 +309,25 @@ pub fn ak_template(restricted: bool, unique: &[u8]) -> Vec<u8> {
     t
 }
 
+/// An ECC P-256 attestation key template: restricted signing with ECDSA-SHA256, the
+/// same attributes as [`ak_template`].
+pub fn ecc_ak_template() -> Vec<u8> {
+    let attributes: u32 = 0x2 | 0x10 | 0x20 | 0x40 | 0x1_0000 | 0x4_0000;
+    let mut t = Vec::new();
+    t.extend_from_slice(&0x0023u16.to_be_bytes()); // ECC
+    t.extend_from_slice(&ALG_SHA256.to_be_bytes());
+    t.extend_from_slice(&attributes.to_be_bytes());
+    t.extend_from_slice(&0u16.to_be_bytes()); // no policy
+    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // no symmetric
+    t.extend_from_slice(&0x0018u16.to_be_bytes()); // ECDSA
+    t.extend_from_slice(&ALG_SHA256.to_be_bytes());
+    t.extend_from_slice(&0x0003u16.to_be_bytes()); // NIST P-256
+    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // no KDF
+    t.extend_from_slice(&0u16.to_be_bytes()); // empty x
+    t.extend_from_slice(&0u16.to_be_bytes()); // empty y
+    t
+}
+
 /// A key the guest created: transient handle and TPMT_PUBLIC.
 pub struct Key {
     pub handle: u32,
