@@ -198,7 +198,8 @@ impl GuestMessenger {
         payload: &[u8],
         mut certs: Option<(&mut [u8], &mut usize)>,
     ) -> Result<([u8; msg::REPORT_RESPONSE_SIZE], usize), GuestMessageError> {
-        let key = self.key.ok_or(GuestMessageError::KeyWiped)?;
+        // A working copy that is wiped when this exchange ends, however it ends.
+        let key = zeroize::Zeroizing::new(self.key.ok_or(GuestMessageError::KeyWiped)?);
         let req_seqno = self
             .seqno
             .checked_add(1)
