@@ -280,20 +280,55 @@ fn psp_busy_is_retried_with_the_same_message() {
 }
 
 #[test]
-fn a_psp_that_stays_busy_ends_attestation_for_good() {
+fn a_psp_that_stays_busy_delays_attestation_but_breaks_nothing() {
     let world = World::new();
     prime(&world);
     let psp = world.system.machine().psp();
-    psp.inject_busy(1000);
-    let out = world.attest_call(&big_request(), world.ca() + 8);
-    assert_eq!(code(&out), SvsmResultCode::INVALID_REQUEST);
-    // VMPCK0 is gone: even with the PSP back, no message is ever sent again, so the
-    // sequence number the hypervisor may hold can never be answered twice.
-    psp.inject_busy(0);
-    let out = world.attest_call(&big_request(), world.ca() + 8);
-    assert_eq!(code(&out), SvsmResultCode::INVALID_REQUEST);
-    assert_eq!((psp.seqno(), psp.reports_signed()), (0, 0));
+    psp.inject_busy(100);
+    // One call: the SVSM resends a few times, then answers BUSY having written nothing.
+    let req = big_request();
+    let mut block = [0u8; 0x40];
+    req.encode(&mut block).unwrap();
+    world.write(world.ca() + 8, &block);
+    let regs = CallRegisters {
+        rax: svsm_protocol::call::Call::Attestation(AttestCall::AttestServices).to_rax(),
+        rcx: world.ca() + 8,
+        ..CallRegisters::default()
+    };
+    let once = world.guest().call_once(world.bsp(), &regs).unwrap();
+    assert_eq!(
+        SvsmResultCode::from_raw(once.regs.rax),
+        SvsmResultCode::BUSY
+    );
     assert!(untouched(&world));
+    assert_eq!((psp.seqno(), psp.reports_signed()), (0, 0));
+    // The guest retries with the same registers, as Linux does, until the host lets the
+    // request through: one report, one pair of sequence numbers, the key intact.
+    let out = world.attest_call(&req, world.ca() + 8);
+    assert_eq!(code(&out), SvsmResultCode::SUCCESS);
+    assert_eq!((psp.seqno(), psp.reports_signed()), (2, 1));
+    let out = world.attest_call(&req, world.ca() + 8);
+    assert_eq!(code(&out), SvsmResultCode::SUCCESS);
+    assert_eq!((psp.seqno(), psp.reports_signed()), (4, 2));
+}
+
+#[test]
+fn a_psp_error_ends_attestation_for_good() {
+    let world = World::new();
+    prime(&world);
+    let psp = world.system.machine().psp();
+    // A report for VMPL0 made behind the SVSM's back with VMPCK0 moves the PSP's
+    // sequence on; the SVSM's next message is then refused by the PSP.
+    let mut other = svsm::psp::GuestMessenger::new(svsm_emulated::psp::TEST_VMPCK0, 0);
+    other.get_report(psp, &[0; 64], 0).unwrap();
+    let out = world.attest_call(&big_request(), world.ca() + 8);
+    assert_eq!(code(&out), SvsmResultCode::INVALID_REQUEST);
+    assert!(untouched(&world));
+    // VMPCK0 is gone from the SVSM: no message is ever sealed again, so nothing the
+    // hypervisor saw can be answered twice.
+    let out = world.attest_call(&big_request(), world.ca() + 8);
+    assert_eq!(code(&out), SvsmResultCode::INVALID_REQUEST);
+    assert_eq!(psp.seqno(), 2, "the SVSM sent nothing more");
 }
 
 #[test]

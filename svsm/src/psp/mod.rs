@@ -7,7 +7,11 @@
 //!   that fails any check, wipes VMPCK0: after that no message is ever encrypted again,
 //!   so no IV can be reused with the key;
 //! - BUSY resends the identical ciphertext (same sequence number), which is safe because
-//!   the PSP did not process it;
+//!   the PSP did not process it. If the hypervisor keeps answering BUSY, the caller gets
+//!   BUSY and the exact request is kept: the next exchange sends those bytes again first
+//!   (the hypervisor has seen them, so nothing else may ever be sealed under that
+//!   sequence number) and only then seals its own. A throttling host delays attestation
+//!   but cannot make the SVSM reuse an IV or give up its key;
 //! - an extended request refused because the certificate buffer is too small is re-sent
 //!   as a standard request, so the PSP consumes the sequence number (the hypervisor could
 //!   otherwise keep the ciphertext and replay it later), and only then is the size
@@ -19,9 +23,12 @@ use zeroize::Zeroize;
 
 use crate::platform::{MessagePage, Platform, PspError};
 
-pub use msg::{MessageError, REPORT_SIZE};
+use alloc::boxed::Box;
+
 use svsm_protocol::guest_msg::MessageType;
 use zerocopy::IntoBytes;
+
+pub use msg::{MessageError, REPORT_SIZE};
 
 /// How often BUSY is answered by resending before the request is given up.
 pub const MAX_BUSY_RETRIES: u32 = 16;
@@ -72,6 +79,9 @@ impl<P: Platform + ?Sized> PspTransport for PlatformPsp<'_, P> {
 pub enum GuestMessageError {
     /// VMPCK0 was wiped after an earlier failure (or never installed): no more messages.
     KeyWiped,
+    /// The hypervisor kept answering BUSY; the request is kept and goes out first next
+    /// time. Retry later.
+    Busy,
     /// The sequence number space is exhausted.
     SequenceExhausted,
     /// The transport failed; VMPCK0 has been wiped.
@@ -91,6 +101,7 @@ impl From<GuestMessageError> for PspError {
             GuestMessageError::KeyWiped | GuestMessageError::SequenceExhausted => {
                 PspError::Unavailable
             }
+            GuestMessageError::Busy => PspError::Busy,
             GuestMessageError::Transport(e) => e,
             // The key is gone after a bad response: the PSP is unusable from now on.
             GuestMessageError::Response(_) => PspError::Unavailable,
@@ -105,6 +116,8 @@ pub struct GuestMessenger {
     key: Option<[u8; 32]>,
     /// The last sequence number used (0 before the first message).
     seqno: u64,
+    /// A request (sealed with `seqno + 1`) the hypervisor was shown but never forwarded.
+    pending: Option<Box<MessagePage>>,
 }
 
 impl core::fmt::Debug for GuestMessenger {
@@ -112,6 +125,7 @@ impl core::fmt::Debug for GuestMessenger {
         f.debug_struct("GuestMessenger")
             .field("key", &self.key.map(|_| "<VMPCK0>"))
             .field("seqno", &self.seqno)
+            .field("pending", &self.pending.is_some())
             .finish()
     }
 }
@@ -131,7 +145,11 @@ impl GuestMessenger {
         } else {
             Some(vmpck0)
         };
-        GuestMessenger { key, seqno }
+        GuestMessenger {
+            key,
+            seqno,
+            pending: None,
+        }
     }
 
     /// Whether the key is still usable.
@@ -144,11 +162,17 @@ impl GuestMessenger {
         self.seqno
     }
 
+    /// Whether a request is waiting to be sent again.
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
     fn wipe(&mut self) {
         if let Some(key) = self.key.as_mut() {
             key.zeroize();
         }
         self.key = None;
+        self.pending = None;
     }
 
     /// Asks the PSP for an attestation report binding `user_data`, for VMPL `vmpl`.
@@ -191,30 +215,64 @@ impl GuestMessenger {
     }
 
     /// One MSG_REPORT_REQ/RSP exchange. On return the sequence number has moved past
-    /// both messages, or the key is wiped.
+    /// both messages, or the key is wiped, or (BUSY) the request is pending and the
+    /// sequence number has not moved.
     fn exchange<T: PspTransport + ?Sized>(
         &mut self,
         psp: &T,
         payload: &[u8],
-        mut certs: Option<(&mut [u8], &mut usize)>,
+        certs: Option<(&mut [u8], &mut usize)>,
     ) -> Result<([u8; msg::REPORT_RESPONSE_SIZE], usize), GuestMessageError> {
         // A working copy that is wiped when this exchange ends, however it ends.
         let key = zeroize::Zeroizing::new(self.key.ok_or(GuestMessageError::KeyWiped)?);
+        let mut request = self.seal(&key, payload)?;
+        if let Some(pending) = self.pending.take() {
+            if pending[..] == request[..] {
+                // The guest asked again for exactly what is pending (same key, sequence
+                // number and plaintext give the same bytes): send it, use its answer.
+                return self.transmit(psp, &key, pending, certs);
+            }
+            // Something else is wanted. The pending bytes go out first, so the PSP
+            // consumes their sequence number; their answer is of no use any more.
+            self.transmit(psp, &key, pending, None)?;
+            request = self.seal(&key, payload)?;
+        }
+        self.transmit(psp, &key, request, certs)
+    }
+
+    /// Seals a MSG_REPORT_REQ with the next sequence number.
+    fn seal(
+        &mut self,
+        key: &[u8; 32],
+        payload: &[u8],
+    ) -> Result<Box<MessagePage>, GuestMessageError> {
         let req_seqno = self
             .seqno
             .checked_add(1)
+            .filter(|s| s.checked_add(1).is_some())
             .ok_or(GuestMessageError::SequenceExhausted)?;
-        let rsp_seqno = req_seqno
-            .checked_add(1)
-            .ok_or(GuestMessageError::SequenceExhausted)?;
-        let request = match msg::seal(&key, req_seqno, MessageType::ReportRequest, 0, payload) {
-            Ok(page) => page,
+        match msg::seal(key, req_seqno, MessageType::ReportRequest, 0, payload) {
+            Ok(page) => Ok(Box::new(page)),
             Err(e) => {
                 self.wipe();
-                return Err(GuestMessageError::Response(e));
+                Err(GuestMessageError::Response(e))
             }
-        };
+        }
+    }
 
+    /// Sends `request` (sealed with `seqno + 1`), resending it on BUSY, and checks the
+    /// answer. Success moves the sequence number by two.
+    fn transmit<T: PspTransport + ?Sized>(
+        &mut self,
+        psp: &T,
+        key: &[u8; 32],
+        request: Box<MessagePage>,
+        mut certs: Option<(&mut [u8], &mut usize)>,
+    ) -> Result<([u8; msg::REPORT_RESPONSE_SIZE], usize), GuestMessageError> {
+        let rsp_seqno = self
+            .seqno
+            .checked_add(2)
+            .ok_or(GuestMessageError::SequenceExhausted)?;
         let mut too_small = None;
         let mut busy = 0;
         let result = loop {
@@ -241,19 +299,24 @@ impl GuestMessenger {
                 other => break other,
             }
         };
-
-        // From here on the PSP may have seen the request: never use these numbers again.
-        self.seqno = rsp_seqno;
         let response = match result {
             Ok(page) => page,
+            Err(PspError::Busy) => {
+                // Never forwarded: keep the exact bytes for next time.
+                self.pending = Some(request);
+                return Err(GuestMessageError::Busy);
+            }
             Err(e) => {
+                // The PSP may have seen it: never use these numbers or this key again.
+                self.seqno = rsp_seqno;
                 self.wipe();
                 return Err(GuestMessageError::Transport(e));
             }
         };
+        self.seqno = rsp_seqno;
         let mut out = [0u8; msg::REPORT_RESPONSE_SIZE];
         let size = match msg::open(
-            &key,
+            key,
             &response,
             MessageType::ReportResponse,
             rsp_seqno,
@@ -373,18 +436,62 @@ mod tests {
     }
 
     #[test]
-    fn endless_busy_gives_up_and_wipes_the_key() {
-        let psp = ScriptedPsp::new(vec![Err(PspError::Busy); 100]);
+    fn endless_busy_keeps_the_request_for_next_time() {
+        let n = MAX_BUSY_RETRIES as usize + 1;
+        let psp = ScriptedPsp::new(vec![Err(PspError::Busy); n]);
         let mut m = GuestMessenger::new(KEY, 0);
         assert_eq!(
-            m.get_report(&psp, &[0; 64], 0),
-            Err(GuestMessageError::Transport(PspError::Busy))
+            m.get_report(&psp, &[1; 64], 0),
+            Err(GuestMessageError::Busy)
         );
-        assert!(!m.has_key());
+        assert!(m.has_key() && m.has_pending());
+        assert_eq!(m.seqno(), 0, "nothing was consumed");
+        // The next request, for other data, first sends the kept bytes again, then its
+        // own under the next sequence number.
+        m.get_report(&psp, &[2; 64], 0).unwrap();
+        assert!(!m.has_pending());
+        assert_eq!(m.seqno(), 4);
+        let sent = psp.sent.borrow();
+        assert_eq!(sent.len(), n + 2);
+        assert!(sent[..=n].iter().all(|(_, p)| p[..] == sent[0].1[..]));
+        assert_eq!(read_header(&sent[n + 1].1).unwrap().msg_seqno.get(), 3);
+    }
+
+    #[test]
+    fn the_same_request_again_is_answered_by_the_pending_one() {
+        let n = MAX_BUSY_RETRIES as usize + 1;
+        let psp = ScriptedPsp::new(vec![Err(PspError::Busy); n]);
+        let mut m = GuestMessenger::new(KEY, 0);
         assert_eq!(
-            m.get_report(&psp, &[0; 64], 0),
-            Err(GuestMessageError::KeyWiped)
+            m.get_report(&psp, &[1; 64], 0),
+            Err(GuestMessageError::Busy)
         );
+        // The guest retries with identical inputs: one request, one report.
+        assert_eq!(m.get_report(&psp, &[1; 64], 0).unwrap()[0], 0x99);
+        assert_eq!((m.seqno(), m.has_pending()), (2, false));
+        let sent = psp.sent.borrow();
+        assert_eq!(sent.len(), n + 1);
+        assert!(sent.iter().all(|(_, p)| p[..] == sent[0].1[..]));
+    }
+
+    #[test]
+    fn a_pending_request_still_busy_stays_pending() {
+        let n = MAX_BUSY_RETRIES as usize + 1;
+        let psp = ScriptedPsp::new(vec![Err(PspError::Busy); 2 * n]);
+        let mut m = GuestMessenger::new(KEY, 0);
+        assert_eq!(
+            m.get_report(&psp, &[1; 64], 0),
+            Err(GuestMessageError::Busy)
+        );
+        assert_eq!(
+            m.get_report(&psp, &[2; 64], 0),
+            Err(GuestMessageError::Busy)
+        );
+        assert!(m.has_pending() && m.has_key());
+        // Only ever the one sealed request went out.
+        let sent = psp.sent.borrow();
+        assert_eq!(sent.len(), 2 * n);
+        assert!(sent.iter().all(|(_, p)| p[..] == sent[0].1[..]));
     }
 
     #[test]
