@@ -6,6 +6,7 @@
 
 mod attest;
 mod core;
+mod kernel;
 mod setup;
 mod vtpm;
 
@@ -76,6 +77,10 @@ fn test() -> Result<()> {
     )?;
     step("host tests", cargo(&["test", "--workspace"]))?;
     vtpm::test()?;
+    println!("xtask: == kernel (QEMU) ==");
+    kernel::clippy()?;
+    kernel::test()?;
+    kernel::test_tpm2_tools()?;
     attest::cli_checks()?;
     println!("xtask: every test level passed");
     Ok(())
@@ -84,7 +89,7 @@ fn test() -> Result<()> {
 fn run() -> Result<()> {
     setup::ensure()?;
     step("build", cargo(&["build", "--workspace", "--release"]))?;
-    Ok(())
+    kernel::run()
 }
 
 fn bench() -> Result<()> {
