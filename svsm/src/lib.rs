@@ -19,4 +19,5 @@ pub mod arch;
 pub mod boot_params;
 pub mod error;
 pub mod platform;
+pub mod psp;
 pub mod requests;
