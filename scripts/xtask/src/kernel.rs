@@ -1,7 +1,7 @@
 //! The bare-metal kernel: build it, boot it in QEMU, run its self-tests, serve its vTPM.
 //!
 //! The kernel is built for `x86_64-unknown-none` with the static relocation model (the C
-//! archives it links carry absolute relocations, so it is linked at a fixed 1 MiB) and
+//! archives it links carry absolute relocations, so it is linked at a fixed 64 MiB) and
 //! booted with Debian's QEMU through the PVH entry (`-kernel`, TCG). It reports on COM1
 //! and ends QEMU through isa-debug-exit: status 33 is success, 35 failure.
 

@@ -135,7 +135,7 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     }
     // SAFETY: RAM above the image, identity mapped by the boot tables (and by the
     // kernel's own, see `paging`), used by nothing else (the loader's data lies below
-    // 1 MiB).
+    // the image).
     unsafe { heap::init(heap_start, heap_end) };
 
     let stack = svsm::arch::entry::boot_stack();
