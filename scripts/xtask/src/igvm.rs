@@ -189,32 +189,14 @@ fn install_pip() -> Result<()> {
     )
 }
 
-/// The kernel ELF `cargo build -p svsm --target x86_64-unknown-none --release` makes.
-const KERNEL_ELF: &str = "target/x86_64-unknown-none/release/svsm";
-
-/// Builds the kernel ELF and packages it into `target/svsm.igvm`, printing its size and
-/// launch digest. While the kernel has no bare-metal binary yet, says so and goes on.
+/// Builds the kernel ELF and packages it into `target/svsm.igvm`, and with Debian
+/// trixie's OVMF as the guest firmware into `target/svsm-ovmf.igvm`, printing each
+/// file's size and launch digest.
 pub fn package() -> Result<()> {
     println!("xtask: == igvm ==");
+    let kernel = crate::kernel::build()?;
+    let kernel = kernel.to_string_lossy().into_owned();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "-p",
-            "svsm",
-            "--target",
-            "x86_64-unknown-none",
-            "--release",
-        ])
-        .status()
-        .context("cannot run cargo build for the kernel")?;
-    if !status.success() || !Path::new(KERNEL_ELF).exists() {
-        println!(
-            "xtask: no kernel ELF at {KERNEL_ELF} (the bare-metal build is not there yet); \
-             target/svsm.igvm not built"
-        );
-        return Ok(());
-    }
     let tool = |args: &[&str]| {
         let mut c = Command::new(&cargo);
         c.args(["run", "-q", "--release", "-p", "svsm-igvm", "--"])
@@ -222,34 +204,23 @@ pub fn package() -> Result<()> {
         c
     };
     run(
+        &mut tool(&["build", "--kernel", &kernel, "--output", "target/svsm.igvm"]),
+        "svsm-igvm build",
+    )?;
+    let ovmf = debian_ovmf("trixie")?;
+    let ovmf = ovmf.to_string_lossy().into_owned();
+    run(
         &mut tool(&[
             "build",
             "--kernel",
-            KERNEL_ELF,
-            "--output",
-            "target/svsm.igvm",
-        ]),
-        "svsm-igvm build",
-    )?;
-    // With Debian trixie's OVMF as the guest firmware, when the layouts allow it.
-    if let Ok(fd) = debian_ovmf("trixie") {
-        let fd = fd.to_string_lossy().into_owned();
-        let ok = tool(&[
-            "build",
-            "--kernel",
-            KERNEL_ELF,
+            &kernel,
             "--firmware",
-            &fd,
+            &ovmf,
             "--output",
             "target/svsm-ovmf.igvm",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-        if !ok {
-            println!("xtask: target/svsm-ovmf.igvm not built (see the message above)");
-        }
-    }
-    Ok(())
+        ]),
+        "svsm-igvm build with OVMF",
+    )
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {

@@ -83,6 +83,7 @@ fn test() -> Result<()> {
     kernel::clippy()?;
     kernel::test()?;
     kernel::test_tpm2_tools()?;
+    igvm::package()?;
     attest::cli_checks()?;
     println!("xtask: every test level passed");
     Ok(())
