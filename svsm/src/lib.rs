@@ -15,6 +15,7 @@
 extern crate alloc;
 
 pub mod address;
+pub mod arch;
 pub mod error;
 pub mod platform;
 pub mod requests;

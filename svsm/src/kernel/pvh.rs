@@ -1,0 +1,126 @@
+//! The PVH boot information (`hvm_start_info`) QEMU hands to the entry in `%ebx`.
+//!
+//! Layout from Xen's `public/arch-x86/hvm/start_info.h` (version 1 adds the memory
+//! map). The kernel copies what it needs (command line, RAM ranges) into its own memory
+//! before it replaces the loader's page tables.
+#![allow(
+    unsafe_code,
+    reason = "reads the loader's boot information by physical address"
+)]
+
+use core::ptr;
+
+/// `hvm_start_info.magic`.
+const MAGIC: u32 = 0x336e_c578;
+/// E820 type of usable RAM.
+const E820_RAM: u32 = 1;
+/// How many RAM ranges the kernel keeps.
+pub const MAX_RANGES: usize = 32;
+/// Longest command line the kernel keeps.
+const MAX_CMDLINE: usize = 256;
+
+/// A physical memory range `[start, end)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Range {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// What the kernel takes from the boot information.
+#[derive(Debug)]
+pub struct BootInfo {
+    ram: [Range; MAX_RANGES],
+    ram_count: usize,
+    cmdline: [u8; MAX_CMDLINE],
+    cmdline_len: usize,
+}
+
+/// Why the boot information was unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootInfoError {
+    /// `%ebx` did not point at an `hvm_start_info`.
+    BadMagic(u32),
+    /// Version 0 carries no memory map.
+    NoMemoryMap,
+}
+
+impl BootInfo {
+    /// Reads the `hvm_start_info` at physical address `address` (identity mapped).
+    pub fn read(address: u32) -> Result<Self, BootInfoError> {
+        let base = address as usize as *const u8;
+        // SAFETY: the PVH boot protocol (Xen `docs/misc/pvh.pandoc`) guarantees %ebx
+        // points at a readable hvm_start_info; the boot page tables identity-map the low
+        // 4 GiB. Unaligned reads: the loader promises alignment but need not be trusted.
+        let field32 =
+            |offset: usize| unsafe { ptr::read_unaligned(base.add(offset).cast::<u32>()) };
+        // SAFETY: as above.
+        let field64 =
+            |offset: usize| unsafe { ptr::read_unaligned(base.add(offset).cast::<u64>()) };
+        let magic = field32(0);
+        if magic != MAGIC {
+            return Err(BootInfoError::BadMagic(magic));
+        }
+        let version = field32(4);
+        if version < 1 {
+            return Err(BootInfoError::NoMemoryMap);
+        }
+        let cmdline_address = field64(0x18);
+        let memmap_address = field64(0x28);
+        let memmap_entries = field32(0x30) as usize;
+
+        let mut info = Self {
+            ram: [Range::default(); MAX_RANGES],
+            ram_count: 0,
+            cmdline: [0; MAX_CMDLINE],
+            cmdline_len: 0,
+        };
+        if cmdline_address != 0 {
+            let cmdline = cmdline_address as usize as *const u8;
+            while info.cmdline_len < MAX_CMDLINE {
+                // SAFETY: a NUL-terminated string the loader placed in low memory.
+                let byte = unsafe { ptr::read(cmdline.add(info.cmdline_len)) };
+                if byte == 0 {
+                    break;
+                }
+                info.cmdline[info.cmdline_len] = byte;
+                info.cmdline_len += 1;
+            }
+        }
+        for i in 0..memmap_entries {
+            let entry = memmap_address as usize as *const u8;
+            // SAFETY: hvm_memmap_table_entry is {u64 addr, u64 size, u32 type, u32 rsvd};
+            // the loader placed `memmap_entries` of them at `memmap_paddr`.
+            let (start, size, kind) = unsafe {
+                let e = entry.add(i * 24);
+                (
+                    ptr::read_unaligned(e.cast::<u64>()),
+                    ptr::read_unaligned(e.add(8).cast::<u64>()),
+                    ptr::read_unaligned(e.add(16).cast::<u32>()),
+                )
+            };
+            if kind == E820_RAM && size != 0 && info.ram_count < MAX_RANGES {
+                info.ram[info.ram_count] = Range {
+                    start,
+                    end: start.saturating_add(size),
+                };
+                info.ram_count += 1;
+            }
+        }
+        Ok(info)
+    }
+
+    /// The usable RAM ranges.
+    pub fn ram(&self) -> &[Range] {
+        &self.ram[..self.ram_count]
+    }
+
+    /// The kernel command line (lossy: non-UTF-8 makes it empty).
+    pub fn cmdline(&self) -> &str {
+        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    }
+
+    /// Whether the command line holds the word `word`.
+    pub fn has_flag(&self, word: &str) -> bool {
+        self.cmdline().split_ascii_whitespace().any(|w| w == word)
+    }
+}
