@@ -4,6 +4,7 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod igvm;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +69,7 @@ fn test() -> Result<()> {
             "warnings",
         ]),
     )?;
+    igvm::prepare_tests()?;
     step("host tests", cargo(&["test", "--workspace"]))?;
     println!("xtask: every test level passed");
     Ok(())
@@ -76,6 +78,7 @@ fn test() -> Result<()> {
 fn run() -> Result<()> {
     setup::ensure()?;
     step("build", cargo(&["build", "--workspace", "--release"]))?;
+    igvm::package()?;
     Ok(())
 }
 

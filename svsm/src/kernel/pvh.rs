@@ -42,6 +42,8 @@ pub enum BootInfoError {
     BadMagic(u32),
     /// Version 0 carries no memory map.
     NoMemoryMap,
+    /// `%ebx` pointed at an IGVM parameter block whose areas are unusable.
+    Igvm(svsm::boot_params::BootParamsError),
 }
 
 impl BootInfo {
@@ -58,6 +60,12 @@ impl BootInfo {
             |offset: usize| unsafe { ptr::read_unaligned(base.add(offset).cast::<u64>()) };
         let magic = field32(0);
         if magic != MAGIC {
+            // SAFETY: as above; an IGVM launch passes its parameter block (one page) in
+            // the same register.
+            let first = unsafe { core::slice::from_raw_parts(base, 4096) };
+            if svsm::boot_params::is_param_block(first) {
+                return Self::from_igvm(first).map_err(BootInfoError::Igvm);
+            }
             return Err(BootInfoError::BadMagic(magic));
         }
         let version = field32(4);
@@ -106,6 +114,42 @@ impl BootInfo {
                 info.ram_count += 1;
             }
         }
+        Ok(info)
+    }
+
+    /// The boot information of an IGVM launch: the kernel's RAM is the free part of the
+    /// SVSM range that the measured parameter block names (never the guest's memory).
+    fn from_igvm(block: &[u8]) -> Result<Self, svsm::boot_params::BootParamsError> {
+        let block = svsm::boot_params::parse_block(block)?;
+        let area = |r: svsm_protocol::igvm_params::MemoryRange| -> &[u8] {
+            if r.size == 0 {
+                return &[];
+            }
+            // SAFETY: the block is measured and `parse_block` checked that every area
+            // lies inside the SVSM range below 4 GiB, which the boot tables map.
+            unsafe { core::slice::from_raw_parts(r.base as usize as *const u8, r.size as usize) }
+        };
+        let page = svsm_protocol::igvm_params::MemoryRange {
+            base: block.param_page_gpa,
+            size: 4096,
+        };
+        let params = svsm::boot_params::BootParams::new(
+            block,
+            area(page),
+            area(block.memory_map),
+            area(block.madt),
+        )?;
+        let free = params.free_range();
+        let mut info = Self {
+            ram: [Range::default(); MAX_RANGES],
+            ram_count: 1,
+            cmdline: [0; MAX_CMDLINE],
+            cmdline_len: 0,
+        };
+        info.ram[0] = Range {
+            start: free.base,
+            end: free.base + free.size,
+        };
         Ok(info)
     }
 
