@@ -16,6 +16,7 @@ extern crate alloc;
 
 pub mod address;
 pub mod arch;
+pub mod boot_params;
 pub mod error;
 pub mod platform;
 pub mod requests;
