@@ -12,6 +12,7 @@ pub mod interrupts;
 pub mod io;
 pub mod random;
 pub mod segment;
+pub mod snp;
 #[cfg(target_os = "none")]
 pub mod setjmp;
 pub mod tsc;
