@@ -20,3 +20,4 @@ pub mod boot_params;
 pub mod error;
 pub mod platform;
 pub mod requests;
+pub mod snp;
