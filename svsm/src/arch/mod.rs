@@ -12,7 +12,7 @@ pub mod interrupts;
 pub mod io;
 pub mod random;
 pub mod segment;
-pub mod snp;
 #[cfg(target_os = "none")]
 pub mod setjmp;
+pub mod snp;
 pub mod tsc;

@@ -64,8 +64,20 @@ pub struct CpuidResult {
 pub fn is_indexed(leaf: u32) -> bool {
     matches!(
         leaf,
-        0x4 | 0x7 | 0xB | 0xD | 0xF | 0x10 | 0x12 | 0x14 | 0x17 | 0x18 | 0x1D | 0x1E | 0x1F
-            | 0x24 | 0x8000_001D
+        0x4 | 0x7
+            | 0xB
+            | 0xD
+            | 0xF
+            | 0x10
+            | 0x12
+            | 0x14
+            | 0x17
+            | 0x18
+            | 0x1D
+            | 0x1E
+            | 0x1F
+            | 0x24
+            | 0x8000_001D
     )
 }
 
@@ -169,7 +181,11 @@ impl CpuidPage {
     /// The C-bit position: CPUID 0x8000_001F EBX[5:0]. Fails if the leaf is missing or
     /// the position is not a physical address bit an SNP machine can use (32..=63).
     pub fn cbit_position(&self) -> Result<u8, SnpError> {
-        if !self.entries.iter().any(|e| e.eax_in == LEAF_MEMORY_ENCRYPTION) {
+        if !self
+            .entries
+            .iter()
+            .any(|e| e.eax_in == LEAF_MEMORY_ENCRYPTION)
+        {
             return Err(SnpError::CpuidLeafMissing(LEAF_MEMORY_ENCRYPTION));
         }
         let position = (self.lookup(LEAF_MEMORY_ENCRYPTION, 0).ebx & 0x3F) as u8;
@@ -209,14 +225,14 @@ mod tests {
 
     #[test]
     fn layout_matches_linux_snp_cpuid_table() {
-        let page = CpuidPage::encode(&[entry(0x8000_001F, 0, [0x1_001B, 0x0000_0173, 0x1FD, 1])])
-            .unwrap();
+        let page =
+            CpuidPage::encode(&[entry(0x8000_001F, 0, [0x1_001B, 0x0000_0173, 0x1FD, 1])]).unwrap();
         assert_eq!(&page[0..4], &1u32.to_le_bytes());
         // Entry 0 at 16: eax_in, then the EBX output at 16 + 28.
         assert_eq!(&page[16..20], &0x8000_001Fu32.to_le_bytes());
         assert_eq!(&page[44..48], &0x173u32.to_le_bytes());
         // 16 + 64 * 48 bytes fit the page.
-        assert!(CPUID_ENTRIES_OFFSET + CPUID_COUNT_MAX * CPUID_ENTRY_SIZE <= CPUID_PAGE_SIZE);
+        const { assert!(CPUID_ENTRIES_OFFSET + CPUID_COUNT_MAX * CPUID_ENTRY_SIZE <= CPUID_PAGE_SIZE) };
     }
 
     #[test]
@@ -235,7 +251,10 @@ mod tests {
         .unwrap();
         assert_eq!(low.cbit_position(), Err(SnpError::CbitPosition(16)));
         let none = CpuidPage::parse(&CpuidPage::encode(&[]).unwrap()).unwrap();
-        assert_eq!(none.cbit_position(), Err(SnpError::CpuidLeafMissing(0x8000_001F)));
+        assert_eq!(
+            none.cbit_position(),
+            Err(SnpError::CpuidLeafMissing(0x8000_001F))
+        );
     }
 
     #[test]

@@ -158,7 +158,9 @@ mod tests {
         );
         assert_eq!(
             guest_sev_features(svsm, true),
-            SevFeatures::SNP_ACTIVE | SevFeatures::PREVENT_HOST_IBS | SevFeatures::ALTERNATE_INJECTION
+            SevFeatures::SNP_ACTIVE
+                | SevFeatures::PREVENT_HOST_IBS
+                | SevFeatures::ALTERNATE_INJECTION
         );
         // From the SEV_STATUS MSR: bit 0 SEV, 1 SEV-ES, 2 SNP, 5 restricted injection (3 + 2).
         let status = 0b10_0111u64;

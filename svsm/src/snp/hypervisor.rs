@@ -249,10 +249,9 @@ impl<T: GhcbTransport> HvClient<T> {
         let request = MsrRequest::RegisterGhcb { gfn };
         match self.msr_call(request)? {
             MsrResponse::RegisterGhcb { gfn: got } if got == gfn => Ok(()),
-            MsrResponse::RegisterGhcb { gfn: got } => Err(SnpError::GhcbRegistration {
-                expected: gfn,
-                got,
-            }),
+            MsrResponse::RegisterGhcb { gfn: got } => {
+                Err(SnpError::GhcbRegistration { expected: gfn, got })
+            }
             other => Err(Self::mismatch(request, other)),
         }
     }
@@ -443,14 +442,20 @@ mod tests {
         for info in [v34, v11] {
             let err = msr_script(&[(0x002, info)]).negotiate().unwrap_err();
             assert!(matches!(err, SnpError::ProtocolVersion { .. }), "{err:?}");
-            assert_eq!(err.termination_reason(), TerminateReason { set: 0, code: 1 });
+            assert_eq!(
+                err.termination_reason(),
+                TerminateReason { set: 0, code: 1 }
+            );
         }
         // No SNP bit; no AP creation.
         let err = msr_script(&[(0x002, SEV_INFO), (0x080, (0b10 << 12) | 0x081)])
             .negotiate()
             .unwrap_err();
         assert!(matches!(err, SnpError::NoSnp(_)));
-        assert_eq!(err.termination_reason(), TerminateReason { set: 0, code: 2 });
+        assert_eq!(
+            err.termination_reason(),
+            TerminateReason { set: 0, code: 2 }
+        );
         let err = msr_script(&[(0x002, SEV_INFO), (0x080, (0b1 << 12) | 0x081)])
             .negotiate()
             .unwrap_err();
@@ -465,7 +470,9 @@ mod tests {
             }
         );
         // Reserved bits 23:12 of the SEV info answer set.
-        let err = msr_script(&[(0x002, SEV_INFO | 0x5000)]).negotiate().unwrap_err();
+        let err = msr_script(&[(0x002, SEV_INFO | 0x5000)])
+            .negotiate()
+            .unwrap_err();
         assert!(matches!(err, SnpError::BadMsrResponse { .. }));
     }
 
@@ -493,7 +500,9 @@ mod tests {
     #[test]
     fn run_vmpl_needs_a_zero_error() {
         let vmpl2 = Vmpl::new(2).unwrap();
-        msr_script(&[(0x2_0000_0016, 0x017)]).run_vmpl(vmpl2).unwrap();
+        msr_script(&[(0x2_0000_0016, 0x017)])
+            .run_vmpl(vmpl2)
+            .unwrap();
         assert_eq!(
             msr_script(&[(0x2_0000_0016, (1 << 32) | 0x017)]).run_vmpl(vmpl2),
             Err(SnpError::RunVmpl(1))
@@ -511,7 +520,10 @@ mod tests {
         assert_eq!(check_ghcb_result(&g), Ok(()));
         g.sw_exit_info_1 = 1;
         g.sw_exit_info_2 = EVTINJ_VALID | EVTINJ_TYPE_EXCEPTION | 13;
-        assert_eq!(check_ghcb_result(&g), Err(GhcbError::Exception { vector: 13 }));
+        assert_eq!(
+            check_ghcb_result(&g),
+            Err(GhcbError::Exception { vector: 13 })
+        );
         g.sw_exit_info_2 = EVTINJ_VALID | EVTINJ_TYPE_EXCEPTION | 14;
         assert!(matches!(check_ghcb_result(&g), Err(GhcbError::Vmm { .. })));
         g.sw_exit_info_2 = EVTINJ_TYPE_EXCEPTION | 6;
@@ -573,9 +585,15 @@ mod tests {
         let busy = page_script(|g| g.sw_exit_info_2 = u64::from(GUEST_VMM_ERR_BUSY) << 32);
         assert_eq!(busy.guest_request(0x1000, 0x2000), Err(PspError::Busy));
         let fw = page_script(|g| g.sw_exit_info_2 = 0x16);
-        assert_eq!(fw.guest_request(0x1000, 0x2000), Err(PspError::Firmware(0x16)));
+        assert_eq!(
+            fw.guest_request(0x1000, 0x2000),
+            Err(PspError::Firmware(0x16))
+        );
         let ok = page_script(|g| {
-            assert_eq!((g.sw_exit_code, g.sw_exit_info_1, g.sw_exit_info_2), (0x8000_0011, 0x1000, 0x2000));
+            assert_eq!(
+                (g.sw_exit_code, g.sw_exit_info_1, g.sw_exit_info_2),
+                (0x8000_0011, 0x1000, 0x2000)
+            );
             g.sw_exit_info_2 = 0;
         });
         assert_eq!(ok.guest_request(0x1000, 0x2000), Ok(()));

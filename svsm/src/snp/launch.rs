@@ -33,8 +33,8 @@ use super::secrets::SvsmSecrets;
 use super::{GhcbTransport, SnpError};
 use crate::address::{Access, GuestPhysAddr, GuestState, PhysAddr};
 use crate::platform::{
-    PageSize, Platform, PvalidateError, RmpFault, RmpPermissions, RmpadjustError, Vmpl,
-    PAGE_SIZE, PAGE_SIZE_2M,
+    PageSize, Platform, PvalidateError, RmpFault, RmpPermissions, RmpadjustError, Vmpl, PAGE_SIZE,
+    PAGE_SIZE_2M,
 };
 use crate::requests::Svsm;
 
@@ -111,7 +111,10 @@ pub fn grant_range<P: Platform, T: GhcbTransport>(
         .check(GuestPhysAddr::new(start), size, Access::Validate)
         .map_err(|e| SnpError::Address(start, e))?;
     if start % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
-        return Err(SnpError::Address(start, crate::address::AddressError::BadRange));
+        return Err(SnpError::Address(
+            start,
+            crate::address::AddressError::BadRange,
+        ));
     }
     let mut summary = LaunchSummary::default();
     let end = start + size;
@@ -121,7 +124,13 @@ pub fn grant_range<P: Platform, T: GhcbTransport>(
             let large = platform.pvalidate(PhysAddr::new(addr), PageSize::Size2M, true);
             if large.is_ok() {
                 platform
-                    .rmpadjust(PhysAddr::new(addr), PageSize::Size2M, vmpl, RmpPermissions::RWX, false)
+                    .rmpadjust(
+                        PhysAddr::new(addr),
+                        PageSize::Size2M,
+                        vmpl,
+                        RmpPermissions::RWX,
+                        false,
+                    )
                     .map_err(|e| SnpError::Rmpadjust(addr, e))?;
                 summary.pages_granted += PAGE_SIZE_2M / PAGE_SIZE;
                 addr += PAGE_SIZE_2M;
@@ -130,7 +139,13 @@ pub fn grant_range<P: Platform, T: GhcbTransport>(
             // FAIL_SIZEMISMATCH (4 KiB RMP entries) or an unassigned page: per page.
         }
         pvalidate_page(platform, hv, addr, &mut summary)?;
-        match platform.rmpadjust(PhysAddr::new(addr), PageSize::Size4K, vmpl, RmpPermissions::RWX, false) {
+        match platform.rmpadjust(
+            PhysAddr::new(addr),
+            PageSize::Size4K,
+            vmpl,
+            RmpPermissions::RWX,
+            false,
+        ) {
             Ok(()) => {}
             Err(RmpadjustError::FailSizeMismatch) => {
                 return Err(SnpError::Rmpadjust(addr, RmpadjustError::FailSizeMismatch))
@@ -182,16 +197,43 @@ pub fn launch_guest<P: Platform, T: GhcbTransport>(
 
     let count = (fw.sec_mem_count as usize).min(fw.sec_mem.len());
     for range in fw.sec_mem.iter().take(count) {
-        add(grant_range(platform, hv, &state, range.base, range.size, vmpl, Grant::Zeroed)?);
+        add(grant_range(
+            platform,
+            hv,
+            &state,
+            range.base,
+            range.size,
+            vmpl,
+            Grant::Zeroed,
+        )?);
     }
     if fw.image.size != 0 {
-        add(grant_range(platform, hv, &state, fw.image.base, fw.image.size, vmpl, Grant::KeepContents)?);
+        add(grant_range(
+            platform,
+            hv,
+            &state,
+            fw.image.base,
+            fw.image.size,
+            vmpl,
+            Grant::KeepContents,
+        )?);
     }
-    log::info!("snp: firmware memory validated and granted to VMPL{}", vmpl.level());
+    log::info!(
+        "snp: firmware memory validated and granted to VMPL{}",
+        vmpl.level()
+    );
 
     for gpa in [fw.secrets_gpa, fw.cpuid_gpa, fw.caa_gpa] {
         if gpa != 0 {
-            add(grant_range(platform, hv, &state, gpa, PAGE_SIZE, vmpl, Grant::Zeroed)?);
+            add(grant_range(
+                platform,
+                hv,
+                &state,
+                gpa,
+                PAGE_SIZE,
+                vmpl,
+                Grant::Zeroed,
+            )?);
         }
     }
     if fw.secrets_gpa != 0 {
@@ -203,15 +245,20 @@ pub fn launch_guest<P: Platform, T: GhcbTransport>(
             guest_vmpl: vmpl.level(),
         })?;
         write_page(platform, &state, fw.secrets_gpa, &copy)?;
-        log::info!("snp: guest secrets page at {:#x} (VMPCK0/1 zeroed)", fw.secrets_gpa);
+        log::info!(
+            "snp: guest secrets page at {:#x} (VMPCK0/1 zeroed)",
+            fw.secrets_gpa
+        );
     }
     if fw.cpuid_gpa != 0 {
         let page = cpuid_page
             .get(..PAGE_SIZE as usize)
-            .ok_or(SnpError::CpuidPage(svsm_protocol::ParseError::ShortBuffer {
-                need: PAGE_SIZE as usize,
-                got: cpuid_page.len(),
-            }))?;
+            .ok_or(SnpError::CpuidPage(
+                svsm_protocol::ParseError::ShortBuffer {
+                    need: PAGE_SIZE as usize,
+                    got: cpuid_page.len(),
+                },
+            ))?;
         write_page(platform, &state, fw.cpuid_gpa, page)?;
         log::info!("snp: guest CPUID page at {:#x}", fw.cpuid_gpa);
     }
@@ -227,7 +274,10 @@ pub fn launch_guest<P: Platform, T: GhcbTransport>(
     let page = svsm
         .state_snapshot()
         .vmsa_page(plan.vmsa_page)
-        .ok_or(SnpError::Memory(plan.vmsa_page, crate::platform::MemoryError::OutOfRange))?;
+        .ok_or(SnpError::Memory(
+            plan.vmsa_page,
+            crate::platform::MemoryError::OutOfRange,
+        ))?;
     platform
         .write_vmsa(&page, 0, vmsa.as_bytes())
         .map_err(|e| SnpError::Memory(plan.vmsa_page, e))?;

@@ -4,6 +4,7 @@
 //! - [`hypervisor`]: the GHCB MSR protocol (SEV information, hypervisor features, page
 //!   state change, GHCB registration, run VMPL, termination) and the GHCB page calls
 //!   (MSR, I/O, AP creation, guest requests), over a [`GhcbTransport`];
+//! - [`boot`]: negotiation, C-bit and GHCB set-up at start-up;
 //! - [`cpuid`]: the SNP CPUID page and the C-bit position it gives;
 //! - [`vc`]: what the #VC handler does with an intercepted CPUID, MSR or I/O access;
 //! - [`vector`]: what any of the 256 vectors means when it arrives;
@@ -16,6 +17,7 @@
 //! typed value and checked against the request, and a wrong answer is a typed
 //! [`SnpError`] that maps to a termination reason, never a panic.
 
+pub mod boot;
 pub mod cpuid;
 pub mod guest_vmsa;
 pub mod hypervisor;
@@ -24,12 +26,14 @@ pub mod secrets;
 pub mod vc;
 pub mod vector;
 
-use svsm_protocol::ghcb::{Ghcb, HvFeatures, TERM_PROTOCOL_UNSUPPORTED, TERM_SET_GENERAL, TERM_SNP_UNSUPPORTED};
+use svsm_protocol::ghcb::{
+    Ghcb, HvFeatures, TERM_PROTOCOL_UNSUPPORTED, TERM_SET_GENERAL, TERM_SNP_UNSUPPORTED,
+};
 use svsm_protocol::ParseError;
 
 use crate::address::AddressError;
 use crate::error::SvsmError;
-use crate::platform::{MemoryError, PvalidateError, RmpadjustError};
+use crate::platform::{HypervisorError, MemoryError, PvalidateError, RmpadjustError};
 
 /// The channel to the hypervisor. The bare-metal implementation writes the GHCB MSR and
 /// executes VMGEXIT; the emulated machine answers with its model hypervisor.
@@ -211,7 +215,9 @@ impl SnpError {
             SnpError::GhcbRegistration { .. } => svsm(term::GHCB_SETUP),
             SnpError::PageStateChange { .. } => svsm(term::PAGE_STATE),
             SnpError::Pvalidate(..) | SnpError::Rmpadjust(..) => svsm(term::RMP),
-            SnpError::CpuidPage(_) | SnpError::CpuidLeafMissing(_) | SnpError::CbitPosition(_) => svsm(term::CPUID),
+            SnpError::CpuidPage(_) | SnpError::CpuidLeafMissing(_) | SnpError::CbitPosition(_) => {
+                svsm(term::CPUID)
+            }
             SnpError::Secrets(_) => svsm(term::SECRETS),
             SnpError::Memory(..) => svsm(term::MEMORY),
             SnpError::Address(..) | SnpError::Svsm(_) => svsm(term::LAUNCH),
@@ -225,5 +231,17 @@ impl SnpError {
 impl core::fmt::Display for SnpError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         core::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl From<SnpError> for HypervisorError {
+    fn from(e: SnpError) -> Self {
+        match e {
+            SnpError::RunVmpl(code) => HypervisorError::Refused(code.into()),
+            SnpError::PageStateChange { error, .. } => HypervisorError::Refused(error.into()),
+            SnpError::Ghcb(GhcbError::Vmm { info1, .. }) => HypervisorError::Refused(info1),
+            SnpError::NoApCreation(_) | SnpError::NoSnp(_) => HypervisorError::Unsupported,
+            _ => HypervisorError::Refused(u64::MAX),
+        }
     }
 }

@@ -121,11 +121,23 @@ mod tests {
         let secrets = SvsmSecrets::parse(&psp_page()).unwrap();
         for bad in [
             SvsmInfo { size: 0, ..info() },
-            SvsmInfo { guest_vmpl: 0, ..info() },
-            SvsmInfo { guest_vmpl: 4, ..info() },
-            SvsmInfo { caa: 0x80F008, ..info() },
+            SvsmInfo {
+                guest_vmpl: 0,
+                ..info()
+            },
+            SvsmInfo {
+                guest_vmpl: 4,
+                ..info()
+            },
+            SvsmInfo {
+                caa: 0x80F008,
+                ..info()
+            },
         ] {
-            assert!(matches!(secrets.guest_copy(&bad), Err(SnpError::Secrets(_))), "{bad:?}");
+            assert!(
+                matches!(secrets.guest_copy(&bad), Err(SnpError::Secrets(_))),
+                "{bad:?}"
+            );
         }
         assert!(SvsmSecrets::parse(&[0u8; 100]).is_err());
     }

@@ -69,8 +69,14 @@ pub fn decode_io(insn: &[u8], rdx: u64) -> Result<IoInstruction, VcError> {
         Some(0x66) => (1, insn.get(1..).unwrap_or_default()),
         _ => (0, insn),
     };
-    let opcode = *rest.first().ok_or(VcError::InstructionMismatch(EXIT_IOIO))?;
-    let wide = if prefix == 1 { IoSize::Word } else { IoSize::Dword };
+    let opcode = *rest
+        .first()
+        .ok_or(VcError::InstructionMismatch(EXIT_IOIO))?;
+    let wide = if prefix == 1 {
+        IoSize::Word
+    } else {
+        IoSize::Dword
+    };
     let (is_in, size, imm) = match opcode {
         0xE4 => (true, IoSize::Byte, true),
         0xE5 => (true, wide, true),
@@ -162,9 +168,12 @@ mod tests {
     use std::sync::Mutex;
     use svsm_protocol::ghcb::{Ghcb, GhcbField};
 
+    /// exit code, exit_info_1, RCX and RAX of a request, as far as they are valid.
+    type Seen = (u64, u64, Option<u64>, Option<u64>);
+
     /// A hypervisor that records the last GHCB request and answers with a closure.
     struct Peer {
-        last: Mutex<Option<(u64, u64, Option<u64>, Option<u64>)>>,
+        last: Mutex<Option<Seen>>,
         answer: fn(&mut Ghcb),
     }
 
@@ -215,7 +224,10 @@ mod tests {
             rax: 0x8000_001F,
             ..Default::default()
         };
-        assert_eq!(handle_vc(0x72, &[0x0F, 0xA2], &mut regs, &cpuid(), &hv), Ok(2));
+        assert_eq!(
+            handle_vc(0x72, &[0x0F, 0xA2], &mut regs, &cpuid(), &hv),
+            Ok(2)
+        );
         assert_eq!((regs.rax, regs.rbx), (0x1_001B, 0x173));
     }
 
@@ -229,7 +241,10 @@ mod tests {
             rcx: 0x1B,
             ..Default::default()
         };
-        assert_eq!(handle_vc(0x7C, &[0x0F, 0x32], &mut regs, &cpuid(), &hv), Ok(2));
+        assert_eq!(
+            handle_vc(0x7C, &[0x0F, 0x32], &mut regs, &cpuid(), &hv),
+            Ok(2)
+        );
         assert_eq!((regs.rax, regs.rdx), (0x1234_5678, 0x9));
         assert_eq!(
             *hv.transport().last.lock().unwrap(),
@@ -253,7 +268,10 @@ mod tests {
             rax: 0x1111_2200,
             ..Default::default()
         };
-        assert_eq!(handle_vc(0x7B, &[0xE4, 0x60], &mut regs, &cpuid(), &hv), Ok(2));
+        assert_eq!(
+            handle_vc(0x7B, &[0xE4, 0x60], &mut regs, &cpuid(), &hv),
+            Ok(2)
+        );
         assert_eq!(regs.rax, 0x1111_2277);
         // 16-bit IN AX, DX.
         assert_eq!(

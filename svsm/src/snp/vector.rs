@@ -98,6 +98,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(classify(28, &on), VectorAction::HvDoorbell);
-        assert_eq!(classify(28, &InterruptConfig::default()), VectorAction::Spurious(28));
+        assert_eq!(
+            classify(28, &InterruptConfig::default()),
+            VectorAction::Spurious(28)
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! elsewhere), so the bare-metal kernel calls them only after SEV_STATUS says SNP is
 //! active.
 
+pub mod ghcb;
 pub mod msr;
 pub mod pvalidate;
 pub mod rmpadjust;

@@ -49,7 +49,11 @@ pub fn decode_pvalidate(eax: u32, cf: bool) -> Result<Validation, PvalidateError
 /// `size`. Rescinding validation of a page the SVSM still uses makes every later access
 /// to it raise #VC; validating a page whose contents the caller then trusts is only
 /// sound if the page was just assigned to this guest.
-pub unsafe fn pvalidate(va: u64, size: PageSize, validate: bool) -> Result<Validation, PvalidateError> {
+pub unsafe fn pvalidate(
+    va: u64,
+    size: PageSize,
+    validate: bool,
+) -> Result<Validation, PvalidateError> {
     let (rax, rcx, rdx) = pvalidate_operands(va, size, validate);
     let rax_out: u64;
     let cf: u8;

@@ -147,7 +147,13 @@ mod tests {
             0x802
         );
         assert_eq!(
-            rmpadjust_operands(0x20_0000, PageSize::Size2M, vmpl(2), RmpPermissions::RWX, false),
+            rmpadjust_operands(
+                0x20_0000,
+                PageSize::Size2M,
+                vmpl(2),
+                RmpPermissions::RWX,
+                false
+            ),
             (0x20_0000, 1, 0xF02)
         );
     }

@@ -32,11 +32,11 @@ pub unsafe fn vmgexit() {
 /// Only in an SEV-ES or SEV-SNP guest, and not while the GHCB MSR must hold a
 /// registered GHCB's GPA for another user on this CPU (the caller restores it).
 pub unsafe fn msr_protocol(request: u64) -> u64 {
-    // SAFETY: the caller guarantees an SEV-ES/SNP guest; the sequence is the one the
-    // GHCB specification §2.3.1 defines.
-    unsafe {
-        write_ghcb_msr(request);
-        vmgexit();
-        read_ghcb_msr()
-    }
+    // SAFETY: the caller guarantees an SEV-ES/SNP guest; the MSR takes the request
+    // (GHCB specification §2.3.1).
+    unsafe { write_ghcb_msr(request) };
+    // SAFETY: the GHCB MSR holds an MSR protocol request, not a page GPA.
+    unsafe { vmgexit() };
+    // SAFETY: the hypervisor left its answer in the MSR.
+    unsafe { read_ghcb_msr() }
 }
