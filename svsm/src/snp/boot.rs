@@ -71,3 +71,17 @@ pub fn setup_ghcb<P: Platform, T: GhcbTransport>(
     log::info!("snp: GHCB at {gpa:#x} shared and registered");
     Ok(())
 }
+
+/// Reports a fatal SNP error: logs it and asks the hypervisor to terminate the VM with
+/// its reason. Returns the reason (the bare-metal caller then halts forever; the
+/// emulated machine's tests inspect it).
+pub fn fail<T: GhcbTransport>(hv: &HvClient<T>, error: &SnpError) -> super::TerminateReason {
+    let reason = error.termination_reason();
+    log::error!(
+        "snp: fatal: {error}; terminating (reason set {}, code {})",
+        reason.set,
+        reason.code
+    );
+    hv.terminate(reason);
+    reason
+}

@@ -104,3 +104,41 @@ mod tests {
         );
     }
 }
+
+/// What the vector handler did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorOutcome {
+    /// A #VC was resolved: skip this many instruction bytes and resume.
+    Resumed(usize),
+    /// The vector was noise and was ignored.
+    Ignored(u8),
+    /// The #HV doorbell is to be processed.
+    Doorbell,
+    /// The registered handler of this external vector is to run.
+    Dispatched(u8),
+}
+
+/// The common body of all 256 IDT handlers: classify the vector and, for #VC, resolve
+/// it. An `Err` means the caller terminates with [`SnpError::termination_reason`].
+pub fn handle_vector<T: super::GhcbTransport>(
+    vector: u8,
+    error_code: u64,
+    insn: &[u8],
+    regs: &mut super::vc::VcRegisters,
+    config: &InterruptConfig,
+    cpuid: &super::cpuid::CpuidPage,
+    hv: &super::hypervisor::HvClient<T>,
+) -> Result<VectorOutcome, SnpError> {
+    match classify(vector, config) {
+        VectorAction::HandleVc => {
+            super::vc::handle_vc(error_code, insn, regs, cpuid, hv).map(VectorOutcome::Resumed)
+        }
+        VectorAction::HvDoorbell => Ok(VectorOutcome::Doorbell),
+        VectorAction::Dispatch(v) => Ok(VectorOutcome::Dispatched(v)),
+        VectorAction::Spurious(v) => {
+            log::warn!("snp: ignoring unexpected vector {v}");
+            Ok(VectorOutcome::Ignored(v))
+        }
+        VectorAction::Fatal(e) => Err(e),
+    }
+}
