@@ -515,31 +515,32 @@ impl SnpMachine {
         // ---- what the IGVM launch leaves behind ----
         for r in &config.regions {
             machine.set_backing(r.start, r.end, Backing::Ram);
-            assign(&machine, r.start, r.end).ok_or(fail_early(launch_error))?;
+            assign(&machine, r.start, r.end).ok_or_else(|| fail_early(launch_error))?;
         }
-        assign(&machine, svsm_start, svsm_end).ok_or(fail_early(launch_error))?;
-        validate(&machine, svsm_start, svsm_end).ok_or(fail_early(launch_error))?;
+        assign(&machine, svsm_start, svsm_end).ok_or_else(|| fail_early(launch_error))?;
+        validate(&machine, svsm_start, svsm_end).ok_or_else(|| fail_early(launch_error))?;
         let fw = config.firmware.image;
-        validate(&machine, fw.base, fw.base + fw.size).ok_or(fail_early(launch_error))?;
+        validate(&machine, fw.base, fw.base + fw.size).ok_or_else(|| fail_early(launch_error))?;
         machine
             .load(fw.base, &config.firmware_bytes)
-            .ok_or(fail_early(launch_error))?;
+            .ok_or_else(|| fail_early(launch_error))?;
         for &(start, end) in &config.shared_at_launch {
             let mut addr = start;
             while addr < end {
+                machine.hv_psmash(addr);
                 machine
                     .hv_rmpupdate(addr, PageSize::Size4K, false)
-                    .ok_or(fail_early(launch_error))?;
+                    .ok_or_else(|| fail_early(launch_error))?;
                 addr += PAGE_SIZE;
             }
         }
         machine
             .load(layout.secrets, &config.secrets)
-            .ok_or(fail_early(launch_error))?;
+            .ok_or_else(|| fail_early(launch_error))?;
         let cpuid_bytes = CpuidPage::encode(&config.cpuid).map_err(|e| fail_early(SnpError::CpuidPage(e)))?;
         machine
             .load(layout.cpuid, &cpuid_bytes)
-            .ok_or(fail_early(launch_error))?;
+            .ok_or_else(|| fail_early(launch_error))?;
 
         // ---- the SVSM's start-up, the same code the kernel runs ----
         let bsp_gpa = layout.ghcbs.first().map_or(0, |g| g.1);
@@ -550,7 +551,7 @@ impl SnpMachine {
         };
         // The SVSM copies the PSP's pages into its own memory before parsing them.
         let mut cpuid_copy = [0u8; 4096];
-        machine.peek(layout.cpuid, &mut cpuid_copy).ok_or(fail(launch_error))?;
+        machine.peek(layout.cpuid, &mut cpuid_copy).ok_or_else(|| fail(launch_error))?;
         let start = boot::start(&bsp_client, &cpuid_copy).map_err(fail)?;
         let mut clients = Vec::new();
         for &(apic_id, gpa) in &layout.ghcbs {
@@ -559,7 +560,7 @@ impl SnpMachine {
             clients.push((apic_id, client));
         }
         let mut secrets_copy = [0u8; 4096];
-        machine.peek(layout.secrets, &mut secrets_copy).ok_or(fail(launch_error))?;
+        machine.peek(layout.secrets, &mut secrets_copy).ok_or_else(|| fail(launch_error))?;
         let secrets = SvsmSecrets::parse(&secrets_copy).map_err(fail)?;
 
         let memory_layout = MemoryLayout::new(config.regions.clone(), svsm_start, svsm_end)
