@@ -33,7 +33,10 @@ fn start_up_negotiated_and_registered_a_shared_ghcb_per_vcpu() {
     assert_eq!(m.start().hypervisor.max_version, 2);
     let registered = m.hypervisor().registered_ghcbs();
     for &(apic_id, gpa) in &m.layout().ghcbs {
-        assert!(registered.contains(&(apic_id, gpa / PAGE_SIZE)), "{apic_id}");
+        assert!(
+            registered.contains(&(apic_id, gpa / PAGE_SIZE)),
+            "{apic_id}"
+        );
         let entry = m.machine().rmp_entry(gpa).unwrap();
         assert!(!entry.assigned, "the GHCB must be shared");
     }
@@ -44,7 +47,9 @@ fn start_up_negotiated_and_registered_a_shared_ghcb_per_vcpu() {
 fn linux_reads_its_secrets_page_with_the_svsm_fields_and_no_vmpck0_or_1() {
     let m = booted();
     let fw = m.config().firmware;
-    let page = m.guest_page(fw.secrets_gpa).expect("the guest can read its secrets copy");
+    let page = m
+        .guest_page(fw.secrets_gpa)
+        .expect("the guest can read its secrets copy");
     let secrets = SecretsPage::parse(&page).unwrap();
     let info = secrets.svsm_info().expect("svsm_size is not zero");
     let (svsm_start, svsm_end) = m.config().svsm_range;
@@ -75,11 +80,19 @@ fn the_guest_cannot_reach_svsm_memory_or_the_psp_pages() {
         if !e.assigned {
             continue; // a GHCB
         }
-        assert_eq!(e.perms_of(Vmpl::new(2).unwrap()), RmpPermissions::empty(), "{addr:#x}");
+        assert_eq!(
+            e.perms_of(Vmpl::new(2).unwrap()),
+            RmpPermissions::empty(),
+            "{addr:#x}"
+        );
         assert_eq!(m.guest_page(addr).unwrap_err(), GuestFault::Permission);
     }
     for addr in [m.layout().secrets, m.layout().cpuid, m.layout().guest_vmsa] {
-        assert_eq!(m.guest_page(addr).unwrap_err(), GuestFault::Permission, "{addr:#x}");
+        assert_eq!(
+            m.guest_page(addr).unwrap_err(),
+            GuestFault::Permission,
+            "{addr:#x}"
+        );
     }
     // The guest's memory map check refuses SVSM memory.
     assert!(!m.is_guest_memory(start));
@@ -130,7 +143,10 @@ fn the_boot_vmsa_is_the_reset_state_at_vmpl2_with_filtered_features() {
     m.machine().peek(addr, &mut bytes).unwrap();
     let v = Vmsa::parse(&bytes).unwrap();
     assert_eq!(v.vmpl, 2);
-    assert_eq!((v.cs.selector, v.cs.base, v.rip), (0xF000, 0xFFFF_0000, 0xFFF0));
+    assert_eq!(
+        (v.cs.selector, v.cs.base, v.rip),
+        (0xF000, 0xFFFF_0000, 0xFFF0)
+    );
     assert_eq!(v.cr0, 0x6000_0010);
     assert!(v.is_runnable());
     // SEV_STATUS 0b1010_0111: SNP, restricted injection, debug swap; the guest gets SNP.
@@ -139,7 +155,12 @@ fn the_boot_vmsa_is_the_reset_state_at_vmpl2_with_filtered_features() {
     let e = m.machine().rmp_entry(addr).unwrap();
     assert!(e.vmsa && e.validated);
     // Registered with the hypervisor as the boot vCPU's VMPL2 VMSA.
-    let bsp = m.machine().vcpus().into_iter().find(|c| c.apic_id == m.bsp()).unwrap();
+    let bsp = m
+        .machine()
+        .vcpus()
+        .into_iter()
+        .find(|c| c.apic_id == m.bsp())
+        .unwrap();
     assert_eq!(bsp.vmsas[VMPL2], Some(addr));
 }
 

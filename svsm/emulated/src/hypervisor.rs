@@ -173,15 +173,21 @@ impl EmulatedHypervisor {
                     cbit: self.cbit,
                 }
             }
-            MsrRequest::HypervisorFeatures => MsrResponse::HypervisorFeatures(
-                HvFeatures::from_bits_retain(hostility.features.unwrap_or(honest_features().bits())),
-            ),
+            MsrRequest::HypervisorFeatures => {
+                MsrResponse::HypervisorFeatures(HvFeatures::from_bits_retain(
+                    hostility.features.unwrap_or(honest_features().bits()),
+                ))
+            }
             MsrRequest::RegisterGhcb { gfn } => {
                 let mut s = self.lock();
                 s.registered.retain(|(id, _)| *id != apic_id);
                 s.registered.push((apic_id, gfn));
                 MsrResponse::RegisterGhcb {
-                    gfn: if hostility.wrong_ghcb_gfn { gfn + 1 } else { gfn },
+                    gfn: if hostility.wrong_ghcb_gfn {
+                        gfn + 1
+                    } else {
+                        gfn
+                    },
                 }
             }
             MsrRequest::PageStateChange { gfn, state } => MsrResponse::PageStateChange {
@@ -258,7 +264,11 @@ impl GhcbTransport for EmulatedGhcb {
         let exchanged = shared
             && self.hv.machine.load(self.gpa, ghcb.as_bytes()).is_some()
             && self.hv.page_protocol(self.apic_id, self.gpa).is_ok()
-            && self.hv.machine.peek(self.gpa, ghcb.as_mut_bytes()).is_some();
+            && self
+                .hv
+                .machine
+                .peek(self.gpa, ghcb.as_mut_bytes())
+                .is_some();
         if !exchanged {
             // What the SVSM reads back from a page the hypervisor never answered: its
             // own request, which the result check refuses (exit_info_1 non-zero).
@@ -294,7 +304,12 @@ impl GhcbPlatform {
 }
 
 impl Platform for GhcbPlatform {
-    fn pvalidate(&self, addr: PhysAddr, size: PageSize, validate: bool) -> Result<Validation, PvalidateError> {
+    fn pvalidate(
+        &self,
+        addr: PhysAddr,
+        size: PageSize,
+        validate: bool,
+    ) -> Result<Validation, PvalidateError> {
         self.machine.pvalidate(addr, size, validate)
     }
     fn rmpadjust(
@@ -307,10 +322,20 @@ impl Platform for GhcbPlatform {
     ) -> Result<(), RmpadjustError> {
         self.machine.rmpadjust(addr, size, target, perms, vmsa)
     }
-    fn read_guest(&self, range: &CheckedRange, offset: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+    fn read_guest(
+        &self,
+        range: &CheckedRange,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), MemoryError> {
         self.machine.read_guest(range, offset, buf)
     }
-    fn write_guest(&self, range: &CheckedRange, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
+    fn write_guest(
+        &self,
+        range: &CheckedRange,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), MemoryError> {
         self.machine.write_guest(range, offset, data)
     }
     fn zero_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
@@ -325,9 +350,17 @@ impl Platform for GhcbPlatform {
     fn vmsa_running(&self, vmsa: &VmsaPage) -> bool {
         self.machine.vmsa_running(vmsa)
     }
-    fn create_ap(&self, apic_id: u32, vmpl: Vmpl, vmsa: PhysAddr, sev_features: u64) -> Result<(), HypervisorError> {
+    fn create_ap(
+        &self,
+        apic_id: u32,
+        vmpl: Vmpl,
+        vmsa: PhysAddr,
+        sev_features: u64,
+    ) -> Result<(), HypervisorError> {
         // AP creation goes out on the boot vCPU's GHCB.
-        let client = self.bsp_client().ok_or(HypervisorError::Refused(u64::MAX))?;
+        let client = self
+            .bsp_client()
+            .ok_or(HypervisorError::Refused(u64::MAX))?;
         client
             .create_ap(apic_id, vmpl, vmsa.raw(), sev_features)
             .map_err(HypervisorError::from)
@@ -537,7 +570,8 @@ impl SnpMachine {
         machine
             .load(layout.secrets, &config.secrets)
             .ok_or_else(|| fail_early(launch_error))?;
-        let cpuid_bytes = CpuidPage::encode(&config.cpuid).map_err(|e| fail_early(SnpError::CpuidPage(e)))?;
+        let cpuid_bytes =
+            CpuidPage::encode(&config.cpuid).map_err(|e| fail_early(SnpError::CpuidPage(e)))?;
         machine
             .load(layout.cpuid, &cpuid_bytes)
             .ok_or_else(|| fail_early(launch_error))?;
@@ -551,7 +585,9 @@ impl SnpMachine {
         };
         // The SVSM copies the PSP's pages into its own memory before parsing them.
         let mut cpuid_copy = [0u8; 4096];
-        machine.peek(layout.cpuid, &mut cpuid_copy).ok_or_else(|| fail(launch_error))?;
+        machine
+            .peek(layout.cpuid, &mut cpuid_copy)
+            .ok_or_else(|| fail(launch_error))?;
         let start = boot::start(&bsp_client, &cpuid_copy).map_err(fail)?;
         let mut clients = Vec::new();
         for &(apic_id, gpa) in &layout.ghcbs {
@@ -560,7 +596,9 @@ impl SnpMachine {
             clients.push((apic_id, client));
         }
         let mut secrets_copy = [0u8; 4096];
-        machine.peek(layout.secrets, &mut secrets_copy).ok_or_else(|| fail(launch_error))?;
+        machine
+            .peek(layout.secrets, &mut secrets_copy)
+            .ok_or_else(|| fail(launch_error))?;
         let secrets = SvsmSecrets::parse(&secrets_copy).map_err(fail)?;
 
         let memory_layout = MemoryLayout::new(config.regions.clone(), svsm_start, svsm_end)
@@ -593,7 +631,8 @@ impl SnpMachine {
             guest_features: features,
             reset_address: svsm::snp::guest_vmsa::RESET_VECTOR,
         };
-        let summary = launch_guest(&svsm, &bsp_client, &plan, &secrets, &cpuid_copy).map_err(fail)?;
+        let summary =
+            launch_guest(&svsm, &bsp_client, &plan, &secrets, &cpuid_copy).map_err(fail)?;
         Ok(Self {
             start,
             machine,

@@ -12,7 +12,8 @@
 //! 4. a zeroed calling-area page at the GPA its metadata names (`SVSM_CAA`);
 //! 5. a boot VMSA at the guest VMPL in the reset state ([`super::guest_vmsa`]), in SVSM
 //!    memory, with the RMP VMSA bit, registered with the request loop (boot calling
-//!    area = the `SVSM_CAA` page) and with the hypervisor through AP creation.
+//!    area = the `SVSM_CAA` page) and with the hypervisor through AP creation (GHCB
+//!    exit 0x8000_0013 on the boot vCPU's GHCB).
 //!
 //! Memory validation: PVALIDATE as 2 MiB where the range allows, falling back to 4 KiB
 //! on FAIL_SIZEMISMATCH (APM vol. 3 "PVALIDATE"); a page the hypervisor has not
@@ -290,14 +291,12 @@ pub fn launch_guest<P: Platform, T: GhcbTransport>(
             true,
         )
         .map_err(|e| SnpError::Rmpadjust(plan.vmsa_page, e))?;
-    platform
-        .create_ap(
-            plan.bsp_apic_id,
-            vmpl,
-            PhysAddr::new(plan.vmsa_page),
-            plan.guest_features.bits(),
-        )
-        .map_err(|e| SnpError::Svsm(e.into()))?;
+    hv.create_ap(
+        plan.bsp_apic_id,
+        vmpl,
+        plan.vmsa_page,
+        plan.guest_features.bits(),
+    )?;
     log::info!(
         "snp: guest VMSA at {:#x} for APIC ID {} at VMPL{}, sev_features {:#x}, start {:#x}",
         plan.vmsa_page,
