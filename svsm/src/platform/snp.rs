@@ -6,6 +6,8 @@
 //! VMSA pages are reached through the kernel's private (C-bit) mapping of physical
 //! memory at `phys + map_offset`; the caller of [`SnpPlatform::new`] vouches for that
 //! mapping. Only the boot vCPU's GHCB is used so far.
+//!
+//! [`runtime`] holds the kernel's SEV-SNP state and the hooks its boot path calls.
 #![allow(
     unsafe_code,
     reason = "guest memory through the kernel's private mapping"
@@ -34,24 +36,24 @@ pub struct MessagePages {
 /// The platform of the kernel on SEV-SNP hardware.
 #[derive(Debug)]
 pub struct SnpPlatform {
-    hv: HvClient<ArchGhcb>,
+    hv: &'static HvClient<ArchGhcb>,
     map_offset: u64,
     guest_vmpl: Vmpl,
     messages: Mutex<Option<MessagePages>>,
 }
 
 impl SnpPlatform {
-    /// The platform over the registered GHCB `ghcb`, with physical memory mapped
-    /// private at `phys + map_offset`.
+    /// The platform over the client of the registered GHCB, with physical memory
+    /// mapped private at `phys + map_offset`.
     ///
     /// # Safety
     ///
     /// Every physical address the SVSM's checks let through (guest RAM, SVSM memory)
     /// must be mapped with the C-bit at `phys + map_offset`, and nothing else may hold
     /// references into guest memory.
-    pub unsafe fn new(ghcb: ArchGhcb, map_offset: u64, guest_vmpl: Vmpl) -> Self {
+    pub unsafe fn new(hv: &'static HvClient<ArchGhcb>, map_offset: u64, guest_vmpl: Vmpl) -> Self {
         Self {
-            hv: HvClient::new(ghcb),
+            hv,
             map_offset,
             guest_vmpl,
             messages: Mutex::new(None),
@@ -60,7 +62,7 @@ impl SnpPlatform {
 
     /// The hypervisor client.
     pub fn hypervisor(&self) -> &HvClient<ArchGhcb> {
-        &self.hv
+        self.hv
     }
 
     /// Hands the platform the two shared pages guest requests use (after the caller
@@ -225,5 +227,372 @@ impl Platform for SnpPlatform {
             )
         };
         Ok(response)
+    }
+}
+
+/// The kernel's SEV-SNP state and the hooks its boot path calls. Global, because the
+/// #VC handler and port I/O have no other way to reach the GHCB; written once by
+/// [`runtime::early_init`], read-only afterwards.
+#[cfg(target_os = "none")]
+pub mod runtime {
+    use alloc::vec::Vec;
+
+    use spin::Once;
+    use svsm_protocol::ghcb::PageState;
+    use svsm_protocol::igvm_params::{IgvmParamBlock, MEMORY_MAP_TYPE_MEMORY, PARAM_FLAG_FIRMWARE};
+    use svsm_protocol::vmsa::SevFeatures;
+    use zerocopy::FromBytes;
+
+    use super::SnpPlatform;
+    use crate::address::{GuestRegion, MemoryKind, MemoryLayout};
+    use crate::arch::interrupts::InterruptFrame;
+    use crate::arch::snp::early;
+    use crate::arch::snp::ghcb::ArchGhcb;
+    use crate::arch::snp::msr::read_sev_status;
+    use crate::arch::snp::pvalidate::pvalidate;
+    use crate::platform::{PageSize, PvalidateError, Vmpl, PAGE_SIZE, PAGE_SIZE_2M};
+    use crate::requests::{Services, Svsm, SvsmConfig};
+    use crate::snp::boot::{self, SnpStart};
+    use crate::snp::guest_vmsa::{guest_sev_features, RESET_VECTOR};
+    use crate::snp::hypervisor::{HvClient, IoSize};
+    use crate::snp::launch::{launch_guest, GuestLaunch};
+    use crate::snp::secrets::SvsmSecrets;
+    use crate::snp::vc::VcRegisters;
+    use crate::snp::vector::{classify, handle_vector, InterruptConfig, VectorAction, VectorOutcome};
+    use crate::snp::{SnpError, TerminateReason};
+
+    /// What the kernel knows about SEV-SNP once the GHCB works.
+    #[derive(Debug)]
+    pub struct SnpRuntime {
+        hv: HvClient<ArchGhcb>,
+        start: SnpStart,
+        param_block: u64,
+    }
+
+    impl SnpRuntime {
+        /// The hypervisor client on the boot vCPU's GHCB.
+        pub fn hypervisor(&self) -> &HvClient<ArchGhcb> {
+            &self.hv
+        }
+    }
+
+    static RUNTIME: Once<SnpRuntime> = Once::new();
+
+    /// The runtime, once [`early_init`] set it up (only under SEV-SNP).
+    pub fn get() -> Option<&'static SnpRuntime> {
+        RUNTIME.get()
+    }
+
+    /// Stops the VM with `error`'s reason: a termination request, then halt forever.
+    pub fn fail(hv: &HvClient<ArchGhcb>, error: &SnpError) -> ! {
+        let _: TerminateReason = boot::fail(hv, error);
+        loop {
+            x86_64::instructions::hlt();
+        }
+    }
+
+    /// Reads `N` bytes at physical address `gpa` (identity mapped, private).
+    fn read_phys<const N: usize>(gpa: u64) -> [u8; N] {
+        let mut out = [0u8; N];
+        // SAFETY: callers pass pages of the SVSM range the measured parameter block
+        // names (the block itself, the CPUID and secrets pages), all identity mapped with
+        // the C-bit by the entry.
+        unsafe { core::ptr::copy_nonoverlapping(gpa as usize as *const u8, out.as_mut_ptr(), N) };
+        out
+    }
+
+    /// The first SEV-SNP step of the kernel, before the console (whose port I/O goes
+    /// through the GHCB): negotiate, read the CPUID page, set up the GHCB. Returns
+    /// `false` (changing nothing) when the entry found no C-bit (not SEV-SNP).
+    pub fn early_init(boot_info: u32) -> bool {
+        if early::cbit().is_none() {
+            return false;
+        }
+        let (ghcb_gpa, alias) = early::ghcb_addresses();
+        // SAFETY: the entry mapped `alias` to the GHCB page without the C-bit and nothing
+        // else uses it; this is an SEV-SNP guest (the entry found the C-bit).
+        let hv = HvClient::new(unsafe { ArchGhcb::new(alias, ghcb_gpa) });
+        let block = read_phys::<4096>(boot_info.into());
+        let Ok((block, _)) = IgvmParamBlock::read_from_prefix(&block) else {
+            fail(&hv, &SnpError::Secrets(svsm_protocol::ParseError::ShortBuffer { need: 4096, got: 0 }))
+        };
+        let cpuid = read_phys::<4096>(block.cpuid_gpa);
+        let start = match boot::start(&hv, &cpuid) {
+            Ok(start) => start,
+            Err(e) => fail(&hv, &e),
+        };
+        // The GHCB: rescinded (through its private address), shared, registered.
+        // SAFETY: the GHCB page is the entry's, unused so far; rescinding it only makes
+        // its private mapping unusable, which nothing uses again.
+        if let Err(e) = unsafe { pvalidate(ghcb_gpa, PageSize::Size4K, false) } {
+            fail(&hv, &SnpError::Pvalidate(ghcb_gpa, e))
+        }
+        if let Err(e) = hv
+            .page_state_change(ghcb_gpa / PAGE_SIZE, PageState::Shared)
+            .and_then(|()| hv.register_ghcb(ghcb_gpa / PAGE_SIZE))
+        {
+            fail(&hv, &e)
+        }
+        RUNTIME.call_once(|| SnpRuntime {
+            hv,
+            start,
+            param_block: boot_info.into(),
+        });
+        true
+    }
+
+    /// Logs what [`early_init`] found (once the console works).
+    pub fn report() {
+        if let Some(rt) = get() {
+            let h = &rt.start.hypervisor;
+            log::info!(
+                "snp: SEV-SNP guest; GHCB protocol {}..={} (using 2), hypervisor features {:#x}{}, C-bit {}",
+                h.min_version,
+                h.max_version,
+                h.features.bits(),
+                if h.multi_vmpl() { "" } else { " (no multi-VMPL bit: continuing)" },
+                rt.start.cbit
+            );
+            log::info!("snp: GHCB at {:#x} shared and registered", rt.hv.transport().gpa());
+        }
+    }
+
+    fn io_size(bytes: u8) -> IoSize {
+        match bytes {
+            1 => IoSize::Byte,
+            2 => IoSize::Word,
+            _ => IoSize::Dword,
+        }
+    }
+
+    /// Port output under SEV-SNP (through the GHCB); `false` when not under SEV-SNP.
+    pub fn port_out(port: u16, bytes: u8, value: u32) -> bool {
+        let Some(rt) = get() else { return false };
+        if let Err(e) = rt.hv.io_out(port, io_size(bytes), value.into()) {
+            fail(&rt.hv, &e)
+        }
+        true
+    }
+
+    /// Port input under SEV-SNP (through the GHCB); `None` when not under SEV-SNP.
+    pub fn port_in(port: u16, bytes: u8) -> Option<u32> {
+        let rt = get()?;
+        match rt.hv.io_in(port, io_size(bytes)) {
+            Ok(value) => Some(value as u32),
+            Err(e) => fail(&rt.hv, &e),
+        }
+    }
+
+    /// Makes `[start, end)` of SVSM memory usable: PVALIDATE, 2 MiB where aligned; pages
+    /// the launch already validated are fine (CF = 1).
+    pub fn validate_svsm_memory(start: u64, end: u64) {
+        let Some(rt) = get() else { return };
+        let mut addr = start;
+        while addr < end {
+            let size = if addr % PAGE_SIZE_2M == 0 && end - addr >= PAGE_SIZE_2M {
+                PageSize::Size2M
+            } else {
+                PageSize::Size4K
+            };
+            // SAFETY: SVSM memory the parameter block hands the kernel; nothing uses it
+            // yet (the heap is set up afterwards).
+            match unsafe { pvalidate(addr, size, true) } {
+                Ok(_) => addr += size.bytes(),
+                Err(PvalidateError::FailSizeMismatch) if size == PageSize::Size2M => {
+                    // 4 KiB RMP entries: validate page by page.
+                    for page in (addr..addr + PAGE_SIZE_2M).step_by(PAGE_SIZE as usize) {
+                        // SAFETY: as above.
+                        if let Err(e) = unsafe { pvalidate(page, PageSize::Size4K, true) } {
+                            fail(&rt.hv, &SnpError::Pvalidate(page, e))
+                        }
+                    }
+                    addr += PAGE_SIZE_2M;
+                }
+                Err(e) => fail(&rt.hv, &SnpError::Pvalidate(addr, e)),
+            }
+        }
+        log::info!("snp: SVSM memory {start:#x}..{end:#x} validated");
+    }
+
+    /// The hook at the top of the kernel's interrupt dispatcher: resolves #VC, stops on
+    /// exceptions the SVSM cannot survive, leaves everything else to the kernel.
+    /// Returns `true` when the vector was dealt with.
+    pub fn handle_interrupt(frame: &mut InterruptFrame) -> bool {
+        let Some(rt) = get() else { return false };
+        let vector = (frame.vector & 0xFF) as u8;
+        let config = InterruptConfig::default();
+        match classify(vector, &config) {
+            VectorAction::HandleVc => {}
+            VectorAction::Fatal(e) => {
+                log::error!("snp: exception {vector} at rip {:#x}, error code {:#x}", frame.rip, frame.error_code);
+                fail(&rt.hv, &e)
+            }
+            _ => return false,
+        }
+        let mut insn = [0u8; 15];
+        // SAFETY: a #VC is raised by the SVSM's own code (CPUID, MSR, I/O): RIP points
+        // into its identity-mapped, private text. 15 bytes is the longest instruction.
+        unsafe { core::ptr::copy_nonoverlapping(frame.rip as usize as *const u8, insn.as_mut_ptr(), insn.len()) };
+        let mut regs = VcRegisters {
+            rax: frame.rax,
+            rbx: frame.rbx,
+            rcx: frame.rcx,
+            rdx: frame.rdx,
+        };
+        match handle_vector(vector, frame.error_code, &insn, &mut regs, &config, &rt.start.cpuid, &rt.hv) {
+            Ok(VectorOutcome::Resumed(len)) => {
+                frame.rax = regs.rax;
+                frame.rbx = regs.rbx;
+                frame.rcx = regs.rcx;
+                frame.rdx = regs.rdx;
+                frame.rip += len as u64;
+                true
+            }
+            Ok(_) => true,
+            Err(e) => {
+                log::error!("snp: unhandled #VC {:#x} at rip {:#x}", frame.error_code, frame.rip);
+                fail(&rt.hv, &e)
+            }
+        }
+    }
+
+    /// The guest's memory regions: the host's RAM without the SVSM range, and the
+    /// firmware image.
+    fn guest_regions(block: &IgvmParamBlock, params: &crate::boot_params::BootParams) -> Vec<GuestRegion> {
+        let mut map = [svsm_protocol::igvm_params::MemoryMapEntry::default(); 64];
+        let n = params.guest_memory_map(&mut map).unwrap_or(0);
+        let mut regions: Vec<GuestRegion> = map
+            .iter()
+            .take(n)
+            .filter(|e| e.entry_type == MEMORY_MAP_TYPE_MEMORY)
+            .map(|e| GuestRegion {
+                start: e.starting_gpa_page_number * PAGE_SIZE,
+                end: (e.starting_gpa_page_number + e.number_of_pages) * PAGE_SIZE,
+                kind: MemoryKind::Ram,
+            })
+            .collect();
+        let image = block.firmware.image;
+        if block.flags & PARAM_FLAG_FIRMWARE != 0
+            && image.size != 0
+            && !regions.iter().any(|r| r.start < image.base + image.size && image.base < r.end)
+        {
+            regions.push(GuestRegion {
+                start: image.base,
+                end: image.base + image.size,
+                kind: MemoryKind::Ram,
+            });
+        }
+        regions
+    }
+
+    /// The boot parameters, read again from the measured block and the host's areas.
+    fn boot_params(hv: &HvClient<ArchGhcb>, block_gpa: u64) -> crate::boot_params::BootParams {
+        let page = read_phys::<4096>(block_gpa);
+        let bad = SnpError::Memory(block_gpa, crate::platform::MemoryError::NotMemory);
+        let Ok(block) = crate::boot_params::parse_block(&page) else {
+            fail(hv, &bad)
+        };
+        let area = |r: svsm_protocol::igvm_params::MemoryRange| -> &[u8] {
+            if r.size == 0 {
+                return &[];
+            }
+            // SAFETY: `parse_block` checked that every area lies inside the SVSM range
+            // below 4 GiB, identity mapped with the C-bit.
+            unsafe { core::slice::from_raw_parts(r.base as usize as *const u8, r.size as usize) }
+        };
+        let param_page = svsm_protocol::igvm_params::MemoryRange {
+            base: block.param_page_gpa,
+            size: PAGE_SIZE,
+        };
+        match crate::boot_params::BootParams::new(
+            block,
+            area(param_page),
+            area(block.memory_map),
+            area(block.madt),
+        ) {
+            Ok(params) => params,
+            Err(_) => fail(hv, &bad),
+        }
+    }
+
+    /// Launches the guest and runs the request loop on the boot vCPU; never returns.
+    /// Halts at once if [`early_init`] did not run.
+    pub fn run() -> ! {
+        let Some(rt) = get() else {
+            log::error!("snp: run without early_init");
+            loop {
+                x86_64::instructions::hlt();
+            }
+        };
+        let hv = &rt.hv;
+        let params = boot_params(hv, rt.param_block);
+        let params = &params;
+        let block = *params.block();
+        let die = |e: SnpError| -> ! { fail(hv, &e) };
+        let guest_vmpl = Vmpl::new(block.guest_vmpl as u8).unwrap_or(Vmpl::LOWER[1]);
+        let secrets = SvsmSecrets::parse(&read_phys::<4096>(block.secrets_gpa)).unwrap_or_else(|e| die(e));
+        let cpuid = read_phys::<4096>(block.cpuid_gpa);
+        let (svsm_start, svsm_end) = (block.svsm.base, block.svsm.base + block.svsm.size);
+        let layout = MemoryLayout::new(guest_regions(&block, params), svsm_start, svsm_end)
+            .unwrap_or_else(|_| die(SnpError::Memory(svsm_start, crate::platform::MemoryError::OutOfRange)));
+        let bsp = params.apic_ids().first().copied().unwrap_or(0);
+        // SAFETY: the entry's tables identity-map the low 4 GiB with the C-bit; guest
+        // memory above 4 GiB is not reachable yet (see the README's SNP notes).
+        let platform = unsafe { SnpPlatform::new(hv, 0, guest_vmpl) };
+        let svsm = Svsm::new(
+            platform,
+            SvsmConfig {
+                guest_vmpl,
+                layout,
+                apic_ids: params.apic_ids().to_vec(),
+            },
+            Services::new(),
+        );
+        // The boot VMSA: one page of SVSM memory from the heap.
+        let vmsa_layout = core::alloc::Layout::from_size_align(4096, 4096)
+            .unwrap_or_else(|_| die(SnpError::FatalVector(0)));
+        // SAFETY: a non-zero-sized layout; the page is leaked: it lives as long as the VM.
+        let vmsa_page = unsafe { alloc::alloc::alloc_zeroed(vmsa_layout) } as u64;
+        if vmsa_page == 0 {
+            die(SnpError::Memory(0, crate::platform::MemoryError::NotMemory));
+        }
+        // SAFETY: reads SEV_STATUS in an SEV guest (the entry found the C-bit).
+        let status = unsafe { read_sev_status() };
+        let plan = GuestLaunch {
+            firmware: block.firmware,
+            guest_vmpl,
+            bsp_apic_id: bsp,
+            vmsa_page,
+            svsm_base: svsm_start,
+            svsm_size: block.svsm.size,
+            guest_features: guest_sev_features(SevFeatures::from_sev_status(status), false),
+            reset_address: RESET_VECTOR,
+        };
+        match launch_guest(&svsm, hv, &plan, &secrets, &cpuid) {
+            Ok(summary) => log::info!(
+                "snp: guest launch ready: {} pages granted to VMPL{} ({} made private first)",
+                summary.pages_granted,
+                guest_vmpl.level(),
+                summary.pages_made_private
+            ),
+            Err(e) => die(e),
+        }
+        log::info!("snp: running the guest at VMPL{} on APIC ID {bsp}", guest_vmpl.level());
+        let mut serviced = 0u64;
+        loop {
+            match svsm.run_once(bsp) {
+                Ok(crate::requests::RequestOutcome::Serviced(code)) => {
+                    serviced += 1;
+                    if serviced <= 3 {
+                        log::info!("snp: serviced guest call {serviced} (result {code})");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::error!("snp: running the guest failed: {e}");
+                    die(SnpError::RunVmpl(u32::MAX))
+                }
+            }
+        }
     }
 }

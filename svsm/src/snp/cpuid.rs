@@ -5,11 +5,10 @@
 //! as Linux reads it (`struct snp_cpuid_table` in `arch/x86/include/asm/sev.h`): a
 //! count (u32 at 0), 12 reserved bytes, then up to 64 entries of 48 bytes: `eax_in`,
 //! `ecx_in` (u32), `xcr0_in`, `xss_in` (u64), `eax`, `ebx`, `ecx`, `edx` (u32) and 8
-//! reserved bytes. Lookup matches `eax_in`, and `ecx_in` only for the leaves whose
+//! reserved bytes. The parsed page is a fixed array (no heap: the #VC handler needs it
+//! before the kernel has one). Lookup matches `eax_in`, and `ecx_in` only for the leaves whose
 //! output depends on ECX (Linux `cpuid_function_is_indexed`). A leaf the page lacks
 //! reads as zeros, as Linux treats it. The page is parsed once into SVSM memory.
-
-use alloc::vec::Vec;
 
 use svsm_protocol::ParseError;
 
@@ -84,7 +83,8 @@ pub fn is_indexed(leaf: u32) -> bool {
 /// The parsed CPUID page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuidPage {
-    entries: Vec<CpuidEntry>,
+    entries: [CpuidEntry; CPUID_COUNT_MAX],
+    count: usize,
 }
 
 fn u32_at(bytes: &[u8], offset: usize) -> u32 {
@@ -117,22 +117,21 @@ impl CpuidPage {
                 max: CPUID_COUNT_MAX,
             });
         }
-        let entries = (0..count)
-            .map(|i| {
-                let e = CPUID_ENTRIES_OFFSET + i * CPUID_ENTRY_SIZE;
-                CpuidEntry {
-                    eax_in: u32_at(bytes, e),
-                    ecx_in: u32_at(bytes, e + 4),
-                    xcr0_in: u64_at(bytes, e + 8),
-                    xss_in: u64_at(bytes, e + 16),
-                    eax: u32_at(bytes, e + 24),
-                    ebx: u32_at(bytes, e + 28),
-                    ecx: u32_at(bytes, e + 32),
-                    edx: u32_at(bytes, e + 36),
-                }
-            })
-            .collect();
-        Ok(Self { entries })
+        let mut entries = [CpuidEntry::default(); CPUID_COUNT_MAX];
+        for (i, slot) in entries.iter_mut().enumerate().take(count) {
+            let e = CPUID_ENTRIES_OFFSET + i * CPUID_ENTRY_SIZE;
+            *slot = CpuidEntry {
+                eax_in: u32_at(bytes, e),
+                ecx_in: u32_at(bytes, e + 4),
+                xcr0_in: u64_at(bytes, e + 8),
+                xss_in: u64_at(bytes, e + 16),
+                eax: u32_at(bytes, e + 24),
+                ebx: u32_at(bytes, e + 28),
+                ecx: u32_at(bytes, e + 32),
+                edx: u32_at(bytes, e + 36),
+            };
+        }
+        Ok(Self { entries, count })
     }
 
     /// Builds the page bytes for `entries` (tests and the emulated launch).
@@ -161,12 +160,12 @@ impl CpuidPage {
 
     /// The entries.
     pub fn entries(&self) -> &[CpuidEntry] {
-        &self.entries
+        self.entries.get(..self.count).unwrap_or_default()
     }
 
     /// CPUID(`leaf`, `subleaf`) as the page answers it; zeros for a leaf it lacks.
     pub fn lookup(&self, leaf: u32, subleaf: u32) -> CpuidResult {
-        self.entries
+        self.entries()
             .iter()
             .find(|e| e.eax_in == leaf && (!is_indexed(leaf) || e.ecx_in == subleaf))
             .map(|e| CpuidResult {

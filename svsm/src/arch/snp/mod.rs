@@ -7,6 +7,8 @@
 //! elsewhere), so the bare-metal kernel calls them only after SEV_STATUS says SNP is
 //! active.
 
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub mod early;
 pub mod ghcb;
 pub mod msr;
 pub mod pvalidate;

@@ -1,0 +1,171 @@
+//! The SEV-SNP part of the 32-bit entry: the C-bit in the boot page tables, and the
+//! boot vCPU's GHCB page with its shared alias.
+//!
+//! In an SNP guest every data access through a mapping without the C-bit is a shared
+//! access, which the RMP refuses for the SVSM's private memory (AMD APM vol. 2 §15.34.5
+//! "Encrypt Memory", §15.36.10 "RMP and VMPL Access Checks"); with paging off every
+//! access is private. So before the entry turns paging on, `snp_early_cbit` looks for
+//! the C-bit position in the CPUID page the IGVM parameter block names (leaf
+//! 0x8000_001F, EBX[5:0]; executing CPUID here would raise a #VC with no handler) and
+//! sets it in every entry of the boot tables. It also splits the 2 MiB page holding the
+//! GHCB into 4 KiB entries, maps the GHCB page private at its own address (for
+//! PVALIDATE) and shared at the next page (for the hypervisor). On any other boot path
+//! (PVH, or an IGVM launch without a filled CPUID page) it changes nothing and
+//! [`cbit`] stays `None`.
+//!
+//! Called from the entry with `%ebp` = the entry's `%eax`, `%esi` = the boot
+//! information pointer, `%edi` = the boot PML4, on the boot stack; preserves `%esi` and
+//! `%esp`.
+#![allow(unsafe_code, reason = "32-bit entry code and the statics it fills")]
+
+// SAFETY: 32-bit code called once by the entry with paging off (all accesses
+// private). It reads the measured parameter block and the CPUID page through their
+// GPAs, and writes only the boot page tables (reached from %edi) and the statics below.
+// The IGVM block's layout is svsm_protocol::igvm_params (magic at 0, cpuid_gpa at 0x38);
+// the CPUID page's is svsm::snp::cpuid (count at 0, entries from 16, 48 bytes each, EBX
+// output at 28).
+#[cfg(target_os = "none")]
+core::arch::global_asm!(
+    r#"
+    .section .text.entry, "ax"
+    .code32
+    .globl snp_early_cbit
+snp_early_cbit:
+    cmp $0x4d564749, %ebp            /* "IGVM": launched from an IGVM file */
+    jne 9f
+    cmpl $0x4d565653, (%esi)         /* "SVSM" */
+    jne 9f
+    cmpl $0x4d524150, 4(%esi)        /* "PARM" */
+    jne 9f
+    cmpl $0, 0x3c(%esi)              /* cpuid_gpa below 4 GiB */
+    jne 9f
+    mov 0x38(%esi), %ebx
+    test %ebx, %ebx
+    jz 9f
+    mov (%ebx), %ecx                 /* entry count */
+    cmp $64, %ecx
+    ja 9f
+    lea 16(%ebx), %edx
+1:  test %ecx, %ecx
+    jz 9f
+    cmpl $0x8000001f, (%edx)
+    je 2f
+    add $48, %edx
+    dec %ecx
+    jmp 1b
+2:  mov 28(%edx), %eax
+    and $0x3f, %eax
+    cmp $32, %eax
+    jb 9f
+    mov %eax, snp_cbit_position
+    lea -32(%eax), %ecx
+    mov $1, %edx
+    shl %cl, %edx                    /* the C-bit in the high dword of an entry */
+
+    or %edx, 4(%edi)                 /* PML4[0] */
+    mov (%edi), %ebx
+    and $0xfffff000, %ebx            /* the PDPT */
+    mov $4, %ecx
+3:  or %edx, 4(%ebx)
+    push %ebx
+    mov (%ebx), %ebx
+    and $0xfffff000, %ebx            /* one PD */
+    push %ecx
+    mov $512, %ecx
+4:  or %edx, 4(%ebx)
+    add $8, %ebx
+    loop 4b
+    pop %ecx
+    pop %ebx
+    add $8, %ebx
+    loop 3b
+
+    /* The 2 MiB page holding the GHCB, as 4 KiB pages, all private ... */
+    mov $snp_ghcb_page, %eax
+    and $0xffe00000, %eax            /* its 2 MiB region */
+    mov $snp_ghcb_pt, %ebx
+    mov $512, %ecx
+5:  lea 3(%eax), %ebp
+    mov %ebp, (%ebx)
+    mov %edx, 4(%ebx)
+    add $0x1000, %eax
+    add $8, %ebx
+    loop 5b
+    /* ... except the alias, which maps the GHCB page shared. */
+    mov $snp_ghcb_alias, %eax
+    shr $12, %eax
+    and $511, %eax
+    lea snp_ghcb_pt(,%eax,8), %ebx
+    mov $snp_ghcb_page, %eax
+    or $3, %eax
+    mov %eax, (%ebx)
+    movl $0, 4(%ebx)
+    /* The PD entry of that region points at the new table. */
+    mov $snp_ghcb_page, %eax
+    shr $21, %eax                    /* region index across the four PDs */
+    mov (%edi), %ebx
+    and $0xfffff000, %ebx            /* PDPT */
+    mov %eax, %ecx
+    shr $9, %ecx
+    mov (%ebx,%ecx,8), %ebx
+    and $0xfffff000, %ebx            /* the PD */
+    and $511, %eax
+    lea (%ebx,%eax,8), %ebx
+    mov $snp_ghcb_pt, %eax
+    or $3, %eax
+    mov %eax, (%ebx)
+    mov %edx, 4(%ebx)
+9:  ret
+
+    .section .data.snp, "aw"
+    .balign 4
+    .globl snp_cbit_position
+snp_cbit_position:
+    .long 0
+
+    .section .bss.snp, "aw", @nobits
+    .balign 8192
+    .globl snp_ghcb_page
+snp_ghcb_page:
+    .skip 4096
+    .globl snp_ghcb_alias
+snp_ghcb_alias:
+    .skip 4096
+    .balign 4096
+snp_ghcb_pt:
+    .skip 4096
+    .text
+"#,
+    options(att_syntax)
+);
+
+#[cfg(target_os = "none")]
+unsafe extern "C" {
+    static snp_cbit_position: u32;
+    static snp_ghcb_page: u8;
+    static snp_ghcb_alias: u8;
+}
+
+/// The C-bit position the entry found, or `None` when not running under SEV-SNP.
+#[cfg(target_os = "none")]
+pub fn cbit() -> Option<u8> {
+    // SAFETY: written once by the entry before any Rust code runs; only read here.
+    let position = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(snp_cbit_position)) };
+    (32..64).contains(&position).then_some(position as u8)
+}
+
+/// Not the bare-metal kernel: never under SEV-SNP.
+#[cfg(not(target_os = "none"))]
+pub fn cbit() -> Option<u8> {
+    None
+}
+
+/// The boot vCPU's GHCB page: its private address (for PVALIDATE; identity-mapped, so
+/// also its GPA) and its shared alias.
+#[cfg(target_os = "none")]
+pub fn ghcb_addresses() -> (u64, usize) {
+    (
+        core::ptr::addr_of!(snp_ghcb_page) as u64,
+        core::ptr::addr_of!(snp_ghcb_alias) as usize,
+    )
+}
