@@ -53,3 +53,5 @@ pub trait Engine {
     /// (TPM_PT_MAX_COMMAND_SIZE, TPM_PT_MAX_RESPONSE_SIZE).
     fn buffer_size(&self) -> u32;
 }
+
+impl core::error::Error for EngineError {}

@@ -32,3 +32,5 @@ impl EntropySource for OsEntropy {
         getrandom::getrandom(buf).map_err(|_| EntropyError)
     }
 }
+
+impl core::error::Error for EntropyError {}

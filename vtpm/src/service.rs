@@ -16,23 +16,14 @@ use crate::ek::EkTemplate;
 use crate::engine::{Engine, EngineError};
 use crate::tpm::{self, Header};
 
-/// The platform command number of TPM_SEND_COMMAND (the Microsoft simulator's numbering).
-pub const PLATFORM_SEND_COMMAND: u32 = 8;
-/// SVSM_VTPM_QUERY's bitmap of supported platform commands: TPM_SEND_COMMAND only.
-pub const SUPPORTED_PLATFORM_COMMANDS: u64 = 1 << PLATFORM_SEND_COMMAND;
-/// SVSM_VTPM_QUERY's feature bits: none are defined.
-pub const SUPPORTED_FEATURES: u64 = 0;
-/// The request/response buffer of SVSM_VTPM_CMD.
-pub const TRANSPORT_BUFFER_SIZE: usize = 4096;
-/// Offset of the TPM command in a TPM_SEND_COMMAND request (u32 command, u8 locality,
-/// u32 size).
-pub const REQUEST_HEADER_SIZE: usize = 9;
-/// Offset of the TPM response in a TPM_SEND_COMMAND response (u32 size).
-pub const RESPONSE_HEADER_SIZE: usize = 4;
-/// The largest TPM command the transport carries.
-pub const MAX_COMMAND_SIZE: usize = TRANSPORT_BUFFER_SIZE - REQUEST_HEADER_SIZE;
-/// The largest TPM response the transport carries.
-pub const MAX_RESPONSE_SIZE: usize = TRANSPORT_BUFFER_SIZE - RESPONSE_HEADER_SIZE;
+use svsm_protocol::vtpm::{PlatformCommands, SendCommandRequestHeader, VtpmFeatures};
+pub use svsm_protocol::vtpm::{
+    MAX_COMMAND_SIZE, MAX_RESPONSE_SIZE, SEND_COMMAND_REQUEST_HEADER_SIZE as REQUEST_HEADER_SIZE,
+    SEND_COMMAND_RESPONSE_HEADER_SIZE as RESPONSE_HEADER_SIZE, TPM_SEND_COMMAND,
+    VTPM_BUFFER_MAX as TRANSPORT_BUFFER_SIZE,
+};
+use svsm_protocol::SvsmResultCode;
+use zerocopy::FromBytes;
 
 /// Why a vTPM request was refused (the guest sees an SVSM result code, and nothing
 /// changed).
@@ -48,6 +39,18 @@ pub enum VtpmError {
     Truncated,
 }
 
+impl From<VtpmError> for SvsmResultCode {
+    fn from(e: VtpmError) -> Self {
+        match e {
+            // QUERY tells the guest which platform commands exist.
+            VtpmError::UnsupportedCommand(_) => SvsmResultCode::UNSUPPORTED_CALL,
+            VtpmError::Locality(_) | VtpmError::CommandTooLarge(_) | VtpmError::Truncated => {
+                SvsmResultCode::INVALID_PARAMETER
+            }
+        }
+    }
+}
+
 impl core::fmt::Display for VtpmError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -61,6 +64,8 @@ impl core::fmt::Display for VtpmError {
         }
     }
 }
+
+impl core::error::Error for VtpmError {}
 
 /// Why the vTPM could not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,11 +106,14 @@ impl core::fmt::Display for StartupError {
     }
 }
 
+impl core::error::Error for StartupError {}
+
 /// The guest-facing vTPM, as the SVSM request handlers see it.
 pub trait Vtpm {
-    /// SVSM_VTPM_QUERY: (platform commands bitmap, feature bits).
-    fn query(&self) -> (u64, u64) {
-        (SUPPORTED_PLATFORM_COMMANDS, SUPPORTED_FEATURES)
+    /// SVSM_VTPM_QUERY: the supported platform commands (TPM_SEND_COMMAND only) and
+    /// feature bits (none).
+    fn query(&self) -> (PlatformCommands, VtpmFeatures) {
+        (PlatformCommands::SEND_COMMAND, VtpmFeatures::empty())
     }
 
     /// Handles a TPM_SEND_COMMAND request held in `buffer` (the service's private copy
@@ -158,6 +166,12 @@ impl<E: Engine> Service<E> {
             EkTemplate::RsaL1 => &self.ek_rsa,
             EkTemplate::EccL2 => &self.ek_ecc,
         }
+    }
+
+    /// The engine itself, bypassing the service's checks: for measurements and
+    /// diagnostics on the host, never for guest commands.
+    pub fn engine_mut(&mut self) -> &mut E {
+        &mut self.engine
     }
 
     /// Whether the TPM is in failure mode (every command gets TPM_RC_FAILURE).
@@ -217,15 +231,13 @@ impl<E: Engine> Service<E> {
 
 impl<E: Engine> Vtpm for Service<E> {
     fn handle_request(&mut self, buffer: &mut [u8]) -> Result<usize, VtpmError> {
-        let header: &[u8; REQUEST_HEADER_SIZE] = buffer
-            .get(..REQUEST_HEADER_SIZE)
-            .and_then(|h| h.try_into().ok())
-            .ok_or(VtpmError::Truncated)?;
-        // Read each field once.
-        let platform_command = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let locality = header[4];
-        let size = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
-        if platform_command != PLATFORM_SEND_COMMAND {
+        let (header, _) =
+            SendCommandRequestHeader::read_from_prefix(buffer).map_err(|_| VtpmError::Truncated)?;
+        // Read each field once, from our copy.
+        let platform_command = header.command.get();
+        let locality = header.locality;
+        let size = header.size.get();
+        if platform_command != TPM_SEND_COMMAND {
             return Err(VtpmError::UnsupportedCommand(platform_command));
         }
         if locality != 0 {

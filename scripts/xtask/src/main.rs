@@ -4,9 +4,12 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod core;
 mod igvm;
+mod kernel;
 mod setup;
 mod snp;
+mod vtpm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,6 +43,8 @@ enum Cmd {
     Bench,
     /// Only install what this machine lacks.
     Setup,
+    /// Coverage of the request handlers (cargo-llvm-cov; branch coverage on nightly).
+    Coverage,
 }
 
 fn main() -> Result<()> {
@@ -53,9 +58,14 @@ fn main() -> Result<()> {
         Cmd::Run {
             snp: true,
             launch_args,
-        } => snp::run(&launch_args, run),
+        } => snp::run(&launch_args, || {
+            setup::ensure()?;
+            step("build", cargo(&["build", "--workspace", "--release"]))?;
+            igvm::package()
+        }),
         Cmd::Run { .. } => run(),
         Cmd::Bench => bench(),
+        Cmd::Coverage => crate::core::coverage(),
     }
 }
 
@@ -84,6 +94,11 @@ fn test() -> Result<()> {
     )?;
     igvm::prepare_tests()?;
     step("host tests", cargo(&["test", "--workspace"]))?;
+    vtpm::test()?;
+    println!("xtask: == kernel (QEMU) ==");
+    kernel::clippy()?;
+    kernel::test()?;
+    kernel::test_tpm2_tools()?;
     println!("xtask: every test level passed");
     Ok(())
 }
@@ -92,12 +107,13 @@ fn run() -> Result<()> {
     setup::ensure()?;
     step("build", cargo(&["build", "--workspace", "--release"]))?;
     igvm::package()?;
-    Ok(())
+    kernel::run()
 }
 
 fn bench() -> Result<()> {
     setup::ensure()?;
-    println!("xtask: no benchmarks yet");
+    vtpm::bench()?;
+    crate::core::bench()?;
     Ok(())
 }
 

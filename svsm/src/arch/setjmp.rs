@@ -55,8 +55,8 @@ _longjmp:
     mov 48(%rdi), %rsp
     jmp *56(%rdi)
 
-    /* A C-shaped caller for tests: setjmp, then longjmp(env, value) once; returns what
-       the second return of setjmp returned. */
+    /* A C-shaped caller for tests: _setjmp, then __longjmp_chk(env, value) once (what
+       FORTIFY-built code calls); returns what the second return of _setjmp returned. */
     .globl setjmp_round_trip
 setjmp_round_trip:
     push %rbx
@@ -65,13 +65,13 @@ setjmp_round_trip:
     mov %edi, %r12d             /* the value to jump with, in a callee-saved register */
     mov $0x5eed, %ebx
     mov %rsp, %rdi
-    call setjmp
+    call _setjmp
     test %eax, %eax
     jnz 2f
     xor %ebx, %ebx              /* clobber: longjmp must restore rbx */
     mov %rsp, %rdi
     mov %r12d, %esi
-    call longjmp
+    call __longjmp_chk
     ud2
 2:  cmp $0x5eed, %ebx
     je 3f
@@ -79,6 +79,22 @@ setjmp_round_trip:
 3:  add $72, %rsp
     pop %r12
     pop %rbx
+    ret
+
+    /* For tests: _setjmp in a callee that then returns, and __longjmp_chk to that dead
+       frame from the caller. The check must refuse (and end the SVSM). */
+    .globl longjmp_into_dead_frame
+longjmp_into_dead_frame:
+    sub $72, %rsp               /* the jmp_buf lives in this (still live) frame */
+    mov %rsp, %rdi
+    call 4f                     /* callee: _setjmp with its own, deeper stack pointer */
+    mov %rsp, %rdi
+    mov $1, %esi
+    call __longjmp_chk          /* target rsp is below ours: refused */
+    ud2
+4:  sub $24, %rsp               /* a deeper frame */
+    call _setjmp
+    add $24, %rsp
     ret
 "#,
     options(att_syntax)
@@ -88,9 +104,21 @@ unsafe extern "C" {
     fn setjmp_round_trip(value: i32) -> i32;
 }
 
-/// Runs `setjmp` then `longjmp(env, value)` from assembly and returns what the second
+/// Runs `_setjmp` then `__longjmp_chk(env, value)` from assembly and returns what the second
 /// return of `setjmp` produced (`-1` if a callee-saved register was not restored).
 pub fn round_trip(value: i32) -> i32 {
     // SAFETY: the routine uses only its own stack frame (System V ABI compliant).
     unsafe { setjmp_round_trip(value) }
+}
+
+unsafe extern "C" {
+    fn longjmp_into_dead_frame() -> !;
+}
+
+/// Calls `__longjmp_chk` with a buffer saved by a frame that has returned: FORTIFY's
+/// check must refuse it, which ends the SVSM (used by the fatal-path tests).
+pub fn jump_into_dead_frame() -> ! {
+    // SAFETY: the routine never returns: `__longjmp_chk` refuses the jump and ends the
+    // SVSM through `__longjmp_chk_fail`.
+    unsafe { longjmp_into_dead_frame() }
 }

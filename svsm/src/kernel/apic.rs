@@ -47,13 +47,11 @@ fn write(register: u64, value: u32) {
 pub fn init() {
     outb(0x21, 0xff);
     outb(0xa1, 0xff);
-    let msr = Msr::new(IA32_APIC_BASE);
-    // SAFETY: sets the global enable bit only (Intel SDM vol. 3A §11.4.3).
-    unsafe {
-        let mut msr = msr;
-        let value = msr.read();
-        msr.write(value | APIC_GLOBAL_ENABLE);
-    }
+    let mut msr = Msr::new(IA32_APIC_BASE);
+    // SAFETY: reading IA32_APIC_BASE has no side effects (Intel SDM vol. 3A §11.4.4).
+    let value = unsafe { msr.read() };
+    // SAFETY: sets the global enable bit only, keeping the base (§11.4.3).
+    unsafe { msr.write(value | APIC_GLOBAL_ENABLE) };
     write(REG_SPURIOUS, 0x100 | u32::from(SPURIOUS_VECTOR));
     write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
 }

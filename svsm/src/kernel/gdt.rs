@@ -83,12 +83,15 @@ pub fn init() {
     });
     tables.gdt.load();
     // SAFETY: the selectors index descriptors of the GDT just loaded (AMD APM vol. 2
-    // §4.8 "Long-mode segment descriptors"); the TSS descriptor points at a 'static TSS.
-    unsafe {
-        CS::set_reg(tables.code);
-        DS::set_reg(tables.data);
-        ES::set_reg(tables.data);
-        SS::set_reg(tables.data);
-        load_tss(tables.tss);
-    }
+    // §4.8 "Long-mode segment descriptors"), code for CS, data for the data segments;
+    // the TSS descriptor points at a 'static TSS whose IST stacks exist.
+    unsafe { CS::set_reg(tables.code) };
+    // SAFETY: as above.
+    unsafe { DS::set_reg(tables.data) };
+    // SAFETY: as above.
+    unsafe { ES::set_reg(tables.data) };
+    // SAFETY: as above.
+    unsafe { SS::set_reg(tables.data) };
+    // SAFETY: as above.
+    unsafe { load_tss(tables.tss) };
 }

@@ -70,6 +70,21 @@ pub fn reset_high_water() {
         .store(heap.stats_alloc_actual(), Ordering::Relaxed);
 }
 
+/// Asks the heap itself for a block (not through `alloc::alloc`, whose unused results
+/// the optimizer may assume succeeded); `None` when it has no such block.
+pub fn try_allocate(layout: Layout) -> Option<NonNull<u8>> {
+    HEAP.heap.lock().alloc(layout).ok()
+}
+
+/// Returns a block from [`try_allocate`].
+///
+/// # Safety
+/// `block` came from `try_allocate(layout)` and is returned once.
+pub unsafe fn release(block: NonNull<u8>, layout: Layout) {
+    // SAFETY: the caller's contract.
+    unsafe { HEAP.heap.lock().dealloc(block, layout) };
+}
+
 // SAFETY: `Heap` hands out disjoint blocks satisfying the layout, and takes back only
 // what it handed out (GlobalAlloc's contract binds callers of `dealloc`).
 unsafe impl GlobalAlloc for KernelHeap {

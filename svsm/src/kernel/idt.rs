@@ -34,11 +34,9 @@ fn gate<F>(entry: &mut Entry<F>, vector: u8, ist: u16) {
     // SAFETY: the stub for `vector` is valid interrupt-entry code (arch::interrupts), and
     // the IST slot has a stack in the TSS loaded by `gdt::init` (AMD APM vol. 2 §8.9.4
     // "Interrupt-stack table").
-    unsafe {
-        entry
-            .set_handler_addr(VirtAddr::new(stub_address(vector)))
-            .set_stack_index(ist - 1);
-    }
+    let options = unsafe { entry.set_handler_addr(VirtAddr::new(stub_address(vector))) };
+    // SAFETY: as above: the IST slot `ist` holds a valid stack.
+    unsafe { options.set_stack_index(ist - 1) };
 }
 
 /// Loads the IDT. `gdt::init` must have run.
@@ -124,6 +122,14 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
         v if v < 32 => {
             let name = EXCEPTION_NAMES[v as usize];
             let cr2 = if v == 14 { Cr2::read_raw() } else { 0 };
+            let stack = svsm::arch::entry::boot_stack();
+            let in_guard = |page: u64| (page..page + 4096).contains(&cr2);
+            if v == 14 && (in_guard(stack.guard) || gdt::guard_pages().into_iter().any(in_guard)) {
+                terminate(format_args!(
+                    "stack overflow: write to the guard page at {cr2:#x} from rip {:#x}",
+                    frame.rip
+                ));
+            }
             terminate(format_args!(
                 "exception {name} (vector {v}, error code {:#x}) at rip {:#x}, rsp {:#x}, cr2 {cr2:#x}",
                 frame.error_code, frame.rip, frame.rsp

@@ -32,17 +32,51 @@ const MIB: u64 = 1024 * 1024;
 /// Turns on SSE for the C engine: CR0.EM clear, CR0.MP set, CR4.OSFXSR and OSXMMEXCPT
 /// set. CR4.OSXSAVE stays clear, so OpenSSL does not pick its AVX code paths.
 fn enable_sse() {
-    // SAFETY: only the FPU/SSE control bits change (AMD APM vol. 2 §11.3 "Enabling
-    // SSE instructions"); the kernel's own code is soft-float and unaffected.
+    // SAFETY: only the FPU control bits change (AMD APM vol. 2 §11.3 "Enabling SSE
+    // instructions"); the kernel's own code is soft-float and unaffected.
     unsafe {
         Cr0::update(|f| {
             f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
             f.insert(Cr0Flags::MONITOR_COPROCESSOR);
         });
+    }
+    // SAFETY: only the SSE enable bits change (same section); OSXSAVE stays clear, as
+    // it was at boot.
+    unsafe {
         Cr4::update(|f| {
             f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE);
             f.remove(Cr4Flags::OSXSAVE);
         });
+    }
+}
+
+/// Fails on purpose when the command line asks (`crash=panic`, `crash=stack-overflow`,
+/// `crash=longjmp`, `crash=abort`), so the host can check that every fatal path ends the
+/// SVSM with its reason on the console.
+fn crash_on_request(info: &pvh::BootInfo) {
+    unsafe extern "C" {
+        fn abort() -> !;
+    }
+    #[allow(
+        unconditional_recursion,
+        reason = "runs into the guard page on purpose"
+    )]
+    fn recurse(depth: u64) -> u64 {
+        let frame = core::hint::black_box([depth; 64]);
+        recurse(depth + 1) + frame[0]
+    }
+    if info.has_flag("crash=panic") {
+        panic!("crash=panic on the command line");
+    }
+    if info.has_flag("crash=stack-overflow") {
+        log::info!("overflowing the stack: {}", recurse(0));
+    }
+    if info.has_flag("crash=longjmp") {
+        svsm::arch::setjmp::jump_into_dead_frame();
+    }
+    if info.has_flag("crash=abort") {
+        // SAFETY: the C runtime's abort takes no arguments and never returns.
+        unsafe { abort() }
     }
 }
 
@@ -136,5 +170,6 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     if info.has_flag("test") {
         exit(selftest::run(&mut service));
     }
+    crash_on_request(&info);
     tpm_channel::serve(&mut service)
 }

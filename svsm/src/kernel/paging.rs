@@ -81,8 +81,8 @@ static TABLES: spin::Mutex<Option<OffsetPageTable<'static>>> = spin::Mutex::new(
 pub enum PagingError {
     /// No memory for a table.
     OutOfMemory,
-    /// Mapping a page failed.
-    Map(u64),
+    /// Mapping the page at this address failed.
+    Map(#[allow(dead_code, reason = "read through Debug in the fatal message")] u64),
 }
 
 impl<S: x86_64::structures::paging::PageSize> From<MapToError<S>> for PagingError {

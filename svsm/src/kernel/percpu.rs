@@ -4,7 +4,6 @@
 //! glibc TLS ABI), so the FS base must point here before the first call into C, on every
 //! CPU. The canary comes from RDSEED/RDRAND; like glibc, its low byte is zero so a string
 //! overflow cannot reproduce it.
-#![allow(unsafe_code, reason = "the C runtime hands out a raw pointer to errno")]
 
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};

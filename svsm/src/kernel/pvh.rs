@@ -54,10 +54,10 @@ impl BootInfo {
         // points at a readable hvm_start_info; the boot page tables identity-map the low
         // 4 GiB. Unaligned reads: the loader promises alignment but need not be trusted.
         let field32 =
-            |offset: usize| unsafe { ptr::read_unaligned(base.add(offset).cast::<u32>()) };
+            |offset: usize| unsafe { ptr::read_unaligned(base.wrapping_add(offset).cast::<u32>()) };
         // SAFETY: as above.
         let field64 =
-            |offset: usize| unsafe { ptr::read_unaligned(base.add(offset).cast::<u64>()) };
+            |offset: usize| unsafe { ptr::read_unaligned(base.wrapping_add(offset).cast::<u64>()) };
         let magic = field32(0);
         if magic != MAGIC {
             // SAFETY: as above; an IGVM launch passes its parameter block (one page) in
@@ -86,7 +86,7 @@ impl BootInfo {
             let cmdline = cmdline_address as usize as *const u8;
             while info.cmdline_len < MAX_CMDLINE {
                 // SAFETY: a NUL-terminated string the loader placed in low memory.
-                let byte = unsafe { ptr::read(cmdline.add(info.cmdline_len)) };
+                let byte = unsafe { ptr::read(cmdline.wrapping_add(info.cmdline_len)) };
                 if byte == 0 {
                     break;
                 }
@@ -95,17 +95,15 @@ impl BootInfo {
             }
         }
         for i in 0..memmap_entries {
-            let entry = memmap_address as usize as *const u8;
-            // SAFETY: hvm_memmap_table_entry is {u64 addr, u64 size, u32 type, u32 rsvd};
-            // the loader placed `memmap_entries` of them at `memmap_paddr`.
-            let (start, size, kind) = unsafe {
-                let e = entry.add(i * 24);
-                (
-                    ptr::read_unaligned(e.cast::<u64>()),
-                    ptr::read_unaligned(e.add(8).cast::<u64>()),
-                    ptr::read_unaligned(e.add(16).cast::<u32>()),
-                )
-            };
+            // hvm_memmap_table_entry is {u64 addr, u64 size, u32 type, u32 reserved}; the
+            // loader placed `memmap_entries` of them at `memmap_paddr`.
+            let entry = (memmap_address as usize as *const u8).wrapping_add(i * 24);
+            // SAFETY: inside the loader's memory map (identity mapped, readable).
+            let start = unsafe { ptr::read_unaligned(entry.cast::<u64>()) };
+            // SAFETY: as above.
+            let size = unsafe { ptr::read_unaligned(entry.wrapping_add(8).cast::<u64>()) };
+            // SAFETY: as above.
+            let kind = unsafe { ptr::read_unaligned(entry.wrapping_add(16).cast::<u32>()) };
             if kind == E820_RAM && size != 0 && info.ram_count < MAX_RANGES {
                 info.ram[info.ram_count] = Range {
                     start,

@@ -2,8 +2,12 @@
 //!
 //! The host side is `vtpm_daemon::serial` (a `TpmBackend`), which QEMU connects to COM2
 //! through a socket chardev. Framing, all integers little-endian:
-//! - request: magic `b"TPMQ"`, u8 operation, u8 locality, u32 length, `length` bytes;
-//! - response: magic `b"TPMA"`, u32 status, u32 length, `length` bytes.
+//! - request: magic `b"TPMQ"`, u8 operation, u8 locality, u32 tag, u32 length, then
+//!   `length` bytes;
+//! - response: magic `b"TPMA"`, u32 tag (the request's), u32 status, u32 length, then
+//!   `length` bytes.
+//!
+//! The tag lets the host drop a stale answer (to a request it gave up waiting for).
 //!
 //! Operations: 1 runs a TPM command (the payload) and answers with the TPM response;
 //! 2 asks whether the TPM is on (it always is: the engine lives as long as the SVSM and
@@ -72,8 +76,9 @@ fn sync(uart: &Uart) {
     }
 }
 
-fn respond(uart: &Uart, status: Status, payload: &[u8]) {
+fn respond(uart: &Uart, tag: u32, status: Status, payload: &[u8]) {
     uart.write_all(&RESPONSE_MAGIC);
+    uart.write_all(&tag.to_le_bytes());
     uart.write_all(&(status as u32).to_le_bytes());
     uart.write_all(&(payload.len() as u32).to_le_bytes());
     uart.write_all(payload);
@@ -92,32 +97,39 @@ pub fn serve(service: &mut Service<LibTpms>) -> ! {
         let mut op_locality = [0u8; 2];
         uart.read_exact(&mut op_locality);
         let [op, locality] = op_locality;
+        let tag = read_u32(&uart);
         let len = read_u32(&uart) as usize;
         if len > MAX_PAYLOAD {
             // Drain what the host sent so the stream stays in step.
             for _ in 0..len {
                 uart.read_byte();
             }
-            respond(&uart, Status::CommandTooLarge, &[]);
+            respond(&uart, tag, Status::CommandTooLarge, &[]);
             continue;
         }
         uart.read_exact(&mut command[..len]);
         match op {
             OP_COMMAND => match service.execute(locality, &mut command[..len], &mut response) {
                 Ok(n) => {
-                    respond(&uart, Status::Success, &response[..n]);
+                    respond(&uart, tag, Status::Success, &response[..n]);
                     served += 1;
                     if served % 100 == 0 {
-                        log::info!("vTPM channel: {served} commands served");
+                        let heap = super::heap::stats();
+                        log::info!(
+                            "vTPM channel: {served} commands served; heap {} KiB allocated, \
+                             high-water {} KiB",
+                            heap.allocated / 1024,
+                            heap.high_water / 1024
+                        );
                     }
                 }
                 Err(e) => {
                     log::warn!("vTPM channel: request refused: {e}");
-                    respond(&uart, e.into(), &[]);
+                    respond(&uart, tag, e.into(), &[]);
                 }
             },
-            OP_PING => respond(&uart, Status::Success, &[]),
-            _ => respond(&uart, Status::UnknownOperation, &[]),
+            OP_PING => respond(&uart, tag, Status::Success, &[]),
+            _ => respond(&uart, tag, Status::UnknownOperation, &[]),
         }
     }
 }

@@ -11,9 +11,9 @@
 //! - fatal paths (`abort`, `__assert_fail`, `__stack_chk_fail`, FORTIFY violations, a
 //!   randomness failure) that end the SVSM through `exit::terminate` with the reason.
 //!
-//! Locks are no-ops: the engine is entered from one CPU, one call at a time (the vTPM
-//! service is the only caller and is itself behind a lock), and never from interrupt
-//! handlers. Varargs functions are declared with only the fixed arguments they read:
+//! Locks are no-ops: the engine is entered from one CPU, one call at a time (the kernel
+//! owns the one vTPM service and calls it from its main loop), and never from interrupt
+//! handlers. A second CPU entering the engine would need real locks here first. Varargs functions are declared with only the fixed arguments they read:
 //! under the System V ABI the callee's view of those registers is the same.
 #![allow(
     unsafe_code,
@@ -22,6 +22,11 @@
 #![allow(
     clippy::missing_safety_doc,
     reason = "callers are C code following libc's contracts"
+)]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "each block dereferences caller-supplied pointers under one C library \
+              contract, which its SAFETY comment names"
 )]
 
 mod ctype;
@@ -49,7 +54,6 @@ pub mod errno {
     pub const ENOENT: c_int = 2;
     pub const EBADF: c_int = 9;
     pub const ENOMEM: c_int = 12;
-    pub const EACCES: c_int = 13;
     pub const EINVAL: c_int = 22;
     pub const ENOSYS: c_int = 38;
     pub const EAFNOSUPPORT: c_int = 97;

@@ -10,10 +10,10 @@ use alloc::vec::Vec;
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
 use x86_64::structures::paging::PageTableFlags as Flags;
 
-use super::{ensure, Outcome};
+use super::{ensure, Outcome, Test};
 use crate::kernel::{gdt, heap, paging, percpu};
 
-pub const TESTS: &[(&str, fn() -> Outcome)] = &[
+pub const TESTS: &[(&str, Test)] = &[
     ("heap_alignment_and_release", heap_alignment_and_release),
     ("heap_exhaustion_returns_null", heap_exhaustion_returns_null),
     ("paging_image_permissions", paging_image_permissions),
@@ -21,6 +21,7 @@ pub const TESTS: &[(&str, fn() -> Outcome)] = &[
     ("paging_map_and_unmap", paging_map_and_unmap),
     ("stack_canary_at_fs_0x28", stack_canary_at_fs_0x28),
     ("sse_enabled_without_xsave", sse_enabled_without_xsave),
+    ("native_platform_guest_memory", native_platform_guest_memory),
 ];
 
 fn heap_alignment_and_release() -> Outcome {
@@ -75,13 +76,18 @@ fn heap_alignment_and_release() -> Outcome {
 fn heap_exhaustion_returns_null() -> Outcome {
     let total = heap::stats().total;
     let layout = Layout::from_size_align(total * 2, 16).map_err(|e| alloc::format!("{e}"))?;
-    // SAFETY: non-zero size; a null result is the expected outcome.
-    let p = unsafe { alloc(layout) };
-    ensure!(
-        p.is_null(),
-        "a {}-byte allocation from a {total}-byte heap succeeded",
-        total * 2
-    );
+    if let Some(block) = heap::try_allocate(layout) {
+        // SAFETY: just allocated with this layout.
+        unsafe { heap::release(block, layout) };
+        return Err(alloc::format!(
+            "a {}-byte allocation from a {total}-byte heap succeeded",
+            total * 2
+        ));
+    }
+    let small = Layout::from_size_align(64, 16).map_err(|e| alloc::format!("{e}"))?;
+    let block = heap::try_allocate(small).ok_or("the heap refuses small blocks after a refusal")?;
+    // SAFETY: just allocated with this layout.
+    unsafe { heap::release(block, small) };
     Ok(())
 }
 
@@ -155,11 +161,11 @@ fn paging_map_and_unmap() -> Outcome {
     // SAFETY: ALIAS now maps the frame, which we own.
     unsafe {
         (ALIAS as *mut u64)
-            .add(1)
+            .wrapping_add(1)
             .write_volatile(0x5356_534d_5445_5354)
     };
     // SAFETY: the frame is ours and 4096 bytes long.
-    let seen = unsafe { frame.cast::<u64>().add(1).read_volatile() };
+    let seen = unsafe { frame.cast::<u64>().wrapping_add(1).read_volatile() };
     let unmapped = paging::unmap_page(ALIAS);
     let after = paging::translate(ALIAS);
     // SAFETY: allocated above with this layout; no mapping refers to it any more.
@@ -208,4 +214,59 @@ fn sse_enabled_without_xsave() -> Outcome {
     );
     ensure!(!cr4.contains(Cr4Flags::OSXSAVE), "CR4.OSXSAVE is set");
     Ok(())
+}
+
+fn native_platform_guest_memory() -> Outcome {
+    use svsm::address::{Access, GuestPhysAddr, GuestRegion, GuestState, MemoryKind, MemoryLayout};
+    use svsm::platform::native::NativePlatform;
+    use svsm::platform::{PageSize, Platform, PvalidateError, RmpFault};
+
+    // Two heap pages play guest RAM; the image plays SVSM memory.
+    let layout = Layout::from_size_align(2 * 4096, 4096).map_err(|e| alloc::format!("{e}"))?;
+    // SAFETY: non-zero size; freed below.
+    let pages = unsafe { alloc(layout) };
+    ensure!(!pages.is_null(), "no pages for the test");
+    let base = pages as u64;
+    let image = paging::image_layout();
+    let memory = MemoryLayout::new(
+        alloc::vec![GuestRegion {
+            start: base,
+            end: base + 2 * 4096,
+            kind: MemoryKind::Ram
+        }],
+        image.start,
+        image.end,
+    )
+    .map_err(|e| alloc::format!("{e:?}"))?;
+    let state = GuestState::new(memory, &[0]);
+    // SAFETY: the two pages are this test's, identity mapped, until freed below.
+    let platform = unsafe { NativePlatform::new(&[(base, base + 2 * 4096)]) };
+    let outcome = (|| {
+        let range = state
+            .check(GuestPhysAddr::new(base + 4090), 12, Access::Data)
+            .map_err(|e| alloc::format!("{e:?}"))?;
+        platform
+            .write_guest(&range, 0, b"across pages")
+            .map_err(|e| alloc::format!("{e:?}"))?;
+        let mut back = [0u8; 12];
+        platform
+            .read_guest(&range, 0, &mut back)
+            .map_err(|e| alloc::format!("{e:?}"))?;
+        ensure!(&back == b"across pages", "read back {back:?}");
+        ensure!(
+            state
+                .check(GuestPhysAddr::new(image.start), 8, Access::Data)
+                .is_err(),
+            "SVSM memory passed the guest address check"
+        );
+        ensure!(
+            platform.pvalidate(svsm::address::PhysAddr::new(base), PageSize::Size4K, true)
+                == Err(PvalidateError::Fault(RmpFault::NoMemory)),
+            "PVALIDATE without SEV-SNP did not report the missing RMP"
+        );
+        Ok(())
+    })();
+    // SAFETY: allocated above with this layout.
+    unsafe { dealloc(pages, layout) };
+    outcome
 }

@@ -18,6 +18,9 @@ use super::heap;
 /// One test's outcome.
 pub type Outcome = Result<(), String>;
 
+/// A self-test.
+pub type Test = fn() -> Outcome;
+
 /// Fails with a formatted reason unless `cond` holds.
 macro_rules! ensure {
     ($cond:expr, $($why:tt)+) => {

@@ -1,9 +1,13 @@
 //! Self-tests of the C runtime, called the way the C engine calls it.
 #![allow(unsafe_code, reason = "calls the C runtime through its C ABI")]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "each block is one C-runtime scenario under the C library's contracts"
+)]
 
 use core::ffi::{c_char, c_int, c_long, c_ulong, c_void};
 
-use super::{ensure, Outcome};
+use super::{ensure, Outcome, Test};
 use crate::kernel::crt::{self, aligned_to_16, errno, malloc_size};
 
 unsafe extern "C" {
@@ -29,7 +33,7 @@ unsafe extern "C" {
     fn __ctype_b_loc() -> *const *const u16;
 }
 
-pub const TESTS: &[(&str, fn() -> Outcome)] = &[
+pub const TESTS: &[(&str, Test)] = &[
     (
         "crt_malloc_alignment_and_size",
         crt_malloc_alignment_and_size,
