@@ -605,7 +605,7 @@ mod tests {
             Err(BootParamsError::OutsideSvsm(Region::Cpuid))
         );
         let mut bad = b;
-        bad.svsm.size = u64::MAX & !0xfff;
+        bad.svsm.size = !0xfff;
         assert_eq!(
             parse_block(bad.as_bytes()),
             Err(BootParamsError::BadRegion(Region::Svsm))
