@@ -122,10 +122,11 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
             "no RAM above the kernel image at {heap_start:#x}"
         ));
     }
+    // SEV-SNP: the heap's pages must be validated before first use (no-op otherwise).
+    svsm::platform::snp::runtime::validate_svsm_memory(heap_start, heap_end);
     // SAFETY: RAM above the image, identity mapped by the boot tables (and by the
     // kernel's own, see `paging`), used by nothing else (the loader's data lies below
     // 1 MiB).
-    svsm::platform::snp::runtime::validate_svsm_memory(heap_start, heap_end);
     unsafe { heap::init(heap_start, heap_end) };
 
     let stack = svsm::arch::entry::boot_stack();

@@ -258,7 +258,9 @@ pub mod runtime {
     use crate::snp::launch::{launch_guest, GuestLaunch};
     use crate::snp::secrets::SvsmSecrets;
     use crate::snp::vc::VcRegisters;
-    use crate::snp::vector::{classify, handle_vector, InterruptConfig, VectorAction, VectorOutcome};
+    use crate::snp::vector::{
+        classify, handle_vector, InterruptConfig, VectorAction, VectorOutcome,
+    };
     use crate::snp::{SnpError, TerminateReason};
 
     /// What the kernel knows about SEV-SNP once the GHCB works.
@@ -314,7 +316,10 @@ pub mod runtime {
         let hv = HvClient::new(unsafe { ArchGhcb::new(alias, ghcb_gpa) });
         let block = read_phys::<4096>(boot_info.into());
         let Ok((block, _)) = IgvmParamBlock::read_from_prefix(&block) else {
-            fail(&hv, &SnpError::Secrets(svsm_protocol::ParseError::ShortBuffer { need: 4096, got: 0 }))
+            fail(
+                &hv,
+                &SnpError::Secrets(svsm_protocol::ParseError::ShortBuffer { need: 4096, got: 0 }),
+            )
         };
         let cpuid = read_phys::<4096>(block.cpuid_gpa);
         let start = match boot::start(&hv, &cpuid) {
@@ -353,7 +358,10 @@ pub mod runtime {
                 if h.multi_vmpl() { "" } else { " (no multi-VMPL bit: continuing)" },
                 rt.start.cbit
             );
-            log::info!("snp: GHCB at {:#x} shared and registered", rt.hv.transport().gpa());
+            log::info!(
+                "snp: GHCB at {:#x} shared and registered",
+                rt.hv.transport().gpa()
+            );
         }
     }
 
@@ -424,7 +432,11 @@ pub mod runtime {
         match classify(vector, &config) {
             VectorAction::HandleVc => {}
             VectorAction::Fatal(e) => {
-                log::error!("snp: exception {vector} at rip {:#x}, error code {:#x}", frame.rip, frame.error_code);
+                log::error!(
+                    "snp: exception {vector} at rip {:#x}, error code {:#x}",
+                    frame.rip,
+                    frame.error_code
+                );
                 fail(&rt.hv, &e)
             }
             _ => return false,
@@ -432,14 +444,28 @@ pub mod runtime {
         let mut insn = [0u8; 15];
         // SAFETY: a #VC is raised by the SVSM's own code (CPUID, MSR, I/O): RIP points
         // into its identity-mapped, private text. 15 bytes is the longest instruction.
-        unsafe { core::ptr::copy_nonoverlapping(frame.rip as usize as *const u8, insn.as_mut_ptr(), insn.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                frame.rip as usize as *const u8,
+                insn.as_mut_ptr(),
+                insn.len(),
+            )
+        };
         let mut regs = VcRegisters {
             rax: frame.rax,
             rbx: frame.rbx,
             rcx: frame.rcx,
             rdx: frame.rdx,
         };
-        match handle_vector(vector, frame.error_code, &insn, &mut regs, &config, &rt.start.cpuid, &rt.hv) {
+        match handle_vector(
+            vector,
+            frame.error_code,
+            &insn,
+            &mut regs,
+            &config,
+            &rt.start.cpuid,
+            &rt.hv,
+        ) {
             Ok(VectorOutcome::Resumed(len)) => {
                 frame.rax = regs.rax;
                 frame.rbx = regs.rbx;
@@ -450,7 +476,11 @@ pub mod runtime {
             }
             Ok(_) => true,
             Err(e) => {
-                log::error!("snp: unhandled #VC {:#x} at rip {:#x}", frame.error_code, frame.rip);
+                log::error!(
+                    "snp: unhandled #VC {:#x} at rip {:#x}",
+                    frame.error_code,
+                    frame.rip
+                );
                 fail(&rt.hv, &e)
             }
         }
@@ -458,7 +488,10 @@ pub mod runtime {
 
     /// The guest's memory regions: the host's RAM without the SVSM range, and the
     /// firmware image.
-    fn guest_regions(block: &IgvmParamBlock, params: &crate::boot_params::BootParams) -> Vec<GuestRegion> {
+    fn guest_regions(
+        block: &IgvmParamBlock,
+        params: &crate::boot_params::BootParams,
+    ) -> Vec<GuestRegion> {
         let mut map = [svsm_protocol::igvm_params::MemoryMapEntry::default(); 64];
         let n = params.guest_memory_map(&mut map).unwrap_or(0);
         let mut regions: Vec<GuestRegion> = map
@@ -474,7 +507,9 @@ pub mod runtime {
         let image = block.firmware.image;
         if block.flags & PARAM_FLAG_FIRMWARE != 0
             && image.size != 0
-            && !regions.iter().any(|r| r.start < image.base + image.size && image.base < r.end)
+            && !regions
+                .iter()
+                .any(|r| r.start < image.base + image.size && image.base < r.end)
         {
             regions.push(GuestRegion {
                 start: image.base,
@@ -530,11 +565,17 @@ pub mod runtime {
         let block = *params.block();
         let die = |e: SnpError| -> ! { fail(hv, &e) };
         let guest_vmpl = Vmpl::new(block.guest_vmpl as u8).unwrap_or(Vmpl::LOWER[1]);
-        let secrets = SvsmSecrets::parse(&read_phys::<4096>(block.secrets_gpa)).unwrap_or_else(|e| die(e));
+        let secrets =
+            SvsmSecrets::parse(&read_phys::<4096>(block.secrets_gpa)).unwrap_or_else(|e| die(e));
         let cpuid = read_phys::<4096>(block.cpuid_gpa);
         let (svsm_start, svsm_end) = (block.svsm.base, block.svsm.base + block.svsm.size);
         let layout = MemoryLayout::new(guest_regions(&block, params), svsm_start, svsm_end)
-            .unwrap_or_else(|_| die(SnpError::Memory(svsm_start, crate::platform::MemoryError::OutOfRange)));
+            .unwrap_or_else(|_| {
+                die(SnpError::Memory(
+                    svsm_start,
+                    crate::platform::MemoryError::OutOfRange,
+                ))
+            });
         let bsp = params.apic_ids().first().copied().unwrap_or(0);
         // SAFETY: the entry's tables identity-map the low 4 GiB with the C-bit; guest
         // memory above 4 GiB is not reachable yet (see the README's SNP notes).
@@ -577,7 +618,10 @@ pub mod runtime {
             ),
             Err(e) => die(e),
         }
-        log::info!("snp: running the guest at VMPL{} on APIC ID {bsp}", guest_vmpl.level());
+        log::info!(
+            "snp: running the guest at VMPL{} on APIC ID {bsp}",
+            guest_vmpl.level()
+        );
         let mut serviced = 0u64;
         loop {
             match svsm.run_once(bsp) {
