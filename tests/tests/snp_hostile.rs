@@ -343,3 +343,42 @@ fn a_refused_run_vmpl_is_a_typed_error_after_the_result_is_written() {
     // Run on a vCPU that has no GHCB client is refused, not a panic.
     assert!(m.platform().run_guest(77).is_err());
 }
+
+#[test]
+fn pages_made_invalid_under_the_svsm_are_refused_not_crashed_on() {
+    // The hypervisor re-assigns the guest's calling area (RMPUPDATE): the page is
+    // private again but no longer validated, so neither the guest nor the SVSM can use
+    // it; the SVSM reports the call as not serviced.
+    let m = boot_with(Hostility::default()).unwrap();
+    m.start_guest().unwrap();
+    let bsp = m.bsp();
+    let regs = CallRegisters {
+        rax: Call::Core(CoreCall::QueryProtocol).to_rax(),
+        rcx: 1,
+        ..Default::default()
+    };
+    m.machine()
+        .guest_begin_call(bsp, m.caa(), &regs, true)
+        .unwrap();
+    m.machine()
+        .hv_rmpupdate(m.caa(), PageSize::Size4K, true)
+        .unwrap();
+    assert_eq!(
+        m.svsm().handle_request(bsp),
+        RequestOutcome::NotServiced(NotServiced::NoCallingArea)
+    );
+    // The guest's own view: the page faults with #VC (not validated).
+    assert_eq!(
+        m.guest_page(m.caa()).unwrap_err(),
+        svsm_emulated::GuestFault::NotValidated
+    );
+    // The secrets copy invalidated the same way: the guest cannot read a half-valid page.
+    let secrets = m.config().firmware.secrets_gpa;
+    m.machine()
+        .hv_rmpupdate(secrets, PageSize::Size4K, true)
+        .unwrap();
+    assert_eq!(
+        m.guest_page(secrets).unwrap_err(),
+        svsm_emulated::GuestFault::NotValidated
+    );
+}

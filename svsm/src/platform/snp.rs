@@ -286,8 +286,23 @@ pub mod runtime {
     }
 
     /// Stops the VM with `error`'s reason: a termination request, then halt forever.
-    pub fn fail(hv: &HvClient<ArchGhcb>, error: &SnpError) -> ! {
-        let _: TerminateReason = boot::fail(hv, error);
+    pub fn fail(_hv: &HvClient<ArchGhcb>, error: &SnpError) -> ! {
+        let reason: TerminateReason = error.termination_reason();
+        log::error!(
+            "snp: fatal: {error}; terminating (reason set {}, code {})",
+            reason.set,
+            reason.code
+        );
+        // Straight to the MSR, past the GHCB's lock: the failure may have struck while
+        // this vCPU held it (a #VC inside a GHCB call).
+        let request = svsm_protocol::ghcb::MsrRequest::Terminate {
+            set: reason.set,
+            code: reason.code,
+        }
+        .encode();
+        // SAFETY: an SEV-SNP guest (the runtime exists only then); the termination
+        // request is the MSR protocol's (GHCB spec §2.3.1), and nothing runs afterwards.
+        let _ = unsafe { crate::arch::snp::vmgexit::msr_protocol(request) };
         loop {
             x86_64::instructions::hlt();
         }

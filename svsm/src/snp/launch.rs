@@ -34,8 +34,7 @@ use super::secrets::SvsmSecrets;
 use super::{GhcbTransport, SnpError};
 use crate::address::{Access, GuestPhysAddr, GuestState, PhysAddr};
 use crate::platform::{
-    PageSize, Platform, PvalidateError, RmpFault, RmpPermissions, RmpadjustError, Vmpl, PAGE_SIZE,
-    PAGE_SIZE_2M,
+    PageSize, Platform, PvalidateError, RmpFault, RmpPermissions, Vmpl, PAGE_SIZE, PAGE_SIZE_2M,
 };
 use crate::requests::Svsm;
 
@@ -140,19 +139,15 @@ pub fn grant_range<P: Platform, T: GhcbTransport>(
             // FAIL_SIZEMISMATCH (4 KiB RMP entries) or an unassigned page: per page.
         }
         pvalidate_page(platform, hv, addr, &mut summary)?;
-        match platform.rmpadjust(
-            PhysAddr::new(addr),
-            PageSize::Size4K,
-            vmpl,
-            RmpPermissions::RWX,
-            false,
-        ) {
-            Ok(()) => {}
-            Err(RmpadjustError::FailSizeMismatch) => {
-                return Err(SnpError::Rmpadjust(addr, RmpadjustError::FailSizeMismatch))
-            }
-            Err(e) => return Err(SnpError::Rmpadjust(addr, e)),
-        }
+        platform
+            .rmpadjust(
+                PhysAddr::new(addr),
+                PageSize::Size4K,
+                vmpl,
+                RmpPermissions::RWX,
+                false,
+            )
+            .map_err(|e| SnpError::Rmpadjust(addr, e))?;
         summary.pages_granted += 1;
         addr += PAGE_SIZE;
     }

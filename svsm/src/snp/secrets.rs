@@ -59,7 +59,8 @@ impl SvsmSecrets {
 
 impl Drop for SvsmSecrets {
     fn drop(&mut self) {
-        // Keys leave no copy in freed heap memory.
+        // Keys leave no copy in freed memory; the fence keeps the stores from being
+        // dropped as dead.
         for key in [
             &mut self.page.vmpck0,
             &mut self.page.vmpck1,
