@@ -166,7 +166,7 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
         stats.high_water / 1024
     );
     if snp {
-        svsm::platform::snp::runtime::run();
+        svsm::platform::snp::runtime::run(service);
     }
     if info.has_flag("test") {
         exit(selftest::run(&mut service));

@@ -565,9 +565,10 @@ pub mod runtime {
         }
     }
 
-    /// Launches the guest and runs the request loop on the boot vCPU; never returns.
-    /// Halts at once if [`early_init`] did not run.
-    pub fn run() -> ! {
+    /// Launches the guest and runs the request loop on the boot vCPU, serving the core
+    /// and vTPM protocols (the latter with `vtpm`); never returns. Halts at once if
+    /// [`early_init`] did not run.
+    pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
         let Some(rt) = get() else {
             log::error!("snp: run without early_init");
             loop {
@@ -602,7 +603,7 @@ pub mod runtime {
                 layout,
                 apic_ids: params.apic_ids().to_vec(),
             },
-            Services::new(),
+            Services::new().with_vtpm(crate::requests::vtpm::service(vtpm)),
         );
         // The boot VMSA: one page of SVSM memory from the heap.
         let vmsa_layout = core::alloc::Layout::from_size_align(4096, 4096)
