@@ -561,6 +561,35 @@ mod tests {
     }
 
     #[test]
+    fn valid_bits_are_offset_over_8_as_in_linux() {
+        // Linux `ghcb_set_<field>` sets bit offsetof(struct ghcb_save_area, field) / 8.
+        for (field, bit) in [
+            (GhcbField::Rax, 63),
+            (GhcbField::Rcx, 97),
+            (GhcbField::Rdx, 98),
+            (GhcbField::Rbx, 99),
+            (GhcbField::SwExitCode, 114),
+            (GhcbField::SwExitInfo1, 115),
+            (GhcbField::SwExitInfo2, 116),
+            (GhcbField::SwScratch, 117),
+            (GhcbField::Xcr0, 125),
+        ] {
+            let mut g = Ghcb::zeroed();
+            g.set(field, 1);
+            let set: Vec<usize> = (0..128)
+                .filter(|b| g.valid_bitmap[b / 8] & (1 << (b % 8)) != 0)
+                .collect();
+            assert_eq!(set, vec![bit], "{field:?}");
+        }
+        // A request carries the protocol version 2 and usage 0 at 0xFFA/0xFFC.
+        let g = ghcb_request(SVM_EXIT_MSR, 0, 0);
+        let bytes = zerocopy::IntoBytes::as_bytes(&g);
+        assert_eq!(&bytes[0xFFA..0xFFC], &2u16.to_le_bytes());
+        assert_eq!(&bytes[0xFFC..0x1000], &0u32.to_le_bytes());
+        assert_eq!(&bytes[0x390..0x398], &0x7Cu64.to_le_bytes());
+    }
+
+    #[test]
     fn ioio_exit_info_follows_the_apm() {
         // OUT DX, AL to 0x3F8: port << 16, SZ8 (bit 4), A64 (bit 9), type OUT.
         assert_eq!(ioio_exit_info(0x3F8, IoSize::Byte, false), 0x03F8_0210);
