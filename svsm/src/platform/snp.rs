@@ -596,6 +596,22 @@ pub mod runtime {
         // SAFETY: the entry's tables identity-map the low 4 GiB with the C-bit; guest
         // memory above 4 GiB is not reachable yet (see the README's SNP notes).
         let platform = unsafe { SnpPlatform::new(hv, 0, guest_vmpl) };
+        // The PSP message pages: rescinded (private address), then shared.
+        let [request, response] = early::message_page_addresses();
+        for (gpa, _) in [request, response] {
+            // SAFETY: the entry's message pages, unused so far; only their shared
+            // aliases are used from now on.
+            if let Err(e) = unsafe { pvalidate(gpa, PageSize::Size4K, false) } {
+                die(SnpError::Pvalidate(gpa, e))
+            }
+            if let Err(e) = hv.page_state_change(gpa / PAGE_SIZE, PageState::Shared) {
+                die(e)
+            }
+        }
+        platform.set_message_pages(super::MessagePages {
+            request: (request.1, request.0),
+            response: (response.1, response.0),
+        });
         let svsm = Svsm::new(
             platform,
             SvsmConfig {

@@ -8,8 +8,8 @@
 //! the C-bit position in the CPUID page the IGVM parameter block names (leaf
 //! 0x8000_001F, EBX[5:0]; executing CPUID here would raise a #VC with no handler) and
 //! sets it in every entry of the boot tables. It also splits the 2 MiB page holding the
-//! GHCB into 4 KiB entries, maps the GHCB page private at its own address (for
-//! PVALIDATE) and shared at the next page (for the hypervisor). On any other boot path
+//! GHCB into 4 KiB entries, maps the GHCB page and the two PSP message pages private at
+//! their own addresses (for PVALIDATE) and shared at the next page (for the hypervisor). On any other boot path
 //! (PVH, or an IGVM launch without a filled CPUID page) it changes nothing and
 //! [`cbit`] stays `None`.
 //!
@@ -91,15 +91,19 @@ snp_early_cbit:
     add $0x1000, %eax
     add $8, %ebx
     loop 5b
-    /* ... except the alias, which maps the GHCB page shared. */
-    mov $snp_ghcb_alias, %eax
-    shr $12, %eax
-    and $511, %eax
-    lea snp_ghcb_pt(,%eax,8), %ebx
+    /* ... except the aliases, which map the GHCB and message pages shared. */
     mov $snp_ghcb_page, %eax
-    or $3, %eax
-    mov %eax, (%ebx)
+    mov $3, %ecx
+6:  mov %eax, %ebx
+    add $0x1000, %ebx                /* the alias follows its page */
+    shr $12, %ebx
+    and $511, %ebx
+    lea snp_ghcb_pt(,%ebx,8), %ebx
+    lea 3(%eax), %ebp
+    mov %ebp, (%ebx)
     movl $0, 4(%ebx)
+    add $0x2000, %eax
+    loop 6b
     /* The PD entry of that region points at the new table. */
     mov $snp_ghcb_page, %eax
     shr $21, %eax                    /* region index across the four PDs */
@@ -124,13 +128,19 @@ snp_cbit_position:
     .long 0
 
     .section .bss.snp, "aw", @nobits
-    .balign 8192
+    .balign 32768                    /* the three pairs share one 2 MiB region */
     .globl snp_ghcb_page
 snp_ghcb_page:
     .skip 4096
     .globl snp_ghcb_alias
 snp_ghcb_alias:
     .skip 4096
+    .globl snp_request_page
+snp_request_page:
+    .skip 8192                       /* page, alias */
+    .globl snp_response_page
+snp_response_page:
+    .skip 8192                       /* page, alias */
     .balign 4096
 snp_ghcb_pt:
     .skip 4096
@@ -144,6 +154,8 @@ unsafe extern "C" {
     static snp_cbit_position: u32;
     static snp_ghcb_page: u8;
     static snp_ghcb_alias: u8;
+    static snp_request_page: u8;
+    static snp_response_page: u8;
 }
 
 /// The C-bit position the entry found, or `None` when not running under SEV-SNP.
@@ -168,4 +180,15 @@ pub fn ghcb_addresses() -> (u64, usize) {
         core::ptr::addr_of!(snp_ghcb_page) as u64,
         core::ptr::addr_of!(snp_ghcb_alias) as usize,
     )
+}
+
+/// The two pages for PSP guest messages (request, response): each page's private
+/// address (its GPA) and its shared alias, the next page.
+#[cfg(target_os = "none")]
+pub fn message_page_addresses() -> [(u64, usize); 2] {
+    let pair = |page: *const u8| (page as u64, page as usize + 4096);
+    [
+        pair(core::ptr::addr_of!(snp_request_page)),
+        pair(core::ptr::addr_of!(snp_response_page)),
+    ]
 }
