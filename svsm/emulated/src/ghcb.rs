@@ -1,6 +1,6 @@
 //! The GHCB page exits, as the emulated hypervisor answers them.
 //!
-//! GHCB specification 56421 §4 (as KVM implements it in `arch/x86/kvm/svm/sev.c`):
+//! GHCB specification 56421, "GHCB page protocol" (as KVM implements it in `arch/x86/kvm/svm/sev.c`):
 //! the hypervisor reads the request from the shared GHCB page, acts, writes its outputs
 //! with their valid bits and `sw_exit_info_1 = 0` (success) or a non-zero error. The
 //! model handles MSR accesses (a small MSR file), port I/O (a log of writes and fixed

@@ -1,7 +1,7 @@
 //! The SVSM's first steps on SEV-SNP, before it touches any guest state: talk to the
 //! hypervisor, learn the C-bit, set up the GHCB.
 //!
-//! Order (GHCB spec 56421 §2.3.1 and §2.3.2; Linux `sev_es_negotiate_protocol`,
+//! Order (GHCB spec 56421 §2.3.1 and the GHCB page protocol; Linux `sev_es_negotiate_protocol`,
 //! `snp_register_ghcb_early`): SEV information and hypervisor features over the MSR
 //! protocol; the CPUID page parsed and its C-bit compared with the hypervisor's; the
 //! GHCB page rescinded (PVALIDATE off), made shared through the MSR page-state-change

@@ -1,13 +1,13 @@
 //! The guest's boot VMSA: the x86 reset state at the guest VMPL, with the guest's SEV
 //! features.
 //!
-//! The register values are the processor's reset state (AMD APM vol. 2 §14.1.3
-//! "Processor Initialization State", table 14-1): real mode, CS selector 0xF000 with
+//! The register values are the processor's reset state (AMD APM vol. 2,
+//! "Processor Initialization State"; the values COCONUT-SVSM and KVM use): real mode, CS selector 0xF000 with
 //! base 0xFFFF_0000 and IP 0xFFF0 (the reset vector 0xFFFF_FFF0 where OVMF's
 //! `ResetVector` starts), CR0 0x6000_0010, RFLAGS 2, DR6 0xFFFF_0FF0, DR7 0x400, PAT
 //! 0x0007_0406_0007_0406, XCR0 1, MXCSR 0x1F80, x87 FCW 0x40 and tag word 0x5555 (the
 //! VMSA's abridged encoding of an empty x87 stack). EFER.SVME is set because the
-//! hardware runs only VMSAs that have it (APM vol. 2 §15.35.9 "VMSA"). The layout is the
+//! hardware runs only VMSAs that have it (APM vol. 2 "VMSA"). The layout is the
 //! protocol crate's [`Vmsa`] (Linux `struct sev_es_save_area`).
 //!
 //! SEV features (`sev_features`, the SEV_STATUS MSR bits shifted down by 2): the guest

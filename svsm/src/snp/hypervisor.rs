@@ -6,7 +6,7 @@
 //!   protocol range, hypervisor features (0x080/0x081), GHCB registration
 //!   (0x012/0x013), page state change (0x014/0x015), run VMPL (0x016/0x017) and
 //!   termination (0x100);
-//! - §4 "GHCB page protocol": the request sets `sw_exit_code`, `sw_exit_info_1/2`, the
+//! - "GHCB page protocol": the request sets `sw_exit_code`, `sw_exit_info_1/2`, the
 //!   registers it passes, and their valid bits; the answer's `sw_exit_info_1[31:0]` is
 //!   0 on success, 1 with an exception to take in `sw_exit_info_2`;
 //! - exits used: MSR (0x7C), IOIO (0x7B), AP creation (0x8000_0013), guest request
@@ -35,7 +35,7 @@ pub const VECTOR_GP: u8 = 13;
 /// #UD.
 pub const VECTOR_UD: u8 = 6;
 
-/// IOIO exit_info_1 (APM vol. 2 §15.10.2 "IN and OUT Behavior", EXITINFO1): IN.
+/// IOIO exit_info_1 (APM vol. 2 "IN and OUT Behavior", EXITINFO1): IN.
 pub const IOIO_TYPE_IN: u64 = 1 << 0;
 /// IOIO: 8-bit operand.
 pub const IOIO_DATA_8: u64 = 1 << 4;

@@ -66,7 +66,7 @@ impl<T: GhcbTransport + ?Sized> GhcbTransport for alloc::sync::Arc<T> {
     }
 }
 
-/// Failure of a GHCB page call (GHCB spec 56421 §4.1.7 "SW_EXITINFO1" and Linux
+/// Failure of a GHCB page call (GHCB spec 56421, "SW_EXITINFO1" and Linux
 /// `verify_exception_info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GhcbError {

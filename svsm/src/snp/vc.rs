@@ -1,8 +1,8 @@
 //! What the SVSM's #VC handler does with an intercepted instruction.
 //!
-//! A #VC (vector 29, AMD APM vol. 2 §15.35.5 "#VC Exception") carries the SVM exit code
+//! A #VC (vector 29, AMD APM vol. 2 "#VC Exception") carries the SVM exit code
 //! as its error code. The SVSM resolves exactly three kinds, as Linux's `vc_handle_exitcode`
-//! does for the same codes (GHCB spec 56421 §4.1 "Non-Automatic Exits"):
+//! does for the same codes (GHCB spec 56421, "Non-Automatic Exits"):
 //! - CPUID (0x72): answered from the CPUID page the PSP checked, never from the
 //!   hypervisor;
 //! - MSR (0x7C): RDMSR/WRMSR forwarded through the GHCB;

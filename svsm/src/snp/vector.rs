@@ -1,6 +1,6 @@
 //! What each of the 256 vectors means when it arrives at the SVSM.
 //!
-//! Without restricted injection (APM vol. 2 §15.36.16 "Restricted Injection") the
+//! Without restricted injection (APM vol. 2 "Restricted Injection") the
 //! hypervisor can inject any vector at any time, including exception vectors the CPU
 //! did not raise. The kernel installs a handler on all 256 IDT entries (each on an IST
 //! stack) and asks [`classify`] what to do: resolve a #VC, take the #HV doorbell only

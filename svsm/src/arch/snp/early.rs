@@ -2,8 +2,8 @@
 //! boot vCPU's GHCB page with its shared alias.
 //!
 //! In an SNP guest every data access through a mapping without the C-bit is a shared
-//! access, which the RMP refuses for the SVSM's private memory (AMD APM vol. 2 §15.34.5
-//! "Encrypt Memory", §15.36.10 "RMP and VMPL Access Checks"); with paging off every
+//! access, which the RMP refuses for the SVSM's private memory (AMD APM vol. 2,
+//! "Encrypt Memory", "RMP and VMPL Access Checks"); with paging off every
 //! access is private. So before the entry turns paging on, `snp_early_cbit` looks for
 //! the C-bit position in the CPUID page the IGVM parameter block names (leaf
 //! 0x8000_001F, EBX[5:0]; executing CPUID here would raise a #VC with no handler) and

@@ -1,6 +1,6 @@
 //! The GHCB page and the GHCB MSR as the SVSM's channel to the hypervisor.
 //!
-//! GHCB specification 56421 §2.2 "GHCB MSR" and §2.3 "GHCB protocol": an MSR protocol
+//! GHCB specification 56421, "GHCB MSR" and "GHCB Protocol": an MSR protocol
 //! request is a value in the GHCB MSR followed by VMGEXIT; a page request is the GHCB
 //! (a shared page, mapped without the C-bit) filled in, its GPA in the GHCB MSR, and
 //! VMGEXIT. [`ArchGhcb`] copies the caller's GHCB into the shared page and the
@@ -61,8 +61,8 @@ impl GhcbTransport for ArchGhcb {
         // SAFETY: `page` maps the GHCB page (4 KiB, `new`'s contract), which only this
         // value uses; `ghcb` is a distinct 4 KiB SVSM object.
         unsafe { core::ptr::copy_nonoverlapping(ghcb.as_bytes().as_ptr(), page, size) };
-        // SAFETY: the page holds the request; its GPA goes into the GHCB MSR (GHCB spec
-        // §2.3.2 "GHCB page protocol").
+        // SAFETY: the page holds the request; its GPA goes into the GHCB MSR (GHCB spec,
+        // "GHCB page protocol").
         unsafe { write_ghcb_msr(self.gpa) };
         // SAFETY: VMGEXIT with the GHCB MSR naming this vCPU's registered GHCB.
         unsafe { vmgexit() };

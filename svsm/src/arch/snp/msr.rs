@@ -1,7 +1,7 @@
 //! RDMSR/WRMSR of the two SEV MSRs: the GHCB MSR (0xC0010130) and SEV_STATUS
 //! (0xC0010131).
 //!
-//! AMD64 APM vol. 2 §15.34.10 "SEV_STATUS MSR" and the GHCB specification (56421) §2.2
+//! AMD64 APM vol. 2 "SEV_STATUS MSR" and the GHCB specification (56421),
 //! "GHCB MSR". In an SEV-ES/SNP guest these two MSRs are accessed directly (no #VC);
 //! every other MSR access is intercepted and goes through the GHCB.
 #![allow(unsafe_code, reason = "RDMSR/WRMSR of the SEV MSRs")]
@@ -43,7 +43,7 @@ unsafe fn wrmsr(msr: u32, value: u64) {
 /// Only on an AMD CPU with SEV (CPUID 0x8000001F EAX bit 1): elsewhere the MSR does
 /// not exist and RDMSR raises #GP.
 pub unsafe fn read_sev_status() -> u64 {
-    // SAFETY: the caller guarantees the MSR exists (APM vol. 2 §15.34.10).
+    // SAFETY: the caller guarantees the MSR exists (APM vol. 2, "SEV_STATUS MSR").
     unsafe { rdmsr(MSR_SEV_STATUS) }
 }
 
@@ -51,7 +51,7 @@ pub unsafe fn read_sev_status() -> u64 {
 ///
 /// # Safety
 ///
-/// Only in an SEV-ES or SEV-SNP guest (GHCB spec §2.2).
+/// Only in an SEV-ES or SEV-SNP guest (GHCB spec, "GHCB MSR").
 pub unsafe fn read_ghcb_msr() -> u64 {
     // SAFETY: the caller guarantees an SEV-ES/SNP guest, where the MSR exists.
     unsafe { rdmsr(MSR_GHCB) }
@@ -64,7 +64,7 @@ pub unsafe fn read_ghcb_msr() -> u64 {
 /// Only in an SEV-ES or SEV-SNP guest. The value is what the next VMGEXIT hands the
 /// hypervisor: a GHCB MSR protocol request, or the GPA of a page the caller made shared.
 pub unsafe fn write_ghcb_msr(value: u64) {
-    // SAFETY: the caller guarantees an SEV-ES/SNP guest (GHCB spec §2.2).
+    // SAFETY: the caller guarantees an SEV-ES/SNP guest (GHCB spec, "GHCB MSR").
     unsafe { wrmsr(MSR_GHCB, value) }
 }
 

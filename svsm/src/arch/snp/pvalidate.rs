@@ -57,7 +57,7 @@ pub unsafe fn pvalidate(
     let (rax, rcx, rdx) = pvalidate_operands(va, size, validate);
     let rax_out: u64;
     let cf: u8;
-    // SAFETY: PVALIDATE (APM vol. 3, "PVALIDATE"; vol. 2 §15.36.6 "Page Validation")
+    // SAFETY: PVALIDATE (APM vol. 3, "PVALIDATE"; vol. 2, "Page Validation")
     // reads RAX/RCX/RDX, writes EAX and rFLAGS and changes only the RMP entry of the page
     // at `va`, which the caller vouched for. No memory is read or written by the
     // instruction itself; the stack is untouched.

@@ -1,6 +1,6 @@
 //! RMPADJUST (F3 0F 01 FE): set a less privileged VMPL's permissions on a page.
 //!
-//! AMD64 APM vol. 3, "RMPADJUST", and vol. 2 §15.36.7 "Virtual Machine Privilege
+//! AMD64 APM vol. 3, "RMPADJUST", and vol. 2 "Virtual Machine Privilege
 //! Levels": RAX = the page's virtual address, RCX bit 0 = page size (0 = 4 KiB,
 //! 1 = 2 MiB), RDX = attributes: bits 7:0 the target VMPL, bit 8 read, bit 9 write,
 //! bit 10 user-mode execute, bit 11 supervisor-mode execute, bit 16 VMSA. EAX returns 0
@@ -96,7 +96,7 @@ pub unsafe fn rmpadjust(
 ) -> Result<(), RmpadjustError> {
     let (rax, rcx, rdx) = rmpadjust_operands(va, size, target, perms, vmsa);
     let rax_out: u64;
-    // SAFETY: RMPADJUST (APM vol. 3, "RMPADJUST"; vol. 2 §15.36.7) reads RAX/RCX/RDX,
+    // SAFETY: RMPADJUST (APM vol. 3, "RMPADJUST"; vol. 2, "Virtual Machine Privilege Levels") reads RAX/RCX/RDX,
     // writes EAX and rFLAGS and changes only the RMP entry of the page at `va`, which the
     // caller vouched for. It touches no memory and no stack.
     unsafe {

@@ -1,6 +1,6 @@
 //! VMGEXIT (`rep vmmcall`, F3 0F 01 D9): hand control to the hypervisor.
 //!
-//! AMD64 APM vol. 3, "VMGEXIT", and vol. 2 §15.35.5 "VMGEXIT": in an SEV-ES/SNP guest
+//! AMD64 APM vol. 3, "VMGEXIT", and vol. 2 "VMGEXIT": in an SEV-ES/SNP guest
 //! the instruction exits to the hypervisor with the GHCB MSR as its only channel (the
 //! GHCB MSR protocol, or the GPA of the shared GHCB page). The hypervisor may change
 //! any state the GHCB exposes, so callers treat everything it returns as untrusted.
@@ -18,7 +18,7 @@ use super::msr::{read_ghcb_msr, write_ghcb_msr};
 /// caller means (a value for the MSR protocol, or the GPA of a shared GHCB page whose
 /// contents the caller prepared and will only read through a copy).
 pub unsafe fn vmgexit() {
-    // SAFETY: VMGEXIT (APM vol. 3 "VMGEXIT"; vol. 2 §15.35.5) saves the guest state into
+    // SAFETY: VMGEXIT (APM vol. 3 "VMGEXIT"; vol. 2, "VMGEXIT") saves the guest state into
     // the VMSA and resumes after the instruction; registers not exposed in the GHCB come
     // back unchanged. The hypervisor may write the shared GHCB page, hence no `nomem`.
     unsafe { core::arch::asm!("rep vmmcall", options(nostack)) }
