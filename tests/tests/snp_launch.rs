@@ -203,3 +203,70 @@ fn the_guest_validates_its_memory_through_the_svsm() {
     assert_eq!(ret.regs.rax, 0);
     assert!(m.machine().rmp_entry(0x50_0000).unwrap().validated);
 }
+
+/// PVALIDATE one 4 KiB page for the guest through the SVSM (a one-entry list in the
+/// boot calling area's buffer).
+fn guest_pvalidate(m: &SnpMachine, gpa: u64) {
+    let ca = m.caa();
+    let mut list = [0u8; 16];
+    list[0..2].copy_from_slice(&1u16.to_le_bytes());
+    list[8..16].copy_from_slice(&(gpa | 1 << 2).to_le_bytes());
+    m.machine().guest_write(ca + 8, &list).unwrap();
+    let regs = CallRegisters {
+        rax: Call::Core(CoreCall::Pvalidate).to_rax(),
+        rcx: ca + 8,
+        ..Default::default()
+    };
+    let (outcome, _, _) = m.call(m.bsp(), ca, &regs).unwrap();
+    assert_eq!(outcome, RequestOutcome::Serviced(SvsmResultCode::SUCCESS));
+}
+
+#[test]
+fn an_ap_created_by_the_guest_calls_through_its_own_ghcb() {
+    let m = booted();
+    m.start_guest().unwrap();
+    let (vmsa, ca) = (0x50_0000, 0x50_1000);
+    guest_pvalidate(&m, vmsa);
+    guest_pvalidate(&m, ca);
+    // The guest fills the AP's VMSA as Linux does: VMPL2, EFER.SVME, its features.
+    let mut boot = [0u8; 4096];
+    m.machine().peek(m.layout().guest_vmsa, &mut boot).unwrap();
+    let mut page = [0u8; 4096];
+    page[0xCA] = 2;
+    page[0xD0..0xD8].copy_from_slice(&0x1D00u64.to_le_bytes());
+    page[0x3B0..0x3B8].copy_from_slice(&boot[0x3B0..0x3B8]);
+    m.machine().guest_write(vmsa, &page).unwrap();
+    m.machine().guest_write(ca, &[0u8; 4096]).unwrap();
+    let regs = CallRegisters {
+        rax: Call::Core(CoreCall::CreateVcpu).to_rax(),
+        rcx: vmsa,
+        rdx: ca,
+        r8: 1,
+        ..Default::default()
+    };
+    let (outcome, _, ret) = m.call(m.bsp(), m.caa(), &regs).unwrap();
+    assert_eq!(outcome, RequestOutcome::Serviced(SvsmResultCode::SUCCESS));
+    assert_eq!(ret.regs.rax, 0);
+    // The page is a VMSA now: the guest can no longer write it.
+    assert!(m.machine().rmp_entry(vmsa).unwrap().vmsa);
+    assert_eq!(
+        m.machine().guest_write(vmsa, &[0]).unwrap_err(),
+        GuestFault::Permission
+    );
+    // The guest asks the hypervisor to start it; its calls then come through vCPU 1's
+    // own GHCB (run VMPL on that vCPU).
+    m.machine()
+        .hv_ap_create(1, Vmpl::new(2).unwrap(), vmsa)
+        .unwrap();
+    let runs = m.hypervisor().runs();
+    let query = CallRegisters {
+        rax: Call::Core(CoreCall::QueryProtocol).to_rax(),
+        rcx: 1,
+        ..Default::default()
+    };
+    let (outcome, run, ret) = m.call(1, ca, &query).unwrap();
+    assert_eq!(outcome, RequestOutcome::Serviced(SvsmResultCode::SUCCESS));
+    run.unwrap();
+    assert_eq!(ret.regs.rcx, (1 << 32) | 1);
+    assert_eq!(m.hypervisor().runs(), runs + 1);
+}
