@@ -382,3 +382,44 @@ fn pages_made_invalid_under_the_svsm_are_refused_not_crashed_on() {
         svsm_emulated::GuestFault::NotValidated
     );
 }
+
+#[test]
+fn guest_requests_go_through_shared_pages_and_lying_answers_are_typed() {
+    use svsm::platform::PspError;
+    let m = boot_with(Hostility::default()).unwrap();
+    let (request_gpa, response_gpa) = m.layout().messages;
+    for gpa in [request_gpa, response_gpa] {
+        assert!(
+            !m.machine().rmp_entry(gpa).unwrap().assigned,
+            "message pages are shared"
+        );
+    }
+    let mut request = [0u8; 4096];
+    request[..4].copy_from_slice(b"MSG!");
+    let cases = [
+        ((0, 2 << 32), Err(PspError::Busy)),
+        ((0, 0x16), Err(PspError::Firmware(0x16))),
+        ((0, 7 << 32), Err(PspError::Hypervisor(7))),
+        ((1, 0), Err(PspError::Hypervisor(u32::MAX))),
+    ];
+    for (page_error, expected) in cases {
+        m.hypervisor().set_hostility(Hostility {
+            page_error: Some(page_error),
+            ..Default::default()
+        });
+        assert_eq!(m.platform().guest_request(&request).map(|_| ()), expected);
+        // The request went out through the shared page, nowhere else.
+        let mut out = [0u8; 4096];
+        m.machine().peek(request_gpa, &mut out).unwrap();
+        assert_eq!(out, request);
+    }
+    // A hypervisor that takes a message page back cannot read it: a VMM error.
+    m.hypervisor().set_hostility(Hostility::default());
+    m.machine()
+        .hv_rmpupdate(response_gpa, PageSize::Size4K, true)
+        .unwrap();
+    assert_eq!(
+        m.platform().guest_request(&request).map(|_| ()),
+        Err(PspError::Hypervisor(u32::MAX))
+    );
+}

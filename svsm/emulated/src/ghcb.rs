@@ -5,14 +5,16 @@
 //! with their valid bits and `sw_exit_info_1 = 0` (success) or a non-zero error. The
 //! model handles MSR accesses (a small MSR file), port I/O (a log of writes and fixed
 //! read values), AP creation (through the machine's hypervisor door, which accepts only
-//! pages with the RMP VMSA bit) and refuses every other exit.
+//! pages with the RMP VMSA bit), guest requests (both message pages must be shared; the
+//! machine's PSP answers) and refuses every other exit.
 
 use std::collections::BTreeMap;
 
 use svsm::platform::Vmpl;
+use svsm::platform::{PspError, PAGE_SIZE};
 use svsm_protocol::ghcb::{
     ApCreation, ApCreationEvent, Ghcb, GhcbField, GHCB_PROTOCOL_VERSION, SVM_EXIT_IOIO,
-    SVM_EXIT_MSR, SVM_VMGEXIT_AP_CREATION,
+    SVM_EXIT_MSR, SVM_VMGEXIT_AP_CREATION, SVM_VMGEXIT_GUEST_REQUEST,
 };
 
 use crate::machine::EmulatedSnp;
@@ -99,6 +101,30 @@ fn answer(machine: &EmulatedSnp, devices: &mut Devices, ghcb: &mut Ghcb) -> Resu
                 }
                 ApCreationEvent::Destroy => machine.hv_ap_destroy(request.apic_id).map_err(|_| ()),
             }
+        }
+        SVM_VMGEXIT_GUEST_REQUEST => {
+            // Both pages must be shared: the hypervisor copies them to and from the PSP.
+            let shared = |gpa: u64| {
+                gpa % PAGE_SIZE == 0 && machine.rmp_entry(gpa).is_some_and(|e| !e.assigned)
+            };
+            if !shared(info1) || !shared(info2) {
+                return Err(());
+            }
+            let mut request = [0u8; PAGE_SIZE as usize];
+            machine.peek(info1, &mut request).ok_or(())?;
+            // sw_exit_info_2: hypervisor error in bits 63:32, firmware error in 31:0.
+            let status = match machine.psp().guest_request(&request) {
+                Ok(response) => {
+                    machine.load(info2, &response).ok_or(())?;
+                    0
+                }
+                Err(PspError::Busy) => 2 << 32,
+                Err(PspError::Firmware(code)) => u64::from(code),
+                Err(PspError::Hypervisor(code)) => u64::from(code) << 32,
+                Err(PspError::Unavailable) => return Err(()),
+            };
+            ghcb.set(GhcbField::SwExitInfo2, status);
+            Ok(())
         }
         _ => Err(()),
     }

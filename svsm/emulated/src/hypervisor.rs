@@ -286,6 +286,8 @@ pub struct GhcbPlatform {
     machine: Arc<EmulatedSnp>,
     clients: Vec<(u32, HvClient<EmulatedGhcb>)>,
     guest_vmpl: Vmpl,
+    /// The shared request and response pages of PSP guest messages.
+    messages: (u64, u64),
 }
 
 impl GhcbPlatform {
@@ -371,7 +373,20 @@ impl Platform for GhcbPlatform {
             .map_err(HypervisorError::from)
     }
     fn guest_request(&self, request: &MessagePage) -> Result<MessagePage, PspError> {
-        self.machine.guest_request(request)
+        // As on hardware: the request into the shared page, the GHCB exit on the boot
+        // vCPU, the response copied out of the other shared page.
+        let (request_gpa, response_gpa) = self.messages;
+        self.machine
+            .load(request_gpa, request)
+            .ok_or(PspError::Unavailable)?;
+        self.bsp_client()
+            .ok_or(PspError::Unavailable)?
+            .guest_request(request_gpa, response_gpa)?;
+        let mut response = [0u8; PAGE_SIZE as usize];
+        self.machine
+            .peek(response_gpa, &mut response)
+            .ok_or(PspError::Unavailable)?;
+        Ok(response)
     }
 }
 
@@ -490,6 +505,8 @@ pub struct SnpLayout {
     pub ghcbs: Vec<(u32, u64)>,
     /// The boot vCPU's guest VMSA (SVSM memory).
     pub guest_vmsa: u64,
+    /// The shared PSP message pages (request, response).
+    pub messages: (u64, u64),
 }
 
 /// Why the boot failed: the SVSM's error and the termination request it sent.
@@ -537,6 +554,10 @@ impl SnpMachine {
                 .map(|(i, &id)| (id, svsm_start + (2 + i as u64) * PAGE_SIZE))
                 .collect(),
             guest_vmsa: svsm_start + (2 + config.apic_ids.len() as u64) * PAGE_SIZE,
+            messages: (
+                svsm_start + (3 + config.apic_ids.len() as u64) * PAGE_SIZE,
+                svsm_start + (4 + config.apic_ids.len() as u64) * PAGE_SIZE,
+            ),
         };
         let bsp = config.apic_ids.first().copied().unwrap_or(0);
         let fail_early = |error| BootFailure {
@@ -595,6 +616,9 @@ impl SnpMachine {
             boot::setup_ghcb(machine.as_ref(), &client, gpa).map_err(fail)?;
             clients.push((apic_id, client));
         }
+        for gpa in [layout.messages.0, layout.messages.1] {
+            boot::make_shared(machine.as_ref(), &bsp_client, gpa).map_err(fail)?;
+        }
         let mut secrets_copy = [0u8; 4096];
         machine
             .peek(layout.secrets, &mut secrets_copy)
@@ -607,6 +631,7 @@ impl SnpMachine {
             machine: machine.clone(),
             clients,
             guest_vmpl: Vmpl::LOWER[1],
+            messages: layout.messages,
         });
         let svsm = Svsm::new(
             platform.clone(),
