@@ -112,8 +112,8 @@ fn run() -> Result<()> {
 
 fn bench() -> Result<()> {
     setup::ensure()?;
-    vtpm::bench()?;
     crate::core::bench()?;
+    vtpm::bench()?;
     Ok(())
 }
 

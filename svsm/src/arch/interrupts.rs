@@ -133,6 +133,13 @@ pub fn are_enabled() -> bool {
     x86_64::instructions::interrupts::are_enabled()
 }
 
+/// Allows interrupts and waits for the next one (`STI; HLT`: no interrupt can slip in
+/// between), then masks them again.
+pub fn wait_for_interrupt() {
+    x86_64::instructions::interrupts::enable_and_hlt();
+    x86_64::instructions::interrupts::disable();
+}
+
 /// Waits for the next interrupt (`HLT`).
 pub fn halt() {
     x86_64::instructions::hlt();

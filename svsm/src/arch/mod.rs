@@ -7,6 +7,7 @@
 
 #[cfg(target_os = "none")]
 pub mod entry;
+pub mod fpu;
 #[cfg(target_os = "none")]
 pub mod interrupts;
 pub mod io;

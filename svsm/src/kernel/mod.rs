@@ -29,15 +29,16 @@ use exit::{exit, terminate};
 
 const MIB: u64 = 1024 * 1024;
 
-/// Turns on SSE for the C engine: CR0.EM clear, CR0.MP set, CR4.OSFXSR and OSXMMEXCPT
-/// set. CR4.OSXSAVE stays clear, so OpenSSL does not pick its AVX code paths.
+/// Turns on SSE for the C engine: CR0.EM clear, CR0.MP and CR0.NE set, CR4.OSFXSR and
+/// OSXMMEXCPT set, then the x87 and MXCSR defaults. CR4.OSXSAVE stays clear, so OpenSSL
+/// does not pick its AVX code paths.
 fn enable_sse() {
     // SAFETY: only the FPU control bits change (AMD APM vol. 2 §11.3 "Enabling SSE
     // instructions"); the kernel's own code is soft-float and unaffected.
     unsafe {
         Cr0::update(|f| {
             f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
-            f.insert(Cr0Flags::MONITOR_COPROCESSOR);
+            f.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
         });
     }
     // SAFETY: only the SSE enable bits change (same section); OSXSAVE stays clear, as
@@ -48,6 +49,7 @@ fn enable_sse() {
             f.remove(Cr4Flags::OSXSAVE);
         });
     }
+    svsm::arch::fpu::init();
 }
 
 /// Fails on purpose when the command line asks (`crash=panic`, `crash=stack-overflow`,

@@ -19,6 +19,9 @@ use alloc::vec;
 
 use vtpm::{LibTpms, Service, VtpmError};
 
+use svsm::arch::interrupts;
+
+use super::apic;
 use super::serial::{Uart, COM2};
 
 /// Request magic.
@@ -64,12 +67,23 @@ fn read_u32(uart: &Uart) -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// Waits for the request magic, skipping anything else.
+/// The idle tick: while no request is arriving the CPU halts, and the APIC timer wakes
+/// it every millisecond to look at the UART again (1 ms in bus clocks; QEMU: ns).
+const IDLE_TICK: u32 = 1_000_000;
+
+/// Waits for the request magic, skipping anything else. Between requests the CPU halts
+/// instead of spinning; within a request the caller reads without halting.
 fn sync(uart: &Uart) {
     let mut window = [0u8; 4];
     loop {
+        let byte = loop {
+            if let Some(b) = uart.try_read_byte() {
+                break b;
+            }
+            interrupts::wait_for_interrupt();
+        };
         window.rotate_left(1);
-        window[3] = uart.read_byte();
+        window[3] = byte;
         if window == REQUEST_MAGIC {
             return;
         }
@@ -88,6 +102,9 @@ fn respond(uart: &Uart, tag: u32, status: Status, payload: &[u8]) {
 pub fn serve(service: &mut Service<LibTpms>) -> ! {
     let uart = Uart::new(COM2);
     uart.init();
+    // Interrupts stay masked except while halted between requests, so the engine never
+    // runs interrupted here.
+    apic::start_timer(IDLE_TICK);
     log::info!("vTPM channel: serving TPM commands on COM2");
     let mut command = vec![0u8; MAX_PAYLOAD];
     let mut response = vec![0u8; MAX_PAYLOAD];

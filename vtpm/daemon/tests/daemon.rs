@@ -221,13 +221,15 @@ fn a_power_cycle_is_a_reboot_with_a_fresh_vtpm() {
 }
 
 #[test]
-fn sigterm_stops_the_daemon_cleanly() {
-    let mut d = Daemon::start(&[]);
-    let mut sim = Sim::connect(&d);
-    assert_eq!(rc(&sim.send(0, &get_random(8))), 0);
-    let (status, out) = d.terminate();
-    assert!(status.success(), "exit status {status}");
-    assert!(out.contains("vtpm-daemon: stopped"), "{out}");
+fn sigterm_and_sigint_stop_the_daemon_cleanly() {
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        let mut d = Daemon::start(&[]);
+        let mut sim = Sim::connect(&d);
+        assert_eq!(rc(&sim.send(0, &get_random(8))), 0);
+        let (status, out) = d.signal(signal);
+        assert!(status.success(), "{signal:?}: exit status {status}");
+        assert!(out.contains("vtpm-daemon: stopped"), "{signal:?}: {out}");
+    }
 }
 
 #[test]
@@ -247,4 +249,24 @@ fn bad_command_lines_say_what_is_wrong() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--platform-port"), "{err}");
+}
+
+#[test]
+fn the_engine_backend_serves_the_same_vtpm_without_the_svsm() {
+    let d = Daemon::start(&["--backend", "engine"]);
+    assert_eq!(d.backend, "Engine");
+    let mut sim = Sim::connect(&d);
+    assert_eq!(rc(&sim.send(0, &tpm::startup_clear())), tpm::RC_INITIALIZE);
+    let digest = [0x42; 32];
+    assert_eq!(rc(&sim.send(0, &pcr_extend(9, &digest))), 0);
+    assert_eq!(pcr_read(&mut sim, 9), extended([0; 32], &digest));
+    assert_eq!(
+        rc(&sim.send(3, &get_random(8))),
+        0x907,
+        "locality 3 refused"
+    );
+    d.tool_flush("tpm2_createek", &["-G", "rsa", "-c", "ek.ctx"]);
+    let out = d.tool_flush("tpm2_readpublic", &["-c", "ek.ctx"]);
+    let name = d.ek_name.clone().expect("the daemon prints the EK name");
+    assert!(out.contains(&format!("name: {name}")), "{out}");
 }

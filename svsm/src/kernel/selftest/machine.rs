@@ -213,6 +213,13 @@ fn sse_enabled_without_xsave() -> Outcome {
         "CR4.OSXMMEXCPT is clear"
     );
     ensure!(!cr4.contains(Cr4Flags::OSXSAVE), "CR4.OSXSAVE is set");
+    ensure!(cr0.contains(Cr0Flags::NUMERIC_ERROR), "CR0.NE is clear");
+    // The control bits (exception masks, rounding, FTZ/DAZ), not the sticky flags.
+    let control = svsm::arch::fpu::mxcsr() & !0x3f;
+    ensure!(
+        control == svsm::arch::fpu::MXCSR_DEFAULT,
+        "MXCSR control bits {control:#x} after the engine ran"
+    );
     Ok(())
 }
 
