@@ -120,7 +120,7 @@ pub fn listing(file: &IgvmFile) -> String {
                 "  mask {:#x}: pages {:#012x}..{:#012x} ({:>5} pages) {}",
                 r.mask,
                 r.start,
-                r.start + r.pages * PAGE_SIZE,
+                r.start.saturating_add(r.pages.saturating_mul(PAGE_SIZE)),
                 r.pages,
                 r.kind
             );
@@ -140,7 +140,7 @@ pub fn listing(file: &IgvmFile) -> String {
             if let Some(r) = &mut run {
                 if r.kind == kind
                     && r.mask == *compatibility_mask
-                    && r.start + r.pages * PAGE_SIZE == *gpa
+                    && r.start.checked_add(r.pages * PAGE_SIZE) == Some(*gpa)
                 {
                     r.pages += 1;
                     continue;

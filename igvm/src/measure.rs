@@ -53,6 +53,9 @@ pub mod page_type {
 /// vCPUs without an IGVM context. EPYC-Milan is 0xa00f11, EPYC-Genoa 0xa10f10.
 pub const DEFAULT_VCPU_SIGNATURE: u32 = 0x0080_0f12;
 
+/// The largest parameter area `measure` accepts (a file is untrusted input).
+pub const MAX_PARAMETER_AREA: u64 = 64 << 20;
+
 /// How the host will launch the file.
 #[derive(Clone, Copy, Debug)]
 pub struct HostConfig {
@@ -252,8 +255,19 @@ pub fn measure(file: &IgvmFile, host: &HostConfig) -> Result<Measurement, Error>
                         insert.parameter_area_index
                     ))
                 })?;
+                let end = insert
+                    .gpa
+                    .checked_add(*size)
+                    .filter(|_| *size <= MAX_PARAMETER_AREA && insert.gpa % PAGE_SIZE == 0)
+                    .ok_or_else(|| {
+                        Error::Igvm(format!(
+                            "parameter area {} ({size:#x} bytes at {:#x}) is unaligned, \
+                             too large or wraps around",
+                            insert.parameter_area_index, insert.gpa
+                        ))
+                    })?;
                 let mut gpa = insert.gpa;
-                while gpa < insert.gpa + size {
+                while gpa < end {
                     chain.extend(page_type::UNMEASURED, gpa, [0; 48]);
                     gpa += PAGE_SIZE;
                 }

@@ -345,3 +345,65 @@ fn debian_bookworm_ovmf_is_refused() {
     let err = build(&BuildConfig::new(kernel, Some(debian_ovmf("bookworm")))).unwrap_err();
     assert!(matches!(err, Error::FirmwareWithoutSvsm { .. }), "{err}");
 }
+
+#[test]
+fn measure_refuses_hostile_parameter_areas() {
+    // A file the tool did not build: a parameter area of 1 TiB must not make `measure`
+    // loop for ages or overflow; it is refused.
+    let dir = scratch("hostile");
+    let built = build(&small_config(&dir)).unwrap();
+    let mut directives = built.file.directives().to_vec();
+    for d in directives.iter_mut() {
+        if let IgvmDirectiveHeader::ParameterArea {
+            number_of_bytes, ..
+        } = d
+        {
+            *number_of_bytes = 1 << 40;
+        }
+    }
+    let hostile = IgvmFile::new(
+        igvm::IgvmRevision::V1,
+        built.file.platforms().to_vec(),
+        built.file.initializations().to_vec(),
+        directives,
+    )
+    .expect("the igvm crate accepts the file, so `measure` must refuse it");
+    let err = measure(&hostile, &HostConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("too large"), "{err}");
+}
+
+#[test]
+fn madt_area_on_request() {
+    let dir = scratch("madt");
+    let plain = build(&small_config(&dir)).unwrap();
+    assert_eq!(
+        plain.layout.params.madt.size, 0,
+        "no MADT unless asked (QEMU 10.1 lacks it)"
+    );
+    let with = build(&BuildConfig {
+        madt: true,
+        max_vcpus: 300,
+        ..small_config(&dir)
+    })
+    .unwrap();
+    let p = with.layout.params;
+    // 44-byte header + 16 bytes per x2APIC entry for 300 vCPUs: two pages.
+    assert_eq!((p.madt.base, p.madt.size), (BASE + 0xA000, 0x2000));
+    assert_eq!(p.free_base, BASE + 0xC000);
+    let file = IgvmFile::new_from_binary(&with.bytes, Some(IsolationType::Snp)).unwrap();
+    assert!(file
+        .directives()
+        .iter()
+        .any(|d| matches!(d, IgvmDirectiveHeader::Madt(p) if p.parameter_area_index == 2)));
+    let m = measure(&file, &HostConfig::default()).unwrap();
+    let unmeasured: Vec<u64> = m
+        .steps
+        .iter()
+        .filter(|s| s.page_type == 4)
+        .map(|s| s.gpa)
+        .collect();
+    assert_eq!(
+        unmeasured,
+        vec![BASE + 0x8000, BASE + 0x9000, BASE + 0xA000, BASE + 0xB000]
+    );
+}

@@ -99,6 +99,18 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
         Ok(info) => info,
         Err(e) => terminate(format_args!("unusable boot information: {e:?}")),
     };
+    if let Some(p) = info.igvm() {
+        let svsm = p.svsm_range();
+        log::info!(
+            "IGVM launch: SVSM {:#x}+{:#x}, {} vCPUs, secrets {:#x}, CPUID {:#x}, firmware {}",
+            svsm.base,
+            svsm.size,
+            p.vcpu_count(),
+            p.secrets_gpa(),
+            p.cpuid_gpa(),
+            p.firmware().is_some()
+        );
+    }
     time::init();
     log::info!(
         "command line {:?}; TSC {} MHz",

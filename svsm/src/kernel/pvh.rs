@@ -33,6 +33,8 @@ pub struct BootInfo {
     ram_count: usize,
     cmdline: [u8; MAX_CMDLINE],
     cmdline_len: usize,
+    /// The IGVM parameters, when the kernel was launched from an IGVM file.
+    igvm: Option<svsm::boot_params::BootParams>,
 }
 
 /// Why the boot information was unusable.
@@ -81,6 +83,7 @@ impl BootInfo {
             ram_count: 0,
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
+            igvm: None,
         };
         if cmdline_address != 0 {
             let cmdline = cmdline_address as usize as *const u8;
@@ -143,12 +146,20 @@ impl BootInfo {
             ram_count: 1,
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
+            igvm: None,
         };
         info.ram[0] = Range {
             start: free.base,
             end: free.base + free.size,
         };
+        info.igvm = Some(params);
         Ok(info)
+    }
+
+    /// The IGVM parameters (secrets and CPUID pages, vCPUs, the guest's memory map, the
+    /// firmware), when the kernel was launched from an IGVM file.
+    pub fn igvm(&self) -> Option<&svsm::boot_params::BootParams> {
+        self.igvm.as_ref()
     }
 
     /// The usable RAM ranges.
