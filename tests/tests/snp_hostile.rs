@@ -423,3 +423,25 @@ fn guest_requests_go_through_shared_pages_and_lying_answers_are_typed() {
         Err(PspError::Hypervisor(u32::MAX))
     );
 }
+
+#[test]
+fn a_firmware_page_swapped_after_the_launch_is_never_accepted() {
+    // The measured image was validated by the launch; a page the host replaced is
+    // assigned but not validated. The SVSM must not validate it (that would accept the
+    // host's contents as the firmware): RMPADJUST refuses it and the boot stops.
+    let image = SnpMachineConfig::default().firmware.image.base;
+    let page = image + 0x5000;
+    let failure = SnpMachine::boot(SnpMachineConfig {
+        swapped_after_launch: vec![page],
+        ..SnpMachineConfig::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        failure.error,
+        SnpError::Rmpadjust(
+            page,
+            svsm::platform::RmpadjustError::Fault(svsm::platform::RmpFault::NotValidated)
+        )
+    );
+    assert_eq!(failure.terminated, svsm_reason(term::RMP));
+}

@@ -418,6 +418,9 @@ pub struct SnpMachineConfig {
     pub hypervisor_cbit: u8,
     /// Lies the hypervisor tells from the start.
     pub hostility: Hostility,
+    /// Pages the hypervisor swaps after the launch, before the SVSM runs (RMPUPDATE:
+    /// assigned again, no longer validated).
+    pub swapped_after_launch: Vec<u64>,
 }
 
 /// A PSP secrets page with a distinct pattern in each VMPCK.
@@ -490,6 +493,7 @@ impl Default for SnpMachineConfig {
             cpuid: test_cpuid(),
             hypervisor_cbit: 51,
             hostility: Hostility::default(),
+            swapped_after_launch: Vec::new(),
         }
     }
 }
@@ -596,6 +600,13 @@ impl SnpMachine {
         machine
             .load(layout.cpuid, &cpuid_bytes)
             .ok_or_else(|| fail_early(launch_error))?;
+
+        for &page in &config.swapped_after_launch {
+            machine.hv_psmash(page);
+            machine
+                .hv_rmpupdate(page, PageSize::Size4K, true)
+                .ok_or_else(|| fail_early(launch_error))?;
+        }
 
         // ---- the SVSM's start-up, the same code the kernel runs ----
         let bsp_gpa = layout.ghcbs.first().map_or(0, |g| g.1);

@@ -4,8 +4,8 @@
 //! What OVMF needs from an SVSM (edk2 `OvmfPkg/ResetVector` SEV metadata, read by the
 //! IGVM builder into [`FirmwareInfo`]; the same steps COCONUT-SVSM performs):
 //! 1. its `SNP_SEC_MEM` ranges validated, zeroed and given to the guest VMPL (read,
-//!    write, both executes), and its image (already validated by the launch) given to
-//!    the guest VMPL;
+//!    write, both executes), and its image (validated by the launch, never validated
+//!    again here) given to the guest VMPL;
 //! 2. a copy of the secrets page at the GPA its metadata names, with the SVSM fields
 //!    ([`super::secrets`]);
 //! 3. a copy of the CPUID page at the GPA its metadata names;
@@ -34,7 +34,8 @@ use super::secrets::SvsmSecrets;
 use super::{GhcbTransport, SnpError};
 use crate::address::{Access, GuestPhysAddr, GuestState, PhysAddr};
 use crate::platform::{
-    PageSize, Platform, PvalidateError, RmpFault, RmpPermissions, Vmpl, PAGE_SIZE, PAGE_SIZE_2M,
+    PageSize, Platform, PvalidateError, RmpFault, RmpPermissions, RmpadjustError, Vmpl, PAGE_SIZE,
+    PAGE_SIZE_2M,
 };
 use crate::requests::Svsm;
 
@@ -73,7 +74,9 @@ pub struct LaunchSummary {
 pub enum Grant {
     /// Validate, zero and grant (firmware scratch memory, the calling area).
     Zeroed,
-    /// Validate (if needed) and grant, keeping the contents (the firmware image).
+    /// Grant only, keeping the contents (the firmware image, validated and measured by
+    /// the launch): a page that is not validated any more was swapped by the host, and
+    /// RMPADJUST refuses it.
     KeepContents,
 }
 
@@ -119,35 +122,39 @@ pub fn grant_range<P: Platform, T: GhcbTransport>(
     let mut summary = LaunchSummary::default();
     let end = start + size;
     let mut addr = start;
+    let grant_page = |addr: u64, size: PageSize| {
+        platform
+            .rmpadjust(PhysAddr::new(addr), size, vmpl, RmpPermissions::RWX, false)
+            .map_err(|e| SnpError::Rmpadjust(addr, e))
+    };
     while addr < end {
         if addr % PAGE_SIZE_2M == 0 && end - addr >= PAGE_SIZE_2M {
-            let large = platform.pvalidate(PhysAddr::new(addr), PageSize::Size2M, true);
-            if large.is_ok() {
-                platform
-                    .rmpadjust(
-                        PhysAddr::new(addr),
-                        PageSize::Size2M,
-                        vmpl,
-                        RmpPermissions::RWX,
-                        false,
-                    )
-                    .map_err(|e| SnpError::Rmpadjust(addr, e))?;
-                summary.pages_granted += PAGE_SIZE_2M / PAGE_SIZE;
-                addr += PAGE_SIZE_2M;
-                continue;
+            let large = match grant {
+                // Measured contents were validated by the launch: never validate them
+                // here, or a page the host swapped in would be accepted.
+                Grant::KeepContents => Ok(()),
+                Grant::Zeroed => platform
+                    .pvalidate(PhysAddr::new(addr), PageSize::Size2M, true)
+                    .map(|_| ())
+                    .map_err(|e| SnpError::Pvalidate(addr, e)),
+            };
+            let granted = large.and_then(|()| grant_page(addr, PageSize::Size2M));
+            match granted {
+                Ok(()) => {
+                    summary.pages_granted += PAGE_SIZE_2M / PAGE_SIZE;
+                    addr += PAGE_SIZE_2M;
+                    continue;
+                }
+                // 4 KiB RMP entries, or (scratch memory) an unassigned page: per page.
+                Err(SnpError::Rmpadjust(_, RmpadjustError::FailSizeMismatch))
+                | Err(SnpError::Pvalidate(_, _)) => {}
+                Err(e) => return Err(e),
             }
-            // FAIL_SIZEMISMATCH (4 KiB RMP entries) or an unassigned page: per page.
         }
-        pvalidate_page(platform, hv, addr, &mut summary)?;
-        platform
-            .rmpadjust(
-                PhysAddr::new(addr),
-                PageSize::Size4K,
-                vmpl,
-                RmpPermissions::RWX,
-                false,
-            )
-            .map_err(|e| SnpError::Rmpadjust(addr, e))?;
+        if grant == Grant::Zeroed {
+            pvalidate_page(platform, hv, addr, &mut summary)?;
+        }
+        grant_page(addr, PageSize::Size4K)?;
         summary.pages_granted += 1;
         addr += PAGE_SIZE;
     }
