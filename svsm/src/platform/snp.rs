@@ -269,6 +269,7 @@ pub mod runtime {
         hv: HvClient<ArchGhcb>,
         start: SnpStart,
         param_block: u64,
+        interrupts: InterruptConfig,
     }
 
     impl SnpRuntime {
@@ -353,10 +354,18 @@ pub mod runtime {
         {
             fail(&hv, &e)
         }
+        // SAFETY: an SEV-SNP guest (the entry found the C-bit), where SEV_STATUS exists.
+        let status = unsafe { read_sev_status() };
+        let interrupts = InterruptConfig {
+            restricted_injection: SevFeatures::from_sev_status(status)
+                .contains(SevFeatures::RESTRICTED_INJECTION),
+            expected: [None; 4],
+        };
         RUNTIME.call_once(|| SnpRuntime {
             hv,
             start,
             param_block: boot_info.into(),
+            interrupts,
         });
         true
     }
@@ -443,9 +452,17 @@ pub mod runtime {
     pub fn handle_interrupt(frame: &mut InterruptFrame) -> bool {
         let Some(rt) = get() else { return false };
         let vector = (frame.vector & 0xFF) as u8;
-        let config = InterruptConfig::default();
+        let config = rt.interrupts;
         match classify(vector, &config) {
             VectorAction::HandleVc => {}
+            // Injected NMI, #DB, #BP, #HV or an external vector: nothing in the SVSM
+            // raises them and under SEV-SNP it takes no interrupts of its own (its APIC
+            // is not set up), so they are noise: no EOI, no fault.
+            VectorAction::Spurious(v) => {
+                log::warn!("snp: ignoring injected vector {v}");
+                return true;
+            }
+            VectorAction::HvDoorbell => return true,
             VectorAction::Fatal(e) => {
                 log::error!(
                     "snp: exception {vector} at rip {:#x}, error code {:#x}",
