@@ -332,10 +332,7 @@ pub mod runtime {
         let hv = HvClient::new(unsafe { ArchGhcb::new(alias, ghcb_gpa) });
         let block = read_phys::<4096>(boot_info.into());
         let Ok((block, _)) = IgvmParamBlock::read_from_prefix(&block) else {
-            fail(
-                &hv,
-                &SnpError::Secrets(svsm_protocol::ParseError::ShortBuffer { need: 4096, got: 0 }),
-            )
+            fail(&hv, &SnpError::BootParams)
         };
         let cpuid = read_phys::<4096>(block.cpuid_gpa);
         let start = match boot::start(&hv, &cpuid) {
@@ -555,7 +552,7 @@ pub mod runtime {
     /// The boot parameters, read again from the measured block and the host's areas.
     fn boot_params(hv: &HvClient<ArchGhcb>, block_gpa: u64) -> crate::boot_params::BootParams {
         let page = read_phys::<4096>(block_gpa);
-        let bad = SnpError::Memory(block_gpa, crate::platform::MemoryError::NotMemory);
+        let bad = SnpError::BootParams;
         let Ok(block) = crate::boot_params::parse_block(&page) else {
             fail(hv, &bad)
         };
@@ -603,12 +600,7 @@ pub mod runtime {
         let cpuid = read_phys::<4096>(block.cpuid_gpa);
         let (svsm_start, svsm_end) = (block.svsm.base, block.svsm.base + block.svsm.size);
         let layout = MemoryLayout::new(guest_regions(&block, params), svsm_start, svsm_end)
-            .unwrap_or_else(|_| {
-                die(SnpError::Memory(
-                    svsm_start,
-                    crate::platform::MemoryError::OutOfRange,
-                ))
-            });
+            .unwrap_or_else(|_| die(SnpError::BootParams));
         let bsp = params.apic_ids().first().copied().unwrap_or(0);
         // SAFETY: the entry's tables identity-map the low 4 GiB with the C-bit; guest
         // memory above 4 GiB is not reachable yet (see the README's SNP notes).

@@ -137,6 +137,8 @@ pub enum SnpError {
     CbitPosition(u8),
     /// The secrets page is unusable.
     Secrets(ParseError),
+    /// The IGVM parameter block or the areas it names are unusable.
+    BootParams,
     /// PVALIDATE failed.
     Pvalidate(u64, PvalidateError),
     /// RMPADJUST failed.
@@ -220,7 +222,7 @@ impl SnpError {
             }
             SnpError::Secrets(_) => svsm(term::SECRETS),
             SnpError::Memory(..) => svsm(term::MEMORY),
-            SnpError::Address(..) | SnpError::Svsm(_) => svsm(term::LAUNCH),
+            SnpError::Address(..) | SnpError::Svsm(_) | SnpError::BootParams => svsm(term::LAUNCH),
             SnpError::Vc(_) => svsm(term::VC),
             SnpError::FatalVector(_) => svsm(term::EXCEPTION),
             SnpError::RunVmpl(_) => svsm(term::RUN),
