@@ -22,6 +22,8 @@ pub const CPUID_COUNT_MAX: usize = 64;
 pub const CPUID_ENTRIES_OFFSET: usize = 16;
 /// Size of one entry.
 pub const CPUID_ENTRY_SIZE: usize = 48;
+/// Offset of the EBX output within an entry.
+pub const CPUID_EBX_OUTPUT_OFFSET: usize = 28;
 /// The leaf that reports the memory encryption features (EBX[5:0] = C-bit position).
 pub const LEAF_MEMORY_ENCRYPTION: u32 = 0x8000_001F;
 
@@ -126,7 +128,7 @@ impl CpuidPage {
                 xcr0_in: u64_at(bytes, e + 8),
                 xss_in: u64_at(bytes, e + 16),
                 eax: u32_at(bytes, e + 24),
-                ebx: u32_at(bytes, e + 28),
+                ebx: u32_at(bytes, e + CPUID_EBX_OUTPUT_OFFSET),
                 ecx: u32_at(bytes, e + 32),
                 edx: u32_at(bytes, e + 36),
             };
@@ -151,7 +153,8 @@ impl CpuidPage {
             page[o + 8..o + 16].copy_from_slice(&e.xcr0_in.to_le_bytes());
             page[o + 16..o + 24].copy_from_slice(&e.xss_in.to_le_bytes());
             page[o + 24..o + 28].copy_from_slice(&e.eax.to_le_bytes());
-            page[o + 28..o + 32].copy_from_slice(&e.ebx.to_le_bytes());
+            page[o + CPUID_EBX_OUTPUT_OFFSET..o + CPUID_EBX_OUTPUT_OFFSET + 4]
+                .copy_from_slice(&e.ebx.to_le_bytes());
             page[o + 32..o + 36].copy_from_slice(&e.ecx.to_le_bytes());
             page[o + 36..o + 40].copy_from_slice(&e.edx.to_le_bytes());
         }

@@ -21,9 +21,8 @@
 // SAFETY: 32-bit code called once by the entry with paging off (all accesses
 // private). It reads the measured parameter block and the CPUID page through their
 // GPAs, and writes only the boot page tables (reached from %edi) and the statics below.
-// The IGVM block's layout is svsm_protocol::igvm_params (magic at 0, cpuid_gpa at 0x38);
-// the CPUID page's is svsm::snp::cpuid (count at 0, entries from 16, 48 bytes each, EBX
-// output at 28).
+// The magic values and offsets are the Rust constants of the IGVM parameter block
+// (svsm_protocol::igvm_params) and the CPUID page (crate::snp::cpuid).
 #[cfg(target_os = "none")]
 core::arch::global_asm!(
     r#"
@@ -31,29 +30,29 @@ core::arch::global_asm!(
     .code32
     .globl snp_early_cbit
 snp_early_cbit:
-    cmp $0x4d564749, %ebp            /* "IGVM": launched from an IGVM file */
+    cmp ${igvm_magic}, %ebp          /* launched from an IGVM file */
     jne 9f
-    cmpl $0x4d565653, (%esi)         /* "SVSM" */
+    cmpl ${block_magic_lo}, (%esi)   /* "SVSM" */
     jne 9f
-    cmpl $0x4d524150, 4(%esi)        /* "PARM" */
+    cmpl ${block_magic_hi}, 4(%esi)  /* "PARM" */
     jne 9f
-    cmpl $0, 0x3c(%esi)              /* cpuid_gpa below 4 GiB */
+    cmpl $0, {cpuid_gpa}+4(%esi)     /* cpuid_gpa below 4 GiB */
     jne 9f
-    mov 0x38(%esi), %ebx
+    mov {cpuid_gpa}(%esi), %ebx
     test %ebx, %ebx
     jz 9f
     mov (%ebx), %ecx                 /* entry count */
-    cmp $64, %ecx
+    cmp ${count_max}, %ecx
     ja 9f
-    lea 16(%ebx), %edx
+    lea {entries}(%ebx), %edx
 1:  test %ecx, %ecx
     jz 9f
-    cmpl $0x8000001f, (%edx)
+    cmpl ${leaf}, (%edx)
     je 2f
-    add $48, %edx
+    add ${entry_size}, %edx
     dec %ecx
     jmp 1b
-2:  mov 28(%edx), %eax
+2:  mov {ebx_out}(%edx), %eax
     and $0x3f, %eax
     cmp $32, %eax
     jb 9f
@@ -146,8 +145,25 @@ snp_ghcb_pt:
     .skip 4096
     .text
 "#,
+    igvm_magic = const IGVM_ENTRY_MAGIC,
+    block_magic_lo = const PARAM_BLOCK_MAGIC as u32,
+    block_magic_hi = const (PARAM_BLOCK_MAGIC >> 32) as u32,
+    cpuid_gpa = const core::mem::offset_of!(IgvmParamBlock, cpuid_gpa),
+    count_max = const CPUID_COUNT_MAX,
+    entries = const CPUID_ENTRIES_OFFSET,
+    entry_size = const CPUID_ENTRY_SIZE,
+    leaf = const LEAF_MEMORY_ENCRYPTION,
+    ebx_out = const CPUID_EBX_OUTPUT_OFFSET,
     options(att_syntax)
 );
+
+#[cfg(target_os = "none")]
+use crate::snp::cpuid::{
+    CPUID_COUNT_MAX, CPUID_EBX_OUTPUT_OFFSET, CPUID_ENTRIES_OFFSET, CPUID_ENTRY_SIZE,
+    LEAF_MEMORY_ENCRYPTION,
+};
+#[cfg(target_os = "none")]
+use svsm_protocol::igvm_params::{IgvmParamBlock, IGVM_ENTRY_MAGIC, PARAM_BLOCK_MAGIC};
 
 #[cfg(target_os = "none")]
 unsafe extern "C" {
