@@ -236,6 +236,7 @@ impl Platform for SnpPlatform {
 #[cfg(target_os = "none")]
 pub mod runtime {
     use alloc::vec::Vec;
+    use core::sync::atomic::{AtomicBool, Ordering};
 
     use spin::Once;
     use svsm_protocol::ghcb::PageState;
@@ -280,6 +281,8 @@ pub mod runtime {
     }
 
     static RUNTIME: Once<SnpRuntime> = Once::new();
+    /// Set once a fatal error is being reported; port I/O is dropped from then on.
+    static FAILING: AtomicBool = AtomicBool::new(false);
 
     /// The runtime, once [`early_init`] set it up (only under SEV-SNP).
     pub fn get() -> Option<&'static SnpRuntime> {
@@ -289,11 +292,15 @@ pub mod runtime {
     /// Stops the VM with `error`'s reason: a termination request, then halt forever.
     pub fn fail(_hv: &HvClient<ArchGhcb>, error: &SnpError) -> ! {
         let reason: TerminateReason = error.termination_reason();
-        log::error!(
-            "snp: fatal: {error}; terminating (reason set {}, code {})",
-            reason.set,
-            reason.code
-        );
+        // Log once: if the console itself (port I/O through the GHCB) is what failed,
+        // logging again would recurse.
+        if !FAILING.swap(true, Ordering::SeqCst) {
+            log::error!(
+                "snp: fatal: {error}; terminating (reason set {}, code {})",
+                reason.set,
+                reason.code
+            );
+        }
         // Straight to the MSR, past the GHCB's lock: the failure may have struck while
         // this vCPU held it (a #VC inside a GHCB call).
         let request = svsm_protocol::ghcb::MsrRequest::Terminate {
@@ -397,6 +404,9 @@ pub mod runtime {
     /// Port output under SEV-SNP (through the GHCB); `false` when not under SEV-SNP.
     pub fn port_out(port: u16, bytes: u8, value: u32) -> bool {
         let Some(rt) = get() else { return false };
+        if FAILING.load(Ordering::SeqCst) {
+            return true;
+        }
         if let Err(e) = rt.hv.io_out(port, io_size(bytes), value.into()) {
             fail(&rt.hv, &e)
         }
@@ -406,6 +416,9 @@ pub mod runtime {
     /// Port input under SEV-SNP (through the GHCB); `None` when not under SEV-SNP.
     pub fn port_in(port: u16, bytes: u8) -> Option<u32> {
         let rt = get()?;
+        if FAILING.load(Ordering::SeqCst) {
+            return Some(u32::MAX);
+        }
         match rt.hv.io_in(port, io_size(bytes)) {
             Ok(value) => Some(value as u32),
             Err(e) => fail(&rt.hv, &e),
