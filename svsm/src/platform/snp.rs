@@ -643,14 +643,17 @@ pub mod runtime {
             },
             Services::new().with_vtpm(crate::requests::vtpm::service(vtpm)),
         );
-        // The boot VMSA: one page of SVSM memory from the heap.
-        let vmsa_layout = core::alloc::Layout::from_size_align(4096, 4096)
-            .unwrap_or_else(|_| die(SnpError::FatalVector(0)));
-        // SAFETY: a non-zero-sized layout; the page is leaked: it lives as long as the VM.
-        let vmsa_page = unsafe { alloc::alloc::alloc_zeroed(vmsa_layout) } as u64;
-        if vmsa_page == 0 {
+        // The boot VMSA: the second page of an 8 KiB-aligned pair from the heap, so it is
+        // never 2 MiB aligned (Linux `snp_alloc_vmsa_page`: an SNP erratum makes the CPU
+        // signal an RMP violation when a large page collides with a VMSA's RMP entry).
+        let vmsa_layout = core::alloc::Layout::from_size_align(8192, 8192)
+            .unwrap_or_else(|_| die(SnpError::Memory(0, crate::platform::MemoryError::NotMemory)));
+        // SAFETY: a non-zero-sized layout; the pages are leaked: they live as long as the VM.
+        let pair = unsafe { alloc::alloc::alloc_zeroed(vmsa_layout) } as u64;
+        if pair == 0 {
             die(SnpError::Memory(0, crate::platform::MemoryError::NotMemory));
         }
+        let vmsa_page = pair + PAGE_SIZE;
         // SAFETY: reads SEV_STATUS in an SEV guest (the entry found the C-bit).
         let status = unsafe { read_sev_status() };
         let plan = GuestLaunch {
