@@ -425,10 +425,22 @@ pub mod runtime {
         }
     }
 
-    /// Makes `[start, end)` of SVSM memory usable: PVALIDATE, 2 MiB where aligned; pages
-    /// the launch already validated are fine (CF = 1).
+    /// Makes `[start, end)` of SVSM memory usable: private first when the host says
+    /// memory outside the IGVM file starts shared (IGVM environment flag), then
+    /// PVALIDATE, 2 MiB where aligned; pages the launch already validated are fine
+    /// (CF = 1).
     pub fn validate_svsm_memory(start: u64, end: u64) {
         let Some(rt) = get() else { return };
+        if boot_params(&rt.hv, rt.param_block).memory_is_shared() {
+            for page in (start..end).step_by(PAGE_SIZE as usize) {
+                if let Err(e) = rt
+                    .hv
+                    .page_state_change(page / PAGE_SIZE, PageState::Private)
+                {
+                    fail(&rt.hv, &e)
+                }
+            }
+        }
         let mut addr = start;
         while addr < end {
             let size = if addr % PAGE_SIZE_2M == 0 && end - addr >= PAGE_SIZE_2M {
