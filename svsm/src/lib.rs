@@ -19,5 +19,6 @@ pub mod arch;
 pub mod boot_params;
 pub mod error;
 pub mod platform;
+pub mod psp;
 pub mod requests;
 pub mod snp;

@@ -4,6 +4,7 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod attest;
 mod core;
 mod igvm;
 mod kernel;
@@ -99,6 +100,7 @@ fn test() -> Result<()> {
     kernel::clippy()?;
     kernel::test()?;
     kernel::test_tpm2_tools()?;
+    attest::cli_checks()?;
     println!("xtask: every test level passed");
     Ok(())
 }
