@@ -604,8 +604,8 @@ pub mod runtime {
         }
     }
 
-    /// Launches the guest and runs the request loop on the boot vCPU, serving the core
-    /// and vTPM protocols (the latter with `vtpm`); never returns. Halts at once if
+    /// Launches the guest and runs the request loop on the boot vCPU, serving the core,
+    /// attestation and vTPM protocols (the last with `vtpm`); never returns. Halts at once if
     /// [`early_init`] did not run.
     pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
         let Some(rt) = get() else {
@@ -646,6 +646,17 @@ pub mod runtime {
             request: (request.1, request.0),
             response: (response.1, response.0),
         });
+        // The vTPM, and attestation over the PSP channel with VMPCK0 (copied into the
+        // messenger in SVSM memory; the guest's secrets copy has it zeroed).
+        let ek_public = vtpm.ek_public().to_vec();
+        let services = Services::new()
+            .with_attestation(crate::requests::attest::service(
+                crate::psp::GuestMessenger::new(*secrets.vmpck0(), 0),
+                alloc::vec![alloc::boxed::Box::new(
+                    crate::requests::attest::StaticEvidence::vtpm(&ek_public)
+                )],
+            ))
+            .with_vtpm(crate::requests::vtpm::service(vtpm));
         let svsm = Svsm::new(
             platform,
             SvsmConfig {
@@ -653,7 +664,7 @@ pub mod runtime {
                 layout,
                 apic_ids: params.apic_ids().to_vec(),
             },
-            Services::new().with_vtpm(crate::requests::vtpm::service(vtpm)),
+            services,
         );
         // The boot VMSA: the second page of an 8 KiB-aligned pair from the heap, so it is
         // never 2 MiB aligned (Linux `snp_alloc_vmsa_page`: an SNP erratum makes the CPU
