@@ -9,6 +9,7 @@ mod core;
 mod igvm;
 mod kernel;
 mod setup;
+mod snp;
 mod vtpm;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +29,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Build everything and run the SVSM, serving its vTPM to host TPM clients.
-    Run,
+    Run {
+        /// Launch the IGVM file with a Linux guest on an SEV-SNP host instead
+        /// (scripts/snp/launch.sh; arguments after `--` go to the script).
+        #[arg(long)]
+        snp: bool,
+        /// Arguments for scripts/snp/launch.sh.
+        #[arg(last = true)]
+        launch_args: Vec<String>,
+    },
     /// Run every test level this machine supports.
     Test,
     /// Run the benchmarks and print their figures (not a pass/fail gate).
@@ -47,7 +56,15 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Setup => setup::ensure(),
         Cmd::Test => test(),
-        Cmd::Run => run(),
+        Cmd::Run {
+            snp: true,
+            launch_args,
+        } => snp::run(&launch_args, || {
+            setup::ensure()?;
+            step("build", cargo(&["build", "--workspace", "--release"]))?;
+            igvm::package()
+        }),
+        Cmd::Run { .. } => run(),
         Cmd::Bench => bench(),
         Cmd::Coverage => crate::core::coverage(),
     }
