@@ -116,10 +116,11 @@ pub trait Vtpm {
         (PlatformCommands::SEND_COMMAND, VtpmFeatures::empty())
     }
 
-    /// Handles a TPM_SEND_COMMAND request held in `buffer` (the service's private copy
-    /// of the guest's 4096-byte buffer; a shorter one is refused) and writes the response
-    /// into the same buffer; returns the response's length (4 + the TPM response). On
-    /// error the buffer holds no response and nothing changed.
+    /// Handles a TPM_SEND_COMMAND request held in `buffer` (the service's private
+    /// 4096-byte copy of the guest's buffer, of which only the request's header and the
+    /// command it announces need to be copied in; a shorter buffer is refused) and
+    /// writes the response into the same buffer; returns the response's length (4 + the
+    /// TPM response). On error the buffer holds no response and nothing changed.
     fn handle_request(&mut self, buffer: &mut [u8]) -> Result<usize, VtpmError>;
 
     /// The endorsement key made at start-up with template L-1, as a TPMT_PUBLIC.

@@ -332,6 +332,9 @@ impl Platform for GhcbPlatform {
     ) -> Result<(), MemoryError> {
         self.machine.read_guest(range, offset, buf)
     }
+    fn check_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
+        self.machine.check_guest(range)
+    }
     fn write_guest(
         &self,
         range: &CheckedRange,

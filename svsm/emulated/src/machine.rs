@@ -488,6 +488,15 @@ impl Platform for EmulatedSnp {
         Ok(())
     }
 
+    fn check_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
+        let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
+        let addr = sub_range(range, 0, len)?;
+        let m = self.lock();
+        m.svsm_access(addr, range.len(), false)?;
+        m.bytes(addr, len).ok_or(MemoryError::NotMemory)?;
+        Ok(())
+    }
+
     fn write_guest(
         &self,
         range: &CheckedRange,

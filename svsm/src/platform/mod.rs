@@ -250,6 +250,25 @@ pub trait Platform: Send + Sync {
         buf: &mut [u8],
     ) -> Result<(), MemoryError>;
 
+    /// Checks, without copying, that all of `range` can be read as
+    /// [`read_guest`](Self::read_guest) reads it: for a handler that must know a whole
+    /// buffer is usable before it acts but copies only the part the request occupies.
+    /// By default, reads one byte of every page the range touches.
+    fn check_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
+        let start = range.start().raw();
+        let mut offset = 0;
+        while offset < range.len() {
+            self.read_guest(range, offset, &mut [0u8])?;
+            // The start of the next page, as an offset into the range.
+            let page = (start + offset) & !(PAGE_SIZE - 1);
+            match page.checked_add(PAGE_SIZE) {
+                Some(next) => offset = next - start,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
     /// Copies `data` into guest memory at `offset` within `range`.
     fn write_guest(
         &self,
@@ -322,6 +341,9 @@ macro_rules! forward_platform {
                 buf: &mut [u8],
             ) -> Result<(), MemoryError> {
                 (**self).read_guest(range, offset, buf)
+            }
+            fn check_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
+                (**self).check_guest(range)
             }
             fn write_guest(
                 &self,

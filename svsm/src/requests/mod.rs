@@ -56,9 +56,6 @@ use svsm_protocol::call::{CallCode, Protocol};
 use svsm_protocol::calling_area::CALL_PENDING_OFFSET;
 use svsm_protocol::SvsmResultCode;
 
-use svsm_protocol::vmsa::Vmsa;
-use zerocopy::IntoBytes;
-
 use crate::address::{
     Access, AddressError, CheckedRange, GuestPhysAddr, GuestState, MemoryLayout, PhysAddr, VmsaPage,
 };
@@ -92,6 +89,18 @@ pub mod vmsa {
     pub const SEV_FEATURES: u64 = offset_of!(Vmsa, sev_features) as u64;
     /// Guest exit code (u64).
     pub const GUEST_EXIT_CODE: u64 = offset_of!(Vmsa, guest_exit_code) as u64;
+
+    /// The end of the fields a call reads from the guest VMSA (EFER, RAX, RCX, RDX, R8,
+    /// R9, the exit code): the request loop copies only the VMSA's first bytes up to it.
+    pub const CALL_FIELDS_END: usize = offset_of!(Vmsa, guest_exit_code) + 8;
+    const _: () = assert!(
+        offset_of!(Vmsa, efer) + 8 <= CALL_FIELDS_END
+            && offset_of!(Vmsa, rax) + 8 <= CALL_FIELDS_END
+            && offset_of!(Vmsa, rcx) + 8 <= CALL_FIELDS_END
+            && offset_of!(Vmsa, rdx) + 8 <= CALL_FIELDS_END
+            && offset_of!(Vmsa, r8) + 8 <= CALL_FIELDS_END
+            && offset_of!(Vmsa, r9) + 8 <= CALL_FIELDS_END
+    );
 }
 
 /// The registers of one call: inputs on entry, outputs (as a handler leaves them) on
@@ -225,6 +234,21 @@ pub enum RequestOutcome {
     NotServiced(NotServiced),
 }
 
+/// The first [`vmsa::CALL_FIELDS_END`] bytes of a guest VMSA: all a call reads from it.
+struct CallFields([u8; vmsa::CALL_FIELDS_END]);
+
+impl CallFields {
+    /// The u64 field at byte `offset` (one of the [`vmsa`] offsets below
+    /// [`vmsa::CALL_FIELDS_END`]).
+    fn u64_at(&self, offset: u64) -> u64 {
+        usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.0.get(start..start.checked_add(8)?))
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map_or(0, u64::from_le_bytes)
+    }
+}
+
 /// The SVSM: a platform, the registry of guest vCPUs, and the protocol services.
 pub struct Svsm<P: Platform> {
     platform: P,
@@ -302,6 +326,17 @@ impl<'a, P: Platform> CallContext<'a, P> {
         Ok(())
     }
 
+    /// Checks, under the same lock and without copying, that `len` bytes of guest RAM
+    /// at `gpa` could be read by [`read_guest`](Self::read_guest). For a handler that
+    /// needs a whole buffer usable before it acts but copies only part of it; each later
+    /// copy is checked again.
+    pub fn check_guest(&self, gpa: GuestPhysAddr, len: u64) -> Result<(), SvsmError> {
+        let state = self.svsm.state.read();
+        let range = state.check(gpa, len, Access::Data)?;
+        self.svsm.platform.check_guest(&range)?;
+        Ok(())
+    }
+
     /// Copies `data` into guest RAM at `gpa`, after the same check.
     pub fn write_guest(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), SvsmError> {
         let state = self.svsm.state.read();
@@ -372,16 +407,13 @@ impl<P: Platform> Svsm<P> {
             let Some((vmsa, ca)) = state.call_target(apic_id) else {
                 return RequestOutcome::NotServiced(NotServiced::NoGuestVmsa);
             };
-            // One copy of the guest VMSA: exit code, EFER and registers.
-            let mut guest = Vmsa::zeroed();
-            if self
-                .platform
-                .read_vmsa(&vmsa, 0, guest.as_mut_bytes())
-                .is_err()
-            {
+            // One copy of the part of the guest VMSA a call uses: EFER, the registers
+            // and the exit code.
+            let mut guest = CallFields([0; vmsa::CALL_FIELDS_END]);
+            if self.platform.read_vmsa(&vmsa, 0, &mut guest.0).is_err() {
                 return RequestOutcome::NotServiced(NotServiced::VmsaUnreadable);
             }
-            if !guest.exited_with_vmgexit() {
+            if guest.u64_at(vmsa::GUEST_EXIT_CODE) != vmsa::VMGEXIT_EXIT_CODE {
                 return RequestOutcome::NotServiced(NotServiced::NotVmgexit);
             }
             // Take call_pending in the calling area that is current now, before the
@@ -396,10 +428,16 @@ impl<P: Platform> Svsm<P> {
 
         // While the SVSM works on the call the hypervisor must not run this VMSA. If the
         // write fails, so will the write-back: the call then has no visible result.
-        let efer = guest.efer;
+        let efer = guest.u64_at(vmsa::EFER);
         let _ = self.write_vmsa_u64(&vmsa, vmsa::EFER, efer & !vmsa::EFER_SVME);
 
-        let mut regs = guest.call_registers();
+        let mut regs = CallRegisters {
+            rax: guest.u64_at(vmsa::RAX),
+            rcx: guest.u64_at(vmsa::RCX),
+            rdx: guest.u64_at(vmsa::RDX),
+            r8: guest.u64_at(vmsa::R8),
+            r9: guest.u64_at(vmsa::R9),
+        };
         let code = match self.dispatch(apic_id, &mut regs) {
             Ok(()) => SvsmResultCode::SUCCESS,
             Err(e) => {

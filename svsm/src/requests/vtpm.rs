@@ -2,8 +2,9 @@
 //!
 //! SVSM_VTPM_CMD takes the GPA of one 4096-byte buffer that carries a
 //! TPM_SEND_COMMAND request in and the response out (58019 "vTPM Protocol", Linux
-//! `include/linux/tpm_svsm.h`). The whole buffer is copied into SVSM memory before the
-//! request is parsed, and only that copy is parsed. Every guest access goes through
+//! `include/linux/tpm_svsm.h`). The whole buffer is checked, and the bytes the request
+//! occupies are copied into SVSM memory, before the request is parsed; only that copy is
+//! parsed. Every guest access goes through
 //! [`CallContext`], which refuses ranges outside guest RAM, inside SVSM memory or on a
 //! VMSA. TPM errors travel inside the TPM response with RAX = SUCCESS; a refused request
 //! (platform command, locality, size, address) leaves the guest buffer and the TPM
@@ -17,9 +18,12 @@ use alloc::sync::Arc;
 
 use spin::mutex::SpinMutex as Mutex;
 use svsm_protocol::call::VtpmCall;
-use svsm_protocol::vtpm::{MAX_COMMAND_SIZE, SEND_COMMAND_REQUEST_HEADER_SIZE, VTPM_BUFFER_MAX};
+use svsm_protocol::vtpm::{
+    SendCommandRequestHeader, MAX_COMMAND_SIZE, SEND_COMMAND_REQUEST_HEADER_SIZE, VTPM_BUFFER_MAX,
+};
 use svsm_protocol::{Field, ParseError};
 use vtpm::{Vtpm, VtpmError};
+use zerocopy::FromBytes;
 
 use super::{CallContext, ProtocolService, VersionRange};
 use crate::address::GuestPhysAddr;
@@ -110,16 +114,27 @@ impl<P: Platform, V: Vtpm + Send> ProtocolService<P> for Arc<VtpmProtocol<V>> {
 /// SVSM_VTPM_CMD: copy in, run, copy the response out.
 ///
 /// The buffer is the 4096 bytes at RCX, all of which must be guest RAM outside SVSM
-/// memory: checking (and copying) the whole of it before the command runs means the
-/// response, which may be longer than the request, can always be written back, so a
-/// refused request never leaves a command executed behind it.
+/// memory: checking the whole of it before the command runs means the response, which
+/// may be longer than the request, can always be written back, so a refused request
+/// never leaves a command executed behind it. Only the bytes the request occupies are
+/// copied in (its header, then the command the header announces, if the transport
+/// carries that size), each byte once; only the service parses them, from the copy.
 fn send_command<P: Platform, V: Vtpm>(
     call: &mut CallContext<'_, P>,
     inner: &mut Inner<V>,
 ) -> Result<(), SvsmError> {
     let gpa = GuestPhysAddr::new(call.regs().rcx);
     let Inner { vtpm, buffer } = inner;
-    call.read_guest(gpa, &mut buffer[..])?;
+    call.check_guest(gpa, VTPM_BUFFER_MAX as u64)?;
+    let (header, rest) = buffer.split_at_mut(SEND_COMMAND_REQUEST_HEADER_SIZE);
+    call.read_guest(gpa, header)?;
+    let (request, _) =
+        SendCommandRequestHeader::read_from_prefix(header).map_err(|_| SvsmError::InvalidFormat)?;
+    let size = request.size.get() as usize;
+    if let Some(command) = rest.get_mut(..size).filter(|c| !c.is_empty()) {
+        let at = GuestPhysAddr::new(gpa.raw() + SEND_COMMAND_REQUEST_HEADER_SIZE as u64);
+        call.read_guest(at, command)?;
+    }
     // The response is written over the request in the same private buffer.
     let len = vtpm.handle_request(&mut buffer[..]).map_err(vtpm_error)?;
     let response = buffer.get(..len).ok_or(SvsmError::InvalidFormat)?;
