@@ -96,7 +96,7 @@ impl Path for Svsm<'_> {
     fn run(&mut self, command: &mut [u8]) -> Result<(u32, Duration)> {
         let mut backend = self.backend.borrow_mut();
         let start = Instant::now();
-        let response = backend.command(0, command)?;
+        let response = svsm_round_trip(&mut backend, command)?;
         let elapsed = start.elapsed();
         self.response = response;
         if let Some(index) = self.sampling {
@@ -111,6 +111,14 @@ impl Path for Svsm<'_> {
     fn sampling(&mut self, index: Option<usize>) {
         self.sampling = index;
     }
+}
+
+/// One command through the whole SVSM path (guest driver to engine and back). Never
+/// inlined, so that an instruction counter (`--count` under callgrind) can tell the
+/// path's instructions from the engine's (`TPMLIB_Process`).
+#[inline(never)]
+fn svsm_round_trip(backend: &mut Backend, command: &[u8]) -> Result<Vec<u8>> {
+    Ok(backend.command(0, command)?)
 }
 
 /// (c) swtpm's data channel: raw TPM commands over TCP.
@@ -235,6 +243,30 @@ fn quote(key: u32) -> Vec<u8> {
         .build()
 }
 
+fn get_random() -> Vec<u8> {
+    CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17B)
+        .u16(32)
+        .build()
+}
+
+fn pcr_extend() -> Vec<u8> {
+    CommandBuilder::new(tpm::ST_SESSIONS, 0x182)
+        .u32(16)
+        .password_auth()
+        .u32(1)
+        .u16(ALG_SHA256)
+        .bytes(&[0x11; 32])
+        .build()
+}
+
+fn pcr_read() -> Vec<u8> {
+    CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17E)
+        .u32(1)
+        .u16(ALG_SHA256)
+        .bytes(&[3, 0, 0, 1])
+        .build()
+}
+
 /// The commands measured, in order.
 const COMMANDS: [&str; 8] = [
     "GetRandom(32)",
@@ -264,21 +296,7 @@ fn measure(paths: &mut [&mut dyn Path], scale: usize) -> Result<Vec<Vec<Vec<Dura
     )?)
     .context("RSA key")?
     .handle;
-    let get_random = CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17B)
-        .u16(32)
-        .build();
-    let extend = CommandBuilder::new(tpm::ST_SESSIONS, 0x182)
-        .u32(16)
-        .password_auth()
-        .u32(1)
-        .u16(ALG_SHA256)
-        .bytes(&[0x11; 32])
-        .build();
-    let read = CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17E)
-        .u32(1)
-        .u16(ALG_SHA256)
-        .bytes(&[3, 0, 0, 1])
-        .build();
+    let (get_random, extend, read) = (get_random(), pcr_extend(), pcr_read());
     let mut samples_by_path = vec![Vec::new(); paths.len()];
     let plain: [(&[u8], usize); 3] = [(&get_random, 2000), (&extend, 2000), (&read, 2000)];
     for (index, (command, n)) in plain.into_iter().enumerate() {
@@ -293,8 +311,9 @@ fn measure(paths: &mut [&mut dyn Path], scale: usize) -> Result<Vec<Vec<Vec<Dura
     let create = tpm::create_primary(RH_OWNER, &ecc_signing_template());
     let mut creates = vec![Vec::new(); paths.len()];
     let mut flushes = vec![Vec::new(); paths.len()];
-    for _ in 0..100 * scale {
-        for (i, path) in paths.iter_mut().enumerate() {
+    for round in 0..200 * scale {
+        for i in order(round, paths.len()) {
+            let path = &mut *paths[i];
             path.sampling(Some(3));
             let mut c = create.clone();
             let (rc, t) = path.run(&mut c)?;
@@ -318,9 +337,9 @@ fn measure(paths: &mut [&mut dyn Path], scale: usize) -> Result<Vec<Vec<Vec<Dura
         samples_by_path[i].push(samples);
     }
     let signed: [(Vec<u8>, usize); 3] = [
-        (sign(rsa, 0x0014), 100),
+        (sign(rsa, 0x0014), 200),
         (sign(ecc, 0x0018), 300),
-        (quote(rsa), 100),
+        (quote(rsa), 200),
     ];
     for (index, (command, n)) in (4..).zip(signed) {
         for (i, m) in time(paths, index, &command, n * scale)?
@@ -336,6 +355,13 @@ fn measure(paths: &mut [&mut dyn Path], scale: usize) -> Result<Vec<Vec<Vec<Dura
     ok(&mut *paths[0], tpm::flush_context(ecc))?;
     ok(&mut *paths[0], tpm::flush_context(rsa))?;
     Ok(samples_by_path)
+}
+
+/// The order in which round `round` runs the `n` paths: forwards in even rounds,
+/// backwards in odd ones, so that no path always runs in the other's wake (with the
+/// caches and predictors as the other left them).
+fn order(round: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| if round % 2 == 0 { k } else { n - 1 - k })
 }
 
 /// The median of `samples`, in µs.
@@ -374,8 +400,9 @@ fn time(
     for path in paths.iter_mut() {
         path.sampling(Some(index));
     }
-    for _ in 0..n {
-        for (i, path) in paths.iter_mut().enumerate() {
+    for round in 0..n {
+        for i in order(round, paths.len()) {
+            let path = &mut *paths[i];
             buf.copy_from_slice(command);
             let (rc, t) = path.run(&mut buf)?;
             if rc != 0 {
@@ -388,6 +415,58 @@ fn time(
         path.sampling(None);
     }
     Ok(samples)
+}
+
+/// What runs before each probe of [`probe`].
+const PROBES: [&str; 3] = [
+    "a GetRandom(32) on (a)",
+    "a Sign RSA-2048 on (a)",
+    "32 MiB of memory traffic (no TPM work)",
+];
+
+/// Where the SVSM path's cost after a heavy command comes from: the path cost of the
+/// same cheap command (GetRandom) through (b), `n` times after each of [`PROBES`],
+/// round-robin. If it rises after an RSA sign as much as after memory traffic that runs
+/// no TPM code at all, the extra cost is the cache state the path finds, not work the
+/// path does for heavy commands.
+fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64; 3]> {
+    let rsa = tpm::parse_create_primary(&ok(
+        direct,
+        tpm::create_primary(RH_OWNER, &rsa_signing_template()),
+    )?)
+    .context("RSA key")?
+    .handle;
+    let sign = sign(rsa, 0x0014);
+    let random = get_random();
+    let mut traffic = vec![0u8; 32 << 20];
+    for round in 0..n + 5 {
+        for (i, _) in PROBES.iter().enumerate() {
+            match i {
+                0 => {
+                    ok(direct, random.clone())?;
+                }
+                1 => {
+                    ok(direct, sign.clone())?;
+                }
+                _ => {
+                    for line in traffic.chunks_mut(64) {
+                        line[0] = line[0].wrapping_add(1);
+                    }
+                    std::hint::black_box(&mut traffic);
+                }
+            }
+            // The first rounds are a warm-up.
+            svsm.sampling((round >= 5).then_some(COMMANDS.len() + i));
+            let (rc, _) = svsm.run(&mut random.clone())?;
+            svsm.sampling(None);
+            if rc != 0 {
+                bail!("GetRandom failed with {rc:#x}");
+            }
+        }
+    }
+    ok(direct, tpm::flush_context(rsa))?;
+    let cost = |i: usize| median(&svsm.path_cost[COMMANDS.len() + i]);
+    Ok([cost(0), cost(1), cost(2)])
 }
 
 /// A free TCP port on loopback.
@@ -471,7 +550,82 @@ fn openssl_sign_times() -> Result<(f64, f64)> {
     }
 }
 
+/// One SVSM on the emulated machine whose vTPM runs the timed libtpms engine.
+fn new_backend() -> Result<Backend> {
+    Backend::with_service(Box::new(|| {
+        let inner = LibTpms::power_on(Box::new(OsEntropy))
+            .map_err(|e| BackendError::Transport(e.to_string()))?;
+        Service::start(Timed {
+            inner,
+            last: Duration::ZERO,
+        })
+        .map_err(|e| BackendError::Transport(e.to_string()))
+    }))
+    .context("cannot start the SVSM on the emulated machine")
+}
+
+/// `vtpm-bench --count <command> <n>`: runs `n` of one command through (b) only and
+/// prints nothing; made for an instruction count of the SVSM path, e.g.
+/// `valgrind --tool=callgrind --toggle-collect='*count_loop*' vtpm-bench --count sign-rsa 20`
+/// then (inclusive) `count_loop` minus `TPMLIB_Process`, divided by `n`.
+fn count(which: &str, n: &str) -> Result<()> {
+    let n: usize = n
+        .parse()
+        .with_context(|| format!("--count: {n:?} is not a number of commands"))?;
+    let backend = RefCell::new(new_backend()?);
+    let mut svsm = Svsm {
+        backend: &backend,
+        response: Vec::new(),
+        sampling: None,
+        path_cost: Vec::new(),
+    };
+    let key = |path: &mut Svsm<'_>, template: Vec<u8>| -> Result<u32> {
+        Ok(
+            tpm::parse_create_primary(&ok(path, tpm::create_primary(RH_OWNER, &template))?)
+                .context("CreatePrimary response")?
+                .handle,
+        )
+    };
+    let command = match which {
+        "get-random" => get_random(),
+        "pcr-extend" => pcr_extend(),
+        "pcr-read" => pcr_read(),
+        "sign-ecc" => sign(key(&mut svsm, ecc_signing_template())?, 0x0018),
+        "sign-rsa" => sign(key(&mut svsm, rsa_signing_template())?, 0x0014),
+        "quote" => quote(key(&mut svsm, rsa_signing_template())?),
+        _ => bail!(
+            "--count: unknown command {which:?} (get-random, pcr-extend, pcr-read, sign-ecc, \
+             sign-rsa, quote)"
+        ),
+    };
+    // Warm-up, as in the timed runs (a first use may answer TPM_RC_RETRY).
+    for _ in 0..5 {
+        svsm.run(&mut command.clone())?;
+    }
+    count_loop(&backend, &command, n)
+}
+
+/// The counted part of [`count`]: `n` round trips through the SVSM path.
+#[inline(never)]
+fn count_loop(backend: &RefCell<Backend>, command: &[u8], n: usize) -> Result<()> {
+    let mut backend = backend.borrow_mut();
+    for _ in 0..n {
+        let response = svsm_round_trip(&mut backend, command)?;
+        let rc = code(&response)?;
+        if rc != 0 {
+            bail!("the counted command failed with {rc:#x}");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => {}
+        [flag, which, n] if flag == "--count" => return count(which, n),
+        _ => bail!("usage: vtpm-bench [--count <command> <n>]"),
+    }
     let scale = std::env::var("VTPM_BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -480,19 +634,8 @@ fn main() -> Result<()> {
 
     // (a) and (b): one SVSM on the emulated machine; its engine is measured directly
     // and through the whole SVSM path, alternately.
-    let (a, b, path_cost) = {
-        let backend = RefCell::new(
-            Backend::with_service(Box::new(|| {
-                let inner = LibTpms::power_on(Box::new(OsEntropy))
-                    .map_err(|e| BackendError::Transport(e.to_string()))?;
-                Service::start(Timed {
-                    inner,
-                    last: Duration::ZERO,
-                })
-                .map_err(|e| BackendError::Transport(e.to_string()))
-            }))
-            .context("cannot start the SVSM on the emulated machine")?,
-        );
+    let (a, b, path_cost, probe) = {
+        let backend = RefCell::new(new_backend()?);
         let mut direct = Direct {
             backend: &backend,
             response: Vec::new(),
@@ -501,12 +644,13 @@ fn main() -> Result<()> {
             backend: &backend,
             response: Vec::new(),
             sampling: None,
-            path_cost: vec![Vec::new(); COMMANDS.len()],
+            path_cost: vec![Vec::new(); COMMANDS.len() + PROBES.len()],
         };
         let mut m = measure(&mut [&mut svsm, &mut direct], scale)?;
         let a = m.pop().context("direct samples")?;
         let b = m.pop().context("SVSM samples")?;
-        (a, b, svsm.path_cost)
+        let probe = probe(&mut direct, &mut svsm, 200 * scale)?;
+        (a, b, svsm.path_cost, probe)
     };
 
     // (c) swtpm over its TCP data channel, with the same commands.
@@ -536,12 +680,26 @@ fn main() -> Result<()> {
             median_f64(&mut d)
         })
         .collect();
-    let cost: Vec<f64> = path_cost.iter().map(|s| median(s)).collect();
+    let cost: Vec<f64> = path_cost[..COMMANDS.len()]
+        .iter()
+        .map(|s| median(s))
+        .collect();
     let a: Vec<f64> = a.iter().map(|s| median(s)).collect();
     let b: Vec<f64> = b.iter().map(|s| median(s)).collect();
     let c: Vec<f64> = c.iter().map(|s| median(s)).collect();
 
     println!("vTPM per-command latency, medians in microseconds (release build)");
+    println!(
+        "Method: (a) is the libtpms engine called directly (TPMLIB_Process, no service, no \
+         SVSM);\n  (b) is the whole SVSM path on the emulated machine, on the same engine \
+         instance: guest driver, calling area,\n  SVSM_VTPM_CMD, request loop, vTPM service, \
+         engine and back. Each round runs a command once on (a) and once on (b),\n  \
+         alternating which goes first; both get the same warm-up (5 runs). Columns: \
+         (b)-(a) = difference of the medians;\n  paired = median of (b) minus the (a) \
+         sample of the same round; path = median of each (b) round trip minus the\n  \
+         engine's own time inside that round trip (the SVSM path's cost, free of the \
+         engine's run-to-run noise)."
+    );
     println!(
         "{:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>7}",
         "command",
@@ -576,6 +734,13 @@ fn main() -> Result<()> {
         median_f64(&mut costs),
         worst
     );
+    println!(
+        "Path cost of GetRandom(32) through (b) (median µs), depending on what ran just \
+         before it:"
+    );
+    for (name, cost) in PROBES.iter().zip(probe) {
+        println!("  {name:<48} {cost:>6.2}");
+    }
     println!("Sign against OpenSSL's raw sign (`openssl speed`):");
     println!(
         "  RSA-2048:   openssl {:.2} µs, (a) engine {:.2} µs ({:.2}x), (b) SVSM path {:.2} µs ({:.2}x)",
