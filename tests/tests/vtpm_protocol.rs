@@ -403,6 +403,28 @@ fn buffers_outside_guest_ram_or_into_svsm_memory_are_refused() {
 }
 
 #[test]
+fn a_buffer_running_into_a_page_the_guest_never_validated_is_refused_before_the_command() {
+    let b = boot();
+    let before = pcr_read(&b, 16);
+    // The request, and its response, fit in the validated page; the 4096-byte buffer
+    // runs on into the next page, which the guest never validated. The SVSM copies in
+    // only the request's bytes, but checks the whole buffer first.
+    let gpa = BUF + 0x1000 - 128;
+    let cmd = pcr_extend(16, &[7; 32]);
+    let rax = b.send_at(gpa, 8, 0, cmd.len() as u32, &cmd);
+    assert_eq!(
+        SvsmResultCode::from_raw(rax),
+        SvsmResultCode::INVALID_ADDRESS
+    );
+    assert_eq!(
+        b.read_guest(gpa + 9, cmd.len()),
+        cmd,
+        "nothing written back"
+    );
+    assert_eq!(pcr_read(&b, 16), before, "the command never ran");
+}
+
+#[test]
 fn the_ek_the_service_keeps_is_the_profile_ek_of_this_tpm() {
     let b = boot();
     let r = b.tpm(&tpm::create_primary(
