@@ -5,3 +5,22 @@
 //! `unsafe`, no allocation, no panics on guest input.
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+pub mod call;
+pub mod calling_area;
+pub mod core;
+pub mod error;
+pub mod vtpm;
+
+pub use call::{Call, SvsmResultCode};
+pub use error::{Field, ParseError};
