@@ -234,12 +234,20 @@ impl SvsmResultCode {
     pub const BUSY: Self = Self(0x8000_0007);
     /// Base of the protocol-specific codes.
     pub const PROTOCOL_BASE: u64 = 0x8000_1000;
-    /// PVALIDATE instruction returned FAIL_INPUT (1).
+    /// PVALIDATE (or RMPADJUST) returned FAIL_INPUT (1).
     pub const PVALIDATE_FAIL_INPUT: Self = Self(Self::PROTOCOL_BASE + 0x1);
-    /// PVALIDATE instruction returned FAIL_SIZEMISMATCH (6).
+    /// RMPADJUST returned FAIL_PERMISSION (2).
+    pub const PVALIDATE_FAIL_PERMISSION: Self = Self(Self::PROTOCOL_BASE + 0x2);
+    /// The page is in use (FAIL_INUSE, 3): DELETE_VCPU of a running VMSA.
+    pub const FAIL_INUSE: Self = Self(Self::PROTOCOL_BASE + 0x3);
+    /// PVALIDATE (or RMPADJUST) returned FAIL_SIZEMISMATCH (6).
     pub const PVALIDATE_FAIL_SIZEMISMATCH: Self = Self(Self::PROTOCOL_BASE + 0x6);
     /// PVALIDATE did not change the validated state (CF = 1) and ignore_cf was clear.
     pub const PVALIDATE_FAIL_NOT_CHANGED: Self = Self(Self::PROTOCOL_BASE + 0x10);
+    /// PVALIDATE returned a code above 0xF, which the architecture does not define.
+    pub const PVALIDATE_FAIL_UNEXPECTED: Self = Self(Self::PROTOCOL_BASE + 0x11);
+    /// Base of the "more memory needed" range; bits 29:0 count 4 KiB pages.
+    pub const MEMORY_REQUIRED_BASE: u64 = 0x4000_0000;
 
     /// Wraps any RAX value (e.g. one a guest-side driver reads back).
     pub const fn from_raw(raw: u64) -> Self {
@@ -249,6 +257,35 @@ impl SvsmResultCode {
     /// A protocol-specific code `0x8000_1000 + n`.
     pub const fn protocol_specific(n: u32) -> Self {
         Self(Self::PROTOCOL_BASE + n as u64)
+    }
+
+    /// The code for a failed PVALIDATE or RMPADJUST: `0x8000_1000 + EAX` for EAX in
+    /// 1..=0xF, [`Self::PVALIDATE_FAIL_UNEXPECTED`] above (58019, "SVSM_CORE_PVALIDATE").
+    pub const fn from_instruction_error(eax: u32) -> Self {
+        if eax <= 0xF {
+            Self::protocol_specific(eax)
+        } else {
+            Self::PVALIDATE_FAIL_UNEXPECTED
+        }
+    }
+
+    /// "Deposit `pages` more 4 KiB pages, then retry" (`0x4000_0000 | pages`); `None`
+    /// if `pages` does not fit in bits 29:0.
+    pub const fn memory_required(pages: u32) -> Option<Self> {
+        if pages >= 1 << 30 {
+            None
+        } else {
+            Some(Self(Self::MEMORY_REQUIRED_BASE | pages as u64))
+        }
+    }
+
+    /// The page count of a "more memory needed" code.
+    pub const fn required_pages(self) -> Option<u32> {
+        if self.0 >= Self::MEMORY_REQUIRED_BASE && self.0 < 0x8000_0000 {
+            Some((self.0 & 0x3FFF_FFFF) as u32)
+        } else {
+            None
+        }
     }
 
     /// The value loaded into RAX.
@@ -274,8 +311,11 @@ impl SvsmResultCode {
             0x8000_0006 => "INVALID_REQUEST",
             0x8000_0007 => "BUSY",
             0x8000_1001 => "PVALIDATE_FAIL_INPUT",
+            0x8000_1002 => "PVALIDATE_FAIL_PERMISSION",
+            0x8000_1003 => "FAIL_INUSE",
             0x8000_1006 => "PVALIDATE_FAIL_SIZEMISMATCH",
             0x8000_1010 => "PVALIDATE_FAIL_NOT_CHANGED",
+            0x8000_1011 => "PVALIDATE_FAIL_UNEXPECTED",
             _ => return None,
         })
     }
@@ -311,7 +351,7 @@ mod tests {
 
     #[test]
     fn result_codes_have_the_spec_values() {
-        let table: [(SvsmResultCode, u64); 12] = [
+        let table: [(SvsmResultCode, u64); 15] = [
             (SvsmResultCode::SUCCESS, 0),
             (SvsmResultCode::INCOMPLETE, 0x8000_0000),
             (SvsmResultCode::UNSUPPORTED_PROTOCOL, 0x8000_0001),
@@ -324,6 +364,9 @@ mod tests {
             (SvsmResultCode::PVALIDATE_FAIL_INPUT, 0x8000_1001),
             (SvsmResultCode::PVALIDATE_FAIL_SIZEMISMATCH, 0x8000_1006),
             (SvsmResultCode::PVALIDATE_FAIL_NOT_CHANGED, 0x8000_1010),
+            (SvsmResultCode::PVALIDATE_FAIL_PERMISSION, 0x8000_1002),
+            (SvsmResultCode::FAIL_INUSE, 0x8000_1003),
+            (SvsmResultCode::PVALIDATE_FAIL_UNEXPECTED, 0x8000_1011),
         ];
         for (code, value) in table {
             assert_eq!(code.raw(), value);
@@ -337,6 +380,44 @@ mod tests {
         );
         assert!(SvsmResultCode::SUCCESS.is_success());
         assert!(!SvsmResultCode::BUSY.is_success());
+    }
+
+    #[test]
+    fn instruction_errors_map_into_the_protocol_range() {
+        assert_eq!(
+            SvsmResultCode::from_instruction_error(1),
+            SvsmResultCode::PVALIDATE_FAIL_INPUT
+        );
+        assert_eq!(
+            SvsmResultCode::from_instruction_error(6),
+            SvsmResultCode::PVALIDATE_FAIL_SIZEMISMATCH
+        );
+        assert_eq!(
+            SvsmResultCode::from_instruction_error(0xF).raw(),
+            0x8000_100F
+        );
+        assert_eq!(
+            SvsmResultCode::from_instruction_error(0x10),
+            SvsmResultCode::PVALIDATE_FAIL_UNEXPECTED
+        );
+        assert_eq!(
+            SvsmResultCode::from_instruction_error(u32::MAX),
+            SvsmResultCode::PVALIDATE_FAIL_UNEXPECTED
+        );
+    }
+
+    #[test]
+    fn memory_required_range() {
+        let code = SvsmResultCode::memory_required(3).unwrap();
+        assert_eq!(code.raw(), 0x4000_0003);
+        assert_eq!(code.required_pages(), Some(3));
+        assert_eq!(
+            SvsmResultCode::memory_required(0x3FFF_FFFF).unwrap().raw(),
+            0x7FFF_FFFF
+        );
+        assert_eq!(SvsmResultCode::memory_required(1 << 30), None);
+        assert_eq!(SvsmResultCode::SUCCESS.required_pages(), None);
+        assert_eq!(SvsmResultCode::INCOMPLETE.required_pages(), None);
     }
 
     #[test]

@@ -40,6 +40,28 @@ const _: () = assert!(core::mem::offset_of!(CallingArea, call_pending) == CALL_P
 const _: () = assert!(core::mem::offset_of!(CallingArea, mem_available) == MEM_AVAILABLE_OFFSET);
 const _: () = assert!(core::mem::offset_of!(CallingArea, buffer) == BUFFER_OFFSET);
 
+/// The states of `call_pending` (58019, table "Calling Area").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPending {
+    /// 0: no call requested (a spurious entry by the host).
+    Idle,
+    /// 1: the guest requested a call.
+    Pending,
+    /// Any other value: reserved; the SVSM answers `INVALID_FORMAT`.
+    Reserved(u8),
+}
+
+impl CallPending {
+    /// Interprets the byte.
+    pub const fn from_byte(byte: u8) -> Self {
+        match byte {
+            0 => CallPending::Idle,
+            1 => CallPending::Pending,
+            other => CallPending::Reserved(other),
+        }
+    }
+}
+
 impl CallingArea {
     /// An all-zero calling area (no call pending).
     pub const fn zeroed() -> Self {
@@ -51,9 +73,14 @@ impl CallingArea {
         }
     }
 
-    /// Whether a call is pending.
+    /// Whether a call is pending (`call_pending` is exactly 1).
     pub const fn is_call_pending(&self) -> bool {
-        self.call_pending != 0
+        self.call_pending == 1
+    }
+
+    /// The state of `call_pending`.
+    pub const fn call_pending_state(&self) -> CallPending {
+        CallPending::from_byte(self.call_pending)
     }
 }
 
@@ -89,6 +116,18 @@ mod tests {
     fn short_page_is_rejected() {
         let page = [0u8; CALLING_AREA_SIZE - 1];
         assert!(CallingArea::read_from_bytes(&page[..]).is_err());
+    }
+
+    #[test]
+    fn call_pending_states() {
+        assert_eq!(CallPending::from_byte(0), CallPending::Idle);
+        assert_eq!(CallPending::from_byte(1), CallPending::Pending);
+        assert_eq!(CallPending::from_byte(2), CallPending::Reserved(2));
+        assert_eq!(CallPending::from_byte(0xFF), CallPending::Reserved(0xFF));
+        let mut ca = CallingArea::zeroed();
+        ca.call_pending = 2;
+        assert!(!ca.is_call_pending());
+        assert_eq!(ca.call_pending_state(), CallPending::Reserved(2));
     }
 
     #[test]

@@ -184,12 +184,9 @@ impl PvalidateEntry {
     }
 }
 
-/// One entry of a memory deposit or withdraw list: bits 1:0 page size (0 4K, 1 2M),
-/// bits 11:2 reserved, bits 63:12 GFN.
-///
-/// The list format of SVSM_CORE_DEPOSIT_MEM / WITHDRAW_MEM is taken to share the
-/// PVALIDATE list header; the 58019 text could not be consulted here, so treat it as
-/// unverified. This SVSM answers both calls with `UNSUPPORTED_CALL`.
+/// One entry of a DEPOSIT_MEM list (58019, table "Deposit Memory Operation"): bits 1:0
+/// page size (0 4K, 1 2M), bits 11:2 reserved, bits 63:12 GFN. The list has the same
+/// header as a PVALIDATE list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MemoryEntry {
     page_size: PageSize,
@@ -281,7 +278,7 @@ pub struct List<'a, E> {
 
 /// A validated PVALIDATE list.
 pub type PvalidateList<'a> = List<'a, PvalidateEntry>;
-/// A validated memory deposit/withdraw list.
+/// A validated DEPOSIT_MEM list.
 pub type MemoryList<'a> = List<'a, MemoryEntry>;
 
 impl<'a, E: ListEntry> List<'a, E> {
@@ -516,21 +513,109 @@ impl DeleteVcpuRequest {
     }
 }
 
-/// SVSM_CORE_DEPOSIT_MEM / WITHDRAW_MEM input: RCX = GPA of a [`MemoryList`] (8-byte
-/// aligned, within one page). Unverified against 58019, see [`MemoryEntry`].
+/// SVSM_CORE_DEPOSIT_MEM input: RCX = GPA of a [`MemoryList`] (8-byte aligned; the list
+/// must not cross its page).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryListRequest {
+pub struct DepositMemRequest {
     /// GPA of the list.
     pub list_gpa: u64,
 }
 
-impl MemoryListRequest {
+impl DepositMemRequest {
     /// Decodes the registers.
     pub fn from_regs(rcx: u64) -> Result<Self, ParseError> {
         Ok(Self {
             list_gpa: check_aligned(rcx, 8)?,
         })
     }
+}
+
+/// Size of the WITHDRAW_MEM list header (u16 count, 6 unused bytes).
+pub const WITHDRAW_HEADER_SIZE: usize = 8;
+
+/// SVSM_CORE_WITHDRAW_MEM input: RCX = GPA of a buffer the SVSM fills with a withdraw
+/// list (58019, table "Withdraw Memory Operation": u16 count @0, 6 unused bytes, then
+/// the GPAs of the returned 4 KiB pages). 8-byte aligned, and there must be room for at
+/// least one entry before the page ends (page offset 0xFF8 is rejected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WithdrawMemRequest {
+    /// GPA of the buffer.
+    pub list_gpa: u64,
+}
+
+impl WithdrawMemRequest {
+    /// Decodes the registers.
+    pub fn from_regs(rcx: u64) -> Result<Self, ParseError> {
+        let list_gpa = check_aligned(rcx, 8)?;
+        let request = Self { list_gpa };
+        if request.capacity() == 0 {
+            return Err(ParseError::CountOverCapacity {
+                count: 1,
+                capacity: 0,
+            });
+        }
+        Ok(request)
+    }
+
+    /// How many page GPAs fit between the header and the end of the page.
+    pub fn capacity(&self) -> usize {
+        // At most 4096, fits in usize.
+        let room = (PAGE_SIZE_4K - (self.list_gpa % PAGE_SIZE_4K)) as usize;
+        room.saturating_sub(WITHDRAW_HEADER_SIZE) / LIST_ENTRY_SIZE
+    }
+}
+
+/// Writes a withdraw list (count, then the 4 KiB-aligned page GPAs) into `out`; returns
+/// the bytes written. `out` should end where the guest's page ends.
+pub fn encode_withdraw_list(pages: &[u64], out: &mut [u8]) -> Result<usize, ParseError> {
+    let capacity = out.len().saturating_sub(WITHDRAW_HEADER_SIZE) / LIST_ENTRY_SIZE;
+    let count = u16::try_from(pages.len())
+        .ok()
+        .filter(|_| pages.len() <= capacity)
+        .ok_or(ParseError::CountOverCapacity {
+            count: pages.len(),
+            capacity,
+        })?;
+    if let Some(&gpa) = pages.iter().find(|&&gpa| gpa % PAGE_SIZE_4K != 0) {
+        return Err(ParseError::Misaligned {
+            field: Field::Gpa,
+            value: gpa,
+            align: PAGE_SIZE_4K,
+        });
+    }
+    let need = WITHDRAW_HEADER_SIZE + pages.len() * LIST_ENTRY_SIZE;
+    let got = out.len();
+    let out = out
+        .get_mut(..need)
+        .ok_or(ParseError::OutputTooSmall { need, got })?;
+    let (head, body) = out.split_at_mut(WITHDRAW_HEADER_SIZE);
+    head.fill(0);
+    if let Some(count_field) = head.get_mut(..2) {
+        count_field.copy_from_slice(&count.to_le_bytes());
+    }
+    for (chunk, gpa) in body.chunks_exact_mut(LIST_ENTRY_SIZE).zip(pages) {
+        chunk.copy_from_slice(&gpa.to_le_bytes());
+    }
+    Ok(need)
+}
+
+/// Reads a withdraw list written by the SVSM (guest side): the page GPAs it returned.
+pub fn parse_withdraw_list(bytes: &[u8]) -> Result<impl Iterator<Item = u64> + '_, ParseError> {
+    let count = bytes
+        .first_chunk::<2>()
+        .map(|c| usize::from(u16::from_le_bytes(*c)))
+        .ok_or(ParseError::ShortBuffer {
+            need: WITHDRAW_HEADER_SIZE,
+            got: bytes.len(),
+        })?;
+    let need = WITHDRAW_HEADER_SIZE + count * LIST_ENTRY_SIZE;
+    let body = bytes
+        .get(WITHDRAW_HEADER_SIZE..need)
+        .ok_or(ParseError::ShortBuffer {
+            need,
+            got: bytes.len(),
+        })?;
+    Ok(body.chunks_exact(LIST_ENTRY_SIZE).map(read_u64))
 }
 
 /// SVSM_CORE_QUERY_PROTOCOL input: RCX = (protocol << 32) | version.
@@ -594,28 +679,66 @@ impl QueryProtocolResponse {
     }
 }
 
-/// SVSM_CORE_CONFIGURE_VTOM input: RCX bit 0 = 1 asks whether vTOM can be configured.
-/// (Only the query form is interpreted; the configure form is passed through for the
-/// SVSM to refuse. Unverified against the 58019 text.)
+/// SVSM_CORE_CONFIGURE_VTOM input (58019, table "vTOM Configuration Operation").
+///
+/// Query: RCX = 1 exactly. Configure: RCX bit 0 = 0, bit 1 enable, bit 2 set CR3 from
+/// RDX, bit 3 set RIP from R8, bit 4 set RSP from R9, bits 11:5 zero, bits 63:12 the
+/// vTOM (zero when disabling). Reserved bits set: `INVALID_PARAMETER`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigureVtomRequest {
-    /// Query support (RCX bit 0 set).
+    /// Ask whether vTOM can be configured.
     Query,
-    /// Configure vTOM with the raw RCX value.
-    Configure(u64),
+    /// Enable or disable vTOM.
+    Configure {
+        /// Enable (true) or disable (false) vTOM.
+        enable: bool,
+        /// The vTOM (bits 63:12 of RCX); 0 when disabling.
+        vtom: u64,
+        /// New CR3 after success (RDX), if bit 2 is set.
+        cr3: Option<u64>,
+        /// New RIP after success (R8), if bit 3 is set.
+        rip: Option<u64>,
+        /// New RSP after success (R9), if bit 4 is set.
+        rsp: Option<u64>,
+    },
 }
 
 impl ConfigureVtomRequest {
-    /// RCX returned for a query when vTOM is not supported.
+    /// RCX returned for a query when vTOM configuration is not supported.
     pub const UNSUPPORTED_RCX: u64 = 0;
 
-    /// Decodes RCX.
-    pub const fn from_regs(rcx: u64) -> Self {
+    /// Decodes the registers.
+    pub fn from_regs(rcx: u64, rdx: u64, r8: u64, r9: u64) -> Result<Self, ParseError> {
         if rcx & 1 != 0 {
-            ConfigureVtomRequest::Query
-        } else {
-            ConfigureVtomRequest::Configure(rcx)
+            if rcx != 1 {
+                return Err(ParseError::ReservedBits {
+                    field: Field::Register,
+                    bits: rcx & !1,
+                });
+            }
+            return Ok(ConfigureVtomRequest::Query);
         }
+        if rcx & 0xFE0 != 0 {
+            return Err(ParseError::ReservedBits {
+                field: Field::Register,
+                bits: rcx & 0xFE0,
+            });
+        }
+        let enable = rcx & (1 << 1) != 0;
+        let vtom = rcx & GPA_MASK;
+        if !enable && vtom != 0 {
+            return Err(ParseError::ReservedBits {
+                field: Field::Register,
+                bits: vtom,
+            });
+        }
+        Ok(ConfigureVtomRequest::Configure {
+            enable,
+            vtom,
+            cr3: (rcx & (1 << 2) != 0).then_some(rdx),
+            rip: (rcx & (1 << 3) != 0).then_some(r8),
+            rsp: (rcx & (1 << 4) != 0).then_some(r9),
+        })
     }
 }
 
@@ -925,9 +1048,9 @@ mod tests {
         );
         assert!(DeleteVcpuRequest::from_regs(0x3001).is_err());
 
-        assert!(MemoryListRequest::from_regs(0x10).is_ok());
-        assert!(MemoryListRequest::from_regs(0x11).is_err());
-        let err = MemoryListRequest::from_regs(0x11).unwrap_err();
+        assert!(DepositMemRequest::from_regs(0x10).is_ok());
+        assert!(DepositMemRequest::from_regs(0x11).is_err());
+        let err = DepositMemRequest::from_regs(0x11).unwrap_err();
         assert_eq!(SvsmResultCode::from(err), SvsmResultCode::INVALID_PARAMETER);
     }
 
@@ -953,15 +1076,116 @@ mod tests {
     }
 
     #[test]
-    fn configure_vtom_query_bit() {
+    fn configure_vtom_forms() {
         assert_eq!(
-            ConfigureVtomRequest::from_regs(1),
-            ConfigureVtomRequest::Query
+            ConfigureVtomRequest::from_regs(1, 0, 0, 0),
+            Ok(ConfigureVtomRequest::Query)
         );
         assert_eq!(
-            ConfigureVtomRequest::from_regs(0x1_0000_0000),
-            ConfigureVtomRequest::Configure(0x1_0000_0000)
+            ConfigureVtomRequest::from_regs(0x1_0000_0000 | 0b1_1110, 0x5000, 0x6000, 0x7000),
+            Ok(ConfigureVtomRequest::Configure {
+                enable: true,
+                vtom: 0x1_0000_0000,
+                cr3: Some(0x5000),
+                rip: Some(0x6000),
+                rsp: Some(0x7000),
+            })
+        );
+        assert_eq!(
+            ConfigureVtomRequest::from_regs(0, 1, 2, 3),
+            Ok(ConfigureVtomRequest::Configure {
+                enable: false,
+                vtom: 0,
+                cr3: None,
+                rip: None,
+                rsp: None,
+            })
         );
         assert_eq!(ConfigureVtomRequest::UNSUPPORTED_RCX, 0);
+    }
+
+    #[test]
+    fn configure_vtom_rejections() {
+        // Query with any other bit set.
+        assert_eq!(
+            ConfigureVtomRequest::from_regs(0x1001, 0, 0, 0),
+            Err(ParseError::ReservedBits {
+                field: Field::Register,
+                bits: 0x1000
+            })
+        );
+        // Bits 11:5 set.
+        assert_eq!(
+            ConfigureVtomRequest::from_regs(0x22, 0, 0, 0),
+            Err(ParseError::ReservedBits {
+                field: Field::Register,
+                bits: 0x20
+            })
+        );
+        // Disabling with a vTOM value.
+        assert!(matches!(
+            ConfigureVtomRequest::from_regs(0x1000, 0, 0, 0),
+            Err(ParseError::ReservedBits { bits: 0x1000, .. })
+        ));
+    }
+
+    #[test]
+    fn withdraw_list_round_trips() {
+        let req = WithdrawMemRequest::from_regs(0x7FE0).unwrap();
+        assert_eq!(req.capacity(), 3);
+        assert_eq!(
+            WithdrawMemRequest::from_regs(0x7000).unwrap().capacity(),
+            511
+        );
+        let mut out = [0xFFu8; 32];
+        let pages = [0x1000, 0x5000, 0x9000];
+        assert_eq!(encode_withdraw_list(&pages, &mut out), Ok(32));
+        assert_eq!(&out[..8], &[3, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&out[8..16], &0x1000u64.to_le_bytes());
+        let back: [u64; 3] = {
+            let mut it = parse_withdraw_list(&out).unwrap();
+            [it.next().unwrap(), it.next().unwrap(), it.next().unwrap()]
+        };
+        assert_eq!(back, pages);
+        // An empty list is valid: nothing to withdraw.
+        assert_eq!(encode_withdraw_list(&[], &mut out), Ok(8));
+        assert_eq!(parse_withdraw_list(&out).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn withdraw_rejections() {
+        // No room for a single entry.
+        assert_eq!(
+            WithdrawMemRequest::from_regs(0x7FF8),
+            Err(ParseError::CountOverCapacity {
+                count: 1,
+                capacity: 0
+            })
+        );
+        assert!(matches!(
+            WithdrawMemRequest::from_regs(0x7004),
+            Err(ParseError::Misaligned { align: 8, .. })
+        ));
+        let mut out = [0u8; 24];
+        assert_eq!(
+            encode_withdraw_list(&[0x1000, 0x2000, 0x3000], &mut out),
+            Err(ParseError::CountOverCapacity {
+                count: 3,
+                capacity: 2
+            })
+        );
+        assert_eq!(
+            encode_withdraw_list(&[0x1800], &mut out),
+            Err(ParseError::Misaligned {
+                field: Field::Gpa,
+                value: 0x1800,
+                align: 0x1000
+            })
+        );
+        assert!(parse_withdraw_list(&[1]).is_err());
+        assert_eq!(
+            parse_withdraw_list(&[2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]).err(),
+            Some(ParseError::ShortBuffer { need: 24, got: 16 })
+        );
     }
 }

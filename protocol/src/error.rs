@@ -50,6 +50,8 @@ pub enum Field {
     ManifestGuid,
     /// A GHCB MSR protocol value.
     GhcbMsr,
+    /// A VMPL number.
+    Vmpl,
     /// The textual form of a GUID.
     GuidText,
 }
@@ -74,6 +76,7 @@ impl fmt::Display for Field {
             Field::ManifestEntry => "manifest entry",
             Field::ManifestGuid => "manifest GUID",
             Field::GhcbMsr => "GHCB MSR value",
+            Field::Vmpl => "VMPL",
             Field::GuidText => "GUID text",
         };
         f.write_str(name)
@@ -167,6 +170,13 @@ pub enum ParseError {
         /// Size of the enclosing structure.
         limit: usize,
     },
+    /// A message sequence number is not the one expected.
+    SequenceMismatch {
+        /// The sequence number found.
+        got: u64,
+        /// The sequence number expected.
+        expected: u64,
+    },
     /// Two ranges that must be disjoint overlap, or two addresses that must be
     /// distinct are equal.
     Overlap {
@@ -225,6 +235,9 @@ impl fmt::Display for ParseError {
                 f,
                 "{field}: range {offset:#x}+{len:#x} lies outside the {limit:#x} bytes that hold it"
             ),
+            ParseError::SequenceMismatch { got, expected } => {
+                write!(f, "sequence number {got} is not the expected {expected}")
+            }
             ParseError::Overlap { field, offset } => {
                 write!(f, "{field} at {offset:#x} overlaps a range it must not")
             }

@@ -16,11 +16,21 @@
     )
 )]
 
+pub mod attest;
 pub mod call;
 pub mod calling_area;
 pub mod core;
 pub mod error;
+pub mod ghcb;
+pub mod guest_msg;
+pub mod manifest;
+pub mod secrets;
+pub mod vmsa;
 pub mod vtpm;
 
 pub use call::{Call, SvsmResultCode};
 pub use error::{Field, ParseError};
+pub use manifest::Guid;
+
+#[cfg(test)]
+mod proptests;

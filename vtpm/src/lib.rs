@@ -1,3 +1,33 @@
-//! TPM 2.0 engine bindings and the vTPM service.
+//! TPM 2.0 for the SVSM: the engine bindings and the vTPM service.
+//!
+//! The engine is the TCG TPM 2.0 reference implementation as built by libtpms
+//! ([`libtpms::LibTpms`], the only module with `unsafe`). The [`service::Service`] puts
+//! the SVSM vTPM protocol's TPM_SEND_COMMAND transport in front of it: power-on,
+//! start-up with the endorsement keys, locality and size rules, and failing closed.
+//! The engine is a process-wide singleton (libtpms keeps its state in C globals); the
+//! kernel has exactly one TPM.
 #![cfg_attr(not(test), no_std)]
 extern crate alloc;
+
+pub mod ek;
+pub mod engine;
+pub mod entropy;
+pub mod libtpms;
+pub mod service;
+pub mod tpm;
+
+pub use ek::EkTemplate;
+pub use engine::{Engine, EngineError};
+#[cfg(any(test, feature = "host"))]
+pub use entropy::OsEntropy;
+pub use entropy::{EntropyError, EntropySource};
+pub use libtpms::LibTpms;
+pub use service::{Service, StartupError, Vtpm, VtpmError};
+
+/// Powers on the engine with `entropy` and starts the vTPM service on it.
+pub fn start(
+    entropy: alloc::boxed::Box<dyn EntropySource>,
+) -> Result<Service<LibTpms>, StartupError> {
+    let engine = LibTpms::power_on(entropy)?;
+    Service::start(engine)
+}

@@ -5,6 +5,7 @@
 //! says exactly what to install.
 
 mod setup;
+mod vtpm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,6 +70,7 @@ fn test() -> Result<()> {
         ]),
     )?;
     step("host tests", cargo(&["test", "--workspace"]))?;
+    vtpm::test()?;
     println!("xtask: every test level passed");
     Ok(())
 }
@@ -81,7 +83,7 @@ fn run() -> Result<()> {
 
 fn bench() -> Result<()> {
     setup::ensure()?;
-    println!("xtask: no benchmarks yet");
+    vtpm::bench()?;
     Ok(())
 }
 

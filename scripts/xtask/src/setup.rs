@@ -13,6 +13,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "libtss2-tcti-mssim0",
     "swtpm",
     "swtpm-tools",
+    "openssl",
 ];
 
 /// Makes sure every package in [`APT_PACKAGES`] and the Rust target are present.

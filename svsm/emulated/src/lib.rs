@@ -1,1 +1,19 @@
 //! An emulated SEV-SNP machine implementing the SVSM platform on the host.
+//!
+//! - [`rmp`]: the reverse map table and the APM's rules for PVALIDATE and RMPADJUST;
+//! - [`machine`]: [`EmulatedSnp`](machine::EmulatedSnp), memory + RMP + vCPUs with a
+//!   VMSA per VMPL, implementing [`svsm::platform::Platform`], with doors for the guest
+//!   (RMP-checked accesses, the call handshake) and the hypervisor;
+//! - [`system`]: a machine in the state a launch leaves it, with the SVSM running on it;
+//! - [`psp`]: the emulated PSP.
+//!
+//! It is a model of the hardware's rules, not a recorder: tests run the real request
+//! handlers on it and check what the RMP and memory look like afterwards.
+
+pub mod machine;
+pub mod psp;
+pub mod rmp;
+pub mod system;
+
+pub use machine::{Backing, CallReturn, EmulatedSnp, GuestFault, MachineSnapshot, VcpuMode};
+pub use system::{EmulatedSystem, LaunchConfig, LaunchError, LaunchInfo, SharedSnp};

@@ -5,6 +5,10 @@
 //! the guest sees it. Front ends serialize their clients: a backend only ever sees one
 //! command at a time.
 
+pub mod engine_backend;
+pub mod mssim;
+pub mod svsm_backend;
+
 /// Why a backend could not carry a command to the TPM and back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendError {

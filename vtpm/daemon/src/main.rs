@@ -1,13 +1,114 @@
 //! `vtpm-daemon`: serves the guest view of the vTPM to host TPM clients.
+//!
+//! A backend (where the vTPM runs) is chosen with `--backend`; front ends (how clients
+//! reach it) listen on loopback by default. New backends add a [`BackendKind`] variant
+//! and a line in [`open_backend`]; new front ends start next to the simulator interface
+//! in [`main`].
 
-use clap::Parser;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use sha2::{Digest, Sha256};
+use vtpm_daemon::engine_backend::EngineBackend;
+use vtpm_daemon::mssim::{self, MssimServer, SharedBackend};
+use vtpm_daemon::svsm_backend::SvsmBackend;
+use vtpm_daemon::TpmBackend;
+
+/// Where the vTPM runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// The SVSM on the emulated SEV-SNP machine: every command travels guest driver,
+    /// calling area, SVSM_VTPM_CMD, vTPM service, engine.
+    Svsm,
+    /// The vTPM service and engine in this process, without the SVSM path.
+    Engine,
+}
 
 /// Serves the guest view of the vTPM to host TPM clients.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    /// Where the vTPM runs.
+    #[arg(long, value_enum, default_value_t = BackendKind::Svsm)]
+    backend: BackendKind,
+    /// Address to listen on (loopback unless you mean otherwise).
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: IpAddr,
+    /// TCP port of the TPM simulator's command channel (0: any free port).
+    #[arg(long, default_value_t = 2321)]
+    port: u16,
+    /// TCP port of the TPM simulator's platform channel [default: command port + 1,
+    /// where the mssim TCTI looks for it].
+    #[arg(long)]
+    platform_port: Option<u16>,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
+/// An opened backend and, when it knows it, the endorsement key (TPMT_PUBLIC of
+/// template L-1).
+type Opened = (Box<dyn TpmBackend>, Option<Vec<u8>>);
+
+/// Opens the backend of `kind`.
+fn open_backend(kind: BackendKind) -> Result<Opened> {
+    Ok(match kind {
+        BackendKind::Svsm => {
+            let backend =
+                SvsmBackend::new().context("cannot start the SVSM on the emulated machine")?;
+            let ek = backend.ek_public();
+            (Box::new(backend), ek)
+        }
+        BackendKind::Engine => {
+            let backend = EngineBackend::new().context("cannot start the vTPM engine")?;
+            let ek = backend.ek_public();
+            (Box::new(backend), ek)
+        }
+    })
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let platform_port = match cli.platform_port {
+        Some(p) => p,
+        None if cli.port == 0 => 0,
+        None => cli
+            .port
+            .checked_add(1)
+            .context("--port 65535 leaves no room for the platform port; give --platform-port")?,
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot install the signal handlers")?;
+    }
+
+    let (backend, ek) = open_backend(cli.backend)?;
+    if let Some(ek) = ek {
+        // The TPM name of the EK (nameAlg || SHA-256(TPMT_PUBLIC)), as tpm2_readpublic
+        // prints it: this vTPM's identity for this boot.
+        let digest: String = Sha256::digest(&ek)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        println!("vtpm-daemon: endorsement key (template L-1) name 000b{digest}");
+    }
+    let backend: SharedBackend = Arc::new(Mutex::new(backend));
+    let server = MssimServer::bind(cli.listen, cli.port, platform_port)?;
+    let (command, platform) = server.local_addrs()?;
+    println!(
+        "vtpm-daemon: TPM simulator interface on {command} (platform {platform}), backend {:?}",
+        cli.backend
+    );
+    server.serve(backend.clone(), stop.clone())?;
+
+    // Let a command in progress finish, then power the TPM off.
+    let mut backend = mssim::lock(&backend);
+    backend.power_off().ok();
+    println!("vtpm-daemon: stopped");
+    if stop.load(Ordering::SeqCst) {
+        std::process::exit(0);
+    }
     Ok(())
 }

@@ -1,0 +1,594 @@
+//! The emulated SEV-SNP machine: physical memory, the RMP, vCPUs with a VMSA per VMPL,
+//! a hypervisor that runs them, and a PSP.
+//!
+//! [`EmulatedSnp`] implements [`Platform`] for the SVSM at VMPL0, and offers the other
+//! actors their own doors: the guest (accesses checked against the RMP at the guest's
+//! VMPL, the VMGEXIT call handshake) and the hypervisor (RMPUPDATE, PSMASH, AP
+//! creation). It refuses what SNP hardware refuses, with the hardware's codes; it does
+//! not record calls.
+
+use std::sync::{Mutex, MutexGuard};
+
+use svsm::address::{CheckedRange, PhysAddr, VmsaPage};
+use svsm::platform::{
+    HypervisorError, MemoryError, MessagePage, PageSize, Platform, PspError, PvalidateError,
+    RmpPermissions, RmpadjustError, Validation, Vmpl, PAGE_SIZE,
+};
+use svsm::requests::{vmsa, CallRegisters};
+
+use crate::psp::EmulatedPsp;
+use crate::rmp::{PageState, Rmp, RmpEntry};
+
+/// What backs a physical page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backing {
+    /// RAM.
+    Ram,
+    /// Memory the hypervisor maps read-only: reads work, writes fault.
+    ReadOnly,
+    /// MMIO: no memory behind it.
+    Mmio,
+}
+
+/// Where a vCPU is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuMode {
+    /// Not started, or stopped by the hypervisor.
+    Stopped,
+    /// Running the guest VMPL.
+    Guest,
+    /// Running VMPL0 (the SVSM) after a VMGEXIT.
+    Svsm,
+}
+
+/// One vCPU: the VMSA the hypervisor runs at each VMPL, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vcpu {
+    /// APIC ID.
+    pub apic_id: u32,
+    /// The VMSA registered with the hypervisor for each VMPL.
+    pub vmsas: [Option<u64>; 4],
+    /// Current mode.
+    pub mode: VcpuMode,
+}
+
+/// A guest access that the hardware refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestFault {
+    /// #VC: the page is private but not validated.
+    NotValidated,
+    /// #NPF: the RMP denies this VMPL the access (or the page is a VMSA).
+    Permission,
+    /// No memory behind the address, or a write to read-only memory.
+    NoMemory,
+    /// The vCPU is unknown or not in the state the operation needs.
+    BadVcpu,
+    /// The hypervisor cannot run the guest VMSA (EFER.SVME clear, not a VMSA).
+    VmrunFailed,
+}
+
+/// What a guest reads back after a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallReturn {
+    /// RAX, RCX, RDX, R8, R9 as the guest sees them after the VMPL switch back.
+    pub regs: CallRegisters,
+    /// The value `xchg(call_pending, 0)` returned: 1 means the call was never serviced.
+    pub pending: u8,
+}
+
+/// The whole machine state behind one lock.
+#[derive(Debug, Clone)]
+struct Machine {
+    memory: Vec<u8>,
+    backing: Vec<Backing>,
+    rmp: Rmp,
+    vcpus: Vec<Vcpu>,
+    guest_vmpl: Vmpl,
+}
+
+/// An emulated SEV-SNP machine.
+#[derive(Debug)]
+pub struct EmulatedSnp {
+    inner: Mutex<Machine>,
+    psp: EmulatedPsp,
+}
+
+/// A copy of everything a guest call could change: the guest-visible RMP state of
+/// every page, all of memory, and the vCPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineSnapshot {
+    /// Per-page RMP state (without the page size, which is the hypervisor's choice).
+    pub pages: Vec<PageState>,
+    /// Physical memory.
+    pub memory: Vec<u8>,
+    /// vCPUs.
+    pub vcpus: Vec<Vcpu>,
+}
+
+fn range_pages(start: u64, len: u64) -> impl Iterator<Item = u64> {
+    let first = start & !(PAGE_SIZE - 1);
+    let end = start.saturating_add(len);
+    (first..end).step_by(PAGE_SIZE as usize)
+}
+
+impl Machine {
+    fn page(&self, addr: u64) -> Option<(RmpEntry, Backing)> {
+        let index = usize::try_from(addr >> 12).ok()?;
+        Some((*self.rmp.entry(addr)?, *self.backing.get(index)?))
+    }
+
+    fn bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(addr).ok()?;
+        self.memory.get(start..start.checked_add(len)?)
+    }
+
+    fn bytes_mut(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
+        let start = usize::try_from(addr).ok()?;
+        self.memory.get_mut(start..start.checked_add(len)?)
+    }
+
+    /// An access by VMPL0 (the SVSM): private, validated, backed.
+    fn svsm_access(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
+        for page in range_pages(addr, len) {
+            let (entry, backing) = self.page(page).ok_or(MemoryError::NotMemory)?;
+            if !entry.assigned {
+                return Err(MemoryError::NotPrivate);
+            }
+            if !entry.validated {
+                return Err(MemoryError::NotValidated);
+            }
+            match backing {
+                Backing::Ram => {}
+                Backing::ReadOnly if !write => {}
+                Backing::ReadOnly => return Err(MemoryError::ReadOnly),
+                Backing::Mmio => return Err(MemoryError::NotMemory),
+            }
+        }
+        Ok(())
+    }
+
+    /// An access by the guest at `vmpl`: shared pages are free; private pages must be
+    /// validated and grant the access to `vmpl`; VMSA pages never to a VMPL above 0.
+    fn guest_access(&self, vmpl: Vmpl, addr: u64, len: u64, write: bool) -> Result<(), GuestFault> {
+        for page in range_pages(addr, len) {
+            let (entry, backing) = self.page(page).ok_or(GuestFault::NoMemory)?;
+            match backing {
+                Backing::Ram => {}
+                Backing::ReadOnly if !write => {}
+                Backing::ReadOnly | Backing::Mmio => return Err(GuestFault::NoMemory),
+            }
+            if !entry.assigned {
+                continue;
+            }
+            if !entry.validated {
+                return Err(GuestFault::NotValidated);
+            }
+            let need = if write {
+                RmpPermissions::WRITE
+            } else {
+                RmpPermissions::READ
+            };
+            if !entry.perms_of(vmpl).contains(need) || (entry.vmsa && vmpl != Vmpl::VMPL0) {
+                return Err(GuestFault::Permission);
+            }
+        }
+        Ok(())
+    }
+
+    fn vcpu_mut(&mut self, apic_id: u32) -> Option<&mut Vcpu> {
+        self.vcpus.iter_mut().find(|v| v.apic_id == apic_id)
+    }
+
+    fn guest_vmsa(&self, apic_id: u32) -> Option<u64> {
+        let vcpu = self.vcpus.iter().find(|v| v.apic_id == apic_id)?;
+        *vcpu.vmsas.get(usize::from(self.guest_vmpl.level()))?
+    }
+
+    fn read_u64(&self, addr: u64) -> Option<u64> {
+        let bytes: [u8; 8] = self.bytes(addr, 8)?.try_into().ok()?;
+        Some(u64::from_le_bytes(bytes))
+    }
+
+    fn write_u64(&mut self, addr: u64, value: u64) -> Option<()> {
+        self.bytes_mut(addr, 8)?
+            .copy_from_slice(&value.to_le_bytes());
+        Some(())
+    }
+}
+
+impl EmulatedSnp {
+    /// A machine with `memory_size` bytes of physical memory (a multiple of 2 MiB),
+    /// every page RAM and unassigned, and vCPUs with the given APIC IDs, all stopped.
+    /// `guest_vmpl` is the VMPL the guest side of the machine runs at.
+    pub fn new(memory_size: u64, apic_ids: &[u32], guest_vmpl: Vmpl) -> Self {
+        let pages = usize::try_from(memory_size / PAGE_SIZE).unwrap_or(0);
+        let memory = vec![0u8; pages * PAGE_SIZE as usize];
+        Self {
+            inner: Mutex::new(Machine {
+                memory,
+                backing: vec![Backing::Ram; pages],
+                rmp: Rmp::new(pages),
+                vcpus: apic_ids
+                    .iter()
+                    .map(|&apic_id| Vcpu {
+                        apic_id,
+                        vmsas: [None; 4],
+                        mode: VcpuMode::Stopped,
+                    })
+                    .collect(),
+                guest_vmpl,
+            }),
+            psp: EmulatedPsp::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Machine> {
+        // A panic elsewhere while holding the lock poisons it; the state is still the
+        // model's state, so keep using it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The emulated PSP.
+    pub fn psp(&self) -> &EmulatedPsp {
+        &self.psp
+    }
+
+    /// Memory size in bytes.
+    pub fn memory_size(&self) -> u64 {
+        self.lock().memory.len() as u64
+    }
+
+    /// The VMPL the guest side runs at.
+    pub fn guest_vmpl(&self) -> Vmpl {
+        self.lock().guest_vmpl
+    }
+
+    // ----- set-up and the hypervisor's side -----
+
+    /// Declares what backs `[start, end)` (page aligned).
+    pub fn set_backing(&self, start: u64, end: u64, backing: Backing) {
+        let mut m = self.lock();
+        for page in range_pages(start, end.saturating_sub(start)) {
+            if let Some(b) = usize::try_from(page >> 12)
+                .ok()
+                .and_then(|i| m.backing.get_mut(i))
+            {
+                *b = backing;
+            }
+        }
+    }
+
+    /// RMPUPDATE by the hypervisor (see [`Rmp::rmpupdate`]).
+    pub fn hv_rmpupdate(&self, addr: u64, size: PageSize, assigned: bool) -> Option<()> {
+        self.lock().rmp.rmpupdate(addr, size, assigned)
+    }
+
+    /// PSMASH by the hypervisor.
+    pub fn hv_psmash(&self, addr: u64) {
+        self.lock().rmp.psmash(addr);
+    }
+
+    /// The guest asks the hypervisor to start vCPU `apic_id` at `vmpl` with the VMSA at
+    /// `vmsa` (GHCB AP creation). The hypervisor can only run pages whose RMP VMSA bit
+    /// is set; the vCPU starts running the guest.
+    pub fn hv_ap_create(&self, apic_id: u32, vmpl: Vmpl, vmsa: u64) -> Result<(), GuestFault> {
+        let mut m = self.lock();
+        if !m.rmp.entry(vmsa).is_some_and(|e| e.vmsa && e.validated) {
+            return Err(GuestFault::VmrunFailed);
+        }
+        let guest_vmpl = m.guest_vmpl;
+        let vcpu = m.vcpu_mut(apic_id).ok_or(GuestFault::BadVcpu)?;
+        if let Some(slot) = vcpu.vmsas.get_mut(usize::from(vmpl.level())) {
+            *slot = Some(vmsa);
+        }
+        if vmpl == guest_vmpl {
+            vcpu.mode = VcpuMode::Guest;
+        }
+        Ok(())
+    }
+
+    /// The guest asks the hypervisor to stop vCPU `apic_id` and forget its guest VMSA
+    /// (GHCB AP destroy).
+    pub fn hv_ap_destroy(&self, apic_id: u32) -> Result<(), GuestFault> {
+        let mut m = self.lock();
+        let guest_vmpl = usize::from(m.guest_vmpl.level());
+        let vcpu = m.vcpu_mut(apic_id).ok_or(GuestFault::BadVcpu)?;
+        if let Some(slot) = vcpu.vmsas.get_mut(guest_vmpl) {
+            *slot = None;
+        }
+        vcpu.mode = VcpuMode::Stopped;
+        Ok(())
+    }
+
+    /// Writes bytes straight into memory, bypassing the RMP (launch loading).
+    pub fn load(&self, addr: u64, data: &[u8]) -> Option<()> {
+        self.lock()
+            .bytes_mut(addr, data.len())?
+            .copy_from_slice(data);
+        Some(())
+    }
+
+    /// Reads memory straight, bypassing the RMP (for tests' inspection).
+    pub fn peek(&self, addr: u64, buf: &mut [u8]) -> Option<()> {
+        buf.copy_from_slice(self.lock().bytes(addr, buf.len())?);
+        Some(())
+    }
+
+    /// PVALIDATE and RMPADJUST as the launch uses them (VMPL0).
+    pub fn launch_pvalidate(
+        &self,
+        addr: u64,
+        size: PageSize,
+    ) -> Result<Validation, PvalidateError> {
+        self.lock().rmp.pvalidate(addr, size, true)
+    }
+
+    // ----- the guest's side -----
+
+    /// RMPADJUST executed by the guest at its VMPL.
+    pub fn guest_rmpadjust(
+        &self,
+        addr: u64,
+        size: PageSize,
+        target: Vmpl,
+        perms: RmpPermissions,
+        vmsa: bool,
+    ) -> Result<(), RmpadjustError> {
+        let mut m = self.lock();
+        let caller = m.guest_vmpl;
+        m.rmp.rmpadjust(caller, addr, size, target, perms, vmsa)
+    }
+
+    /// A guest read at the guest VMPL.
+    pub fn guest_read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
+        let m = self.lock();
+        m.guest_access(m.guest_vmpl, addr, buf.len() as u64, false)?;
+        buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(GuestFault::NoMemory)?);
+        Ok(())
+    }
+
+    /// A guest write at the guest VMPL.
+    pub fn guest_write(&self, addr: u64, data: &[u8]) -> Result<(), GuestFault> {
+        let mut m = self.lock();
+        let vmpl = m.guest_vmpl;
+        m.guest_access(vmpl, addr, data.len() as u64, true)?;
+        m.bytes_mut(addr, data.len())
+            .ok_or(GuestFault::NoMemory)?
+            .copy_from_slice(data);
+        Ok(())
+    }
+
+    /// The guest half of a call, up to the VMGEXIT: `call_pending = 1` in the calling
+    /// area at `ca` (a guest write), the registers saved into the vCPU's guest VMSA by
+    /// the hardware, exit code VMGEXIT, and the vCPU switched to VMPL0.
+    pub fn guest_begin_call(
+        &self,
+        apic_id: u32,
+        ca: u64,
+        regs: &CallRegisters,
+        set_pending: bool,
+    ) -> Result<(), GuestFault> {
+        if set_pending {
+            self.guest_write(ca, &[1])?;
+        }
+        self.guest_exit(apic_id, regs, vmsa::VMGEXIT_EXIT_CODE)
+    }
+
+    /// The guest exits to VMPL0 with `exit_code` and the registers `regs`.
+    pub fn guest_exit(
+        &self,
+        apic_id: u32,
+        regs: &CallRegisters,
+        exit_code: u64,
+    ) -> Result<(), GuestFault> {
+        let mut m = self.lock();
+        let vmsa_addr = m.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
+        let vcpu = m.vcpu_mut(apic_id).ok_or(GuestFault::BadVcpu)?;
+        if vcpu.mode != VcpuMode::Guest {
+            return Err(GuestFault::BadVcpu);
+        }
+        vcpu.mode = VcpuMode::Svsm;
+        for (offset, value) in [
+            (vmsa::RAX, regs.rax),
+            (vmsa::RCX, regs.rcx),
+            (vmsa::RDX, regs.rdx),
+            (vmsa::R8, regs.r8),
+            (vmsa::R9, regs.r9),
+            (vmsa::GUEST_EXIT_CODE, exit_code),
+        ] {
+            m.write_u64(vmsa_addr + offset, value)
+                .ok_or(GuestFault::NoMemory)?;
+        }
+        Ok(())
+    }
+
+    /// The guest half of a call after the SVSM ran: the registers from the guest VMSA,
+    /// then `xchg(call_pending, 0)` in the calling area at `ca`.
+    pub fn guest_end_call(&self, apic_id: u32, ca: u64) -> Result<CallReturn, GuestFault> {
+        let regs = {
+            let m = self.lock();
+            let vmsa_addr = m.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
+            let reg = |offset| m.read_u64(vmsa_addr + offset).ok_or(GuestFault::NoMemory);
+            CallRegisters {
+                rax: reg(vmsa::RAX)?,
+                rcx: reg(vmsa::RCX)?,
+                rdx: reg(vmsa::RDX)?,
+                r8: reg(vmsa::R8)?,
+                r9: reg(vmsa::R9)?,
+            }
+        };
+        let mut pending = [0u8];
+        self.guest_read(ca, &mut pending)?;
+        self.guest_write(ca, &[0])?;
+        Ok(CallReturn {
+            regs,
+            pending: pending[0],
+        })
+    }
+
+    /// The vCPUs.
+    pub fn vcpus(&self) -> Vec<Vcpu> {
+        self.lock().vcpus.clone()
+    }
+
+    /// The RMP entry of the page at `addr`.
+    pub fn rmp_entry(&self, addr: u64) -> Option<RmpEntry> {
+        self.lock().rmp.entry(addr).copied()
+    }
+
+    /// The whole RMP.
+    pub fn rmp(&self) -> Rmp {
+        self.lock().rmp.clone()
+    }
+
+    /// Everything a call could change.
+    pub fn snapshot(&self) -> MachineSnapshot {
+        let m = self.lock();
+        MachineSnapshot {
+            pages: m.rmp.entries().iter().map(RmpEntry::state).collect(),
+            memory: m.memory.clone(),
+            vcpus: m.vcpus.clone(),
+        }
+    }
+}
+
+impl Platform for EmulatedSnp {
+    fn pvalidate(
+        &self,
+        addr: PhysAddr,
+        size: PageSize,
+        validate: bool,
+    ) -> Result<Validation, PvalidateError> {
+        self.lock().rmp.pvalidate(addr.raw(), size, validate)
+    }
+
+    fn rmpadjust(
+        &self,
+        addr: PhysAddr,
+        size: PageSize,
+        target: Vmpl,
+        perms: RmpPermissions,
+        vmsa: bool,
+    ) -> Result<(), RmpadjustError> {
+        self.lock()
+            .rmp
+            .rmpadjust(Vmpl::VMPL0, addr.raw(), size, target, perms, vmsa)
+    }
+
+    fn read_guest(
+        &self,
+        range: &CheckedRange,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), MemoryError> {
+        let addr = sub_range(range, offset, buf.len())?;
+        let m = self.lock();
+        m.svsm_access(addr, buf.len() as u64, false)?;
+        buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(MemoryError::NotMemory)?);
+        Ok(())
+    }
+
+    fn write_guest(
+        &self,
+        range: &CheckedRange,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), MemoryError> {
+        let addr = sub_range(range, offset, data.len())?;
+        let mut m = self.lock();
+        m.svsm_access(addr, data.len() as u64, true)?;
+        m.bytes_mut(addr, data.len())
+            .ok_or(MemoryError::NotMemory)?
+            .copy_from_slice(data);
+        Ok(())
+    }
+
+    fn zero_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
+        let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
+        let addr = range.start().raw();
+        let mut m = self.lock();
+        m.svsm_access(addr, range.len(), true)?;
+        m.bytes_mut(addr, len)
+            .ok_or(MemoryError::NotMemory)?
+            .fill(0);
+        Ok(())
+    }
+
+    fn read_vmsa(&self, vmsa: &VmsaPage, offset: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let addr = vmsa_offset(vmsa, offset, buf.len())?;
+        let m = self.lock();
+        m.svsm_access(addr, buf.len() as u64, false)?;
+        buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(MemoryError::NotMemory)?);
+        Ok(())
+    }
+
+    fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let addr = vmsa_offset(vmsa, offset, data.len())?;
+        let mut m = self.lock();
+        m.svsm_access(addr, data.len() as u64, true)?;
+        m.bytes_mut(addr, data.len())
+            .ok_or(MemoryError::NotMemory)?
+            .copy_from_slice(data);
+        Ok(())
+    }
+
+    fn vmsa_running(&self, vmsa: &VmsaPage) -> bool {
+        let m = self.lock();
+        let level = usize::from(m.guest_vmpl.level());
+        m.vcpus.iter().any(|v| {
+            v.mode == VcpuMode::Guest
+                && v.vmsas.get(level).copied().flatten() == Some(vmsa.addr().raw())
+        })
+    }
+
+    fn create_ap(
+        &self,
+        apic_id: u32,
+        vmpl: Vmpl,
+        vmsa: PhysAddr,
+        _sev_features: u64,
+    ) -> Result<(), HypervisorError> {
+        self.hv_ap_create(apic_id, vmpl, vmsa.raw())
+            .map_err(|_| HypervisorError::Refused(1))
+    }
+
+    fn run_guest(&self, apic_id: u32) -> Result<(), HypervisorError> {
+        let mut m = self.lock();
+        let vmsa_addr = m.guest_vmsa(apic_id).ok_or(HypervisorError::Refused(1))?;
+        let efer = m
+            .read_u64(vmsa_addr + vmsa::EFER)
+            .ok_or(HypervisorError::Refused(1))?;
+        if efer & vmsa::EFER_SVME == 0 {
+            return Err(HypervisorError::Refused(2));
+        }
+        let vcpu = m.vcpu_mut(apic_id).ok_or(HypervisorError::Refused(1))?;
+        vcpu.mode = VcpuMode::Guest;
+        Ok(())
+    }
+
+    fn guest_request(&self, request: &MessagePage) -> Result<MessagePage, PspError> {
+        self.psp.guest_request(request)
+    }
+}
+
+/// The address of `[offset, offset + len)` inside a checked range.
+fn sub_range(range: &CheckedRange, offset: u64, len: usize) -> Result<u64, MemoryError> {
+    let end = offset
+        .checked_add(len as u64)
+        .ok_or(MemoryError::OutOfRange)?;
+    if end > range.len() {
+        return Err(MemoryError::OutOfRange);
+    }
+    Ok(range.start().raw() + offset)
+}
+
+/// The address of `[offset, offset + len)` inside a VMSA page.
+fn vmsa_offset(vmsa: &VmsaPage, offset: u64, len: usize) -> Result<u64, MemoryError> {
+    let end = offset
+        .checked_add(len as u64)
+        .ok_or(MemoryError::OutOfRange)?;
+    if end > PAGE_SIZE {
+        return Err(MemoryError::OutOfRange);
+    }
+    Ok(vmsa.addr().raw() + offset)
+}

@@ -1,0 +1,512 @@
+//! `vtpm-bench`: per-command latency of the vTPM through (a) the engine called directly,
+//! (b) the full SVSM path on the emulated machine and (c) swtpm over its socket, with the
+//! same in-process client and the same command bytes; plus OpenSSL's raw sign time.
+//!
+//! A benchmark, not a test: it prints medians and asserts nothing about time. Build it
+//! in release mode (`cargo xtask bench` does).
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use vtpm::tpm::{self, CommandBuilder, Header};
+use vtpm::Engine;
+use vtpm_daemon::svsm_backend::SvsmBackend;
+use vtpm_daemon::TpmBackend;
+
+/// One way to reach a TPM: runs a command, returns its response code and the time the
+/// command took on this path; the response stays readable until the next command.
+trait Path {
+    fn run(&mut self, command: &mut [u8]) -> Result<(u32, Duration)>;
+    fn response(&self) -> &[u8];
+}
+
+/// (a) the engine inside the SVSM, called directly (no service, no SVSM path): the
+/// same engine instance that (b) reaches, so the two are measured side by side.
+struct Direct<'a> {
+    backend: &'a RefCell<SvsmBackend>,
+    response: Vec<u8>,
+}
+
+impl Path for Direct<'_> {
+    fn run(&mut self, command: &mut [u8]) -> Result<(u32, Duration)> {
+        let backend = self.backend.borrow();
+        let (result, elapsed) = backend
+            .with_engine(|engine| {
+                let start = Instant::now();
+                let result = engine.execute(0, command);
+                let elapsed = start.elapsed();
+                self.response.clear();
+                self.response.extend_from_slice(engine.response());
+                (result, elapsed)
+            })
+            .context("the SVSM is powered off")?;
+        result?;
+        Ok((code(&self.response)?, elapsed))
+    }
+    fn response(&self) -> &[u8] {
+        &self.response
+    }
+}
+
+/// (b) the full SVSM path on the emulated machine.
+struct Svsm<'a> {
+    backend: &'a RefCell<SvsmBackend>,
+    response: Vec<u8>,
+}
+
+impl Path for Svsm<'_> {
+    fn run(&mut self, command: &mut [u8]) -> Result<(u32, Duration)> {
+        let mut backend = self.backend.borrow_mut();
+        let start = Instant::now();
+        let response = backend.command(0, command)?;
+        let elapsed = start.elapsed();
+        self.response = response;
+        Ok((code(&self.response)?, elapsed))
+    }
+    fn response(&self) -> &[u8] {
+        &self.response
+    }
+}
+
+/// (c) swtpm's data channel: raw TPM commands over TCP.
+struct Swtpm {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Swtpm {
+    fn exchange(&mut self, command: &[u8]) -> Result<()> {
+        self.stream.write_all(command)?;
+        self.buffer.resize(10, 0);
+        self.stream.read_exact(&mut self.buffer)?;
+        let size = Header::parse(&self.buffer).context("swtpm response")?.size as usize;
+        if !(10..=4096).contains(&size) {
+            bail!("swtpm sent a {size}-byte response");
+        }
+        self.buffer.resize(size, 0);
+        self.stream.read_exact(&mut self.buffer[10..])?;
+        Ok(())
+    }
+}
+
+impl Path for Swtpm {
+    fn run(&mut self, command: &mut [u8]) -> Result<(u32, Duration)> {
+        let start = Instant::now();
+        self.exchange(command)?;
+        let elapsed = start.elapsed();
+        Ok((code(&self.buffer)?, elapsed))
+    }
+    fn response(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+fn code(response: &[u8]) -> Result<u32> {
+    let h = Header::parse(response).context("a response without a header")?;
+    if h.size as usize != response.len() {
+        bail!(
+            "response header says {} bytes, got {}",
+            h.size,
+            response.len()
+        );
+    }
+    Ok(h.code)
+}
+
+/// Runs `command` and requires success.
+fn ok(path: &mut dyn Path, mut command: Vec<u8>) -> Result<Vec<u8>> {
+    let cc = Header::parse(&command).map_or(0, |h| h.code);
+    let (rc, _) = path.run(&mut command)?;
+    if rc != 0 {
+        bail!("command {cc:#x} failed with {rc:#x}");
+    }
+    Ok(path.response().to_vec())
+}
+
+const ALG_NULL: u16 = 0x0010;
+/// TPM_RC_RETRY.
+const RC_RETRY: u32 = 0x922;
+const ALG_SHA256: u16 = 0x000B;
+const RH_OWNER: u32 = 0x4000_0001;
+const RH_NULL: u32 = 0x4000_0007;
+/// fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, sign.
+const SIGNING_KEY: u32 = 0x0004_0072;
+
+fn ecc_signing_template() -> Vec<u8> {
+    CommandBuilder::new(0, 0)
+        .u16(0x0023)
+        .u16(ALG_SHA256)
+        .u32(SIGNING_KEY)
+        .u16(0)
+        .u16(ALG_NULL)
+        .u16(ALG_NULL)
+        .u16(0x0003)
+        .u16(ALG_NULL)
+        .u16(0)
+        .u16(0)
+        .build()[10..]
+        .to_vec()
+}
+
+fn rsa_signing_template() -> Vec<u8> {
+    CommandBuilder::new(0, 0)
+        .u16(0x0001)
+        .u16(ALG_SHA256)
+        .u32(SIGNING_KEY)
+        .u16(0)
+        .u16(ALG_NULL)
+        .u16(ALG_NULL)
+        .u16(2048)
+        .u32(0)
+        .u16(0)
+        .build()[10..]
+        .to_vec()
+}
+
+fn sign(key: u32, scheme: u16) -> Vec<u8> {
+    CommandBuilder::new(tpm::ST_SESSIONS, 0x15D)
+        .u32(key)
+        .password_auth()
+        .sized(&[0xA5; 32])
+        .u16(scheme)
+        .u16(ALG_SHA256)
+        // A null hash-check ticket (allowed for an unrestricted key).
+        .u16(0x8024)
+        .u32(RH_NULL)
+        .u16(0)
+        .build()
+}
+
+fn quote(key: u32) -> Vec<u8> {
+    CommandBuilder::new(tpm::ST_SESSIONS, 0x158)
+        .u32(key)
+        .password_auth()
+        .sized(&[0x5A; 16])
+        .u16(0x0014)
+        .u16(ALG_SHA256)
+        .u32(1)
+        .u16(ALG_SHA256)
+        .bytes(&[3, 0xFF, 0, 0])
+        .build()
+}
+
+/// The commands measured, in order.
+const COMMANDS: [&str; 8] = [
+    "GetRandom(32)",
+    "PCR_Extend",
+    "PCR_Read",
+    "CreatePrimary ECC P-256",
+    "Sign RSA-2048",
+    "Sign ECC P-256",
+    "Quote (RSA-2048)",
+    "FlushContext",
+];
+
+/// Latency samples of each of [`COMMANDS`] on each path: `[path][command][sample]`. The paths share one TPM
+/// (or are one), so keys are made once through the first; samples alternate between
+/// the paths so that both see the same machine load.
+fn measure(paths: &mut [&mut dyn Path], scale: usize) -> Result<Vec<Vec<Vec<Duration>>>> {
+    let first = &mut *paths[0];
+    let ecc = tpm::parse_create_primary(&ok(
+        first,
+        tpm::create_primary(RH_OWNER, &ecc_signing_template()),
+    )?)
+    .context("ECC key")?
+    .handle;
+    let rsa = tpm::parse_create_primary(&ok(
+        first,
+        tpm::create_primary(RH_OWNER, &rsa_signing_template()),
+    )?)
+    .context("RSA key")?
+    .handle;
+    let get_random = CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17B)
+        .u16(32)
+        .build();
+    let extend = CommandBuilder::new(tpm::ST_SESSIONS, 0x182)
+        .u32(16)
+        .password_auth()
+        .u32(1)
+        .u16(ALG_SHA256)
+        .bytes(&[0x11; 32])
+        .build();
+    let read = CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17E)
+        .u32(1)
+        .u16(ALG_SHA256)
+        .bytes(&[3, 0, 0, 1])
+        .build();
+    let mut samples_by_path = vec![Vec::new(); paths.len()];
+    let plain: [(&[u8], usize); 3] = [(&get_random, 2000), (&extend, 2000), (&read, 2000)];
+    for (command, n) in plain {
+        for (i, m) in time(paths, command, n * scale)?.into_iter().enumerate() {
+            samples_by_path[i].push(m);
+        }
+    }
+    // CreatePrimary and FlushContext alternate: each created key is flushed.
+    let create = tpm::create_primary(RH_OWNER, &ecc_signing_template());
+    let mut creates = vec![Vec::new(); paths.len()];
+    let mut flushes = vec![Vec::new(); paths.len()];
+    for _ in 0..100 * scale {
+        for (i, path) in paths.iter_mut().enumerate() {
+            let mut c = create.clone();
+            let (rc, t) = path.run(&mut c)?;
+            if rc != 0 {
+                bail!("CreatePrimary failed with {rc:#x}");
+            }
+            creates[i].push(t);
+            let handle = tpm::parse_create_primary(path.response())
+                .context("CreatePrimary response")?
+                .handle;
+            let (rc, t) = path.run(&mut tpm::flush_context(handle))?;
+            if rc != 0 {
+                bail!("FlushContext failed with {rc:#x}");
+            }
+            flushes[i].push(t);
+        }
+    }
+    for (i, samples) in creates.into_iter().enumerate() {
+        samples_by_path[i].push(samples);
+    }
+    let signed: [(Vec<u8>, usize); 3] = [
+        (sign(rsa, 0x0014), 100),
+        (sign(ecc, 0x0018), 300),
+        (quote(rsa), 100),
+    ];
+    for (command, n) in signed {
+        for (i, m) in time(paths, &command, n * scale)?.into_iter().enumerate() {
+            samples_by_path[i].push(m);
+        }
+    }
+    for (i, samples) in flushes.into_iter().enumerate() {
+        samples_by_path[i].push(samples);
+    }
+    ok(&mut *paths[0], tpm::flush_context(ecc))?;
+    ok(&mut *paths[0], tpm::flush_context(rsa))?;
+    Ok(samples_by_path)
+}
+
+/// The median of `samples`, in µs.
+fn median(samples: &[Duration]) -> f64 {
+    let mut v: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    median_f64(&mut v)
+}
+
+fn median_f64(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `n` latency samples of `command` on each path, alternating.
+fn time(paths: &mut [&mut dyn Path], command: &[u8], n: usize) -> Result<Vec<Vec<Duration>>> {
+    let cc = Header::parse(command).map_or(0, |h| h.code);
+    let mut buf = command.to_vec();
+    // Warm up, and let the engine run its self-test of an algorithm on first use
+    // (answered with TPM_RC_RETRY, which a TSS retries).
+    for path in paths.iter_mut() {
+        for _ in 0..5 {
+            buf.copy_from_slice(command);
+            let (rc, _) = path.run(&mut buf)?;
+            if rc != 0 && rc != RC_RETRY {
+                bail!("command {cc:#x} failed with {rc:#x}");
+            }
+        }
+    }
+    let mut samples = vec![Vec::with_capacity(n); paths.len()];
+    for _ in 0..n {
+        for (i, path) in paths.iter_mut().enumerate() {
+            buf.copy_from_slice(command);
+            let (rc, t) = path.run(&mut buf)?;
+            if rc != 0 {
+                bail!("benchmarked command {cc:#x} failed with {rc:#x}");
+            }
+            samples[i].push(t);
+        }
+    }
+    Ok(samples)
+}
+
+/// A free TCP port on loopback.
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// swtpm in socket mode with a scratch state directory; killed on drop.
+struct SwtpmProcess {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for SwtpmProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_swtpm() -> Result<(SwtpmProcess, Swtpm)> {
+    let dir = std::env::temp_dir().join(format!("vtpm-bench-swtpm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (port, ctrl) = (free_port()?, free_port()?);
+    let child = Command::new("swtpm")
+        .args(["socket", "--tpm2"])
+        .args(["--server", &format!("type=tcp,port={port}")])
+        .args(["--ctrl", &format!("type=tcp,port={ctrl}")])
+        .args(["--flags", "not-need-init,startup-clear"])
+        .args(["--tpmstate", &format!("dir={}", dir.display())])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot run swtpm (install the swtpm package)")?;
+    let process = SwtpmProcess { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => bail!("swtpm did not listen on port {port}: {e}"),
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok((
+        process,
+        Swtpm {
+            stream,
+            buffer: Vec::new(),
+        },
+    ))
+}
+
+/// OpenSSL's raw sign time (µs) for RSA-2048 and ECDSA P-256, from `openssl speed`.
+fn openssl_sign_times() -> Result<(f64, f64)> {
+    let out = Command::new("openssl")
+        .args(["speed", "-seconds", "2", "-mr", "rsa2048", "ecdsap256"])
+        .stderr(Stdio::null())
+        .output()
+        .context("cannot run openssl (install the openssl package)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rsa = None;
+    let mut ecdsa = None;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        // +F2:<n>:<bits>:<sign/s>:<verify/s> (RSA); +F4 the same for ECDSA.
+        if f.len() >= 5 {
+            let per_sec: f64 = f[3].parse().unwrap_or(0.0);
+            if per_sec > 0.0 {
+                match (f[0], f[2]) {
+                    ("+F2", "2048") => rsa = Some(1e6 / per_sec),
+                    ("+F4", "256") => ecdsa = Some(1e6 / per_sec),
+                    _ => {}
+                }
+            }
+        }
+    }
+    match (rsa, ecdsa) {
+        (Some(r), Some(e)) => Ok((r, e)),
+        _ => bail!("cannot read openssl speed's output:\n{text}"),
+    }
+}
+
+fn main() -> Result<()> {
+    let scale = std::env::var("VTPM_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1usize)
+        .max(1);
+
+    // (a) and (b): one SVSM on the emulated machine; its engine is measured directly
+    // and through the whole SVSM path, alternately.
+    let (a, b) = {
+        let backend = RefCell::new(
+            SvsmBackend::new().context("cannot start the SVSM on the emulated machine")?,
+        );
+        let mut direct = Direct {
+            backend: &backend,
+            response: Vec::new(),
+        };
+        let mut svsm = Svsm {
+            backend: &backend,
+            response: Vec::new(),
+        };
+        let mut m = measure(&mut [&mut svsm, &mut direct], scale)?;
+        let a = m.pop().context("direct samples")?;
+        let b = m.pop().context("SVSM samples")?;
+        (a, b)
+    };
+
+    // (c) swtpm over its TCP data channel, with the same commands.
+    let c = {
+        let (_process, mut path) = start_swtpm()?;
+        measure(&mut [&mut path], scale)?
+            .pop()
+            .context("swtpm samples")?
+    };
+
+    let (openssl_rsa, openssl_ecdsa) = openssl_sign_times()?;
+
+    // Overhead of (b) over (a): the difference of the medians, and the median of the
+    // paired differences (each (b) sample minus the (a) sample taken next to it), which
+    // is robust to load that shifts both.
+    let paired: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(a, b)| {
+            let mut d: Vec<f64> = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (y.as_secs_f64() - x.as_secs_f64()) * 1e6)
+                .collect();
+            median_f64(&mut d)
+        })
+        .collect();
+    let a: Vec<f64> = a.iter().map(|s| median(s)).collect();
+    let b: Vec<f64> = b.iter().map(|s| median(s)).collect();
+    let c: Vec<f64> = c.iter().map(|s| median(s)).collect();
+
+    println!("vTPM per-command latency, medians in microseconds (release build)");
+    println!(
+        "{:<24} {:>10} {:>10} {:>9} {:>9} {:>7} {:>10} {:>7}",
+        "command", "(a) engine", "(b) SVSM", "(b)-(a)", "paired", "(b)/(a)", "(c) swtpm", "(c)/(a)"
+    );
+    for (i, name) in COMMANDS.iter().enumerate() {
+        println!(
+            "{:<24} {:>10.2} {:>10.2} {:>9.2} {:>9.2} {:>7.3} {:>10.2} {:>7.3}",
+            name,
+            a[i],
+            b[i],
+            b[i] - a[i],
+            paired[i],
+            b[i] / a[i],
+            c[i],
+            c[i] / a[i]
+        );
+    }
+    let mut overheads = paired.clone();
+    let worst = overheads.iter().copied().fold(f64::MIN, f64::max);
+    println!(
+        "(b)-(a) overhead per command, median of paired differences: {:.2} µs over the \
+         commands (worst command {:.2} µs)",
+        median_f64(&mut overheads),
+        worst
+    );
+    println!("Sign against OpenSSL's raw sign (`openssl speed`):");
+    println!(
+        "  RSA-2048:   openssl {:.2} µs, (a) engine {:.2} µs ({:.2}x), (b) SVSM path {:.2} µs ({:.2}x)",
+        openssl_rsa,
+        a[4],
+        a[4] / openssl_rsa,
+        b[4],
+        b[4] / openssl_rsa
+    );
+    println!(
+        "  ECDSA P-256: openssl {:.2} µs, (a) engine {:.2} µs ({:.2}x), (b) SVSM path {:.2} µs ({:.2}x)",
+        openssl_ecdsa,
+        a[5],
+        a[5] / openssl_ecdsa,
+        b[5],
+        b[5] / openssl_ecdsa
+    );
+    Ok(())
+}

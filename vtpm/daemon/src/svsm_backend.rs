@@ -1,0 +1,202 @@
+//! The SVSM path on the emulated SEV-SNP machine: every command travels guest driver,
+//! calling area, SVSM_VTPM_CMD, request loop, vTPM service, engine, and back.
+//!
+//! The guest side does what Linux's `tpm_svsm` driver does: at probe, SVSM_VTPM_QUERY
+//! must offer TPM_SEND_COMMAND; then each command is written into the driver's buffer
+//! page as a TPM_SEND_COMMAND request, the call goes through the vCPU's calling area
+//! (retried with identical registers on BUSY), and the response is read back from the
+//! same page. A power cycle is a reboot: a new machine, a new SVSM, a new vTPM.
+
+use std::sync::Arc;
+
+use svsm::platform::PAGE_SIZE;
+use svsm::requests::vtpm::VtpmProtocol;
+use svsm::requests::{CallRegisters, Services};
+use svsm_emulated::{EmulatedSystem, LaunchConfig};
+use svsm_protocol::call::{Call, VtpmCall};
+use svsm_protocol::vtpm::{
+    PlatformCommands, MAX_COMMAND_SIZE, MAX_RESPONSE_SIZE, SEND_COMMAND_REQUEST_HEADER_SIZE,
+    SEND_COMMAND_RESPONSE_HEADER_SIZE, TPM_SEND_COMMAND, VTPM_BUFFER_MAX,
+};
+use svsm_protocol::SvsmResultCode;
+use svsm_tests::driver::{GuestDriver, MAX_RETRIES};
+use vtpm::{LibTpms, OsEntropy, Service, Vtpm};
+
+use crate::{BackendError, TpmBackend};
+
+/// The guest page the driver uses as its vTPM buffer (guest RAM, validated at boot).
+pub const BUFFER_GPA: u64 = 0x20_0000;
+
+/// The vTPM service as the SVSM hosts it.
+pub type HostedVtpm = VtpmProtocol<Service<LibTpms>>;
+
+/// One boot of the emulated machine with its vTPM.
+struct Booted {
+    system: EmulatedSystem,
+    vtpm: Arc<HostedVtpm>,
+    ek: Vec<u8>,
+    bsp: u32,
+    ca: u64,
+    request: Box<[u8; VTPM_BUFFER_MAX]>,
+}
+
+/// The SVSM on the emulated machine, driven as Linux's `tpm_svsm` drives it.
+pub struct SvsmBackend {
+    booted: Option<Booted>,
+}
+
+impl std::fmt::Debug for SvsmBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SvsmBackend")
+            .field("powered", &self.booted.is_some())
+            .finish()
+    }
+}
+
+fn transport(what: impl std::fmt::Display) -> BackendError {
+    BackendError::Transport(what.to_string())
+}
+
+impl Booted {
+    /// Launches the machine with the SVSM and a freshly manufactured vTPM, validates the
+    /// driver's buffer page and probes the vTPM as Linux does.
+    fn boot() -> Result<Self, BackendError> {
+        let service = vtpm::start(Box::new(OsEntropy)).map_err(transport)?;
+        let ek = service.ek_public().to_vec();
+        let vtpm = Arc::new(VtpmProtocol::new(service));
+        let services = Services::new().with_vtpm(Box::new(vtpm.clone()));
+        let system = EmulatedSystem::launch(LaunchConfig::default(), services)
+            .map_err(|e| transport(format!("launch of the emulated machine failed: {e:?}")))?;
+        let bsp = system.info().bsp();
+        let ca = system.info().config.boot_ca;
+        GuestDriver::new(&system)
+            .pvalidate_linux(bsp, BUFFER_GPA, BUFFER_GPA + PAGE_SIZE, true)
+            .map_err(|e| transport(format!("the guest cannot validate its buffer: {e:?}")))?;
+        let booted = Self {
+            system,
+            vtpm,
+            ek,
+            bsp,
+            ca,
+            request: Box::new([0; VTPM_BUFFER_MAX]),
+        };
+        let query = booted.call(VtpmCall::Query, 0)?;
+        let commands = PlatformCommands::from_bits_retain(query.rcx);
+        if !commands.contains(PlatformCommands::SEND_COMMAND) {
+            return Err(transport("the SVSM vTPM does not offer TPM_SEND_COMMAND"));
+        }
+        Ok(booted)
+    }
+
+    /// One vTPM call from the boot vCPU through its calling area, retried with identical
+    /// registers while BUSY or INCOMPLETE (as `svsm_perform_call_protocol` does).
+    fn call(&self, call: VtpmCall, rcx: u64) -> Result<CallRegisters, BackendError> {
+        let regs = CallRegisters {
+            rax: Call::Vtpm(call).to_rax(),
+            rcx,
+            ..CallRegisters::default()
+        };
+        for _ in 0..MAX_RETRIES {
+            let ret = self
+                .system
+                .call(self.bsp, self.ca, &regs)
+                .map_err(|e| transport(format!("guest fault: {e:?}")))?;
+            if ret.pending != 0 {
+                return Err(transport("the SVSM did not service the call"));
+            }
+            match SvsmResultCode::from_raw(ret.regs.rax) {
+                SvsmResultCode::SUCCESS => return Ok(ret.regs),
+                SvsmResultCode::BUSY | SvsmResultCode::INCOMPLETE => continue,
+                code => return Err(BackendError::Transport(format!("SVSM call failed: {code}"))),
+            }
+        }
+        Err(transport("the SVSM stayed busy"))
+    }
+
+    fn command(&mut self, locality: u8, command: &[u8]) -> Result<Vec<u8>, BackendError> {
+        if command.len() > MAX_COMMAND_SIZE {
+            return Err(BackendError::CommandTooLarge(command.len()));
+        }
+        let len = SEND_COMMAND_REQUEST_HEADER_SIZE + command.len();
+        let request = &mut self.request[..len];
+        request[..4].copy_from_slice(&TPM_SEND_COMMAND.to_le_bytes());
+        request[4] = locality;
+        request[5..9].copy_from_slice(&(command.len() as u32).to_le_bytes());
+        request[9..].copy_from_slice(command);
+        let machine = self.system.machine();
+        machine
+            .guest_write(BUFFER_GPA, request)
+            .map_err(|e| transport(format!("guest fault: {e:?}")))?;
+        match self.call(VtpmCall::Cmd, BUFFER_GPA) {
+            Ok(_) => {}
+            // The SVSM refuses localities other than 0 (INVALID_PARAMETER).
+            Err(_) if locality != 0 => return Err(BackendError::Locality(locality)),
+            Err(e) => return Err(e),
+        }
+        let mut size = [0u8; SEND_COMMAND_RESPONSE_HEADER_SIZE];
+        machine
+            .guest_read(BUFFER_GPA, &mut size)
+            .map_err(|e| transport(format!("guest fault: {e:?}")))?;
+        let size = u32::from_le_bytes(size) as usize;
+        // Linux rejects a response over 4092 bytes.
+        if size > MAX_RESPONSE_SIZE {
+            return Err(transport(format!("a {size}-byte response from the SVSM")));
+        }
+        let mut response = vec![0u8; size];
+        machine
+            .guest_read(
+                BUFFER_GPA + SEND_COMMAND_RESPONSE_HEADER_SIZE as u64,
+                &mut response,
+            )
+            .map_err(|e| transport(format!("guest fault: {e:?}")))?;
+        Ok(response)
+    }
+}
+
+impl SvsmBackend {
+    /// Boots the emulated machine with the SVSM and its vTPM.
+    pub fn new() -> Result<Self, BackendError> {
+        Ok(Self {
+            booted: Some(Booted::boot()?),
+        })
+    }
+
+    /// The endorsement key (template L-1) of this boot, as a TPMT_PUBLIC.
+    pub fn ek_public(&self) -> Option<Vec<u8>> {
+        self.booted.as_ref().map(|b| b.ek.clone())
+    }
+
+    /// Runs `f` on the engine inside this boot's SVSM, bypassing the SVSM path (for the
+    /// benchmark's direct measurement on the same engine).
+    pub fn with_engine<R>(&self, f: impl FnOnce(&mut LibTpms) -> R) -> Option<R> {
+        self.booted
+            .as_ref()
+            .map(|b| b.vtpm.with_vtpm(|service| f(service.engine_mut())))
+    }
+}
+
+impl TpmBackend for SvsmBackend {
+    fn command(&mut self, locality: u8, command: &[u8]) -> Result<Vec<u8>, BackendError> {
+        self.booted
+            .as_mut()
+            .ok_or(BackendError::PoweredOff)?
+            .command(locality, command)
+    }
+
+    fn power_on(&mut self) -> Result<(), BackendError> {
+        if self.booted.is_none() {
+            self.booted = Some(Booted::boot()?);
+        }
+        Ok(())
+    }
+
+    fn power_off(&mut self) -> Result<(), BackendError> {
+        // Dropping the machine drops the SVSM, its vTPM service and the engine.
+        self.booted = None;
+        Ok(())
+    }
+
+    fn set_cancel(&mut self, _on: bool) {
+        // The SVSM vTPM protocol has no cancel: commands run to completion.
+    }
+}

@@ -1,0 +1,241 @@
+//! The real engine (libtpms) behind the vTPM service: start-up, the endorsement keys,
+//! the transport's size and locality rules, and failing closed on bad randomness.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vtpm::service::{MAX_COMMAND_SIZE, REQUEST_HEADER_SIZE, TRANSPORT_BUFFER_SIZE};
+use vtpm::tpm::{self, CommandBuilder, Header};
+use vtpm::{EkTemplate, Engine, EngineError, EntropyError, EntropySource, LibTpms, Vtpm};
+
+/// One engine per process: the tests take turns.
+static ENGINE: Mutex<()> = Mutex::new(());
+
+fn lock() -> MutexGuard<'static, ()> {
+    ENGINE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The OS generator, switchable to failing by the test.
+struct Switchable {
+    fail: Arc<AtomicBool>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EntropySource for Switchable {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(EntropyError);
+        }
+        getrandom::getrandom(buf).map_err(|_| EntropyError)
+    }
+}
+
+fn os() -> Box<dyn EntropySource> {
+    Box::new(Switchable {
+        fail: Arc::new(AtomicBool::new(false)),
+        calls: Arc::default(),
+    })
+}
+
+/// Wraps a TPM command in a TPM_SEND_COMMAND request at `locality`.
+fn request(locality: u8, command: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; TRANSPORT_BUFFER_SIZE];
+    b[..4].copy_from_slice(&8u32.to_le_bytes());
+    b[4] = locality;
+    b[5..9].copy_from_slice(&(command.len() as u32).to_le_bytes());
+    b[9..9 + command.len()].copy_from_slice(command);
+    b
+}
+
+/// Sends `command` through the transport; returns the TPM response.
+fn send(vtpm: &mut impl Vtpm, command: &[u8]) -> Vec<u8> {
+    let mut b = request(0, command);
+    let n = vtpm.handle_request(&mut b).expect("request accepted");
+    let len = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+    assert_eq!(n, 4 + len);
+    let r = b[4..4 + len].to_vec();
+    assert_eq!(Header::parse(&r).unwrap().size as usize, r.len());
+    r
+}
+
+fn rc(response: &[u8]) -> u32 {
+    Header::parse(response).unwrap().code
+}
+
+fn get_random(n: u16) -> Vec<u8> {
+    CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17B)
+        .u16(n)
+        .build()
+}
+
+/// GetCapability(TPM_CAP_TPM_PROPERTIES, property, 1): returns the property's value.
+fn property(vtpm: &mut impl Vtpm, property: u32) -> u32 {
+    let cmd = CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17A)
+        .u32(6)
+        .u32(property)
+        .u32(1)
+        .build();
+    let r = send(vtpm, &cmd);
+    assert_eq!(rc(&r), 0);
+    // header, moreData u8, capability u32, count u32, then {property u32, value u32}.
+    let at = 10 + 1 + 4 + 4;
+    assert_eq!(
+        u32::from_be_bytes(r[at..at + 4].try_into().unwrap()),
+        property
+    );
+    u32::from_be_bytes(r[at + 4..at + 8].try_into().unwrap())
+}
+
+#[test]
+fn starts_with_the_endorsement_keys_and_the_guest_startup_gets_initialize() {
+    let _g = lock();
+    let mut vtpm = vtpm::start(os()).expect("vTPM starts");
+    // The guest's Startup: already done.
+    let r = send(&mut vtpm, &tpm::startup_clear());
+    assert_eq!(rc(&r), tpm::RC_INITIALIZE);
+    // GetRandom works and returns the bytes asked for.
+    let r = send(&mut vtpm, &get_random(32));
+    assert_eq!(rc(&r), 0);
+    assert_eq!(&r[10..12], &[0, 32]);
+    assert_eq!(r.len(), 12 + 32);
+    // The RSA EK: template L-1 with a 2048-bit modulus filled in.
+    let ek = vtpm.ek_public().to_vec();
+    let template = EkTemplate::RsaL1.public_template();
+    assert_eq!(ek.len(), template.len());
+    assert_eq!(
+        &ek[..template.len() - 256],
+        &template[..template.len() - 256]
+    );
+    assert!(ek[ek.len() - 256..].iter().any(|&b| b != 0));
+    // The ECC EK: template L-2 with a P-256 point filled in.
+    let ecc = vtpm.endorsement_key(EkTemplate::EccL2);
+    let t = EkTemplate::EccL2.public_template();
+    assert_eq!(ecc.len(), t.len());
+    assert_eq!(&ecc[..t.len() - 68], &t[..t.len() - 68]);
+    assert!(ecc[t.len() - 66..t.len() - 34].iter().any(|&b| b != 0));
+    // No object slot stays taken: no transient handles (GetCapability(HANDLES, 0x80000000)).
+    let cmd = CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17A)
+        .u32(1)
+        .u32(0x8000_0000)
+        .u32(16)
+        .build();
+    let r = send(&mut vtpm, &cmd);
+    assert_eq!(rc(&r), 0);
+    assert_eq!(&r[15..19], &[0, 0, 0, 0], "no transient objects loaded");
+    // Nothing on disk.
+    assert!(!std::path::Path::new("NVChip").exists());
+}
+
+#[test]
+fn advertised_sizes_fit_the_transport() {
+    let _g = lock();
+    let mut vtpm = vtpm::start(os()).expect("vTPM starts");
+    // TPM_PT_MAX_COMMAND_SIZE, TPM_PT_MAX_RESPONSE_SIZE.
+    let cmd = property(&mut vtpm, 0x11E);
+    let rsp = property(&mut vtpm, 0x11F);
+    assert!(cmd as usize <= MAX_COMMAND_SIZE, "max command {cmd}");
+    assert!(rsp as usize <= 4092, "max response {rsp}");
+    assert_eq!(cmd, vtpm::libtpms::ENGINE_BUFFER_SIZE);
+}
+
+#[test]
+fn oversized_and_foreign_locality_requests_are_refused_without_effect() {
+    let _g = lock();
+    let mut vtpm = vtpm::start(os()).expect("vTPM starts");
+    for locality in 1..=4u8 {
+        let mut b = request(locality, &get_random(8));
+        let before = b.clone();
+        assert_eq!(
+            vtpm.handle_request(&mut b),
+            Err(vtpm::VtpmError::Locality(locality))
+        );
+        assert_eq!(b, before, "a refused request leaves the buffer alone");
+    }
+    let mut b = request(0, &get_random(8));
+    b[5..9].copy_from_slice(&(MAX_COMMAND_SIZE as u32 + 1).to_le_bytes());
+    assert_eq!(
+        vtpm.handle_request(&mut b),
+        Err(vtpm::VtpmError::CommandTooLarge(
+            MAX_COMMAND_SIZE as u32 + 1
+        ))
+    );
+    // A 4087-byte command is carried (and the engine judges it).
+    let mut big = vec![0u8; MAX_COMMAND_SIZE];
+    big[..10].copy_from_slice(&[0x80, 0x01, 0, 0, 0x0F, 0xF7, 0, 0, 0x01, 0x7B]);
+    let r = send(&mut vtpm, &big);
+    assert_ne!(rc(&r), 0);
+    assert!(!vtpm.is_failed());
+    // Other platform commands are not supported.
+    let mut b = request(0, &get_random(8));
+    b[..4].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(
+        vtpm.handle_request(&mut b),
+        Err(vtpm::VtpmError::UnsupportedCommand(1))
+    );
+    // A buffer shorter than the size it alleges.
+    let mut short = request(0, &get_random(8))[..REQUEST_HEADER_SIZE + 5].to_vec();
+    assert_eq!(
+        vtpm.handle_request(&mut short),
+        Err(vtpm::VtpmError::Truncated)
+    );
+    // And the TPM still works.
+    assert_eq!(rc(&send(&mut vtpm, &get_random(8))), 0);
+}
+
+#[test]
+fn one_engine_per_process() {
+    let _g = lock();
+    let first = LibTpms::power_on(os()).expect("first engine");
+    assert_eq!(LibTpms::power_on(os()).err(), Some(EngineError::Busy));
+    drop(first);
+    let again = LibTpms::power_on(os()).expect("engine again after the first is gone");
+    assert!(!again.failed());
+}
+
+#[test]
+fn start_up_fails_closed_without_entropy() {
+    let _g = lock();
+    let fail = Arc::new(AtomicBool::new(true));
+    let source = Box::new(Switchable {
+        fail: fail.clone(),
+        calls: Arc::default(),
+    });
+    let err = vtpm::start(source).expect_err("no vTPM without entropy");
+    assert_eq!(
+        err,
+        vtpm::StartupError::Engine(EngineError::Entropy),
+        "{err}"
+    );
+    // The failed start released the engine.
+    assert!(vtpm::start(os()).is_ok());
+}
+
+#[test]
+fn entropy_failure_while_running_latches_failure_mode() {
+    let _g = lock();
+    let fail = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let source = Box::new(Switchable {
+        fail: fail.clone(),
+        calls: calls.clone(),
+    });
+    let mut vtpm = vtpm::start(source).expect("vTPM starts");
+    let before = calls.load(Ordering::SeqCst);
+    fail.store(true, Ordering::SeqCst);
+    // Key generation draws on OpenSSL's randomness, which now fails: the result (which
+    // libtpms would have computed from its rand() fallback) is withheld.
+    let create = tpm::create_primary(0x4000_0001, &EkTemplate::EccL2.public_template());
+    let r = send(&mut vtpm, &create);
+    assert!(
+        calls.load(Ordering::SeqCst) > before,
+        "the command asked for entropy"
+    );
+    assert_eq!(r, tpm::FAILURE_RESPONSE);
+    assert!(vtpm.is_failed());
+    // Entropy comes back, but the TPM stays failed: every command, Startup included.
+    fail.store(false, Ordering::SeqCst);
+    for command in [get_random(8), tpm::startup_clear(), create] {
+        assert_eq!(send(&mut vtpm, &command), tpm::FAILURE_RESPONSE);
+    }
+}
