@@ -182,6 +182,22 @@ const CONTROL_MESSAGE_MAX: usize = 4 + 4 + 4096;
 /// How often blocked threads look at the stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The daemon holds its backend boxed; the box drives this front end like the backend.
+impl TpmBackend for Box<dyn TpmBackend> {
+    fn command(&mut self, locality: u8, command: &[u8]) -> Result<Vec<u8>, BackendError> {
+        (**self).command(locality, command)
+    }
+    fn power_on(&mut self) -> Result<(), BackendError> {
+        (**self).power_on()
+    }
+    fn power_off(&mut self) -> Result<(), BackendError> {
+        (**self).power_off()
+    }
+    fn set_cancel(&mut self, on: bool) {
+        (**self).set_cancel(on)
+    }
+}
+
 /// A TPM 2.0 response that is only a header: `TPM_ST_NO_SESSIONS`, size 10, `code`.
 pub fn error_response(code: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(TPM_HEADER_SIZE);
@@ -840,7 +856,6 @@ pub struct Server<B> {
     device: Arc<Mutex<Device<B>>>,
     control: Listener,
     data: Option<Listener>,
-    stop: Arc<AtomicBool>,
 }
 
 impl<B: TpmBackend + 'static> Server<B> {
@@ -861,7 +876,6 @@ impl<B: TpmBackend + 'static> Server<B> {
             device: Arc::new(Mutex::new(device)),
             control,
             data,
-            stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -875,21 +889,25 @@ impl<B: TpmBackend + 'static> Server<B> {
         self.data.as_ref().map(Listener::endpoint).transpose()
     }
 
-    /// Serves until a client sends `CMD_SHUTDOWN`, then stops every data channel and
-    /// returns. Control clients are served one at a time.
-    pub fn run(self) -> anyhow::Result<()> {
+    /// Serves until a client sends `CMD_SHUTDOWN` or `stop` is set, then stops every data
+    /// channel, powers the TPM off and returns. Control clients are served one at a time.
+    pub fn run(self, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         if let Some(listener) = self.data {
             let device = Arc::clone(&self.device);
-            let stop = Arc::clone(&self.stop);
+            let stop = Arc::clone(&stop);
             threads.push(std::thread::spawn(move || {
                 serve_data_listener(&listener, &device, &stop);
             }));
         }
-        let outcome = serve_control(&self.control, &self.device, &self.stop, &mut threads);
-        self.stop.store(true, Ordering::Relaxed);
+        let outcome = serve_control(&self.control, &self.device, &stop, &mut threads);
+        stop.store(true, Ordering::Relaxed);
         for thread in threads {
             let _ = thread.join();
+        }
+        let mut device = lock(&self.device)?;
+        if device.is_running() {
+            let _ = device.stop();
         }
         outcome
     }
@@ -902,13 +920,13 @@ fn serve_control<B: TpmBackend + 'static>(
     stop: &Arc<AtomicBool>,
     threads: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<()> {
-    loop {
+    while readable_unless(&listener.as_fd(), stop)? {
         let mut client = match listener.accept() {
             Ok(c) => c,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(anyhow::Error::new(e).context("cannot accept a control client")),
         };
-        loop {
+        while readable_unless(&client, stop)? {
             let (message, fds) = match recv_control(&mut client) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
@@ -942,6 +960,7 @@ fn serve_control<B: TpmBackend + 'static>(
             }
         }
     }
+    Ok(())
 }
 
 /// Accepts data clients until `stop`; each is served on its own thread, and the device
@@ -1651,7 +1670,7 @@ mod tests {
         let Some(Endpoint::Tcp(data_addr)) = server.data_endpoint().unwrap() else {
             panic!("no TCP data endpoint");
         };
-        let thread = std::thread::spawn(move || server.run());
+        let thread = std::thread::spawn(move || server.run(Arc::new(AtomicBool::new(false))));
 
         let mut ctrl = UnixStream::connect(&control).unwrap();
         // CMD_SET_DATAFD with one end of a socketpair, as QEMU does.
@@ -1727,5 +1746,36 @@ mod tests {
         let mut buf = [0u8; 1];
         assert_eq!(qemu_data.read(&mut buf).unwrap(), 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_server_stops_on_its_flag_and_powers_off() {
+        let config = Config {
+            control: "tcp:127.0.0.1:0".parse().unwrap(),
+            data: None,
+        };
+        let tpm = EchoTpm::default();
+        let log = Arc::clone(&tpm.log);
+        let server = Server::bind(&config, tpm).unwrap();
+        let Endpoint::Tcp(addr) = server.control_endpoint().unwrap() else {
+            panic!("not TCP");
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || server.run(stop))
+        };
+        let mut ctrl = TcpStream::connect(addr).unwrap();
+        ctrl.write_all(&msg(cmd::INIT, &[0; 4])).unwrap();
+        let mut reply = [0u8; 4];
+        ctrl.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, [0; 4]);
+        // No descriptors travel over TCP: CMD_SET_DATAFD is malformed there.
+        ctrl.write_all(&msg(cmd::SET_DATAFD, &[])).unwrap();
+        ctrl.read_exact(&mut reply).unwrap();
+        assert_eq!(reply.to_vec(), code(result::TPM_BAD_PARAMETER));
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap().unwrap();
+        assert_eq!(log.lock().unwrap().power_off, 3);
     }
 }
