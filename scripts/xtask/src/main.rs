@@ -4,6 +4,7 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod linux;
 mod setup;
 mod vtpm;
 
@@ -24,7 +25,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Build everything and run the SVSM, serving its vTPM to host TPM clients.
-    Run,
+    Run {
+        /// Instead, boot a Linux guest in QEMU whose TPM is this vTPM (SVSM path).
+        #[arg(long)]
+        linux_guest: bool,
+    },
     /// Run every test level this machine supports.
     Test,
     /// Run the benchmarks and print their figures (not a pass/fail gate).
@@ -41,7 +46,8 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Setup => setup::ensure(),
         Cmd::Test => test(),
-        Cmd::Run => run(),
+        Cmd::Run { linux_guest: true } => setup::ensure().and_then(|()| linux::run_interactive()),
+        Cmd::Run { linux_guest: false } => run(),
         Cmd::Bench => bench(),
     }
 }
@@ -71,6 +77,8 @@ fn test() -> Result<()> {
     )?;
     step("host tests", cargo(&["test", "--workspace"]))?;
     vtpm::test()?;
+    println!("xtask: == linux guest ==");
+    linux::test()?;
     println!("xtask: every test level passed");
     Ok(())
 }
