@@ -388,6 +388,8 @@ fn check(results: &BTreeMap<String, (String, String)>, expected_pcr: &str) -> Ve
         "dev:tpm0",
         "dev:tpmrm0",
         "tpm-version",
+        "driver",
+        "eventlog",
         "getrandom",
         "pcr16-before",
         "pcrextend",
@@ -418,6 +420,11 @@ fn check(results: &BTreeMap<String, (String, String)>, expected_pcr: &str) -> Ve
             failures.push(format!(
                 "tpm-version: expected a TPM 2.0, the guest sees {d}"
             ));
+        }
+    }
+    if let Some(d) = detail("driver") {
+        if d != "tpm_crb" {
+            failures.push(format!("driver: expected tpm_crb to own tpm0, got '{d}'"));
         }
     }
     if let Some(d) = detail("getrandom") {
@@ -673,6 +680,8 @@ mod tests {
             ("dev:tpm0", ""),
             ("dev:tpmrm0", ""),
             ("tpm-version", "major=2"),
+            ("driver", "tpm_crb"),
+            ("eventlog", "bytes=1234"),
             ("getrandom", &"ab".repeat(32)),
             ("pcr16-before", &"0".repeat(64)),
             ("pcrextend", ""),
