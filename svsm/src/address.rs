@@ -20,6 +20,7 @@
         clippy::panic
     )
 )]
+#![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -398,6 +399,13 @@ impl GuestState {
     /// A handle to the registered VMSA at `addr`.
     pub fn vmsa_page(&self, addr: u64) -> Option<VmsaPage> {
         self.vmsa(addr).map(|v| VmsaPage { addr: v.addr })
+    }
+
+    /// What a call on `apic_id` needs: its current guest VMSA and its calling area
+    /// (checked like any guest range).
+    pub fn call_target(&self, apic_id: u32) -> Option<(VmsaPage, CheckedRange)> {
+        let ca = self.calling_area(apic_id).ok().flatten()?;
+        Some((self.current_vmsa(apic_id)?, ca))
     }
 
     /// The calling area of `apic_id`, checked like any guest range.

@@ -10,9 +10,7 @@ use core::fmt;
 use svsm_protocol::{ParseError, SvsmResultCode};
 
 use crate::address::AddressError;
-use crate::platform::{
-    HypervisorError, MemoryError, PspError, PvalidateError, RmpFault, RmpadjustError,
-};
+use crate::platform::{HypervisorError, MemoryError, PspError, PvalidateError, RmpadjustError};
 
 /// Why a well-formed request was refused in the current state, or why a parameter's
 /// value (as opposed to its format) is unacceptable.
@@ -156,14 +154,10 @@ impl fmt::Display for SvsmError {
 
 impl core::error::Error for SvsmError {}
 
-/// Whether an RMP fault means the guest named memory it does not own.
-pub(crate) fn is_guest_memory_fault(fault: RmpFault) -> bool {
-    matches!(fault, RmpFault::NotAssigned | RmpFault::NotValidated)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::RmpFault;
 
     #[test]
     fn every_error_maps_to_the_spec_code() {
@@ -253,7 +247,5 @@ mod tests {
         for (error, code) in table {
             assert_eq!(SvsmResultCode::from(error), code, "{error}");
         }
-        assert!(is_guest_memory_fault(RmpFault::NotValidated));
-        assert!(!is_guest_memory_fault(RmpFault::NoMemory));
     }
 }

@@ -627,3 +627,345 @@ fn vcpus_on_threads() {
         }
     }
 }
+
+/// A vTPM-like service on protocol 2; also exercises `Services::default`, the services'
+/// debug output and the call context accessors.
+struct VersionOnly;
+
+impl ProtocolService<SharedSnp> for VersionOnly {
+    fn versions(&self) -> VersionRange {
+        VersionRange { min: 1, max: 1 }
+    }
+
+    fn handle(&self, call: &mut CallContext<'_, SharedSnp>) -> Result<(), SvsmError> {
+        let described = format!("{call:?}");
+        assert!(described.contains("apic_id"));
+        call.regs_mut().rcx = u64::from(call.guest_vmpl().level()) | u64::from(call.apic_id()) << 8;
+        Ok(())
+    }
+}
+
+#[test]
+fn vtpm_slot_and_debug_output() {
+    let services = Services::default().with_vtpm(Box::new(VersionOnly));
+    assert!(format!("{services:?}").contains("vtpm: Some"));
+    let system = EmulatedSystem::launch(LaunchConfig::default(), services).unwrap();
+    assert!(format!("{:?}", system.svsm()).contains("Services"));
+    let guest = GuestDriver::new(&system);
+    assert_eq!(guest.query_protocol(0, 2, 1).unwrap(), (1 << 32) | 1);
+    assert_eq!(guest.query_protocol(0, 1, 1).unwrap(), 0);
+    let out = guest
+        .call_ok(
+            0,
+            &CallRegisters {
+                rax: 2 << 32,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(out.rcx, 2, "guest VMPL 2 from vCPU 0");
+}
+
+/// The kernel's loop: `run_once` runs the guest VMPL, then services its call.
+#[test]
+fn run_once_services_the_next_call() {
+    let system = EmulatedSystem::standard().unwrap();
+    let machine = system.machine();
+    let ca = system.info().config.boot_ca;
+    machine
+        .guest_begin_call(0, ca, &regs(CoreCall::QueryProtocol, 1, 0, 0), true)
+        .unwrap();
+    let outcome = system.svsm().run_once(0).unwrap();
+    assert_eq!(outcome, RequestOutcome::Serviced(SvsmResultCode::SUCCESS));
+    let ret = machine.guest_end_call(0, ca).unwrap();
+    assert_eq!((ret.regs.rcx, ret.pending), ((1 << 32) | 1, 0));
+    // A vCPU whose guest VMSA cannot run (no VMSA) is refused by the hypervisor.
+    assert!(system.svsm().run_once(3).is_err());
+}
+
+/// A service that holds the call until told to go on, so another vCPU can act while
+/// this one is inside the SVSM.
+struct Gate {
+    entered: std::sync::mpsc::SyncSender<()>,
+    proceed: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl ProtocolService<SharedSnp> for Gate {
+    fn versions(&self) -> VersionRange {
+        VersionRange { min: 1, max: 1 }
+    }
+
+    fn handle(&self, call: &mut CallContext<'_, SharedSnp>) -> Result<(), SvsmError> {
+        let _ = self.entered.send(());
+        let _ = self.proceed.lock().unwrap().recv();
+        call.regs_mut().rcx = 42;
+        Ok(())
+    }
+}
+
+/// DELETE_VCPU of a vCPU's VMSA while that vCPU is inside an SVSM call: the VMSA is not
+/// running, so the delete succeeds, and the call's result is not written into the page
+/// the guest got back.
+#[test]
+fn delete_vcpu_while_it_is_inside_a_call() {
+    let (entered_tx, entered_rx) = std::sync::mpsc::sync_channel(1);
+    let (proceed_tx, proceed_rx) = std::sync::mpsc::channel();
+    let services = Services::new().with_attestation(Box::new(Gate {
+        entered: entered_tx,
+        proceed: std::sync::Mutex::new(proceed_rx),
+    }));
+    let system = EmulatedSystem::launch(LaunchConfig::default(), services).unwrap();
+    let guest = GuestDriver::new(&system);
+    guest
+        .pvalidate_linux(0, 0x20_0000, 0x40_0000, true)
+        .unwrap();
+    guest
+        .start_ap(GuestKind::Linux, 0, 1, AP1_VMSA, AP1_CA)
+        .unwrap();
+    std::thread::scope(|s| {
+        let ap = s.spawn(|| {
+            guest.call_once(
+                1,
+                &CallRegisters {
+                    rax: 1 << 32,
+                    rcx: 7,
+                    ..Default::default()
+                },
+            )
+        });
+        entered_rx.recv().unwrap();
+        guest
+            .call_ok(0, &regs(CoreCall::DeleteVcpu, AP1_VMSA, 0, 0))
+            .unwrap();
+        proceed_tx.send(()).unwrap();
+        // The hypervisor cannot resume the deleted VMSA (SVME is clear) ...
+        assert_eq!(
+            ap.join().unwrap().unwrap_err(),
+            svsm_tests::driver::DriverError::Guest(svsm_emulated::GuestFault::VmrunFailed)
+        );
+    });
+    // ... and the SVSM wrote no result into the page the guest got back.
+    let mut reg = [0u8; 8];
+    system
+        .machine()
+        .peek(AP1_VMSA + vmsa::RAX, &mut reg)
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(reg), 1 << 32);
+    system
+        .machine()
+        .peek(AP1_VMSA + vmsa::RCX, &mut reg)
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(reg), 7);
+    let entry = system.machine().rmp_entry(AP1_VMSA).unwrap();
+    assert!(!entry.vmsa);
+    assert_eq!(entry.perms[2], RmpPermissions::RWX);
+    check(&system);
+}
+
+/// A platform that stops inside PVALIDATE until told to go on, so a test can act while
+/// another vCPU's PVALIDATE holds the registry.
+struct GatedPlatform {
+    inner: SharedSnp,
+    entered: std::sync::mpsc::SyncSender<()>,
+    proceed: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl svsm::platform::Platform for GatedPlatform {
+    fn pvalidate(
+        &self,
+        addr: svsm::address::PhysAddr,
+        size: svsm::platform::PageSize,
+        validate: bool,
+    ) -> Result<svsm::platform::Validation, svsm::platform::PvalidateError> {
+        let _ = self.entered.send(());
+        let _ = self.proceed.lock().unwrap().recv();
+        self.inner.pvalidate(addr, size, validate)
+    }
+    fn rmpadjust(
+        &self,
+        addr: svsm::address::PhysAddr,
+        size: svsm::platform::PageSize,
+        target: Vmpl,
+        perms: RmpPermissions,
+        vmsa: bool,
+    ) -> Result<(), svsm::platform::RmpadjustError> {
+        self.inner.rmpadjust(addr, size, target, perms, vmsa)
+    }
+    fn read_guest(
+        &self,
+        range: &svsm::address::CheckedRange,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), svsm::platform::MemoryError> {
+        self.inner.read_guest(range, offset, buf)
+    }
+    fn write_guest(
+        &self,
+        range: &svsm::address::CheckedRange,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), svsm::platform::MemoryError> {
+        self.inner.write_guest(range, offset, data)
+    }
+    fn zero_guest(
+        &self,
+        range: &svsm::address::CheckedRange,
+    ) -> Result<(), svsm::platform::MemoryError> {
+        self.inner.zero_guest(range)
+    }
+    fn read_vmsa(
+        &self,
+        vmsa: &svsm::address::VmsaPage,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), svsm::platform::MemoryError> {
+        self.inner.read_vmsa(vmsa, offset, buf)
+    }
+    fn write_vmsa(
+        &self,
+        vmsa: &svsm::address::VmsaPage,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), svsm::platform::MemoryError> {
+        self.inner.write_vmsa(vmsa, offset, data)
+    }
+    fn vmsa_running(&self, vmsa: &svsm::address::VmsaPage) -> bool {
+        self.inner.vmsa_running(vmsa)
+    }
+    fn create_ap(
+        &self,
+        apic_id: u32,
+        vmpl: Vmpl,
+        vmsa: svsm::address::PhysAddr,
+        sev_features: u64,
+    ) -> Result<(), svsm::platform::HypervisorError> {
+        self.inner.create_ap(apic_id, vmpl, vmsa, sev_features)
+    }
+    fn run_guest(&self, apic_id: u32) -> Result<(), svsm::platform::HypervisorError> {
+        self.inner.run_guest(apic_id)
+    }
+    fn guest_request(
+        &self,
+        request: &svsm::platform::MessagePage,
+    ) -> Result<svsm::platform::MessagePage, svsm::platform::PspError> {
+        self.inner.guest_request(request)
+    }
+}
+
+/// While one vCPU's PVALIDATE holds the registry, another vCPU's REMAP_CA gets BUSY and
+/// changes nothing; retried with the same registers afterwards, it succeeds.
+#[test]
+fn busy_while_another_vcpu_holds_the_registry() {
+    use svsm::platform::{PageSize as RmpPageSize, Platform};
+    use svsm::requests::{Svsm, SvsmConfig};
+
+    let system = EmulatedSystem::standard().unwrap();
+    let info = system.info().clone();
+    let machine = system.shared_machine().clone();
+    // A second guest VMSA (vCPU 1, in SVSM memory) and calling area, as a launch makes.
+    let ap_vmsa = info.config.svsm_range.0 + 5 * PAGE_SIZE;
+    let ap_ca = 0x20_0000;
+    machine.load(ap_vmsa + vmsa::VMPL, &[2]).unwrap();
+    machine
+        .load(ap_vmsa + vmsa::EFER, &(vmsa::EFER_SVME).to_le_bytes())
+        .unwrap();
+    machine
+        .rmpadjust(
+            svsm::address::PhysAddr::new(ap_vmsa),
+            RmpPageSize::Size4K,
+            Vmpl::new(1).unwrap(),
+            RmpPermissions::empty(),
+            true,
+        )
+        .unwrap();
+    machine
+        .hv_ap_create(1, Vmpl::new(2).unwrap(), ap_vmsa)
+        .unwrap();
+    for page in [ap_ca, 0x20_1000, 0x20_2000] {
+        machine.launch_pvalidate(page, RmpPageSize::Size4K).unwrap();
+        machine
+            .rmpadjust(
+                svsm::address::PhysAddr::new(page),
+                RmpPageSize::Size4K,
+                Vmpl::new(2).unwrap(),
+                RmpPermissions::RWX,
+                false,
+            )
+            .unwrap();
+    }
+
+    let (entered_tx, entered_rx) = std::sync::mpsc::sync_channel(1);
+    let (proceed_tx, proceed_rx) = std::sync::mpsc::channel();
+    let layout = svsm::address::MemoryLayout::new(
+        info.config.regions.clone(),
+        info.config.svsm_range.0,
+        info.config.svsm_range.1,
+    )
+    .unwrap();
+    let svsm = Svsm::new(
+        GatedPlatform {
+            inner: machine.clone(),
+            entered: entered_tx,
+            proceed: std::sync::Mutex::new(proceed_rx),
+        },
+        SvsmConfig {
+            guest_vmpl: Vmpl::new(2).unwrap(),
+            layout,
+            apic_ids: info.config.apic_ids.clone(),
+        },
+        Services::new(),
+    );
+    svsm.register_launch_vcpu(
+        0,
+        svsm::address::PhysAddr::new(info.boot_vmsa),
+        GuestPhysAddr::new(info.config.boot_ca),
+    )
+    .unwrap();
+    svsm.register_launch_vcpu(
+        1,
+        svsm::address::PhysAddr::new(ap_vmsa),
+        GuestPhysAddr::new(ap_ca),
+    )
+    .unwrap();
+
+    let boot_ca = info.config.boot_ca;
+    let list = boot_ca + 8;
+    let entry = PvalidateEntry::new(0x20_3000, PageSize::Size4K, true, false).unwrap();
+    let mut bytes = vec![0u8; 16];
+    svsm_protocol::core::encode_list(&[entry], 0, &mut bytes).unwrap();
+    machine.guest_write(list, &bytes).unwrap();
+    let remap = regs(CoreCall::RemapCa, 0x20_1000, 0, 0);
+    std::thread::scope(|s| {
+        machine
+            .guest_begin_call(0, boot_ca, &regs(CoreCall::Pvalidate, list, 0, 0), true)
+            .unwrap();
+        let bsp = s.spawn(|| svsm.handle_request(0));
+        entered_rx.recv().unwrap();
+        machine.guest_begin_call(1, ap_ca, &remap, true).unwrap();
+        let before = svsm.state_snapshot();
+        assert_eq!(
+            svsm.handle_request(1),
+            RequestOutcome::Serviced(SvsmResultCode::BUSY)
+        );
+        assert_eq!(svsm.state_snapshot(), before, "BUSY changed the registry");
+        proceed_tx.send(()).unwrap();
+        assert_eq!(
+            bsp.join().unwrap(),
+            RequestOutcome::Serviced(SvsmResultCode::SUCCESS)
+        );
+    });
+    machine.run_guest(1).unwrap();
+    let ret = machine.guest_end_call(1, ap_ca).unwrap();
+    assert_eq!(SvsmResultCode::from_raw(ret.regs.rax), SvsmResultCode::BUSY);
+    // The guest retries with identical registers.
+    machine.guest_begin_call(1, ap_ca, &remap, true).unwrap();
+    proceed_tx.send(()).ok();
+    assert_eq!(
+        svsm.handle_request(1),
+        RequestOutcome::Serviced(SvsmResultCode::SUCCESS)
+    );
+    assert_eq!(
+        svsm.state_snapshot().vcpu(1).unwrap().calling_area,
+        Some(0x20_1000)
+    );
+}

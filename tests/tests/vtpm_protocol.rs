@@ -384,11 +384,12 @@ fn buffers_outside_guest_ram_or_into_svsm_memory_are_refused() {
             "buffer at {gpa:#x}"
         );
     }
-    // A request whose command runs from guest RAM into SVSM memory.
+    // A buffer that starts in guest RAM and runs into SVSM memory, even with a request
+    // and a response that would fit before the boundary.
     let gpa = SVSM_START - 64;
     let mut head = 8u32.to_le_bytes().to_vec();
     head.push(0);
-    head.extend_from_slice(&200u32.to_le_bytes());
+    head.extend_from_slice(&(cmd.len() as u32).to_le_bytes());
     head.extend_from_slice(&cmd);
     b.system.machine().guest_write(gpa, &head).expect("write");
     let out = b.call(VtpmCall::Cmd, gpa);

@@ -85,6 +85,9 @@ extern "C" {
     fn RAND_set_rand_method(method: *const RandMethod) -> c_int;
     /// The reference code's failure-mode flag (a C `int`, `Global.c`).
     static g_inFailureMode: c_int;
+    /// OpenSSL's record of the CPU features it uses (`crypto/x86_64cpuid.pl`): word 1 is
+    /// CPUID.1:ECX.
+    static OPENSSL_ia32cap_P: [c_uint; 4];
 }
 
 /// Set while an engine is alive in this process.
@@ -355,6 +358,17 @@ impl LibTpms {
             return Err(EngineError::FailureMode);
         }
         Ok(engine)
+    }
+
+    /// Whether OpenSSL runs AES with the AES-NI instructions. Its fallback is table
+    /// based, and table lookups leak the key through the cache to a co-resident observer
+    /// (the hypervisor, under SEV-SNP): the kernel refuses to serve the TPM without it.
+    /// Meaningful once the engine is powered on (OpenSSL has read the CPU features).
+    pub fn uses_aes_ni(&self) -> bool {
+        // SAFETY: a plain read of OpenSSL's capability vector, written once at its
+        // initialization (which MainInit triggered) and only read afterwards.
+        let caps = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(OPENSSL_ia32cap_P)) };
+        caps[1] & (1 << 25) != 0
     }
 
     /// libtpms' description of itself (a JSON document with the TPM specification and

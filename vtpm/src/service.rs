@@ -117,9 +117,9 @@ pub trait Vtpm {
     }
 
     /// Handles a TPM_SEND_COMMAND request held in `buffer` (the service's private copy
-    /// of the guest's buffer, at most 4096 bytes) and writes the response into the same
-    /// buffer; returns the response's length (4 + the TPM response). On error the buffer
-    /// holds no response and nothing changed.
+    /// of the guest's 4096-byte buffer; a shorter one is refused) and writes the response
+    /// into the same buffer; returns the response's length (4 + the TPM response). On
+    /// error the buffer holds no response and nothing changed.
     fn handle_request(&mut self, buffer: &mut [u8]) -> Result<usize, VtpmError>;
 
     /// The endorsement key made at start-up with template L-1, as a TPMT_PUBLIC.
@@ -179,8 +179,9 @@ impl<E: Engine> Service<E> {
         self.failed
     }
 
-    /// Runs one TPM command at `locality` and writes the TPM response into `response`;
-    /// returns its length. This is TPM_SEND_COMMAND without its transport framing.
+    /// Runs one TPM command at `locality` and writes the TPM response into `response`
+    /// (room for the largest response, [`MAX_RESPONSE_SIZE`] bytes); returns its length.
+    /// This is TPM_SEND_COMMAND without its transport framing.
     pub fn execute(
         &mut self,
         locality: u8,
@@ -195,10 +196,10 @@ impl<E: Engine> Service<E> {
                 u32::try_from(command.len()).unwrap_or(u32::MAX),
             ));
         }
-        if response.len() < tpm::HEADER_SIZE {
+        if response.len() < MAX_RESPONSE_SIZE {
             return Err(VtpmError::Truncated);
         }
-        let reply = self.run(command, response.len().min(MAX_RESPONSE_SIZE));
+        let reply = self.run(command, MAX_RESPONSE_SIZE);
         // Checked by `well_formed` (or the canned failure response, 10 bytes).
         let out = response
             .get_mut(..reply.len())
@@ -246,13 +247,13 @@ impl<E: Engine> Vtpm for Service<E> {
         if size as usize > MAX_COMMAND_SIZE {
             return Err(VtpmError::CommandTooLarge(size));
         }
-        let end = REQUEST_HEADER_SIZE + size as usize;
-        if buffer.len() < end {
+        // The whole transport buffer, so that any response fits.
+        if buffer.len() < TRANSPORT_BUFFER_SIZE {
             return Err(VtpmError::Truncated);
         }
+        let end = REQUEST_HEADER_SIZE + size as usize;
         // The engine reads the command before the response is written over it.
-        let max = MAX_RESPONSE_SIZE.min(buffer.len() - RESPONSE_HEADER_SIZE);
-        let reply = self.run(&mut buffer[REQUEST_HEADER_SIZE..end], max);
+        let reply = self.run(&mut buffer[REQUEST_HEADER_SIZE..end], MAX_RESPONSE_SIZE);
         let len = reply.len();
         buffer[..RESPONSE_HEADER_SIZE].copy_from_slice(&(len as u32).to_le_bytes());
         buffer[RESPONSE_HEADER_SIZE..RESPONSE_HEADER_SIZE + len].copy_from_slice(reply);
@@ -443,6 +444,22 @@ mod tests {
         );
         assert_eq!(s.engine.calls, 0);
         assert!(!s.is_failed());
+    }
+
+    #[test]
+    fn buffers_without_room_for_any_response_are_refused_up_front() {
+        let mut s = service(ok_response(MAX_RESPONSE_SIZE));
+        // A whole request, but not the whole transport buffer.
+        let mut b = request(0)[..64].to_vec();
+        assert_eq!(s.handle_request(&mut b), Err(VtpmError::Truncated));
+        let mut cmd = tpm::startup_clear();
+        let mut out = vec![0u8; MAX_RESPONSE_SIZE - 1];
+        assert_eq!(s.execute(0, &mut cmd, &mut out), Err(VtpmError::Truncated));
+        assert_eq!(s.engine.calls, 0);
+        assert!(
+            !s.is_failed(),
+            "the caller's mistake is not the TPM's failure"
+        );
     }
 
     #[test]

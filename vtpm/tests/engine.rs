@@ -239,3 +239,23 @@ fn entropy_failure_while_running_latches_failure_mode() {
         assert_eq!(send(&mut vtpm, &command), tpm::FAILURE_RESPONSE);
     }
 }
+
+#[test]
+fn the_engine_describes_itself_as_a_tpm_2_0() {
+    let _g = lock();
+    let engine = LibTpms::power_on(os()).expect("engine");
+    let info = LibTpms::info().expect("libtpms describes itself");
+    assert!(info.contains("\"family\":\"2.0\""), "{info}");
+    assert!(info.contains("\"manufacturer\":\"id:00001014\""), "{info}");
+    drop(engine);
+}
+
+#[test]
+fn openssl_uses_aes_ni_where_the_cpu_has_it() {
+    let _g = lock();
+    let engine = LibTpms::power_on(os()).expect("engine");
+    assert_eq!(
+        engine.uses_aes_ni(),
+        std::arch::is_x86_feature_detected!("aes")
+    );
+}

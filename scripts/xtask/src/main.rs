@@ -4,6 +4,7 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod core;
 mod linux;
 mod setup;
 mod vtpm;
@@ -36,6 +37,8 @@ enum Cmd {
     Bench,
     /// Only install what this machine lacks.
     Setup,
+    /// Coverage of the request handlers (cargo-llvm-cov; branch coverage on nightly).
+    Coverage,
 }
 
 fn main() -> Result<()> {
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
         Cmd::Run { linux_guest: true } => setup::ensure().and_then(|()| linux::run_interactive()),
         Cmd::Run { linux_guest: false } => run(),
         Cmd::Bench => bench(),
+        Cmd::Coverage => crate::core::coverage(),
     }
 }
 
@@ -91,6 +95,7 @@ fn run() -> Result<()> {
 
 fn bench() -> Result<()> {
     setup::ensure()?;
+    crate::core::bench()?;
     vtpm::bench()?;
     Ok(())
 }

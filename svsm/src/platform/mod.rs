@@ -263,8 +263,10 @@ pub trait Platform: Send + Sync {
     /// Copies `data` into a registered VMSA page at `offset`.
     fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError>;
 
-    /// Whether a vCPU is executing this VMSA right now (DELETE_VCPU must wait until it
-    /// is not).
+    /// Whether a vCPU is executing this VMSA at the guest VMPL right now (DELETE_VCPU
+    /// must wait until it is not). A VMSA whose vCPU is inside an SVSM call is not
+    /// running. The kernel answers from its per-CPU record of which guest VMSA each
+    /// vCPU has entered and not yet left.
     fn vmsa_running(&self, vmsa: &VmsaPage) -> bool;
 
     /// Registers a VMSA with the hypervisor for `apic_id` at `vmpl` (AP creation, GHCB

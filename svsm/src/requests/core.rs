@@ -36,9 +36,9 @@ use svsm_protocol::vmsa::Vmsa;
 
 use super::{vmsa, CallContext, VersionRange};
 use crate::address::{Access, AddressError, CheckedRange, GuestPhysAddr, GuestState};
-use crate::error::{is_guest_memory_fault, Reason, SvsmError};
+use crate::error::{Reason, SvsmError};
 use crate::platform::{
-    PageSize, Platform, PvalidateError, RmpPermissions, RmpadjustError, Validation, Vmpl, PAGE_SIZE,
+    PageSize, Platform, RmpPermissions, RmpadjustError, Validation, Vmpl, PAGE_SIZE,
 };
 
 /// The core protocol versions this SVSM implements.
@@ -177,12 +177,11 @@ fn pvalidate_entry<P: Platform>(
         for vmpl in Vmpl::LOWER {
             match platform.rmpadjust(addr, size, vmpl, RmpPermissions::empty(), false) {
                 Ok(()) => {}
-                // Not validated: there is nothing to revoke, and PVALIDATE below
-                // reports "not changed".
-                Err(RmpadjustError::Fault(fault)) if is_guest_memory_fault(fault) => break,
-                Err(RmpadjustError::FailSizeMismatch) => {
-                    return Err(SvsmError::Pvalidate(PvalidateError::FailSizeMismatch))
-                }
+                // Not validated (or not the guest's): there is nothing to revoke, and
+                // PVALIDATE below reports "not changed" (or the fault).
+                Err(RmpadjustError::Fault(_)) => break,
+                // FAIL_SIZEMISMATCH maps to PVALIDATE_FAIL_SIZEMISMATCH, so the
+                // guest splits the entry as for PVALIDATE itself.
                 Err(e) => return Err(e.into()),
             }
         }
@@ -250,39 +249,32 @@ fn vmpl1() -> Vmpl {
     Vmpl::LOWER[0]
 }
 
-/// Removes every lower VMPL's permissions on a 4 KiB page. On a failure after the
-/// first VMPL, the guest's standard access is restored.
+/// Removes every lower VMPL's permissions on a 4 KiB page. A page that is not
+/// validated (or not the guest's) fails at the first VMPL, before anything changed.
 fn revoke_guest_access<P: Platform>(platform: &P, range: &CheckedRange) -> Result<(), SvsmError> {
-    for (i, vmpl) in Vmpl::LOWER.into_iter().enumerate() {
-        if let Err(e) = platform.rmpadjust(
+    for vmpl in Vmpl::LOWER {
+        platform.rmpadjust(
             range.start(),
             PageSize::Size4K,
             vmpl,
             RmpPermissions::empty(),
             false,
-        ) {
-            return Err(match e {
-                RmpadjustError::Fault(fault) if is_guest_memory_fault(fault) && i == 0 => {
-                    SvsmError::Address(AddressError::Inaccessible)
-                }
-                other => other.into(),
-            });
-        }
+        )?;
     }
     Ok(())
 }
 
 /// Gives the guest VMPL back the access a validated page normally has.
 fn restore_guest_access<P: Platform>(platform: &P, range: &CheckedRange, guest_vmpl: Vmpl) {
-    if let Err(e) = platform.rmpadjust(
-        range.start(),
-        PageSize::Size4K,
-        guest_vmpl,
-        RmpPermissions::RWX,
-        false,
-    ) {
-        log::warn!("cannot restore guest access to {:?}: {e:?}", range.start());
-    }
+    let _ = platform
+        .rmpadjust(
+            range.start(),
+            PageSize::Size4K,
+            guest_vmpl,
+            RmpPermissions::RWX,
+            false,
+        )
+        .inspect_err(|e| log::warn!("cannot restore guest access to {:?}: {e:?}", range.start()));
 }
 
 /// The VMSA checks of 58019: VMPL field = guest VMPL, EFER.SVME set, SEV features equal

@@ -43,6 +43,7 @@
         clippy::panic
     )
 )]
+#![forbid(unsafe_code)]
 
 pub mod attest;
 pub mod core;
@@ -56,8 +57,11 @@ use svsm_protocol::call::{CallCode, Protocol};
 use svsm_protocol::calling_area::CALL_PENDING_OFFSET;
 use svsm_protocol::SvsmResultCode;
 
+use svsm_protocol::vmsa::Vmsa;
+use zerocopy::IntoBytes;
+
 use crate::address::{
-    Access, AddressError, GuestPhysAddr, GuestState, MemoryLayout, PhysAddr, VmsaPage,
+    Access, AddressError, CheckedRange, GuestPhysAddr, GuestState, MemoryLayout, PhysAddr, VmsaPage,
 };
 use crate::error::SvsmError;
 use crate::platform::{Platform, Vmpl};
@@ -361,65 +365,42 @@ impl<P: Platform> Svsm<P> {
 
     /// Services the call the guest on vCPU `apic_id` made, if it made one.
     pub fn handle_request(&self, apic_id: u32) -> RequestOutcome {
-        let vmsa = {
+        let (vmsa, guest) = {
             let state = self.state.read();
             if state.vcpu(apic_id).is_none() {
                 return RequestOutcome::NotServiced(NotServiced::UnknownVcpu);
             }
-            let Some(vmsa) = state.current_vmsa(apic_id) else {
+            let Some((vmsa, ca)) = state.call_target(apic_id) else {
                 return RequestOutcome::NotServiced(NotServiced::NoGuestVmsa);
             };
-            let Ok(Some(ca)) = state.calling_area(apic_id) else {
-                return RequestOutcome::NotServiced(NotServiced::NoCallingArea);
-            };
-            match self.read_vmsa_u64(&vmsa, vmsa::GUEST_EXIT_CODE) {
-                Ok(vmsa::VMGEXIT_EXIT_CODE) => {}
-                Ok(_) => return RequestOutcome::NotServiced(NotServiced::NotVmgexit),
-                Err(_) => return RequestOutcome::NotServiced(NotServiced::VmsaUnreadable),
+            // One copy of the guest VMSA: exit code, EFER and registers.
+            let mut guest = Vmsa::zeroed();
+            if self
+                .platform
+                .read_vmsa(&vmsa, 0, guest.as_mut_bytes())
+                .is_err()
+            {
+                return RequestOutcome::NotServiced(NotServiced::VmsaUnreadable);
+            }
+            if !guest.exited_with_vmgexit() {
+                return RequestOutcome::NotServiced(NotServiced::NotVmgexit);
             }
             // Take call_pending in the calling area that is current now, before the
             // call can change it.
-            let mut pending = [0u8];
-            if self
-                .platform
-                .read_guest(&ca, CALL_PENDING_OFFSET as u64, &mut pending)
-                .is_err()
-            {
-                return RequestOutcome::NotServiced(NotServiced::NoCallingArea);
+            match self.take_call_pending(&ca) {
+                Ok(true) => {}
+                Ok(false) => return RequestOutcome::NotServiced(NotServiced::NotPending),
+                Err(_) => return RequestOutcome::NotServiced(NotServiced::NoCallingArea),
             }
-            if pending != [1] {
-                return RequestOutcome::NotServiced(NotServiced::NotPending);
-            }
-            if self
-                .platform
-                .write_guest(&ca, CALL_PENDING_OFFSET as u64, &[0])
-                .is_err()
-            {
-                return RequestOutcome::NotServiced(NotServiced::NoCallingArea);
-            }
-            vmsa
+            (vmsa, guest)
         };
 
-        let Ok(efer) = self.read_vmsa_u64(&vmsa, vmsa::EFER) else {
-            return RequestOutcome::NotServiced(NotServiced::VmsaUnreadable);
-        };
         // While the SVSM works on the call the hypervisor must not run this VMSA.
+        let efer = guest.efer;
         let _ = self.write_vmsa_u64(&vmsa, vmsa::EFER, efer & !vmsa::EFER_SVME);
 
-        let mut regs = CallRegisters::default();
-        let read = [
-            (vmsa::RAX, &mut regs.rax),
-            (vmsa::RCX, &mut regs.rcx),
-            (vmsa::RDX, &mut regs.rdx),
-            (vmsa::R8, &mut regs.r8),
-            (vmsa::R9, &mut regs.r9),
-        ]
-        .into_iter()
-        .try_for_each(|(offset, reg)| {
-            *reg = self.read_vmsa_u64(&vmsa, offset)?;
-            Ok::<(), SvsmError>(())
-        });
-        let code = match read.and_then(|()| self.dispatch(apic_id, &mut regs)) {
+        let mut regs = guest.call_registers();
+        let code = match self.dispatch(apic_id, &mut regs) {
             Ok(()) => SvsmResultCode::SUCCESS,
             Err(e) => {
                 log::debug!("vCPU {apic_id}: call {:#x} failed: {e}", regs.rax);
@@ -428,6 +409,19 @@ impl<P: Platform> Svsm<P> {
         };
         self.write_back(apic_id, &vmsa, code, &regs, efer);
         RequestOutcome::Serviced(code)
+    }
+
+    /// Reads `call_pending` and, if it is 1, clears it: whether there is a call.
+    fn take_call_pending(&self, ca: &CheckedRange) -> Result<bool, SvsmError> {
+        let mut pending = [0u8];
+        self.platform
+            .read_guest(ca, CALL_PENDING_OFFSET as u64, &mut pending)?;
+        if pending != [1] {
+            return Ok(false);
+        }
+        self.platform
+            .write_guest(ca, CALL_PENDING_OFFSET as u64, &[0])?;
+        Ok(true)
     }
 
     /// The one place results reach the guest: RAX = code, RCX/RDX/R8 as the handler

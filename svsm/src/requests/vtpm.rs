@@ -1,10 +1,9 @@
 //! vTPM protocol (2), version 1: SVSM_VTPM_QUERY and SVSM_VTPM_CMD.
 //!
-//! SVSM_VTPM_CMD takes the GPA of one buffer (at most 4096 bytes) that carries a
+//! SVSM_VTPM_CMD takes the GPA of one 4096-byte buffer that carries a
 //! TPM_SEND_COMMAND request in and the response out (58019 "vTPM Protocol", Linux
-//! `include/linux/tpm_svsm.h`). The request is copied into SVSM memory before it is
-//! parsed, in two checked reads that never re-read a field: the 9-byte header, then the
-//! command of the size that header states. Every guest access goes through
+//! `include/linux/tpm_svsm.h`). The whole buffer is copied into SVSM memory before the
+//! request is parsed, and only that copy is parsed. Every guest access goes through
 //! [`CallContext`], which refuses ranges outside guest RAM, inside SVSM memory or on a
 //! VMSA. TPM errors travel inside the TPM response with RAX = SUCCESS; a refused request
 //! (platform command, locality, size, address) leaves the guest buffer and the TPM
@@ -18,12 +17,9 @@ use alloc::sync::Arc;
 
 use spin::mutex::SpinMutex as Mutex;
 use svsm_protocol::call::VtpmCall;
-use svsm_protocol::vtpm::{
-    SendCommandRequestHeader, MAX_COMMAND_SIZE, SEND_COMMAND_REQUEST_HEADER_SIZE, VTPM_BUFFER_MAX,
-};
+use svsm_protocol::vtpm::{MAX_COMMAND_SIZE, SEND_COMMAND_REQUEST_HEADER_SIZE, VTPM_BUFFER_MAX};
 use svsm_protocol::{Field, ParseError};
 use vtpm::{Vtpm, VtpmError};
-use zerocopy::FromBytes;
 
 use super::{CallContext, ProtocolService, VersionRange};
 use crate::address::GuestPhysAddr;
@@ -42,6 +38,9 @@ struct Inner<V> {
 /// The vTPM protocol service over a started vTPM.
 pub struct VtpmProtocol<V> {
     inner: Mutex<Inner<V>>,
+    /// The SVSM_VTPM_QUERY answer (RCX, RDX), fixed at start: QUERY never waits for a
+    /// command in progress.
+    query: (u64, u64),
 }
 
 impl<V> ::core::fmt::Debug for VtpmProtocol<V> {
@@ -53,11 +52,13 @@ impl<V> ::core::fmt::Debug for VtpmProtocol<V> {
 impl<V: Vtpm + Send> VtpmProtocol<V> {
     /// Serves `vtpm` (already started: manufactured, TPM2_Startup done, EK made).
     pub fn new(vtpm: V) -> Self {
+        let (commands, features) = vtpm.query();
         Self {
             inner: Mutex::new(Inner {
                 vtpm,
                 buffer: Box::new([0; VTPM_BUFFER_MAX]),
             }),
+            query: (commands.bits(), features.bits()),
         }
     }
 
@@ -81,10 +82,8 @@ impl<P: Platform, V: Vtpm + Send> ProtocolService<P> for VtpmProtocol<V> {
     fn handle(&self, call: &mut CallContext<'_, P>) -> Result<(), SvsmError> {
         match VtpmCall::from_id(call.call_id()) {
             Some(VtpmCall::Query) => {
-                let (commands, features) = self.inner.lock().vtpm.query();
                 let regs = call.regs_mut();
-                regs.rcx = commands.bits();
-                regs.rdx = features.bits();
+                (regs.rcx, regs.rdx) = self.query;
                 Ok(())
             }
             Some(VtpmCall::Cmd) => {
@@ -109,34 +108,22 @@ impl<P: Platform, V: Vtpm + Send> ProtocolService<P> for Arc<VtpmProtocol<V>> {
 }
 
 /// SVSM_VTPM_CMD: copy in, run, copy the response out.
+///
+/// The buffer is the 4096 bytes at RCX, all of which must be guest RAM outside SVSM
+/// memory: checking (and copying) the whole of it before the command runs means the
+/// response, which may be longer than the request, can always be written back, so a
+/// refused request never leaves a command executed behind it.
 fn send_command<P: Platform, V: Vtpm>(
     call: &mut CallContext<'_, P>,
     inner: &mut Inner<V>,
 ) -> Result<(), SvsmError> {
-    let gpa = call.regs().rcx;
+    let gpa = GuestPhysAddr::new(call.regs().rcx);
     let Inner { vtpm, buffer } = inner;
-    let (header, rest) = buffer.split_at_mut(SEND_COMMAND_REQUEST_HEADER_SIZE);
-    call.read_guest(GuestPhysAddr::new(gpa), header)?;
-    // Only the size decides how much more to copy; the service checks every field of
-    // this same copy.
-    let size = SendCommandRequestHeader::read_from_bytes(header)
-        .map_err(|_| vtpm_error(VtpmError::Truncated))?
-        .size
-        .get() as usize;
-    let command = rest
-        .get_mut(..size)
-        .ok_or(vtpm_error(VtpmError::CommandTooLarge(size as u32)))?;
-    let body = gpa
-        .checked_add(SEND_COMMAND_REQUEST_HEADER_SIZE as u64)
-        .ok_or(SvsmError::Parse(ParseError::UnknownValue {
-            field: Field::Gpa,
-            value: gpa,
-        }))?;
-    call.read_guest(GuestPhysAddr::new(body), command)?;
-    // The response is written over the request, so the service gets the whole buffer.
+    call.read_guest(gpa, &mut buffer[..])?;
+    // The response is written over the request in the same private buffer.
     let len = vtpm.handle_request(&mut buffer[..]).map_err(vtpm_error)?;
     let response = buffer.get(..len).ok_or(SvsmError::InvalidFormat)?;
-    call.write_guest(GuestPhysAddr::new(gpa), response)
+    call.write_guest(gpa, response)
 }
 
 /// The guest-visible code of a refused vTPM request.

@@ -20,7 +20,7 @@ use svsm_protocol::vtpm::{
 };
 use svsm_protocol::SvsmResultCode;
 use svsm_tests::driver::{GuestDriver, MAX_RETRIES};
-use vtpm::{LibTpms, OsEntropy, Service, Vtpm};
+use vtpm::{Engine, LibTpms, OsEntropy, Service, Vtpm};
 
 use crate::{BackendError, TpmBackend};
 
@@ -28,24 +28,28 @@ use crate::{BackendError, TpmBackend};
 pub const BUFFER_GPA: u64 = 0x20_0000;
 
 /// The vTPM service as the SVSM hosts it.
-pub type HostedVtpm = VtpmProtocol<Service<LibTpms>>;
+pub type HostedVtpm<E = LibTpms> = VtpmProtocol<Service<E>>;
 
 /// One boot of the emulated machine with its vTPM.
-struct Booted {
+struct Booted<E: Engine> {
     system: EmulatedSystem,
-    vtpm: Arc<HostedVtpm>,
+    vtpm: Arc<HostedVtpm<E>>,
     ek: Vec<u8>,
     bsp: u32,
     ca: u64,
     request: Box<[u8; VTPM_BUFFER_MAX]>,
 }
 
+/// Starts a vTPM service for a new boot.
+type StartService<E> = Box<dyn FnMut() -> Result<Service<E>, BackendError> + Send>;
+
 /// The SVSM on the emulated machine, driven as Linux's `tpm_svsm` drives it.
-pub struct SvsmBackend {
-    booted: Option<Booted>,
+pub struct SvsmBackend<E: Engine = LibTpms> {
+    booted: Option<Booted<E>>,
+    start: StartService<E>,
 }
 
-impl std::fmt::Debug for SvsmBackend {
+impl<E: Engine> std::fmt::Debug for SvsmBackend<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SvsmBackend")
             .field("powered", &self.booted.is_some())
@@ -57,11 +61,10 @@ fn transport(what: impl std::fmt::Display) -> BackendError {
     BackendError::Transport(what.to_string())
 }
 
-impl Booted {
-    /// Launches the machine with the SVSM and a freshly manufactured vTPM, validates the
-    /// driver's buffer page and probes the vTPM as Linux does.
-    fn boot() -> Result<Self, BackendError> {
-        let service = vtpm::start(Box::new(OsEntropy)).map_err(transport)?;
+impl<E: Engine + Send + 'static> Booted<E> {
+    /// Launches the machine with the SVSM hosting `service` (a freshly started vTPM),
+    /// validates the driver's buffer page and probes the vTPM as Linux does.
+    fn boot(service: Service<E>) -> Result<Self, BackendError> {
         let ek = service.ek_public().to_vec();
         let vtpm = Arc::new(VtpmProtocol::new(service));
         let services = Services::new().with_vtpm(Box::new(vtpm.clone()));
@@ -154,10 +157,23 @@ impl Booted {
 }
 
 impl SvsmBackend {
-    /// Boots the emulated machine with the SVSM and its vTPM.
+    /// Boots the emulated machine with the SVSM and its vTPM (the libtpms engine,
+    /// entropy from the operating system).
     pub fn new() -> Result<Self, BackendError> {
+        Self::with_service(Box::new(|| {
+            vtpm::start(Box::new(OsEntropy)).map_err(transport)
+        }))
+    }
+}
+
+impl<E: Engine + Send + 'static> SvsmBackend<E> {
+    /// Boots the emulated machine with the SVSM hosting the vTPM service `start` makes;
+    /// every power-on (a reboot) calls it again.
+    pub fn with_service(mut start: StartService<E>) -> Result<Self, BackendError> {
+        let booted = Booted::boot(start()?)?;
         Ok(Self {
-            booted: Some(Booted::boot()?),
+            booted: Some(booted),
+            start,
         })
     }
 
@@ -168,14 +184,14 @@ impl SvsmBackend {
 
     /// Runs `f` on the engine inside this boot's SVSM, bypassing the SVSM path (for the
     /// benchmark's direct measurement on the same engine).
-    pub fn with_engine<R>(&self, f: impl FnOnce(&mut LibTpms) -> R) -> Option<R> {
+    pub fn with_engine<R>(&self, f: impl FnOnce(&mut E) -> R) -> Option<R> {
         self.booted
             .as_ref()
             .map(|b| b.vtpm.with_vtpm(|service| f(service.engine_mut())))
     }
 }
 
-impl TpmBackend for SvsmBackend {
+impl<E: Engine + Send + 'static> TpmBackend for SvsmBackend<E> {
     fn command(&mut self, locality: u8, command: &[u8]) -> Result<Vec<u8>, BackendError> {
         self.booted
             .as_mut()
@@ -185,7 +201,7 @@ impl TpmBackend for SvsmBackend {
 
     fn power_on(&mut self) -> Result<(), BackendError> {
         if self.booted.is_none() {
-            self.booted = Some(Booted::boot()?);
+            self.booted = Some(Booted::boot((self.start)()?)?);
         }
         Ok(())
     }

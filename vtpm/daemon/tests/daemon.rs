@@ -248,3 +248,23 @@ fn bad_command_lines_say_what_is_wrong() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--platform-port"), "{err}");
 }
+
+#[test]
+fn the_engine_backend_serves_the_same_vtpm_without_the_svsm() {
+    let d = Daemon::start(&["--backend", "engine"]);
+    assert_eq!(d.backend, "Engine");
+    let mut sim = Sim::connect(&d);
+    assert_eq!(rc(&sim.send(0, &tpm::startup_clear())), tpm::RC_INITIALIZE);
+    let digest = [0x42; 32];
+    assert_eq!(rc(&sim.send(0, &pcr_extend(9, &digest))), 0);
+    assert_eq!(pcr_read(&mut sim, 9), extended([0; 32], &digest));
+    assert_eq!(
+        rc(&sim.send(3, &get_random(8))),
+        0x907,
+        "locality 3 refused"
+    );
+    d.tool_flush("tpm2_createek", &["-G", "rsa", "-c", "ek.ctx"]);
+    let out = d.tool_flush("tpm2_readpublic", &["-c", "ek.ctx"]);
+    let name = d.ek_name.clone().expect("the daemon prints the EK name");
+    assert!(out.contains(&format!("name: {name}")), "{out}");
+}

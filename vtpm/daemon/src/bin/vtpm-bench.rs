@@ -13,21 +13,51 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use vtpm::tpm::{self, CommandBuilder, Header};
-use vtpm::Engine;
+use vtpm::{Engine, EngineError, LibTpms, OsEntropy, Service};
 use vtpm_daemon::svsm_backend::SvsmBackend;
-use vtpm_daemon::TpmBackend;
+use vtpm_daemon::{BackendError, TpmBackend};
 
 /// One way to reach a TPM: runs a command, returns its response code and the time the
 /// command took on this path; the response stays readable until the next command.
 trait Path {
     fn run(&mut self, command: &mut [u8]) -> Result<(u32, Duration)>;
     fn response(&self) -> &[u8];
+    /// The following runs are samples of command `index` of [`COMMANDS`] (`None`: not
+    /// a sample, e.g. a warm-up).
+    fn sampling(&mut self, _index: Option<usize>) {}
 }
+
+/// The engine with a stopwatch: how long its last command took inside the engine.
+#[derive(Debug)]
+struct Timed {
+    inner: LibTpms,
+    last: Duration,
+}
+
+impl Engine for Timed {
+    fn execute(&mut self, locality: u8, command: &mut [u8]) -> Result<(), EngineError> {
+        let start = Instant::now();
+        let result = self.inner.execute(locality, command);
+        self.last = start.elapsed();
+        result
+    }
+    fn response(&self) -> &[u8] {
+        self.inner.response()
+    }
+    fn failed(&self) -> bool {
+        self.inner.failed()
+    }
+    fn buffer_size(&self) -> u32 {
+        self.inner.buffer_size()
+    }
+}
+
+type Backend = SvsmBackend<Timed>;
 
 /// (a) the engine inside the SVSM, called directly (no service, no SVSM path): the
 /// same engine instance that (b) reaches, so the two are measured side by side.
 struct Direct<'a> {
-    backend: &'a RefCell<SvsmBackend>,
+    backend: &'a RefCell<Backend>,
     response: Vec<u8>,
 }
 
@@ -37,10 +67,10 @@ impl Path for Direct<'_> {
         let (result, elapsed) = backend
             .with_engine(|engine| {
                 let start = Instant::now();
-                let result = engine.execute(0, command);
+                let result = engine.inner.execute(0, command);
                 let elapsed = start.elapsed();
                 self.response.clear();
-                self.response.extend_from_slice(engine.response());
+                self.response.extend_from_slice(engine.inner.response());
                 (result, elapsed)
             })
             .context("the SVSM is powered off")?;
@@ -52,10 +82,14 @@ impl Path for Direct<'_> {
     }
 }
 
-/// (b) the full SVSM path on the emulated machine.
+/// (b) the full SVSM path on the emulated machine. Besides the whole round trip it
+/// records, for every sample, the path's own cost: the round trip minus the time the
+/// engine spent on the command within it.
 struct Svsm<'a> {
-    backend: &'a RefCell<SvsmBackend>,
+    backend: &'a RefCell<Backend>,
     response: Vec<u8>,
+    sampling: Option<usize>,
+    path_cost: Vec<Vec<Duration>>,
 }
 
 impl Path for Svsm<'_> {
@@ -65,10 +99,17 @@ impl Path for Svsm<'_> {
         let response = backend.command(0, command)?;
         let elapsed = start.elapsed();
         self.response = response;
+        if let Some(index) = self.sampling {
+            let engine = backend.with_engine(|e| e.last).context("powered off")?;
+            self.path_cost[index].push(elapsed.saturating_sub(engine));
+        }
         Ok((code(&self.response)?, elapsed))
     }
     fn response(&self) -> &[u8] {
         &self.response
+    }
+    fn sampling(&mut self, index: Option<usize>) {
+        self.sampling = index;
     }
 }
 
@@ -240,8 +281,11 @@ fn measure(paths: &mut [&mut dyn Path], scale: usize) -> Result<Vec<Vec<Vec<Dura
         .build();
     let mut samples_by_path = vec![Vec::new(); paths.len()];
     let plain: [(&[u8], usize); 3] = [(&get_random, 2000), (&extend, 2000), (&read, 2000)];
-    for (command, n) in plain {
-        for (i, m) in time(paths, command, n * scale)?.into_iter().enumerate() {
+    for (index, (command, n)) in plain.into_iter().enumerate() {
+        for (i, m) in time(paths, index, command, n * scale)?
+            .into_iter()
+            .enumerate()
+        {
             samples_by_path[i].push(m);
         }
     }
@@ -251,6 +295,7 @@ fn measure(paths: &mut [&mut dyn Path], scale: usize) -> Result<Vec<Vec<Vec<Dura
     let mut flushes = vec![Vec::new(); paths.len()];
     for _ in 0..100 * scale {
         for (i, path) in paths.iter_mut().enumerate() {
+            path.sampling(Some(3));
             let mut c = create.clone();
             let (rc, t) = path.run(&mut c)?;
             if rc != 0 {
@@ -260,7 +305,9 @@ fn measure(paths: &mut [&mut dyn Path], scale: usize) -> Result<Vec<Vec<Vec<Dura
             let handle = tpm::parse_create_primary(path.response())
                 .context("CreatePrimary response")?
                 .handle;
+            path.sampling(Some(7));
             let (rc, t) = path.run(&mut tpm::flush_context(handle))?;
+            path.sampling(None);
             if rc != 0 {
                 bail!("FlushContext failed with {rc:#x}");
             }
@@ -275,8 +322,11 @@ fn measure(paths: &mut [&mut dyn Path], scale: usize) -> Result<Vec<Vec<Vec<Dura
         (sign(ecc, 0x0018), 300),
         (quote(rsa), 100),
     ];
-    for (command, n) in signed {
-        for (i, m) in time(paths, &command, n * scale)?.into_iter().enumerate() {
+    for (index, (command, n)) in (4..).zip(signed) {
+        for (i, m) in time(paths, index, &command, n * scale)?
+            .into_iter()
+            .enumerate()
+        {
             samples_by_path[i].push(m);
         }
     }
@@ -299,8 +349,14 @@ fn median_f64(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// `n` latency samples of `command` on each path, alternating.
-fn time(paths: &mut [&mut dyn Path], command: &[u8], n: usize) -> Result<Vec<Vec<Duration>>> {
+/// `n` latency samples of `command` (number `index` of [`COMMANDS`]) on each path,
+/// alternating.
+fn time(
+    paths: &mut [&mut dyn Path],
+    index: usize,
+    command: &[u8],
+    n: usize,
+) -> Result<Vec<Vec<Duration>>> {
     let cc = Header::parse(command).map_or(0, |h| h.code);
     let mut buf = command.to_vec();
     // Warm up, and let the engine run its self-test of an algorithm on first use
@@ -315,6 +371,9 @@ fn time(paths: &mut [&mut dyn Path], command: &[u8], n: usize) -> Result<Vec<Vec
         }
     }
     let mut samples = vec![Vec::with_capacity(n); paths.len()];
+    for path in paths.iter_mut() {
+        path.sampling(Some(index));
+    }
     for _ in 0..n {
         for (i, path) in paths.iter_mut().enumerate() {
             buf.copy_from_slice(command);
@@ -324,6 +383,9 @@ fn time(paths: &mut [&mut dyn Path], command: &[u8], n: usize) -> Result<Vec<Vec
             }
             samples[i].push(t);
         }
+    }
+    for path in paths.iter_mut() {
+        path.sampling(None);
     }
     Ok(samples)
 }
@@ -418,9 +480,18 @@ fn main() -> Result<()> {
 
     // (a) and (b): one SVSM on the emulated machine; its engine is measured directly
     // and through the whole SVSM path, alternately.
-    let (a, b) = {
+    let (a, b, path_cost) = {
         let backend = RefCell::new(
-            SvsmBackend::new().context("cannot start the SVSM on the emulated machine")?,
+            Backend::with_service(Box::new(|| {
+                let inner = LibTpms::power_on(Box::new(OsEntropy))
+                    .map_err(|e| BackendError::Transport(e.to_string()))?;
+                Service::start(Timed {
+                    inner,
+                    last: Duration::ZERO,
+                })
+                .map_err(|e| BackendError::Transport(e.to_string()))
+            }))
+            .context("cannot start the SVSM on the emulated machine")?,
         );
         let mut direct = Direct {
             backend: &backend,
@@ -429,11 +500,13 @@ fn main() -> Result<()> {
         let mut svsm = Svsm {
             backend: &backend,
             response: Vec::new(),
+            sampling: None,
+            path_cost: vec![Vec::new(); COMMANDS.len()],
         };
         let mut m = measure(&mut [&mut svsm, &mut direct], scale)?;
         let a = m.pop().context("direct samples")?;
         let b = m.pop().context("SVSM samples")?;
-        (a, b)
+        (a, b, svsm.path_cost)
     };
 
     // (c) swtpm over its TCP data channel, with the same commands.
@@ -446,9 +519,11 @@ fn main() -> Result<()> {
 
     let (openssl_rsa, openssl_ecdsa) = openssl_sign_times()?;
 
-    // Overhead of (b) over (a): the difference of the medians, and the median of the
-    // paired differences (each (b) sample minus the (a) sample taken next to it), which
-    // is robust to load that shifts both.
+    // Overhead of (b) over (a), three ways: the difference of the medians; the median
+    // of paired differences (each (b) sample minus the (a) sample taken next to it);
+    // and the path's own cost, measured exactly: each (b) round trip minus the time the
+    // engine spent inside that same round trip. For commands that take milliseconds the
+    // first two carry the machine's noise; the third does not.
     let paired: Vec<f64> = a
         .iter()
         .zip(&b)
@@ -461,34 +536,44 @@ fn main() -> Result<()> {
             median_f64(&mut d)
         })
         .collect();
+    let cost: Vec<f64> = path_cost.iter().map(|s| median(s)).collect();
     let a: Vec<f64> = a.iter().map(|s| median(s)).collect();
     let b: Vec<f64> = b.iter().map(|s| median(s)).collect();
     let c: Vec<f64> = c.iter().map(|s| median(s)).collect();
 
     println!("vTPM per-command latency, medians in microseconds (release build)");
     println!(
-        "{:<24} {:>10} {:>10} {:>9} {:>9} {:>7} {:>10} {:>7}",
-        "command", "(a) engine", "(b) SVSM", "(b)-(a)", "paired", "(b)/(a)", "(c) swtpm", "(c)/(a)"
+        "{:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>7}",
+        "command",
+        "(a) engine",
+        "(b) SVSM",
+        "(b)-(a)",
+        "paired",
+        "path",
+        "(b)/(a)",
+        "(c) swtpm",
+        "(c)/(a)"
     );
     for (i, name) in COMMANDS.iter().enumerate() {
         println!(
-            "{:<24} {:>10.2} {:>10.2} {:>9.2} {:>9.2} {:>7.3} {:>10.2} {:>7.3}",
+            "{:<24} {:>10.2} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>7.3} {:>10.2} {:>7.3}",
             name,
             a[i],
             b[i],
             b[i] - a[i],
             paired[i],
+            cost[i],
             b[i] / a[i],
             c[i],
             c[i] / a[i]
         );
     }
-    let mut overheads = paired.clone();
-    let worst = overheads.iter().copied().fold(f64::MIN, f64::max);
+    let mut costs = cost.clone();
+    let worst = costs.iter().copied().fold(f64::MIN, f64::max);
     println!(
-        "(b)-(a) overhead per command, median of paired differences: {:.2} µs over the \
-         commands (worst command {:.2} µs)",
-        median_f64(&mut overheads),
+        "SVSM path cost per command ((b) round trip minus the engine's time in it), \
+         median over the commands: {:.2} µs; worst command: {:.2} µs",
+        median_f64(&mut costs),
         worst
     );
     println!("Sign against OpenSSL's raw sign (`openssl speed`):");

@@ -147,11 +147,8 @@ impl Daemon {
     /// of its standard output.
     pub fn terminate(&mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().expect("daemon running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a child pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(s) = child.try_wait().expect("wait for the daemon") {
