@@ -819,10 +819,19 @@ impl Drop for Listener {
     }
 }
 
-/// Removes a socket file left by an earlier run; refuses to remove anything else.
+/// Removes a socket file left by an earlier run; refuses to remove anything else, or a
+/// socket someone still listens on.
 fn remove_stale_socket(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("another process listens on {}", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)
+        }
         Ok(_) => Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!("{} exists and is not a socket", path.display()),
@@ -1777,5 +1786,41 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         thread.join().unwrap().unwrap();
         assert_eq!(log.lock().unwrap().power_off, 3);
+    }
+
+    #[test]
+    fn a_socket_in_use_or_a_plain_file_is_not_taken_over() {
+        let dir = std::env::temp_dir().join(format!("swtpm-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let live = dir.join("live.sock");
+        let _listener = UnixListener::bind(&live).unwrap();
+        let config = Config {
+            control: Endpoint::Unix(live.clone()),
+            data: None,
+        };
+        let err = Server::bind(&config, EchoTpm::default()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("another process listens"),
+            "{err:#}"
+        );
+        assert!(live.exists());
+        let file = dir.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let config = Config {
+            control: Endpoint::Unix(file.clone()),
+            data: None,
+        };
+        let err = Server::bind(&config, EchoTpm::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("not a socket"), "{err:#}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
+        // A socket file nobody listens on is stale: it is replaced.
+        let stale = dir.join("stale.sock");
+        drop(UnixListener::bind(&stale).unwrap());
+        let config = Config {
+            control: Endpoint::Unix(stale.clone()),
+            data: None,
+        };
+        assert!(Server::bind(&config, EchoTpm::default()).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
