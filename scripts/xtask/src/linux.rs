@@ -12,7 +12,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,6 +66,7 @@ fn work_dir() -> PathBuf {
 /// Runs the Linux-guest test and prints the guest's results and boot time.
 pub fn test() -> Result<()> {
     let guest = Guest::prepare()?;
+    swtpm_tcp(&guest.daemon)?;
     let mut extend = [0u8; 32];
     let mut nonce = [0u8; 16];
     for buf in [&mut extend[..], &mut nonce[..]] {
@@ -135,6 +137,113 @@ pub fn run_interactive() -> Result<()> {
         .context("cannot start qemu-system-x86_64")?;
     daemon.finish(Duration::from_secs(5));
     ensure!(status.success(), "QEMU exited with {status}");
+    Ok(())
+}
+
+/// One control message over TCP; returns the reply's `len` bytes.
+fn control(stream: &mut TcpStream, command: u32, body: &[u8], len: usize) -> Result<Vec<u8>> {
+    let mut message = command.to_be_bytes().to_vec();
+    message.extend_from_slice(body);
+    stream.write_all(&message)?;
+    let mut reply = vec![0; len];
+    stream.read_exact(&mut reply)?;
+    Ok(reply)
+}
+
+/// The daemon's swtpm interface on TCP (control and data channel) with tpm2-tools'
+/// swtpm TCTI, which expects the control channel on the data port + 1.
+fn swtpm_tcp(daemon: &Path) -> Result<()> {
+    println!("linux-guest: swtpm interface over TCP with tpm2-tools (swtpm TCTI)");
+    // A free port pair on loopback.
+    let port = (0..20)
+        .filter_map(|_| {
+            let p = TcpListener::bind("127.0.0.1:0")
+                .ok()?
+                .local_addr()
+                .ok()?
+                .port();
+            let next = p.checked_add(1)?;
+            TcpListener::bind(("127.0.0.1", next)).ok().map(|_| p)
+        })
+        .next()
+        .context("no free pair of loopback ports")?;
+    let log = fs::File::create(work_dir().join("daemon-tcp.log"))?;
+    let child = Command::new(daemon)
+        .args(["--backend", "svsm", "--swtpm-ctrl"])
+        .arg(format!("tcp:127.0.0.1:{}", port + 1))
+        .arg("--swtpm-data")
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", daemon.display()))?;
+    let mut daemon = Daemon { child };
+    let deadline = Instant::now() + DAEMON_TIMEOUT;
+    let mut ctrl = loop {
+        match TcpStream::connect(("127.0.0.1", port + 1)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => bail!(
+                "the daemon's swtpm control port {} did not open: {e}",
+                port + 1
+            ),
+        }
+    };
+    ctrl.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // CMD_INIT (2) starts the TPM; CMD_SET_LOCALITY (5) to 3 is refused with
+    // TPM_BAD_LOCALITY (0x3d) as on the SVSM path.
+    ensure!(
+        control(&mut ctrl, 2, &[0; 4], 4)? == [0; 4],
+        "CMD_INIT failed"
+    );
+    ensure!(
+        control(&mut ctrl, 5, &[3, 0, 0, 0], 4)? == [0, 0, 0, 0x3d],
+        "CMD_SET_LOCALITY 3 was not refused with TPM_BAD_LOCALITY"
+    );
+    // The interface serves one control client at a time, and the TCTI opens its own.
+    drop(ctrl);
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    let tool = |args: &[&str]| -> Result<String> {
+        output(
+            Command::new("timeout")
+                .arg("60")
+                .arg(format!("tpm2_{}", args[0]))
+                .args(&args[1..])
+                .env("TPM2TOOLS_TCTI", &tcti),
+        )
+    };
+    tool(&["startup", "-c"])?;
+    let random = tool(&["getrandom", "--hex", "16"])?;
+    ensure!(
+        random.trim().len() == 32,
+        "tpm2_getrandom gave '{}'",
+        random.trim()
+    );
+    let digest = "5a".repeat(32);
+    tool(&["pcrextend", &format!("23:sha256={digest}")])?;
+    let expected = {
+        let mut h = Sha256::new();
+        h.update([0u8; 32]);
+        h.update([0x5a; 32]);
+        hex(&h.finalize())
+    };
+    let read = tool(&["pcrread", "sha256:23"])?.to_lowercase();
+    ensure!(
+        read.contains(&expected),
+        "PCR 23 after the extend: expected {expected}, tpm2_pcrread says {read}"
+    );
+    // CMD_SHUTDOWN (3) ends the daemon.
+    let mut ctrl = TcpStream::connect(("127.0.0.1", port + 1))?;
+    ctrl.set_read_timeout(Some(Duration::from_secs(30)))?;
+    ensure!(
+        control(&mut ctrl, 3, &[], 4)? == [0; 4],
+        "CMD_SHUTDOWN failed"
+    );
+    ensure!(
+        daemon.finish(Duration::from_secs(10)),
+        "the daemon did not exit cleanly after CMD_SHUTDOWN"
+    );
+    println!("linux-guest: swtpm over TCP: init, locality refusal, startup, getrandom, PCR 23 extend/read ({expected}), shutdown: ok");
     Ok(())
 }
 
