@@ -8,11 +8,12 @@
 //! reports one `SVSM-LINUX-GUEST <check> <ok|fail> [detail]` line per check on the serial
 //! console. The host draws the values the guest works with (the digest to extend, the
 //! quote's nonce), computes what PCR 16 must read, and fails on any missing or failed
-//! line, a wrong digest or a timeout.
+//! line, a wrong digest or a timeout. Before the guest, the daemon's swtpm interface is
+//! driven over TCP with tpm2-tools' swtpm TCTI.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -140,16 +141,6 @@ pub fn run_interactive() -> Result<()> {
     Ok(())
 }
 
-/// One control message over TCP; returns the reply's `len` bytes.
-fn control(stream: &mut TcpStream, command: u32, body: &[u8], len: usize) -> Result<Vec<u8>> {
-    let mut message = command.to_be_bytes().to_vec();
-    message.extend_from_slice(body);
-    stream.write_all(&message)?;
-    let mut reply = vec![0; len];
-    stream.read_exact(&mut reply)?;
-    Ok(reply)
-}
-
 /// The daemon's swtpm interface on TCP (control and data channel) with tpm2-tools'
 /// swtpm TCTI, which expects the control channel on the data port + 1.
 fn swtpm_tcp(daemon: &Path) -> Result<()> {
@@ -179,29 +170,59 @@ fn swtpm_tcp(daemon: &Path) -> Result<()> {
         .with_context(|| format!("cannot start {}", daemon.display()))?;
     let mut daemon = Daemon { child };
     let deadline = Instant::now() + DAEMON_TIMEOUT;
-    let mut ctrl = loop {
-        match TcpStream::connect(("127.0.0.1", port + 1)) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => bail!(
-                "the daemon's swtpm control port {} did not open: {e}",
-                port + 1
-            ),
-        }
+    // The control channel is driven with swtpm's own client, swtpm_ioctl: an
+    // independent implementation of the protocol.
+    let ctrl = format!("127.0.0.1:{}", port + 1);
+    let ioctl = |args: &[&str]| -> Result<(bool, String)> {
+        let out = Command::new("timeout")
+            .args(["30", "swtpm_ioctl", "--tcp", &ctrl])
+            .args(args)
+            .output()
+            .context("cannot run swtpm_ioctl (Debian package swtpm-tools)")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        Ok((out.status.success(), text.trim().to_string()))
     };
-    ctrl.set_read_timeout(Some(Duration::from_secs(30)))?;
-    // CMD_INIT (2) starts the TPM; CMD_SET_LOCALITY (5) to 3 is refused with
-    // TPM_BAD_LOCALITY (0x3d) as on the SVSM path.
+    while TcpStream::connect(("127.0.0.1", port + 1)).is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "the daemon's swtpm control port {} did not open",
+            port + 1
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, caps) = ioctl(&["-c"])?;
+    let caps = caps
+        .rsplit(' ')
+        .next()
+        .and_then(|c| u64::from_str_radix(c.trim_start_matches("0x"), 16).ok())
+        .filter(|_| ok)
+        .with_context(|| format!("swtpm_ioctl -c: {caps}"))?;
+    // What QEMU requires of a TPM 2 (PTM_CAP_INIT, SHUTDOWN, GET_TPMESTABLISHED,
+    // SET_LOCALITY, RESET_TPMESTABLISHED, STOP, SET_DATAFD, SET_BUFFERSIZE).
+    let qemu_needs = 0x1 | 0x2 | 0x4 | 0x8 | 0x80 | 0x400 | 0x1000 | 0x2000;
     ensure!(
-        control(&mut ctrl, 2, &[0; 4], 4)? == [0; 4],
-        "CMD_INIT failed"
+        caps & qemu_needs == qemu_needs,
+        "capabilities {caps:#x} lack some of {qemu_needs:#x}"
     );
+    let (ok, out) = ioctl(&["-i"])?;
+    ensure!(ok, "swtpm_ioctl -i (CMD_INIT): {out}");
+    let (ok, out) = ioctl(&["-e"])?;
     ensure!(
-        control(&mut ctrl, 5, &[3, 0, 0, 0], 4)? == [0, 0, 0, 0x3d],
-        "CMD_SET_LOCALITY 3 was not refused with TPM_BAD_LOCALITY"
+        ok && out.contains("tpmEstablished is 0"),
+        "swtpm_ioctl -e: {out}"
     );
-    // The interface serves one control client at a time, and the TCTI opens its own.
-    drop(ctrl);
+    let (ok, out) = ioctl(&["-b", "0"])?;
+    ensure!(
+        ok && out.contains("buffersize: 4087"),
+        "swtpm_ioctl -b 0: {out}"
+    );
+    // Locality 3 is refused with TPM_BAD_LOCALITY, as on the SVSM path.
+    let (ok, out) = ioctl(&["-l", "3"])?;
+    ensure!(
+        !ok && out.contains("0x3d"),
+        "swtpm_ioctl -l 3 was not refused: {out}"
+    );
     let tcti = format!("swtpm:host=127.0.0.1,port={port}");
     let tool = |args: &[&str]| -> Result<String> {
         output(
@@ -232,18 +253,13 @@ fn swtpm_tcp(daemon: &Path) -> Result<()> {
         read.contains(&expected),
         "PCR 23 after the extend: expected {expected}, tpm2_pcrread says {read}"
     );
-    // CMD_SHUTDOWN (3) ends the daemon.
-    let mut ctrl = TcpStream::connect(("127.0.0.1", port + 1))?;
-    ctrl.set_read_timeout(Some(Duration::from_secs(30)))?;
-    ensure!(
-        control(&mut ctrl, 3, &[], 4)? == [0; 4],
-        "CMD_SHUTDOWN failed"
-    );
+    let (ok, out) = ioctl(&["-s"])?;
+    ensure!(ok, "swtpm_ioctl -s (CMD_SHUTDOWN): {out}");
     ensure!(
         daemon.finish(Duration::from_secs(10)),
         "the daemon did not exit cleanly after CMD_SHUTDOWN"
     );
-    println!("linux-guest: swtpm over TCP: init, locality refusal, startup, getrandom, PCR 23 extend/read ({expected}), shutdown: ok");
+    println!("linux-guest: swtpm over TCP: swtpm_ioctl (caps {caps:#x}, init, established flag, buffer size, locality 3 refused, shutdown) and tpm2-tools (startup, getrandom, PCR 23 extend/read {expected}): ok");
     Ok(())
 }
 
