@@ -15,6 +15,9 @@
 extern crate alloc;
 
 pub mod address;
+pub mod arch;
+pub mod boot_params;
 pub mod error;
 pub mod platform;
+pub mod psp;
 pub mod requests;

@@ -40,6 +40,9 @@ enum Action {
     /// The SVSM's request loop is entered on a vCPU directly (a hypervisor running
     /// VMPL0 on a vCPU without a guest call).
     Direct(u32),
+    /// No call: the guest attacks with its own instructions and memory accesses (done by
+    /// the action itself, which checks that the hardware refused).
+    Nothing,
 }
 
 type Hook = Box<dyn Fn(&Prepared)>;
@@ -1052,6 +1055,140 @@ fn cases() -> Vec<Case> {
             assert!(!e.vmsa && e.perms[2] == RmpPermissions::RWX);
         }),
     });
+
+    // --- the guest on its own: instructions and accesses the hardware must refuse ---
+    c.push(Case {
+        name: "the guest grants VMPL3 access to an SVSM page with its own RMPADJUST".into(),
+        caller: 0,
+        setup: nothing(),
+        action: Box::new(|p| {
+            let r = p.system.machine().guest_rmpadjust(
+                p.svsm_start(),
+                RmpPageSize::Size4K,
+                svsm::platform::Vmpl::new(3).unwrap(),
+                RmpPermissions::READ,
+                false,
+            );
+            assert_eq!(r, Err(svsm::platform::RmpadjustError::FailPermission));
+            Action::Nothing
+        }),
+        expect: Expect::Ignored,
+        post: nothing(),
+    });
+    c.push(Case {
+        name: "the guest grants VMPL1 (more privileged) access with its own RMPADJUST".into(),
+        caller: 0,
+        setup: nothing(),
+        action: Box::new(|p| {
+            let r = p.system.machine().guest_rmpadjust(
+                GUEST_PAGE,
+                RmpPageSize::Size4K,
+                svsm::platform::Vmpl::new(1).unwrap(),
+                RmpPermissions::READ,
+                false,
+            );
+            assert_eq!(r, Err(svsm::platform::RmpadjustError::FailPermission));
+            Action::Nothing
+        }),
+        expect: Expect::Ignored,
+        post: nothing(),
+    });
+    c.push(Case {
+        name: "the guest sets the VMSA bit itself with RMPADJUST".into(),
+        caller: 0,
+        setup: nothing(),
+        action: Box::new(|p| {
+            // Below VMPL0 the VMSA bit is ignored: the call succeeds and changes nothing
+            // (VMPL3 already has no access).
+            let r = p.system.machine().guest_rmpadjust(
+                NEW_VMSA_PAGE,
+                RmpPageSize::Size4K,
+                svsm::platform::Vmpl::new(3).unwrap(),
+                RmpPermissions::empty(),
+                true,
+            );
+            assert_eq!(r, Ok(()));
+            assert!(!p.system.machine().rmp_entry(NEW_VMSA_PAGE).unwrap().vmsa);
+            Action::Nothing
+        }),
+        expect: Expect::Ignored,
+        post: nothing(),
+    });
+    let access_targets: Vec<(&str, Target, bool)> = vec![
+        (
+            "the guest reads SVSM memory",
+            |p| p.svsm_start() + 0x2_0000,
+            false,
+        ),
+        ("the guest reads the boot VMSA", |p| p.boot_vmsa(), false),
+        (
+            "the guest forges AP 1's registers in its VMSA",
+            |_| AP1_VMSA + 0x1F8,
+            true,
+        ),
+    ];
+    for (name, target, write) in access_targets {
+        c.push(Case {
+            name: name.into(),
+            caller: 0,
+            setup: nothing(),
+            action: Box::new(move |p| {
+                let m = p.system.machine();
+                let r = if write {
+                    m.guest_write(target(p), &[0xCC; 8])
+                } else {
+                    m.guest_read(target(p), &mut [0u8; 8])
+                };
+                assert_eq!(r, Err(svsm_emulated::GuestFault::Permission));
+                Action::Nothing
+            }),
+            expect: Expect::Ignored,
+            post: nothing(),
+        });
+    }
+    c.push(
+        pval(
+            "PVALIDATE with next skipping good entries to reach an SVSM page",
+            510,
+            509,
+            {
+                let mut raw = vec![UNVALIDATED_PAGE | V4K; 509];
+                raw.push(0x80_6000 | R4K);
+                raw
+            },
+            rejected(ADDR),
+        )
+        .post(|p| {
+            assert!(
+                !p.system
+                    .machine()
+                    .rmp_entry(UNVALIDATED_PAGE)
+                    .unwrap()
+                    .validated
+            )
+        }),
+    );
+    c.push(
+        case(
+            "PVALIDATE list crossing from the last guest page into SVSM memory",
+            core(CoreCall::Pvalidate, 0x7F_FFF0, 0, 0),
+            rejected(PARAM),
+        )
+        .setup(|p| {
+            let e = svsm_protocol::core::PvalidateEntry::new(
+                0x7F_F000,
+                svsm_protocol::core::PageSize::Size4K,
+                true,
+                false,
+            )
+            .unwrap();
+            assert_eq!(
+                p.guest().pvalidate_list(0, &[e], 0).unwrap().0,
+                Code::SUCCESS
+            );
+            write_list(p, 0x7F_FFF0, 2, 0, &[UNVALIDATED_PAGE | V4K]);
+        }),
+    );
     c
 }
 
@@ -1098,6 +1235,7 @@ fn run(p: &Prepared, caller: u32, action: Action) -> Option<Code> {
                 RequestOutcome::NotServiced(_) => None,
             }
         }
+        Action::Nothing => None,
         Action::Direct(apic) => {
             let outcome = p.system.svsm().handle_request(apic);
             match outcome {

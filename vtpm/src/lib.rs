@@ -6,6 +6,13 @@
 //! start-up with the endorsement keys, locality and size rules, and failing closed.
 //! The engine is a process-wide singleton (libtpms keeps its state in C globals); the
 //! kernel has exactly one TPM.
+//!
+//! Bringing the vTPM up, in the kernel or on the host: [`start`] with the platform's
+//! [`EntropySource`] (RDSEED/RDRAND in the kernel, `OsEntropy` on the host with the
+//! `host` feature) powers the engine on, manufactures it and runs start-up; hand the
+//! resulting [`Service`] to the SVSM (`svsm::requests::vtpm::VtpmProtocol`), keeping
+//! [`Vtpm::ek_public`] for the attestation manifest. In the kernel, also refuse to serve
+//! when [`LibTpms::uses_aes_ni`] is false (table-based AES leaks through the cache).
 #![cfg_attr(not(test), no_std)]
 extern crate alloc;
 

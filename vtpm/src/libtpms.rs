@@ -7,10 +7,10 @@
 //!   flag and [`Drop`] releases it. Every call into the engine goes through `&mut LibTpms`,
 //!   so calls are serialized. (The kernel has exactly one TPM.)
 //! - Engine state lives only in memory owned here: the NV callbacks keep each state blob
-//!   in [`NV_STORE`]; libtpms never opens an `NVChip` file.
+//!   in `NV_STORE`; libtpms never opens an `NVChip` file.
 //! - All randomness, libtpms' and OpenSSL's, comes from the [`EntropySource`] given at
 //!   power-on, installed as OpenSSL's RAND method. When it fails, libtpms would quietly
-//!   fall back to `rand()`; [`ENTROPY_FAILED`] records the failure and the engine reports
+//!   fall back to `rand()`; `ENTROPY_FAILED` records the failure and the engine reports
 //!   itself failed, so nothing computed from weak bytes is ever handed out.
 //! - No floating-point value crosses this boundary (the kernel target is soft-float):
 //!   the RAND method's `add` entry, which takes a double, is left empty.

@@ -446,6 +446,46 @@ mod tests {
         assert!(!s.is_failed());
     }
 
+    proptest::proptest! {
+        /// Whatever the guest's buffer holds (and whatever the engine answers), the
+        /// service never panics; it either refuses with the buffer untouched, or answers
+        /// with a framed, whole response of at most 4092 bytes.
+        #[test]
+        fn arbitrary_buffers_never_panic(
+            platform in proptest::prop_oneof![proptest::strategy::Just(8u32), proptest::prelude::any::<u32>()],
+            locality in proptest::prop_oneof![proptest::strategy::Just(0u8), proptest::prelude::any::<u8>()],
+            size in proptest::prop_oneof![0u32..4200, proptest::prelude::any::<u32>()],
+            len in proptest::prop_oneof![proptest::strategy::Just(4096usize), 0usize..4200],
+            fill in proptest::prelude::any::<u8>(),
+            reply in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4200),
+            lie in proptest::prelude::any::<bool>(),
+        ) {
+            let mut bytes = vec![fill; len];
+            let mut head = platform.to_le_bytes().to_vec();
+            head.push(locality);
+            head.extend_from_slice(&size.to_le_bytes());
+            let n = head.len().min(len);
+            bytes[..n].copy_from_slice(&head[..n]);
+            let mut reply = reply;
+            if !lie && reply.len() >= 10 {
+                let l = reply.len() as u32;
+                reply[2..6].copy_from_slice(&l.to_be_bytes());
+            }
+            let mut s = service(reply);
+            let mut b = bytes.clone();
+            match s.handle_request(&mut b) {
+                Err(_) => proptest::prop_assert_eq!(&b, &bytes),
+                Ok(n) => {
+                    let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                    proptest::prop_assert_eq!(n, 4 + len);
+                    proptest::prop_assert!(len <= MAX_RESPONSE_SIZE);
+                    let h = Header::parse(&b[4..n]).expect("a header");
+                    proptest::prop_assert_eq!(h.size as usize, len);
+                }
+            }
+        }
+    }
+
     #[test]
     fn buffers_without_room_for_any_response_are_refused_up_front() {
         let mut s = service(ok_response(MAX_RESPONSE_SIZE));

@@ -259,3 +259,55 @@ fn openssl_uses_aes_ni_where_the_cpu_has_it() {
         std::arch::is_x86_feature_detected!("aes")
     );
 }
+
+#[test]
+fn malformed_tpm_commands_get_whole_responses() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let _g = lock();
+    let vtpm = std::cell::RefCell::new(vtpm::start(os()).expect("vTPM starts"));
+    // Real command codes with arbitrary parameters, sizes that may lie, any tag.
+    let codes = prop_oneof![
+        Just(0x17Au32), // GetCapability
+        Just(0x17B),    // GetRandom
+        Just(0x182),    // PCR_Extend
+        Just(0x17E),    // PCR_Read
+        Just(0x131),    // CreatePrimary
+        Just(0x15D),    // Sign
+        Just(0x158),    // Quote
+        Just(0x14E),    // NV_Read
+        Just(0x161),    // ContextLoad
+        Just(0x165),    // FlushContext
+        any::<u32>(),
+    ];
+    let strategy = (
+        prop_oneof![Just(0x8001u16), Just(0x8002), any::<u16>()],
+        codes,
+        proptest::collection::vec(any::<u8>(), 0..600),
+        any::<bool>(),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 200,
+        ..Config::default()
+    });
+    runner
+        .run(&strategy, |(tag, code, body, honest)| {
+            let mut cmd = tag.to_be_bytes().to_vec();
+            let size = if honest {
+                10 + body.len() as u32
+            } else {
+                10 + body.len() as u32 / 2
+            };
+            cmd.extend_from_slice(&size.to_be_bytes());
+            cmd.extend_from_slice(&code.to_be_bytes());
+            cmd.extend_from_slice(&body);
+            let r = send(&mut *vtpm.borrow_mut(), &cmd);
+            prop_assert!(r.len() >= 10 && r.len() <= 4092);
+            Ok(())
+        })
+        .expect("every command answered with a whole response");
+    let mut vtpm = vtpm.into_inner();
+    assert!(!vtpm.is_failed(), "malformed commands do not break the TPM");
+    assert_eq!(rc(&send(&mut vtpm, &get_random(8))), 0);
+}

@@ -4,7 +4,10 @@
 //! Debian machine as root it installs missing packages itself; elsewhere it stops and
 //! says exactly what to install.
 
+mod attest;
 mod core;
+mod igvm;
+mod kernel;
 mod linux;
 mod setup;
 mod vtpm;
@@ -79,8 +82,15 @@ fn test() -> Result<()> {
             "warnings",
         ]),
     )?;
+    igvm::prepare_tests()?;
     step("host tests", cargo(&["test", "--workspace"]))?;
     vtpm::test()?;
+    println!("xtask: == kernel (QEMU) ==");
+    kernel::clippy()?;
+    kernel::test()?;
+    kernel::test_tpm2_tools()?;
+    igvm::package()?;
+    attest::cli_checks()?;
     println!("xtask: == linux guest ==");
     linux::test()?;
     println!("xtask: every test level passed");
@@ -90,7 +100,8 @@ fn test() -> Result<()> {
 fn run() -> Result<()> {
     setup::ensure()?;
     step("build", cargo(&["build", "--workspace", "--release"]))?;
-    Ok(())
+    igvm::package()?;
+    kernel::run()
 }
 
 fn bench() -> Result<()> {

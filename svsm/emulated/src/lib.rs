@@ -1,7 +1,7 @@
 //! An emulated SEV-SNP machine implementing the SVSM platform on the host.
 //!
 //! - [`rmp`]: the reverse map table and the APM's rules for PVALIDATE and RMPADJUST;
-//! - [`machine`]: [`EmulatedSnp`](machine::EmulatedSnp), memory + RMP + vCPUs with a
+//! - [`machine`]: [`EmulatedSnp`], memory + RMP + vCPUs with a
 //!   VMSA per VMPL, implementing [`svsm::platform::Platform`], with doors for the guest
 //!   (RMP-checked accesses, the call handshake) and the hypervisor;
 //! - [`system`]: a machine in the state a launch leaves it, with the SVSM running on it;

@@ -592,3 +592,109 @@ fn vmsa_offset(vmsa: &VmsaPage, offset: u64, len: usize) -> Result<u64, MemoryEr
     }
     Ok(vmsa.addr().raw() + offset)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB2: u64 = 0x20_0000;
+
+    fn vmpl(n: u8) -> Vmpl {
+        Vmpl::new(n).unwrap()
+    }
+
+    /// 4 MiB, one vCPU, guest at VMPL2; the first 2 MiB assigned as 4 KiB pages.
+    fn machine() -> EmulatedSnp {
+        let m = EmulatedSnp::new(2 * MB2, &[0], vmpl(2));
+        for page in (0..MB2).step_by(PAGE_SIZE as usize) {
+            m.hv_rmpupdate(page, PageSize::Size4K, true).unwrap();
+        }
+        m
+    }
+
+    #[test]
+    fn guest_accesses_follow_the_rmp() {
+        let m = machine();
+        // Shared (unassigned) memory is free for the guest.
+        m.guest_write(MB2, b"shared").unwrap();
+        // Private but not validated: #VC.
+        assert_eq!(m.guest_write(0x1000, b"x"), Err(GuestFault::NotValidated));
+        m.launch_pvalidate(0x1000, PageSize::Size4K).unwrap();
+        // Validated, but VMPL2 has no permission yet: #NPF.
+        assert_eq!(m.guest_read(0x1000, &mut [0]), Err(GuestFault::Permission));
+        m.rmpadjust(
+            PhysAddr::new(0x1000),
+            PageSize::Size4K,
+            vmpl(2),
+            RmpPermissions::READ,
+            false,
+        )
+        .unwrap();
+        m.guest_read(0x1000, &mut [0]).unwrap();
+        assert_eq!(m.guest_write(0x1000, b"x"), Err(GuestFault::Permission));
+        // An access that spans into a page without access is refused as a whole.
+        assert_eq!(
+            m.guest_read(0xFFF, &mut [0, 0]),
+            Err(GuestFault::NotValidated)
+        );
+        // Read-only and MMIO backing.
+        m.set_backing(0x1000, 0x2000, Backing::ReadOnly);
+        assert_eq!(m.guest_write(0x1000, b"x"), Err(GuestFault::NoMemory));
+        m.set_backing(MB2, MB2 + 0x1000, Backing::Mmio);
+        assert_eq!(m.guest_read(MB2, &mut [0]), Err(GuestFault::NoMemory));
+        assert_eq!(m.guest_read(4 * MB2, &mut [0]), Err(GuestFault::NoMemory));
+    }
+
+    #[test]
+    fn vmsa_pages_and_the_call_handshake() {
+        let m = machine();
+        let (vmsa, ca) = (0x3000, 0x4000);
+        for page in [vmsa, ca] {
+            m.launch_pvalidate(page, PageSize::Size4K).unwrap();
+            m.rmpadjust(
+                PhysAddr::new(page),
+                PageSize::Size4K,
+                vmpl(2),
+                RmpPermissions::RWX,
+                false,
+            )
+            .unwrap();
+        }
+        // Not a VMSA yet: the hypervisor cannot run it.
+        assert_eq!(
+            m.hv_ap_create(0, vmpl(2), vmsa),
+            Err(GuestFault::VmrunFailed)
+        );
+        m.rmpadjust(
+            PhysAddr::new(vmsa),
+            PageSize::Size4K,
+            vmpl(1),
+            RmpPermissions::empty(),
+            true,
+        )
+        .unwrap();
+        // A VMSA page is never accessible below VMPL0, whatever its permissions say.
+        assert_eq!(m.guest_read(vmsa, &mut [0]), Err(GuestFault::Permission));
+        m.hv_ap_create(0, vmpl(2), vmsa).unwrap();
+        assert_eq!(m.vcpus()[0].mode, VcpuMode::Guest);
+        let regs = CallRegisters {
+            rax: 6,
+            rcx: 1,
+            ..Default::default()
+        };
+        m.guest_begin_call(0, ca, &regs, true).unwrap();
+        assert_eq!(m.vcpus()[0].mode, VcpuMode::Svsm);
+        // A second exit while in VMPL0 is impossible.
+        assert_eq!(m.guest_exit(0, &regs, 0), Err(GuestFault::BadVcpu));
+        // SVME clear: the hypervisor refuses to run the VMSA.
+        assert_eq!(m.run_guest(0), Err(HypervisorError::Refused(2)));
+        m.load(vmsa + vmsa::EFER, &vmsa::EFER_SVME.to_le_bytes())
+            .unwrap();
+        m.run_guest(0).unwrap();
+        let ret = m.guest_end_call(0, ca).unwrap();
+        assert_eq!((ret.regs, ret.pending), (regs, 1));
+        m.hv_ap_destroy(0).unwrap();
+        assert_eq!(m.vcpus()[0].mode, VcpuMode::Stopped);
+        assert_eq!(m.hv_ap_destroy(9), Err(GuestFault::BadVcpu));
+    }
+}

@@ -9,10 +9,12 @@
 //! PVALIDATE and RMPADJUST) defines, plus the exceptions (#VC, #NPF) an instruction can
 //! raise instead, which a platform reports as [`RmpFault`] rather than crashing.
 //!
-//! Guest memory is reached only through [`CheckedRange`](crate::address::CheckedRange)
+//! Guest memory is reached only through [`CheckedRange`]
 //! values, which only [`crate::address`] produces after checking the range against guest
 //! RAM, SVSM memory and the registered VMSAs. Registered VMSAs are reached only through
-//! [`VmsaPage`](crate::address::VmsaPage) handles.
+//! [`VmsaPage`] handles.
+
+pub mod native;
 
 use crate::address::{CheckedRange, PhysAddr, VmsaPage};
 

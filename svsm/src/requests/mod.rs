@@ -5,7 +5,7 @@
 //! calling area current at that moment was 1; it clears `call_pending` there (so a
 //! REMAP_CA in the call cannot leave the old area pending), clears the guest VMSA's
 //! EFER.SVME while it works so the hypervisor cannot run that VMSA, dispatches, and
-//! writes RAX/RCX/RDX/R8 back into the guest VMSA in [`Svsm::write_back`], the single
+//! writes RAX/RCX/RDX/R8 back into the guest VMSA in `Svsm::write_back`, the single
 //! place results reach the guest.
 //!
 //! # Extension point: protocols 1 (attestation) and 2 (vTPM)
@@ -26,8 +26,7 @@
 //! `UNSUPPORTED_PROTOCOL`. A service handles every call id of its protocol (unknown ids:
 //! [`SvsmError::UnsupportedCall`]) through a [`CallContext`], which gives it the call's
 //! registers and checked, copying access to guest memory. `attest.rs` and `vtpm.rs`
-//! hold the two services (owned by their helpers; until they land they provide
-//! nothing).
+//! hold the two services.
 //!
 //! Locking: the registry of vCPUs and VMSAs ([`GuestState`]) sits behind one
 //! reader-writer spin lock. Handlers that only use it (PVALIDATE, guest memory access)
@@ -67,7 +66,7 @@ use crate::error::SvsmError;
 use crate::platform::{Platform, Vmpl};
 
 /// Byte offsets of the VMSA fields the request path reads and writes one by one,
-/// taken from the [`Vmsa`](svsm_protocol::vmsa::Vmsa) layout (Linux
+/// taken from the [`Vmsa`] layout (Linux
 /// `struct sev_es_save_area`, APM vol. 2 "VMSA Layout").
 pub mod vmsa {
     use core::mem::offset_of;
@@ -395,7 +394,8 @@ impl<P: Platform> Svsm<P> {
             (vmsa, guest)
         };
 
-        // While the SVSM works on the call the hypervisor must not run this VMSA.
+        // While the SVSM works on the call the hypervisor must not run this VMSA. If the
+        // write fails, so will the write-back: the call then has no visible result.
         let efer = guest.efer;
         let _ = self.write_vmsa_u64(&vmsa, vmsa::EFER, efer & !vmsa::EFER_SVME);
 
@@ -412,6 +412,10 @@ impl<P: Platform> Svsm<P> {
     }
 
     /// Reads `call_pending` and, if it is 1, clears it: whether there is a call.
+    ///
+    /// Read then write, not an atomic exchange: the vCPU that owns the calling area is
+    /// stopped in VMPL0 while this runs, and the registry never lets two vCPUs share a
+    /// calling area, so no one else writes the byte meanwhile.
     fn take_call_pending(&self, ca: &CheckedRange) -> Result<bool, SvsmError> {
         let mut pending = [0u8];
         self.platform

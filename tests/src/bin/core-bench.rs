@@ -8,7 +8,6 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use svsm::address::{GuestRegion, MemoryKind};
-use svsm::platform::PAGE_SIZE;
 use svsm::requests::Services;
 use svsm_emulated::{EmulatedSystem, LaunchConfig};
 use svsm_protocol::core::{PageSize, PvalidateEntry, PVALIDATE_MAX_ENTRIES};
@@ -20,7 +19,7 @@ const MIB: u64 = 1 << 20;
 const LARGE: (u64, u64) = (16 * MIB, 80 * MIB);
 /// Guest RAM the 4 KiB case uses (4 KiB RMP pages).
 const SMALL: (u64, u64) = (80 * MIB, 144 * MIB);
-const ROUNDS: u32 = 8;
+const ROUNDS: usize = 11;
 
 fn config() -> LaunchConfig {
     let mut regions = LaunchConfig::default().regions;
@@ -37,14 +36,21 @@ fn config() -> LaunchConfig {
     }
 }
 
-/// Validates (then rescinds, untimed) `[start, end)` in entries of `size`, `ROUNDS`
-/// times; returns the time spent validating and the number of entries per round.
-fn run(
+/// One timed measurement per round: validating `[start, end)` in entries of `size`
+/// through the full request path (then rescinding it, untimed), and zeroing a buffer of
+/// the same size with memset. The two alternate, so both see the same machine load.
+struct Samples {
+    path: Vec<Duration>,
+    memset: Vec<Duration>,
+    entries: usize,
+}
+
+fn measure(
     guest: &GuestDriver<'_>,
     start: u64,
     end: u64,
     size: PageSize,
-) -> Result<(Duration, usize), String> {
+) -> Result<Samples, String> {
     let entries = |validate: bool| -> Vec<PvalidateEntry> {
         (start..end)
             .step_by(size.bytes() as usize)
@@ -52,8 +58,13 @@ fn run(
             .collect()
     };
     let (validate, rescind) = (entries(true), entries(false));
-    let mut spent = Duration::ZERO;
-    // Round 0 warms up (first touch of the memory, caches) and is not timed.
+    let mut buf = vec![1u8; (end - start) as usize];
+    let mut samples = Samples {
+        path: Vec::new(),
+        memset: Vec::new(),
+        entries: validate.len(),
+    };
+    // Round 0 warms up (first touch of the memory, caches) and is not kept.
     for round in 0..=ROUNDS {
         let t = Instant::now();
         for batch in validate.chunks(PVALIDATE_MAX_ENTRIES) {
@@ -64,9 +75,7 @@ fn run(
                 return Err(format!("validate: {code}"));
             }
         }
-        if round > 0 {
-            spent += t.elapsed();
-        }
+        let path = t.elapsed();
         for batch in rescind.chunks(PVALIDATE_MAX_ENTRIES) {
             let (code, _) = guest
                 .pvalidate_list(0, batch, 0)
@@ -75,30 +84,33 @@ fn run(
                 return Err(format!("rescind: {code}"));
             }
         }
-    }
-    Ok((spent, validate.len()))
-}
-
-/// Time to zero `bytes` bytes `ROUNDS` times with a plain memset.
-fn memset(bytes: u64) -> Duration {
-    let mut buf = vec![1u8; bytes as usize];
-    buf.fill(black_box(0));
-    let t = Instant::now();
-    for _ in 0..ROUNDS {
+        let t = Instant::now();
         buf.fill(black_box(0));
         black_box(&mut buf);
+        let zero = t.elapsed();
+        if round > 0 {
+            samples.path.push(path);
+            samples.memset.push(zero);
+        }
     }
-    t.elapsed()
+    Ok(samples)
 }
 
-fn report(label: &str, bytes: u64, entries: usize, path: Duration, zero: Duration) {
-    let mib = bytes as f64 / MIB as f64 * f64::from(ROUNDS);
-    let per_entry =
-        path.saturating_sub(zero).as_nanos() as f64 / (entries as f64 * f64::from(ROUNDS));
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+fn report(label: &str, bytes: u64, mut s: Samples) {
+    let path = median(&mut s.path);
+    let zero = median(&mut s.memset);
+    let mib = bytes as f64 / MIB as f64;
+    let per_entry = path.saturating_sub(zero).as_nanos() as f64 / s.entries as f64;
     println!(
-        "{label}: {entries} entries ({} MiB) x {ROUNDS} rounds: PVALIDATE {:.1} ms = {:.0} MiB/s; \
-         memset of the same memory {:.1} ms = {:.0} MiB/s; ratio {:.2}x memset; \
+        "{label}: {} entries ({} MiB), median of {ROUNDS} rounds: PVALIDATE {:.2} ms = {:.0} MiB/s; \
+         memset of the same memory {:.2} ms = {:.0} MiB/s; ratio {:.2}x memset; \
          path cost besides zeroing {:.0} ns/entry",
+        s.entries,
         bytes / MIB,
         path.as_secs_f64() * 1e3,
         mib / path.as_secs_f64(),
@@ -121,10 +133,8 @@ fn main() -> Result<(), String> {
         ("4 KiB entries", SMALL, PageSize::Size4K),
         ("2 MiB entries", LARGE, PageSize::Size2M),
     ] {
-        let (path, entries) = run(&guest, start, end, size)?;
-        let zero = memset(end - start);
-        report(label, end - start, entries, path, zero);
-        debug_assert_eq!((end - start) % PAGE_SIZE, 0);
+        let samples = measure(&guest, start, end, size)?;
+        report(label, end - start, samples);
     }
     Ok(())
 }

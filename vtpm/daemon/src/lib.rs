@@ -7,6 +7,7 @@
 
 pub mod engine_backend;
 pub mod mssim;
+pub mod serial;
 pub mod svsm_backend;
 
 /// Why a backend could not carry a command to the TPM and back.

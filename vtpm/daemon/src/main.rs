@@ -25,6 +25,8 @@ enum BackendKind {
     Svsm,
     /// The vTPM service and engine in this process, without the SVSM path.
     Engine,
+    /// The vTPM inside the bare-metal SVSM kernel, through QEMU's COM2 socket (`--serial`).
+    Serial,
 }
 
 /// Serves the guest view of the vTPM to host TPM clients.
@@ -44,6 +46,9 @@ struct Cli {
     /// where the mssim TCTI looks for it].
     #[arg(long)]
     platform_port: Option<u16>,
+    /// QEMU's Unix socket for the kernel's COM2 (with `--backend serial`).
+    #[arg(long, default_value = "target/svsm-com2.sock")]
+    serial: std::path::PathBuf,
     /// Serve swtpm's socket interface instead, with its control channel here
     /// (unix:PATH or tcp:HOST:PORT), e.g. for QEMU's `-tpmdev emulator`.
     #[arg(long, value_name = "ENDPOINT")]
@@ -58,8 +63,14 @@ struct Cli {
 type Opened = (Box<dyn TpmBackend>, Option<Vec<u8>>);
 
 /// Opens the backend of `kind`.
-fn open_backend(kind: BackendKind) -> Result<Opened> {
+fn open_backend(kind: BackendKind, serial: &std::path::Path) -> Result<Opened> {
     Ok(match kind {
+        BackendKind::Serial => {
+            let wait = std::time::Duration::from_secs(120);
+            let backend = vtpm_daemon::serial::SerialBackend::connect(serial, wait)
+                .context("cannot reach the vTPM in the SVSM kernel")?;
+            (Box::new(backend), None)
+        }
         BackendKind::Svsm => {
             let backend =
                 SvsmBackend::new().context("cannot start the SVSM on the emulated machine")?;
@@ -91,7 +102,7 @@ fn main() -> Result<()> {
             .context("cannot install the signal handlers")?;
     }
 
-    let (backend, ek) = open_backend(cli.backend)?;
+    let (backend, ek) = open_backend(cli.backend, &cli.serial)?;
     if let Some(ek) = ek {
         // The TPM name of the EK (nameAlg || SHA-256(TPMT_PUBLIC)), as tpm2_readpublic
         // prints it: this vTPM's identity for this boot.

@@ -221,13 +221,15 @@ fn a_power_cycle_is_a_reboot_with_a_fresh_vtpm() {
 }
 
 #[test]
-fn sigterm_stops_the_daemon_cleanly() {
-    let mut d = Daemon::start(&[]);
-    let mut sim = Sim::connect(&d);
-    assert_eq!(rc(&sim.send(0, &get_random(8))), 0);
-    let (status, out) = d.terminate();
-    assert!(status.success(), "exit status {status}");
-    assert!(out.contains("vtpm-daemon: stopped"), "{out}");
+fn sigterm_and_sigint_stop_the_daemon_cleanly() {
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        let mut d = Daemon::start(&[]);
+        let mut sim = Sim::connect(&d);
+        assert_eq!(rc(&sim.send(0, &get_random(8))), 0);
+        let (status, out) = d.signal(signal);
+        assert!(status.success(), "{signal:?}: exit status {status}");
+        assert!(out.contains("vtpm-daemon: stopped"), "{signal:?}: {out}");
+    }
 }
 
 #[test]

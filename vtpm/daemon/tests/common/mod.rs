@@ -146,9 +146,18 @@ impl Daemon {
     /// Sends SIGTERM and waits for the daemon to exit; returns its status and the rest
     /// of its standard output.
     pub fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        self.signal(rustix::process::Signal::TERM)
+    }
+
+    /// Sends `signal` and waits for the daemon to exit; returns its status and the rest
+    /// of its standard output.
+    pub fn signal(
+        &mut self,
+        signal: rustix::process::Signal,
+    ) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().expect("daemon running");
         let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a child pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        rustix::process::kill_process(pid, signal).expect("send the signal");
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(s) = child.try_wait().expect("wait for the daemon") {
@@ -156,7 +165,7 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("the daemon did not stop on SIGTERM");
+                panic!("the daemon did not stop on {signal:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         };

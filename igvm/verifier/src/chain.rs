@@ -1,0 +1,253 @@
+//! The AMD certificate chain: ARK (root, self-signed) → ASK → VCEK, RSA-PSS with SHA-384.
+//!
+//! The caller decides which ARK it trusts (AMD publishes one per product line); this module
+//! checks that the ARK signs itself and the ASK, that the ASK signs the VCEK, that the
+//! names chain up, and hands back the VCEK's P-384 key. The VCEK certificate carries a
+//! serial number of zero, which RFC 5280 forbids; it is accepted here on purpose.
+
+use der::{Decode, Encode, Reader, SliceReader};
+use p384::ecdsa::VerifyingKey;
+use pkcs1::RsaPssParams;
+use rsa::pss;
+use rsa::signature::Verifier;
+use sha2::Sha384;
+use spki::{DecodePublicKey, ObjectIdentifier};
+use x509_cert::Certificate;
+
+use crate::error::CertRole;
+use crate::Error;
+
+/// id-RSASSA-PSS (RFC 4055).
+const OID_RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
+/// id-sha384.
+const OID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
+/// id-mgf1.
+const OID_MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
+/// The salt length AMD uses (the SHA-384 output size).
+const PSS_SALT_LEN: u8 = 48;
+
+/// One parsed certificate together with the exact DER of its to-be-signed part.
+#[derive(Debug, Clone)]
+pub struct Cert {
+    role: CertRole,
+    cert: Certificate,
+    tbs_der: Vec<u8>,
+}
+
+impl Cert {
+    /// Parses a certificate in DER or PEM form.
+    pub fn parse(role: CertRole, bytes: &[u8]) -> Result<Self, Error> {
+        let der = if bytes.starts_with(b"-----BEGIN") {
+            let (label, der) = der::pem::decode_vec(bytes)
+                .map_err(|e| Error::CertificateFormat(role, format!("bad PEM: {e}")))?;
+            if label != "CERTIFICATE" {
+                return Err(Error::CertificateFormat(
+                    role,
+                    format!("PEM label is {label:?}, expected CERTIFICATE"),
+                ));
+            }
+            der
+        } else {
+            bytes.to_vec()
+        };
+        let cert = Certificate::from_der(&der)
+            .map_err(|e| Error::CertificateFormat(role, format!("bad DER: {e}")))?;
+        let tbs_der =
+            raw_tbs(&der).map_err(|e| Error::CertificateFormat(role, format!("bad DER: {e}")))?;
+        Ok(Cert {
+            role,
+            cert,
+            tbs_der,
+        })
+    }
+
+    /// The certificate.
+    pub fn certificate(&self) -> &Certificate {
+        &self.cert
+    }
+
+    fn spki_der(&self) -> Result<Vec<u8>, Error> {
+        self.cert
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()
+            .map_err(|e| Error::CertificateFormat(self.role, format!("public key: {e}")))
+    }
+
+    /// The RSA key of an ARK or ASK.
+    fn rsa_key(&self) -> Result<rsa::PublicKey, Error> {
+        rsa::PublicKey::from_public_key_der(&self.spki_der()?)
+            .map_err(|e| Error::CertificateFormat(self.role, format!("not an RSA public key: {e}")))
+    }
+
+    /// The P-384 key of a VCEK.
+    pub fn p384_key(&self) -> Result<VerifyingKey, Error> {
+        VerifyingKey::from_public_key_der(&self.spki_der()?).map_err(|e| {
+            Error::CertificateFormat(self.role, format!("not a P-384 public key: {e}"))
+        })
+    }
+
+    /// Checks that `issuer` issued this certificate: names and RSA-PSS signature.
+    fn check_issued_by(&self, issuer: &Cert) -> Result<(), Error> {
+        if self.cert.tbs_certificate().issuer() != issuer.cert.tbs_certificate().subject() {
+            return Err(Error::ChainIssuer(self.role));
+        }
+        self.check_pss_params()?;
+        let key = pss::VerifyingKey::<Sha384>::new_with_salt_len(
+            issuer.rsa_key()?,
+            usize::from(PSS_SALT_LEN),
+        );
+        let sig_bytes = self.cert.signature().as_bytes().ok_or_else(|| {
+            Error::CertificateFormat(self.role, "signature has unused bits".into())
+        })?;
+        let signature =
+            pss::Signature::try_from(sig_bytes).map_err(|_| Error::ChainSignature(self.role))?;
+        key.verify(&self.tbs_der, &signature)
+            .map_err(|_| Error::ChainSignature(self.role))
+    }
+
+    /// The signature algorithm must be RSA-PSS with SHA-384, MGF1-SHA-384, salt 48, and the
+    /// outer algorithm must equal the one inside the signed part.
+    fn check_pss_params(&self) -> Result<(), Error> {
+        let bad = |why: &str| Error::CertificateFormat(self.role, why.into());
+        let alg = self.cert.signature_algorithm();
+        if alg != self.cert.tbs_certificate().signature() {
+            return Err(bad("outer and signed signature algorithms differ"));
+        }
+        if alg.oid != OID_RSASSA_PSS {
+            return Err(bad("signature algorithm is not RSASSA-PSS"));
+        }
+        let params = alg
+            .parameters
+            .as_ref()
+            .ok_or_else(|| bad("RSASSA-PSS without parameters"))?;
+        let params_der = params.to_der().map_err(|_| bad("RSASSA-PSS parameters"))?;
+        let params = RsaPssParams::<der::Any>::from_der(&params_der)
+            .map_err(|_| bad("RSASSA-PSS parameters"))?;
+        if params.hash.oid != OID_SHA384
+            || params.mask_gen.oid != OID_MGF1
+            || params.mask_gen.parameters.as_ref().map(|p| p.oid) != Some(OID_SHA384)
+            || params.salt_len != PSS_SALT_LEN
+        {
+            return Err(bad(
+                "RSASSA-PSS parameters are not SHA-384, MGF1-SHA-384, salt 48",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The exact DER bytes of the TBSCertificate, as they were signed.
+fn raw_tbs(cert_der: &[u8]) -> der::Result<Vec<u8>> {
+    let outer = der::asn1::AnyRef::from_der(cert_der)?;
+    let mut reader = SliceReader::new(outer.value())?;
+    let tbs: der::asn1::AnyRef<'_> = reader.decode()?;
+    tbs.to_der()
+}
+
+/// An ARK → ASK → VCEK chain.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// The root the caller trusts.
+    pub ark: Cert,
+    /// The signing key certificate.
+    pub ask: Cert,
+    /// The chip's endorsement key certificate.
+    pub vcek: Cert,
+}
+
+impl Chain {
+    /// Parses the three certificates (DER or PEM each).
+    pub fn parse(vcek: &[u8], ask: &[u8], ark: &[u8]) -> Result<Self, Error> {
+        Ok(Chain {
+            vcek: Cert::parse(CertRole::Vcek, vcek)?,
+            ask: Cert::parse(CertRole::Ask, ask)?,
+            ark: Cert::parse(CertRole::Ark, ark)?,
+        })
+    }
+
+    /// Checks every link and returns the VCEK's key.
+    pub fn verify(&self) -> Result<VerifyingKey, Error> {
+        self.ark.check_issued_by(&self.ark)?;
+        self.ask.check_issued_by(&self.ark)?;
+        self.vcek.check_issued_by(&self.ask)?;
+        self.vcek.p384_key()
+    }
+}
+
+/// GUIDs of the host certificate table (GHCB, "SNP Extended Guest Request"), as stored.
+mod table_guid {
+    use crate::manifest::Guid;
+    /// VCEK: 63da758d-e664-4564-adc5-f4b93be8accd.
+    pub const VCEK: Guid = Guid {
+        d1: 0x63da_758d,
+        d2: 0xe664,
+        d3: 0x4564,
+        d4: [0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd],
+    };
+    /// ASK: 4ab7b379-bbac-4fe4-a02f-05aef327c782.
+    pub const ASK: Guid = Guid {
+        d1: 0x4ab7_b379,
+        d2: 0xbbac,
+        d3: 0x4fe4,
+        d4: [0xa0, 0x2f, 0x05, 0xae, 0xf3, 0x27, 0xc7, 0x82],
+    };
+}
+
+/// Finds the certificate with `guid` in a host certificate table: entries of {GUID, u32
+/// offset, u32 length} (offsets from the table's start) ending with an all-zero entry.
+pub fn cert_from_table(
+    table: &[u8],
+    guid: crate::manifest::Guid,
+    role: CertRole,
+) -> Result<Vec<u8>, Error> {
+    let bad = |why: &str| Error::CertificateFormat(role, format!("certificate table: {why}"));
+    let want = guid.to_bytes();
+    for entry in table.chunks(24) {
+        if entry.len() < 24 {
+            return Err(bad("no terminating entry"));
+        }
+        if entry.iter().all(|&b| b == 0) {
+            break;
+        }
+        if entry[..16] != want {
+            continue;
+        }
+        let field = |at: usize| {
+            u32::from_le_bytes([entry[at], entry[at + 1], entry[at + 2], entry[at + 3]]) as usize
+        };
+        let (offset, len) = (field(16), field(20));
+        return offset
+            .checked_add(len)
+            .and_then(|end| table.get(offset..end))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| bad("entry outside the table"));
+    }
+    Err(bad("no entry for this certificate"))
+}
+
+impl Chain {
+    /// The chain from a host certificate table (the VCEK and ASK it carries) and the ARK
+    /// the caller trusts (never the table's own ARK: the host supplies the table).
+    pub fn from_cert_table(table: &[u8], ark: &[u8]) -> Result<Self, Error> {
+        let vcek = cert_from_table(table, table_guid::VCEK, CertRole::Vcek)?;
+        let ask = cert_from_table(table, table_guid::ASK, CertRole::Ask)?;
+        Chain::parse(&vcek, &ask, ark)
+    }
+}
+
+/// Reads a P-384 public key given directly (SPKI DER or PEM, or a certificate holding one):
+/// the "trust this VCEK key" mode.
+pub fn trusted_vcek_key(bytes: &[u8]) -> Result<VerifyingKey, Error> {
+    let role = CertRole::Vcek;
+    if bytes.starts_with(b"-----BEGIN PUBLIC KEY") {
+        let text = core::str::from_utf8(bytes)
+            .map_err(|_| Error::CertificateFormat(role, "PEM is not UTF-8".into()))?;
+        return VerifyingKey::from_public_key_pem(text)
+            .map_err(|e| Error::CertificateFormat(role, format!("not a P-384 public key: {e}")));
+    }
+    if let Ok(key) = VerifyingKey::from_public_key_der(bytes) {
+        return Ok(key);
+    }
+    Cert::parse(role, bytes)?.p384_key()
+}

@@ -1,0 +1,352 @@
+//! `svsm-verify`: checks an SVSM guest's attestation from the command line.
+//!
+//! Three steps, matching the protocol: `report` checks an SNP report alone (and the
+//! AMD chain), `challenge` makes the credential challenge for an attestation key under
+//! the manifest's EK, and `full` checks everything once the guest has answered.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use svsm_verifier::chain::{trusted_vcek_key, Chain};
+use svsm_verifier::{
+    manifest, tpm, Challenge, Evidence, ExpectedPcrs, ManifestKind, Policy, VcekTrust,
+};
+
+/// Verify an SVSM guest's attestation (SNP report, AMD chain, services manifest, vTPM quote).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check an SNP report: signature, chain, VMPL0, and optionally its binding and
+    /// measurement.
+    Report {
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// Make the credential challenge for an attestation key under the manifest's EK.
+    Challenge {
+        /// The services manifest from ATTEST_SERVICES.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The attestation key's public area (TPMT_PUBLIC or TPM2B_PUBLIC).
+        #[arg(long)]
+        ak_public: PathBuf,
+        /// Directory for the outputs: `credential` (tpm2_activatecredential's input
+        /// format), `id_object`, `encrypted_secret`, and `challenge` (keep it: it holds
+        /// the secret the vTPM must return).
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Check the whole chain.
+    Full {
+        #[command(flatten)]
+        report: ReportArgs,
+        /// The attestation key's public area (TPMT_PUBLIC or TPM2B_PUBLIC).
+        #[arg(long)]
+        ak_public: PathBuf,
+        /// The `challenge` file written by the challenge step.
+        #[arg(long)]
+        challenge: PathBuf,
+        /// The secret TPM2_ActivateCredential returned.
+        #[arg(long)]
+        activated_secret: PathBuf,
+        /// The quote (TPMS_ATTEST, as `tpm2_quote -m` writes it).
+        #[arg(long)]
+        quote: PathBuf,
+        /// The quote's signature (TPMT_SIGNATURE, as `tpm2_quote -s` writes it).
+        #[arg(long)]
+        quote_signature: PathBuf,
+        /// An expected PCR value, `sha256:INDEX=HEX` (repeat for each PCR quoted).
+        #[arg(long = "pcr", required = true)]
+        pcrs: Vec<String>,
+        /// The manifest came from ATTEST_SINGLE_SERVICE for the vTPM (it is the EK's
+        /// TPMT_PUBLIC itself, not a services manifest).
+        #[arg(long)]
+        single_service: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The attestation report (0x4A0 bytes).
+    #[arg(long)]
+    report: PathBuf,
+    /// The VCEK certificate (DER or PEM); with --ask and --ark.
+    #[arg(long, requires_all = ["ask", "ark"], conflicts_with_all = ["vcek_key", "cert_table"])]
+    vcek: Option<PathBuf>,
+    /// The host certificate table the SVSM returned (VCEK and ASK); with --ark.
+    #[arg(long, requires = "ark", conflicts_with = "vcek_key")]
+    cert_table: Option<PathBuf>,
+    /// The ASK certificate (DER or PEM).
+    #[arg(long)]
+    ask: Option<PathBuf>,
+    /// The ARK certificate (DER or PEM): the trust anchor.
+    #[arg(long)]
+    ark: Option<PathBuf>,
+    /// Trust this P-384 key as the VCEK instead of checking a chain (PEM or DER).
+    #[arg(long)]
+    vcek_key: Option<PathBuf>,
+    /// The services manifest from ATTEST_SERVICES.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// The nonce the verifier gave the guest, in hex.
+    #[arg(long, requires = "manifest")]
+    nonce: Option<String>,
+    /// The expected launch measurement, in hex (48 bytes).
+    #[arg(long)]
+    measurement: Option<String>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<()> {
+    fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn parse_hex(what: &str, text: &str) -> Result<Vec<u8>> {
+    hex::decode(text.trim()).with_context(|| format!("{what}: {text:?} is not hex"))
+}
+
+impl ReportArgs {
+    fn trust(&self) -> Result<VcekTrust> {
+        match (
+            &self.vcek,
+            &self.ask,
+            &self.ark,
+            &self.vcek_key,
+            &self.cert_table,
+        ) {
+            (Some(vcek), Some(ask), Some(ark), None, None) => Ok(VcekTrust::Chain(Box::new(
+                Chain::parse(&read(vcek)?, &read(ask)?, &read(ark)?)?,
+            ))),
+            (None, None, Some(ark), None, Some(table)) => Ok(VcekTrust::Chain(Box::new(
+                Chain::from_cert_table(&read(table)?, &read(ark)?)?,
+            ))),
+            (None, None, None, Some(key), None) => {
+                Ok(VcekTrust::Key(trusted_vcek_key(&read(key)?)?))
+            }
+            _ => bail!(
+                "give either --vcek, --ask and --ark, or --cert-table and --ark, or --vcek-key"
+            ),
+        }
+    }
+
+    fn nonce(&self) -> Result<Option<Vec<u8>>> {
+        self.nonce
+            .as_deref()
+            .map(|n| parse_hex("--nonce", n))
+            .transpose()
+    }
+
+    fn measurement(&self) -> Result<Option<[u8; 48]>> {
+        self.measurement
+            .as_deref()
+            .map(|m| {
+                parse_hex("--measurement", m)?
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("--measurement must be 48 bytes (96 hex digits)"))
+            })
+            .transpose()
+    }
+}
+
+fn parse_pcr(text: &str) -> Result<(u16, u8, Vec<u8>)> {
+    let bad = || format!("--pcr {text:?}: expected BANK:INDEX=HEX, e.g. sha256:0=00..00");
+    let (bank, rest) = text.split_once(':').with_context(bad)?;
+    let (index, value) = rest.split_once('=').with_context(bad)?;
+    let alg = match bank {
+        "sha256" => tpm::ALG_SHA256,
+        "sha384" => tpm::ALG_SHA384,
+        "sha512" => tpm::ALG_SHA512,
+        _ => bail!("--pcr {text:?}: bank must be sha256, sha384 or sha512"),
+    };
+    let index: u8 = index.parse().ok().filter(|i| *i < 24).with_context(bad)?;
+    let value = parse_hex("--pcr", value)?;
+    if value.len() != tpm::digest_size(alg)? {
+        bail!("--pcr {text:?}: value length does not match the bank");
+    }
+    Ok((alg, index, value))
+}
+
+fn expected_pcrs(args: &[String]) -> Result<ExpectedPcrs> {
+    let mut parsed = args
+        .iter()
+        .map(|a| parse_pcr(a))
+        .collect::<Result<Vec<_>>>()?;
+    let alg = parsed[0].0;
+    if parsed.iter().any(|p| p.0 != alg) {
+        bail!("--pcr: all values must come from one bank");
+    }
+    parsed.sort_by_key(|p| p.1);
+    if parsed.windows(2).any(|w| w[0].1 == w[1].1) {
+        bail!("--pcr: a PCR index is given twice");
+    }
+    Ok(ExpectedPcrs {
+        hash_alg: alg,
+        values: parsed.into_iter().map(|(_, i, v)| (i, v)).collect(),
+    })
+}
+
+fn save_challenge(path: &Path, c: &Challenge) -> Result<()> {
+    write(path, c.to_text().as_bytes())
+}
+
+fn load_challenge(path: &Path) -> Result<Challenge> {
+    let text = String::from_utf8(read(path)?).context("challenge file is not text")?;
+    Challenge::from_text(&text).with_context(|| format!("{}", path.display()))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Report { report } => {
+            let manifest = report.manifest.as_deref().map(read).transpose()?;
+            let nonce = report.nonce()?;
+            let binding = match (&nonce, &manifest) {
+                (Some(n), Some(m)) => Some((n.as_slice(), m.as_slice())),
+                (None, None) => None,
+                _ => bail!("--nonce and --manifest go together"),
+            };
+            let verified = svsm_verifier::verify_report(
+                &report.trust()?,
+                &read(&report.report)?,
+                binding,
+                report.measurement()?.as_ref(),
+            )?;
+            println!(
+                "report: OK (version {}, VMPL {})",
+                verified.version(),
+                verified.vmpl()
+            );
+            println!("measurement: {}", hex::encode(verified.measurement()));
+            if binding.is_some() {
+                println!("REPORT_DATA: binds the nonce and the services manifest");
+            }
+        }
+        Command::Challenge {
+            manifest: manifest_path,
+            ak_public,
+            out_dir,
+        } => {
+            let manifest_bytes = read(&manifest_path)?;
+            let ek = manifest::vtpm_ek(&manifest_bytes)?;
+            let challenge = Challenge::new(&mut getrandom_sys_rng::SysRng, ek, &read(&ak_public)?)?;
+            fs::create_dir_all(&out_dir)
+                .with_context(|| format!("cannot create {}", out_dir.display()))?;
+            let mut tools = vec![0xBA, 0xDC, 0xC0, 0xDE, 0, 0, 0, 1];
+            tools.extend_from_slice(&challenge.blob.id_object);
+            tools.extend_from_slice(&challenge.blob.encrypted_secret);
+            write(&out_dir.join("credential"), &tools)?;
+            write(&out_dir.join("id_object"), &challenge.blob.id_object)?;
+            write(
+                &out_dir.join("encrypted_secret"),
+                &challenge.blob.encrypted_secret,
+            )?;
+            save_challenge(&out_dir.join("challenge"), &challenge)?;
+            println!("challenge: written to {}", out_dir.display());
+        }
+        Command::Full {
+            report,
+            ak_public,
+            challenge,
+            activated_secret,
+            quote,
+            quote_signature,
+            pcrs,
+            single_service,
+        } => {
+            let manifest = read(
+                report
+                    .manifest
+                    .as_deref()
+                    .context("full verification needs --manifest")?,
+            )?;
+            let policy = Policy {
+                manifest_kind: if single_service {
+                    ManifestKind::Vtpm
+                } else {
+                    ManifestKind::Services
+                },
+                vcek: report.trust()?,
+                nonce: report.nonce()?.context("full verification needs --nonce")?,
+                pcrs: expected_pcrs(&pcrs)?,
+                measurement: report.measurement()?,
+            };
+            let report_bytes = read(&report.report)?;
+            let ak = read(&ak_public)?;
+            let secret = read(&activated_secret)?;
+            let quote = read(&quote)?;
+            let signature = read(&quote_signature)?;
+            let evidence = Evidence {
+                report: &report_bytes,
+                manifest: &manifest,
+                ak_public: &ak,
+                activated_secret: &secret,
+                quote: &quote,
+                quote_signature: &signature,
+            };
+            let verified = svsm_verifier::verify(&policy, &load_challenge(&challenge)?, &evidence)?;
+            println!("attestation: OK");
+            println!(
+                "measurement: {}",
+                hex::encode(verified.report.measurement())
+            );
+            println!(
+                "EK name: {}",
+                hex::encode(tpm::Public::parse(&verified.ek_public)?.name()?)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("svsm-verify: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn pcr_arguments_are_checked() {
+        let zero = "00".repeat(32);
+        let p = expected_pcrs(&[format!("sha256:7={zero}"), format!("sha256:0={zero}")]).unwrap();
+        assert_eq!(p.hash_alg, tpm::ALG_SHA256);
+        assert_eq!(p.values.iter().map(|v| v.0).collect::<Vec<_>>(), [0, 7]);
+        for bad in [
+            format!("sha1:0={zero}"),
+            format!("sha256:24={zero}"),
+            format!("sha256:x={zero}"),
+            "sha256:0=00".to_string(),
+            format!("sha256 0={zero}"),
+            "sha256:0=zz".to_string(),
+        ] {
+            assert!(parse_pcr(&bad).is_err(), "{bad} accepted");
+        }
+        assert!(expected_pcrs(&[format!("sha256:1={zero}"), format!("sha256:1={zero}")]).is_err());
+        let z384 = "00".repeat(48);
+        assert!(expected_pcrs(&[format!("sha256:1={zero}"), format!("sha384:2={z384}")]).is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        Cli::command().debug_assert();
+    }
+}

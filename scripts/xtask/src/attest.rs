@@ -1,0 +1,208 @@
+//! The attestation level of `cargo xtask test`: the `svsm-verify` command line on a real
+//! AMD Milan report and on the evidence the end-to-end suite (tests/tests/attest_e2e.rs)
+//! left behind, each once as it is and once tampered, where the tool must fail and name
+//! the broken link.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::cargo;
+
+/// Where the verifier's test data lives.
+const MILAN: &str = "igvm/verifier/tests/data";
+/// The Milan report's launch measurement.
+const MILAN_MEASUREMENT: &str = "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b5\
+                                 79ea158d3e1a0dc39b2c60bd95b9c480cd81841f";
+
+fn verify_cmd(args: &[String]) -> Command {
+    let mut cmd = cargo(&[
+        "run",
+        "--quiet",
+        "-p",
+        "svsm-verifier",
+        "--bin",
+        "svsm-verify",
+        "--",
+    ]);
+    cmd.args(args);
+    cmd
+}
+
+/// Runs `svsm-verify` and requires success.
+fn expect_pass(what: &str, args: &[String]) -> Result<()> {
+    let out = verify_cmd(args)
+        .output()
+        .with_context(|| format!("{what}: cannot run svsm-verify"))?;
+    if !out.status.success() {
+        bail!(
+            "{what}: svsm-verify failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    println!("xtask: attest: {what}: passed");
+    Ok(())
+}
+
+/// Runs `svsm-verify` and requires a failure whose message names `link`.
+fn expect_fail(what: &str, args: &[String], link: &str) -> Result<()> {
+    let out = verify_cmd(args)
+        .output()
+        .with_context(|| format!("{what}: cannot run svsm-verify"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !stderr.contains(link) {
+        bail!(
+            "{what}: expected a failure naming {link:?}, got {}: {stderr}",
+            out.status
+        );
+    }
+    println!("xtask: attest: {what}: rejected ({})", stderr.trim());
+    Ok(())
+}
+
+fn s(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|p| (*p).to_string()).collect()
+}
+
+fn path(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+fn read(dir: &Path, name: &str) -> Result<String> {
+    let p = dir.join(name);
+    std::fs::read_to_string(&p)
+        .map(|t| t.trim().to_string())
+        .with_context(|| format!("cannot read {}", p.display()))
+}
+
+/// The checks; run after the host tests.
+pub fn cli_checks() -> Result<()> {
+    println!("xtask: == attestation CLI ==");
+    let milan = |name: &str| format!("{MILAN}/{name}");
+    let report_args = |measurement: &str| {
+        let mut a = s(&["report", "--report"]);
+        a.extend([
+            milan("report.bin"),
+            "--vcek".into(),
+            milan("vcek.der"),
+            "--ask".into(),
+            milan("ask.pem"),
+            "--ark".into(),
+            milan("ark.pem"),
+            "--measurement".into(),
+            measurement.into(),
+        ]);
+        a
+    };
+    expect_pass(
+        "real Milan report and AMD chain",
+        &report_args(MILAN_MEASUREMENT),
+    )?;
+    let mut wrong = MILAN_MEASUREMENT.to_string();
+    wrong.replace_range(0..2, "00");
+    expect_fail(
+        "Milan report, other measurement",
+        &report_args(&wrong),
+        "launch measurement",
+    )?;
+
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let dir = target.join("tmp").join("attest-evidence");
+    if !dir.join("report.bin").exists() {
+        bail!(
+            "no evidence in {}: the attest_e2e suite did not run before this step",
+            dir.display()
+        );
+    }
+    let nonce = read(&dir, "nonce.hex")?;
+    let measurement = read(&dir, "measurement.hex")?;
+    let pcrs = read(&dir, "pcrs.txt")?;
+    let full = |nonce: &str, vcek: &[String]| {
+        let mut a = s(&["full", "--report"]);
+        a.push(path(&dir, "report.bin"));
+        a.extend(vcek.iter().cloned());
+        for (flag, file) in [
+            ("--manifest", "manifest.bin"),
+            ("--ak-public", "ak.pub"),
+            ("--challenge", "challenge"),
+            ("--activated-secret", "activated.bin"),
+            ("--quote", "quote.bin"),
+            ("--quote-signature", "quote.sig"),
+        ] {
+            a.push(flag.into());
+            a.push(path(&dir, file));
+        }
+        a.extend(["--nonce".into(), nonce.to_string()]);
+        a.extend(["--measurement".into(), measurement.clone()]);
+        for pcr in pcrs.lines() {
+            a.extend(["--pcr".into(), pcr.to_string()]);
+        }
+        a
+    };
+    let chain = vec![
+        "--vcek".into(),
+        path(&dir, "vcek.der"),
+        "--ask".into(),
+        path(&dir, "ask.pem"),
+        "--ark".into(),
+        path(&dir, "ark.pem"),
+    ];
+    let key = vec!["--vcek-key".into(), path(&dir, "vcek.pub.pem")];
+    expect_pass(
+        "emulated SVSM attestation, test chain",
+        &full(&nonce, &chain),
+    )?;
+    expect_pass(
+        "emulated SVSM attestation, trusted VCEK key",
+        &full(&nonce, &key),
+    )?;
+    let mut other = nonce.clone();
+    other.replace_range(0..2, if other.starts_with("00") { "01" } else { "00" });
+    expect_fail(
+        "emulated SVSM attestation, another nonce",
+        &full(&other, &chain),
+        "REPORT_DATA",
+    )?;
+    // The Milan chain does not vouch for the emulated PSP's key.
+    let milan_chain = vec![
+        "--vcek".into(),
+        milan("vcek.der"),
+        "--ask".into(),
+        milan("ask.pem"),
+        "--ark".into(),
+        milan("ark.pem"),
+    ];
+    expect_fail(
+        "emulated report against AMD's chain",
+        &full(&nonce, &milan_chain),
+        "report signature",
+    )?;
+    // The host's table cannot bring its own root: with AMD's ARK pinned it fails.
+    let table_amd_root = vec![
+        "--cert-table".into(),
+        path(&dir, "certs.bin"),
+        "--ark".into(),
+        milan("ark.pem"),
+    ];
+    expect_fail(
+        "emulated certificates against AMD's root",
+        &full(&nonce, &table_amd_root),
+        "certificate chain",
+    )?;
+    expect_fail(
+        "bad command line",
+        &s(&[
+            "report",
+            "--report",
+            "/nonexistent/report.bin",
+            "--vcek-key",
+            "x",
+        ]),
+        "cannot read",
+    )?;
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! IGVM steps: fetch the test inputs the IGVM tests read (Debian's OVMF images, the
+//! independent `sev-snp-measure` implementation), and package the kernel as
+//! `target/svsm.igvm`.
+//!
+//! Downloads use the machine's own package clients: apt with a private state directory
+//! (so the system's apt configuration is untouched) and pip. Everything is cached under
+//! `target/`, so repeated runs are offline.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The `sev-snp-measure` release the cross-check uses (PyPI).
+const SEV_SNP_MEASURE: &str = "sev-snp-measure==0.0.13";
+
+/// Where the test inputs go.
+fn cache() -> PathBuf {
+    PathBuf::from("target")
+}
+
+/// Fetches what `cargo test -p svsm-igvm` reads: Debian trixie's and bookworm's OVMF and
+/// the `sev-snp-measure` package.
+pub fn prepare_tests() -> Result<()> {
+    println!("xtask: == igvm test inputs ==");
+    for release in ["trixie", "bookworm"] {
+        let fd = debian_ovmf(release)?;
+        println!("xtask: {release} OVMF: {}", fd.display());
+    }
+    let ssm = sev_snp_measure()?;
+    println!("xtask: sev-snp-measure: {}", ssm.display());
+    Ok(())
+}
+
+/// `target/firmware/<release>/OVMF.fd` from Debian's `ovmf` package of that release.
+fn debian_ovmf(release: &str) -> Result<PathBuf> {
+    let dir = cache().join("firmware").join(release);
+    let fd = dir.join("OVMF.fd");
+    if fd.exists() {
+        return Ok(fd);
+    }
+    let apt = dir.join("apt");
+    for sub in ["lists/partial", "cache/archives/partial", "deb"] {
+        fs::create_dir_all(apt.join(sub))
+            .with_context(|| format!("cannot create {}", apt.join(sub).display()))?;
+    }
+    let mirror = debian_mirror()?;
+    let sources = apt.join("sources.list");
+    fs::write(&sources, format!("deb {mirror} {release} main\n"))?;
+    let abs =
+        |p: &Path| -> Result<String> { Ok(fs::canonicalize(p)?.to_string_lossy().into_owned()) };
+    let opts = vec![
+        format!("-o=Dir::Etc::SourceList={}", abs(&sources)?),
+        "-o=Dir::Etc::SourceParts=-".to_string(),
+        format!("-o=Dir::State::Lists={}", abs(&apt.join("lists"))?),
+        format!("-o=Dir::Cache={}", abs(&apt.join("cache"))?),
+        "-o=APT::Get::List-Cleanup=0".to_string(),
+        "-o=Debug::NoLocking=1".to_string(),
+        "-o=APT::Sandbox::User=root".to_string(),
+    ];
+    run(
+        Command::new("apt-get").args(&opts).args(["-q", "update"]),
+        "apt-get update",
+    )?;
+    run(
+        Command::new("apt-get")
+            .args(&opts)
+            .args(["-q", "download", "ovmf"])
+            .current_dir(apt.join("deb")),
+        &format!("apt-get download ovmf ({release})"),
+    )?;
+    let deb = fs::read_dir(apt.join("deb"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    let unpacked = apt.join("unpacked");
+    run(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked),
+        "dpkg-deb -x",
+    )?;
+    let src = unpacked.join("usr/share/ovmf/OVMF.fd");
+    fs::copy(&src, &fd)
+        .with_context(|| format!("{} has no usr/share/ovmf/OVMF.fd", deb.display()))?;
+    fs::write(
+        dir.join("SOURCE"),
+        format!(
+            "{}\n",
+            deb.file_name().unwrap_or_default().to_string_lossy()
+        ),
+    )?;
+    Ok(fd)
+}
+
+/// The Debian mirror this machine's apt uses (first `URIs:` or `deb` line).
+fn debian_mirror() -> Result<String> {
+    let mut files: Vec<PathBuf> = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        more.sort();
+        files.extend(more);
+    }
+    for f in files {
+        let Ok(text) = fs::read_to_string(&f) else {
+            continue;
+        };
+        for line in text.lines().map(str::trim) {
+            let uri = if let Some(rest) = line.strip_prefix("URIs:") {
+                rest.split_whitespace().next()
+            } else if let Some(rest) = line.strip_prefix("deb ") {
+                rest.split_whitespace().find(|w| w.contains("://"))
+            } else {
+                None
+            };
+            if let Some(uri) = uri.filter(|u| u.trim_end_matches('/').ends_with("/debian")) {
+                return Ok(uri.to_string());
+            }
+        }
+    }
+    bail!(
+        "no Debian archive found in /etc/apt/sources.list(.d): cannot fetch Debian's ovmf packages"
+    )
+}
+
+/// `target/sev-snp-measure/` holding the unpacked `sevsnpmeasure` package.
+fn sev_snp_measure() -> Result<PathBuf> {
+    let dir = cache().join("sev-snp-measure");
+    if dir.join("sevsnpmeasure/gctx.py").exists() {
+        return Ok(dir);
+    }
+    fs::create_dir_all(&dir)?;
+    let pip_ok = Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !pip_ok {
+        install_pip()?;
+    }
+    run(
+        Command::new("python3")
+            .args(["-m", "pip", "download", "-q", "--no-deps", "-d"])
+            .arg(&dir)
+            .arg(SEV_SNP_MEASURE),
+        "pip download sev-snp-measure",
+    )?;
+    let wheel = fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .context("pip download left no wheel")?;
+    run(
+        Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(&wheel)
+            .arg(&dir),
+        "unzip sev-snp-measure",
+    )?;
+    Ok(dir)
+}
+
+/// Installs python3 and pip on a Debian machine as root; elsewhere says what to install.
+fn install_pip() -> Result<()> {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !is_root || !Path::new("/etc/debian_version").exists() {
+        bail!(
+            "python3's pip is missing: install it (Debian: apt-get install python3-pip) and retry"
+        );
+    }
+    println!("xtask: installing python3-pip (the IGVM cross-check runs sev-snp-measure)");
+    run(
+        Command::new("apt-get")
+            .args(["-q", "update"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get update",
+    )?;
+    run(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "python3-pip",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get install python3-pip",
+    )
+}
+
+/// Builds the kernel ELF and packages it into `target/svsm.igvm`, and with Debian
+/// trixie's OVMF as the guest firmware into `target/svsm-ovmf.igvm`, printing each
+/// file's size and launch digest.
+pub fn package() -> Result<()> {
+    println!("xtask: == igvm ==");
+    let kernel = crate::kernel::build()?;
+    let kernel = kernel.to_string_lossy().into_owned();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let tool = |args: &[&str]| {
+        let mut c = Command::new(&cargo);
+        c.args(["run", "-q", "--release", "-p", "svsm-igvm", "--"])
+            .args(args);
+        c
+    };
+    run(
+        &mut tool(&["build", "--kernel", &kernel, "--output", "target/svsm.igvm"]),
+        "svsm-igvm build",
+    )?;
+    let ovmf = debian_ovmf("trixie")?;
+    let ovmf = ovmf.to_string_lossy().into_owned();
+    run(
+        &mut tool(&[
+            "build",
+            "--kernel",
+            &kernel,
+            "--firmware",
+            &ovmf,
+            "--output",
+            "target/svsm-ovmf.igvm",
+        ]),
+        "svsm-igvm build with OVMF",
+    )
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}

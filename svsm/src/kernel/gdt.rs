@@ -1,0 +1,97 @@
+//! GDT, TSS and the interrupt stacks.
+//!
+//! Every IDT gate switches to an IST stack (see `idt`): the C engine's assembly keeps
+//! data in the red zone below `%rsp`, which an interrupt pushed onto the interrupted
+//! stack would overwrite. Each IST stack has an unmapped guard page below it.
+#![allow(
+    unsafe_code,
+    reason = "the CPU writes the IST stacks; loading segment registers"
+)]
+
+use core::cell::UnsafeCell;
+
+use spin::Once;
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::instructions::tables::load_tss;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::VirtAddr;
+
+/// IST slot (1-based, as the IDT encodes it) for #DF.
+pub const IST_DOUBLE_FAULT: u16 = 1;
+/// IST slot for NMI and #MC.
+pub const IST_NMI: u16 = 2;
+/// IST slot for the other exceptions.
+pub const IST_EXCEPTION: u16 = 3;
+/// IST slot for external interrupts.
+pub const IST_INTERRUPT: u16 = 4;
+
+const PAGE: usize = 4096;
+const IST_STACK_SIZE: usize = 32 * 1024;
+const IST_STACKS: usize = 4;
+
+/// Guard page + stack, per IST slot.
+#[repr(C, align(4096))]
+struct IstArea(UnsafeCell<[[u8; PAGE + IST_STACK_SIZE]; IST_STACKS]>);
+
+// SAFETY: Rust code never reads or writes the stacks; only the CPU does, while it runs
+// the interrupt handlers on them.
+unsafe impl Sync for IstArea {}
+
+static IST_AREA: IstArea = IstArea(UnsafeCell::new([[0; PAGE + IST_STACK_SIZE]; IST_STACKS]));
+
+struct Tables {
+    gdt: GlobalDescriptorTable,
+    code: SegmentSelector,
+    data: SegmentSelector,
+    tss: SegmentSelector,
+}
+
+static TSS: Once<TaskStateSegment> = Once::new();
+static TABLES: Once<Tables> = Once::new();
+
+fn slot_base(slot: usize) -> u64 {
+    IST_AREA.0.get() as u64 + (slot * (PAGE + IST_STACK_SIZE)) as u64
+}
+
+/// The guard pages below the IST stacks (the page tables leave them unmapped).
+pub fn guard_pages() -> [u64; IST_STACKS] {
+    core::array::from_fn(slot_base)
+}
+
+/// Loads the GDT and TSS and reloads the segment registers.
+pub fn init() {
+    let tss = TSS.call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        for slot in 0..IST_STACKS {
+            let top = slot_base(slot) + (PAGE + IST_STACK_SIZE) as u64;
+            tss.interrupt_stack_table[slot] = VirtAddr::new(top);
+        }
+        tss
+    });
+    let tables = TABLES.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::new();
+        let code = gdt.append(Descriptor::kernel_code_segment());
+        let data = gdt.append(Descriptor::kernel_data_segment());
+        let tss = gdt.append(Descriptor::tss_segment(tss));
+        Tables {
+            gdt,
+            code,
+            data,
+            tss,
+        }
+    });
+    tables.gdt.load();
+    // SAFETY: the selectors index descriptors of the GDT just loaded (AMD APM vol. 2
+    // §4.8 "Long-mode segment descriptors"), code for CS, data for the data segments;
+    // the TSS descriptor points at a 'static TSS whose IST stacks exist.
+    unsafe { CS::set_reg(tables.code) };
+    // SAFETY: as above.
+    unsafe { DS::set_reg(tables.data) };
+    // SAFETY: as above.
+    unsafe { ES::set_reg(tables.data) };
+    // SAFETY: as above.
+    unsafe { SS::set_reg(tables.data) };
+    // SAFETY: as above.
+    unsafe { load_tss(tables.tss) };
+}
