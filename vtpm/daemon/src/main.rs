@@ -119,7 +119,8 @@ fn main() -> Result<()> {
         };
         let server = vtpm_daemon::swtpm::Server::bind(&config, backend)?;
         println!(
-            "vtpm-daemon: swtpm interface, control {}, backend {:?}",
+            "vtpm-daemon: swtpm interface, control {}, backend {:?}; the TPM starts (afresh, \
+             with a new endorsement key) at each CMD_INIT",
             config.control, cli.backend
         );
         return server.run(stop);
