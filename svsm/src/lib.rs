@@ -21,3 +21,4 @@ pub mod error;
 pub mod platform;
 pub mod psp;
 pub mod requests;
+pub mod snp;

@@ -10,6 +10,7 @@ mod igvm;
 mod kernel;
 mod linux;
 mod setup;
+mod snp;
 mod vtpm;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,13 @@ enum Cmd {
         /// Instead, boot a Linux guest in QEMU whose TPM is this vTPM (SVSM path).
         #[arg(long)]
         linux_guest: bool,
+        /// Launch the IGVM file with a Linux guest on an SEV-SNP host instead
+        /// (scripts/snp/launch.sh; arguments after `--` go to the script).
+        #[arg(long)]
+        snp: bool,
+        /// Arguments for scripts/snp/launch.sh.
+        #[arg(last = true)]
+        launch_args: Vec<String>,
     },
     /// Run every test level this machine supports.
     Test,
@@ -52,8 +60,19 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Setup => setup::ensure(),
         Cmd::Test => test(),
-        Cmd::Run { linux_guest: true } => setup::ensure().and_then(|()| linux::run_interactive()),
-        Cmd::Run { linux_guest: false } => run(),
+        Cmd::Run {
+            snp: true,
+            launch_args,
+            ..
+        } => snp::run(&launch_args, || {
+            setup::ensure()?;
+            step("build", cargo(&["build", "--workspace", "--release"]))?;
+            igvm::package()
+        }),
+        Cmd::Run {
+            linux_guest: true, ..
+        } => setup::ensure().and_then(|()| linux::run_interactive()),
+        Cmd::Run { .. } => run(),
         Cmd::Bench => bench(),
         Cmd::Coverage => crate::core::coverage(),
     }

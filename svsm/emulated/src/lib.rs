@@ -5,11 +5,15 @@
 //!   VMSA per VMPL, implementing [`svsm::platform::Platform`], with doors for the guest
 //!   (RMP-checked accesses, the call handshake) and the hypervisor;
 //! - [`system`]: a machine in the state a launch leaves it, with the SVSM running on it;
-//! - [`psp`]: the emulated PSP.
+//! - [`psp`]: the emulated PSP;
+//! - [`ghcb`], [`hypervisor`]: the GHCB protocol answered by an emulated (optionally
+//!   hostile) hypervisor, and a machine booted by the SVSM's SEV-SNP start-up code.
 //!
 //! It is a model of the hardware's rules, not a recorder: tests run the real request
 //! handlers on it and check what the RMP and memory look like afterwards.
 
+pub mod ghcb;
+pub mod hypervisor;
 pub mod machine;
 pub mod psp;
 pub mod rmp;

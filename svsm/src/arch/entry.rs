@@ -38,6 +38,7 @@ pvh_start32:
     cli
     cld
     mov %ebx, %esi              /* keep the boot information pointer */
+    mov %eax, %ebp              /* and the loader's magic (SNP hook below) */
 
     mov $__bss_start, %edi      /* zero .bss (holds the stack: nothing pushed yet) */
     mov $__bss_end, %ecx
@@ -46,6 +47,9 @@ pvh_start32:
     rep stosb
 
     mov $boot_stack_top, %esp
+
+    mov $boot_pml4, %edi        /* SEV-SNP: C-bit into the tables (arch::snp::early) */
+    call snp_early_cbit
 
     mov %cr4, %eax
     or $(1 << 5), %eax          /* CR4.PAE */

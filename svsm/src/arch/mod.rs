@@ -15,4 +15,5 @@ pub mod random;
 pub mod segment;
 #[cfg(target_os = "none")]
 pub mod setjmp;
+pub mod snp;
 pub mod tsc;

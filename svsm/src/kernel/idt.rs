@@ -114,6 +114,10 @@ const EXCEPTION_NAMES: [&str; 32] = [
 /// Called by the common interrupt stub with the saved registers.
 #[unsafe(no_mangle)]
 extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
+    // SEV-SNP: #VC and the faults an SNP guest cannot survive (a no-op otherwise).
+    if svsm::platform::snp::runtime::handle_interrupt(frame) {
+        return;
+    }
     match frame.vector {
         v if v < 32 => {
             let name = EXCEPTION_NAMES[v as usize];

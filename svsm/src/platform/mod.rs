@@ -20,6 +20,8 @@ use crate::address::{CheckedRange, PhysAddr, VmsaPage};
 
 use bitflags::bitflags;
 
+pub mod snp;
+
 /// Size of a 4 KiB page.
 pub const PAGE_SIZE: u64 = 0x1000;
 /// Size of a 2 MiB page.

@@ -1,0 +1,74 @@
+//! The GHCB page and the GHCB MSR as the SVSM's channel to the hypervisor.
+//!
+//! GHCB specification 56421, "GHCB MSR" and "GHCB Protocol": an MSR protocol
+//! request is a value in the GHCB MSR followed by VMGEXIT; a page request is the GHCB
+//! (a shared page, mapped without the C-bit) filled in, its GPA in the GHCB MSR, and
+//! VMGEXIT. [`ArchGhcb`] copies the caller's GHCB into the shared page and the
+//! hypervisor's answer back out, so parsing never reads memory the hypervisor can
+//! change. One GHCB serves one vCPU; the lock keeps two users on that vCPU apart.
+#![allow(unsafe_code, reason = "the shared GHCB page and VMGEXIT")]
+
+use spin::Mutex;
+use svsm_protocol::ghcb::Ghcb;
+use zerocopy::{FromZeros, IntoBytes};
+
+use super::msr::write_ghcb_msr;
+use super::vmgexit::{msr_protocol, vmgexit};
+use crate::snp::GhcbTransport;
+
+/// The GHCB of one vCPU.
+#[derive(Debug)]
+pub struct ArchGhcb {
+    va: usize,
+    gpa: u64,
+    lock: Mutex<()>,
+}
+
+impl ArchGhcb {
+    /// The GHCB mapped at `va` (shared: no C-bit) whose GPA is `gpa`.
+    ///
+    /// # Safety
+    ///
+    /// Only in an SEV-SNP guest. `va` must map the 4 KiB page at `gpa` without the
+    /// C-bit, and nothing else may use that page or the GHCB MSR of this vCPU while the
+    /// value lives.
+    pub const unsafe fn new(va: usize, gpa: u64) -> Self {
+        Self {
+            va,
+            gpa,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The GHCB's GPA.
+    pub fn gpa(&self) -> u64 {
+        self.gpa
+    }
+}
+
+impl GhcbTransport for ArchGhcb {
+    fn msr_exchange(&self, request: u64) -> u64 {
+        let _guard = self.lock.lock();
+        // SAFETY: `new`'s contract: an SNP guest whose GHCB MSR this value owns. The
+        // MSR protocol (GHCB spec §2.3.1) reads and writes only the MSR.
+        unsafe { msr_protocol(request) }
+    }
+
+    fn ghcb_exchange(&self, ghcb: &mut Ghcb) {
+        let _guard = self.lock.lock();
+        let page = self.va as *mut u8;
+        let size = core::mem::size_of::<Ghcb>();
+        // SAFETY: `page` maps the GHCB page (4 KiB, `new`'s contract), which only this
+        // value uses; `ghcb` is a distinct 4 KiB SVSM object.
+        unsafe { core::ptr::copy_nonoverlapping(ghcb.as_bytes().as_ptr(), page, size) };
+        // SAFETY: the page holds the request; its GPA goes into the GHCB MSR (GHCB spec,
+        // "GHCB page protocol").
+        unsafe { write_ghcb_msr(self.gpa) };
+        // SAFETY: VMGEXIT with the GHCB MSR naming this vCPU's registered GHCB.
+        unsafe { vmgexit() };
+        let mut answer = Ghcb::new_zeroed();
+        // SAFETY: as for the first copy, in the other direction, into SVSM memory.
+        unsafe { core::ptr::copy_nonoverlapping(page, answer.as_mut_bytes().as_mut_ptr(), size) };
+        *ghcb = answer;
+    }
+}
