@@ -8,6 +8,7 @@ mod attest;
 mod core;
 mod igvm;
 mod kernel;
+mod linux;
 mod setup;
 mod snp;
 mod vtpm;
@@ -30,6 +31,9 @@ struct Cli {
 enum Cmd {
     /// Build everything and run the SVSM, serving its vTPM to host TPM clients.
     Run {
+        /// Instead, boot a Linux guest in QEMU whose TPM is this vTPM (SVSM path).
+        #[arg(long)]
+        linux_guest: bool,
         /// Launch the IGVM file with a Linux guest on an SEV-SNP host instead
         /// (scripts/snp/launch.sh; arguments after `--` go to the script).
         #[arg(long)]
@@ -59,11 +63,15 @@ fn main() -> Result<()> {
         Cmd::Run {
             snp: true,
             launch_args,
+            ..
         } => snp::run(&launch_args, || {
             setup::ensure()?;
             step("build", cargo(&["build", "--workspace", "--release"]))?;
             igvm::package()
         }),
+        Cmd::Run {
+            linux_guest: true, ..
+        } => setup::ensure().and_then(|()| linux::run_interactive()),
         Cmd::Run { .. } => run(),
         Cmd::Bench => bench(),
         Cmd::Coverage => crate::core::coverage(),
@@ -102,6 +110,8 @@ fn test() -> Result<()> {
     kernel::test_tpm2_tools()?;
     igvm::package()?;
     attest::cli_checks()?;
+    println!("xtask: == linux guest ==");
+    linux::test()?;
     println!("xtask: every test level passed");
     Ok(())
 }

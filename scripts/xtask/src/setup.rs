@@ -14,6 +14,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "swtpm",
     "swtpm-tools",
     "openssl",
+    "ovmf",
+    "busybox-static",
+    "cpio",
+    "libtss2-tcti-device0",
 ];
 
 /// Makes sure every package in [`APT_PACKAGES`] and the Rust target are present.

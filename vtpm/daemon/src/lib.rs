@@ -48,3 +48,5 @@ pub trait TpmBackend: Send {
     /// Sets or clears the cancel line for the command in progress.
     fn set_cancel(&mut self, on: bool);
 }
+
+pub mod swtpm;

@@ -49,6 +49,13 @@ struct Cli {
     /// QEMU's Unix socket for the kernel's COM2 (with `--backend serial`).
     #[arg(long, default_value = "target/svsm-com2.sock")]
     serial: std::path::PathBuf,
+    /// Serve swtpm's socket interface instead, with its control channel here
+    /// (unix:PATH or tcp:HOST:PORT), e.g. for QEMU's `-tpmdev emulator`.
+    #[arg(long, value_name = "ENDPOINT")]
+    swtpm_ctrl: Option<vtpm_daemon::swtpm::Endpoint>,
+    /// Also listen for swtpm data-channel clients here (QEMU brings its own).
+    #[arg(long, value_name = "ENDPOINT", requires = "swtpm_ctrl")]
+    swtpm_data: Option<vtpm_daemon::swtpm::Endpoint>,
 }
 
 /// An opened backend and, when it knows it, the endorsement key (TPMT_PUBLIC of
@@ -104,6 +111,19 @@ fn main() -> Result<()> {
             .map(|b| format!("{b:02x}"))
             .collect();
         println!("vtpm-daemon: endorsement key (template L-1) name 000b{digest}");
+    }
+    if let Some(control) = cli.swtpm_ctrl {
+        let config = vtpm_daemon::swtpm::Config {
+            control,
+            data: cli.swtpm_data,
+        };
+        let server = vtpm_daemon::swtpm::Server::bind(&config, backend)?;
+        println!(
+            "vtpm-daemon: swtpm interface, control {}, backend {:?}; the TPM starts (afresh, \
+             with a new endorsement key) at each CMD_INIT",
+            config.control, cli.backend
+        );
+        return server.run(stop);
     }
     let backend: SharedBackend = Arc::new(Mutex::new(backend));
     let server = MssimServer::bind(cli.listen, cli.port, platform_port)?;
