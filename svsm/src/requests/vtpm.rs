@@ -13,6 +13,17 @@
 //! One command runs at a time: a second vCPU that calls while the TPM is busy gets
 //! `BUSY` (guests retry with identical registers) before anything is read.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+#![forbid(unsafe_code)]
+
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 
