@@ -14,11 +14,6 @@ use anyhow::{bail, Context, Result};
 
 /// The kernel's target.
 pub const TARGET: &str = "x86_64-unknown-none";
-/// Rust flags for the kernel's target only (host artifacts are unaffected).
-const TARGET_RUSTFLAGS: (&str, &str) = (
-    "CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS",
-    "-C relocation-model=static",
-);
 /// QEMU's exit status when the kernel reports success (isa-debug-exit, value 0x10).
 const QEMU_SUCCESS: i32 = 33;
 /// QEMU's exit status when the kernel reports failure (value 0x11).
@@ -26,10 +21,10 @@ const QEMU_FAILURE: i32 = 35;
 /// How long one boot may take before it counts as hung.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The kernel target's rust flags (static relocation model) live in
+/// `.cargo/config.toml`, so every build for the target gets the same ones.
 fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.env(TARGET_RUSTFLAGS.0, TARGET_RUSTFLAGS.1);
-    cmd
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 fn run_checked(mut cmd: Command, what: &str) -> Result<()> {
