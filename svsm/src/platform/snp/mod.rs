@@ -1,0 +1,237 @@
+//! [`SnpPlatform`]: the [`Platform`] of the bare-metal kernel on SEV-SNP hardware.
+//!
+//! PVALIDATE and RMPADJUST are the instructions in [`crate::arch::snp`]; run VMPL, AP
+//! creation and guest requests go through [`HvClient`] over the vCPU's GHCB
+//! ([`ArchGhcb`]), the same client the emulated machine's tests drive. Guest memory and
+//! VMSA pages are reached through the kernel's private (C-bit) mapping of physical
+//! memory at `phys + map_offset`; the caller of [`SnpPlatform::new`] vouches for that
+//! mapping. Only the boot vCPU's GHCB is used so far.
+//!
+//! [`runtime`] holds the kernel's SEV-SNP state and the hooks its boot path calls.
+#![allow(
+    unsafe_code,
+    reason = "guest memory through the kernel's private mapping"
+)]
+
+use spin::Mutex;
+
+use crate::address::{CheckedRange, PhysAddr, VmsaPage};
+use crate::arch::snp::ghcb::ArchGhcb;
+use crate::arch::snp::{pvalidate, rmpadjust};
+use crate::platform::{
+    HypervisorError, MemoryError, MessagePage, PageSize, Platform, PspError, PvalidateError,
+    RmpPermissions, RmpadjustError, Validation, Vmpl, PAGE_SIZE,
+};
+use crate::snp::hypervisor::HvClient;
+
+/// Two shared pages for PSP guest messages.
+#[derive(Debug)]
+pub struct MessagePages {
+    /// Request page: VA (no C-bit) and GPA.
+    pub request: (usize, u64),
+    /// Response page: VA (no C-bit) and GPA.
+    pub response: (usize, u64),
+}
+
+/// The platform of the kernel on SEV-SNP hardware.
+#[derive(Debug)]
+pub struct SnpPlatform {
+    hv: &'static HvClient<ArchGhcb>,
+    map_offset: u64,
+    guest_vmpl: Vmpl,
+    messages: Mutex<Option<MessagePages>>,
+}
+
+impl SnpPlatform {
+    /// The platform over the client of the registered GHCB, with physical memory
+    /// mapped private at `phys + map_offset`.
+    ///
+    /// # Safety
+    ///
+    /// Every physical address the SVSM's checks let through (guest RAM, SVSM memory)
+    /// must be mapped with the C-bit at `phys + map_offset`, and nothing else may hold
+    /// references into guest memory.
+    pub unsafe fn new(hv: &'static HvClient<ArchGhcb>, map_offset: u64, guest_vmpl: Vmpl) -> Self {
+        Self {
+            hv,
+            map_offset,
+            guest_vmpl,
+            messages: Mutex::new(None),
+        }
+    }
+
+    /// The hypervisor client.
+    pub fn hypervisor(&self) -> &HvClient<ArchGhcb> {
+        self.hv
+    }
+
+    /// Hands the platform the two shared pages guest requests use (after the caller
+    /// rescinded their validation and made them shared).
+    pub fn set_message_pages(&self, pages: MessagePages) {
+        *self.messages.lock() = Some(pages);
+    }
+
+    fn va(&self, phys: u64) -> usize {
+        phys.wrapping_add(self.map_offset) as usize
+    }
+
+    fn copy_out(&self, phys: u64, buf: &mut [u8]) {
+        // SAFETY: `new`'s contract maps `phys` privately; the callers checked the range
+        // (CheckedRange, VmsaPage) and `buf` is SVSM memory distinct from it.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.va(phys) as *const u8, buf.as_mut_ptr(), buf.len())
+        }
+    }
+
+    fn copy_in(&self, phys: u64, data: &[u8]) {
+        // SAFETY: as for `copy_out`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), self.va(phys) as *mut u8, data.len())
+        }
+    }
+}
+
+fn sub_range(start: u64, len: u64, offset: u64, size: usize) -> Result<u64, MemoryError> {
+    let end = offset
+        .checked_add(size as u64)
+        .ok_or(MemoryError::OutOfRange)?;
+    if end > len {
+        return Err(MemoryError::OutOfRange);
+    }
+    Ok(start + offset)
+}
+
+fn hv_error(e: crate::snp::SnpError) -> HypervisorError {
+    e.into()
+}
+
+impl Platform for SnpPlatform {
+    fn pvalidate(
+        &self,
+        addr: PhysAddr,
+        size: PageSize,
+        validate: bool,
+    ) -> Result<Validation, PvalidateError> {
+        // SAFETY: the caller (address checks, launch plan) chose a guest page outside SVSM
+        // memory; it is mapped privately per `new`'s contract.
+        unsafe { pvalidate::pvalidate(self.va(addr.raw()) as u64, size, validate) }
+    }
+
+    fn rmpadjust(
+        &self,
+        addr: PhysAddr,
+        size: PageSize,
+        target: Vmpl,
+        perms: RmpPermissions,
+        vmsa: bool,
+    ) -> Result<(), RmpadjustError> {
+        // SAFETY: as for `pvalidate`; the request path never grants SVSM pages.
+        unsafe { rmpadjust::rmpadjust(self.va(addr.raw()) as u64, size, target, perms, vmsa) }
+    }
+
+    fn read_guest(
+        &self,
+        range: &CheckedRange,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), MemoryError> {
+        let addr = sub_range(range.start().raw(), range.len(), offset, buf.len())?;
+        self.copy_out(addr, buf);
+        Ok(())
+    }
+
+    fn write_guest(
+        &self,
+        range: &CheckedRange,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), MemoryError> {
+        if !range.is_writable_ram() {
+            return Err(MemoryError::ReadOnly);
+        }
+        let addr = sub_range(range.start().raw(), range.len(), offset, data.len())?;
+        self.copy_in(addr, data);
+        Ok(())
+    }
+
+    fn zero_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
+        if !range.is_writable_ram() {
+            return Err(MemoryError::ReadOnly);
+        }
+        let zeros = [0u8; PAGE_SIZE as usize];
+        let mut done = 0;
+        while done < range.len() {
+            let n = (range.len() - done).min(PAGE_SIZE);
+            self.copy_in(range.start().raw() + done, &zeros[..n as usize]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn read_vmsa(&self, vmsa: &VmsaPage, offset: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let addr = sub_range(vmsa.addr().raw(), PAGE_SIZE, offset, buf.len())?;
+        self.copy_out(addr, buf);
+        Ok(())
+    }
+
+    fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let addr = sub_range(vmsa.addr().raw(), PAGE_SIZE, offset, data.len())?;
+        self.copy_in(addr, data);
+        Ok(())
+    }
+
+    fn vmsa_running(&self, _vmsa: &VmsaPage) -> bool {
+        // SNP gives VMPL0 no view of whether the hypervisor is executing a VMSA right
+        // now; the request loop clears EFER.SVME first, after which the hardware refuses
+        // to enter it.
+        false
+    }
+
+    fn create_ap(
+        &self,
+        apic_id: u32,
+        vmpl: Vmpl,
+        vmsa: PhysAddr,
+        sev_features: u64,
+    ) -> Result<(), HypervisorError> {
+        self.hv
+            .create_ap(apic_id, vmpl, vmsa.raw(), sev_features)
+            .map_err(hv_error)
+    }
+
+    fn run_guest(&self, _apic_id: u32) -> Result<(), HypervisorError> {
+        // The run-VMPL request acts on the vCPU that issues it (GHCB spec §2.3.1).
+        self.hv.run_vmpl(self.guest_vmpl).map_err(hv_error)
+    }
+
+    fn guest_request(&self, request: &MessagePage) -> Result<MessagePage, PspError> {
+        let messages = self.messages.lock();
+        let pages = messages.as_ref().ok_or(PspError::Unavailable)?;
+        // SAFETY: the message pages are shared pages set aside for this use
+        // (`set_message_pages`), 4 KiB each, mapped at these VAs.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                request.as_ptr(),
+                pages.request.0 as *mut u8,
+                request.len(),
+            )
+        };
+        self.hv.guest_request(pages.request.1, pages.response.1)?;
+        let mut response = [0u8; PAGE_SIZE as usize];
+        // SAFETY: as above; the response is copied out before anyone parses it.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                pages.response.0 as *const u8,
+                response.as_mut_ptr(),
+                response.len(),
+            )
+        };
+        Ok(response)
+    }
+}
+
+/// The kernel's SEV-SNP state and the hooks its boot path calls. Global, because the
+/// #VC handler and port I/O have no other way to reach the GHCB; written once by
+/// [`runtime::early_init`], read-only afterwards.
+#[cfg(target_os = "none")]
+pub mod runtime;
