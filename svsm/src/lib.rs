@@ -21,4 +21,5 @@ pub mod error;
 pub mod platform;
 pub mod psp;
 pub mod requests;
+pub mod smp;
 pub mod snp;

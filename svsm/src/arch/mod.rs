@@ -16,4 +16,5 @@ pub mod segment;
 #[cfg(target_os = "none")]
 pub mod setjmp;
 pub mod snp;
+pub mod tlb;
 pub mod tsc;
