@@ -6,6 +6,8 @@
 //! of the library never exports symbols that would collide with the host's libc.
 
 #[cfg(target_os = "none")]
+pub mod ap_entry;
+#[cfg(target_os = "none")]
 pub mod entry;
 pub mod fpu;
 #[cfg(target_os = "none")]

@@ -10,6 +10,7 @@
 //! - [`vector`]: what any of the 256 vectors means when it arrives;
 //! - [`secrets`]: the PSP's secrets page kept in SVSM memory, and the guest's copy;
 //! - [`guest_vmsa`]: the guest's reset VMSA;
+//! - [`svsm_vcpus`]: one VMPL0 vCPU per guest APIC ID: the plan and their VMSAs;
 //! - [`launch`]: the firmware's memory, the secrets/CPUID/calling-area pages and the
 //!   boot VMSA, set up before the guest first runs.
 //!
@@ -23,6 +24,7 @@ pub mod guest_vmsa;
 pub mod hypervisor;
 pub mod launch;
 pub mod secrets;
+pub mod svsm_vcpus;
 pub mod vc;
 pub mod vector;
 
@@ -153,6 +155,8 @@ pub enum SnpError {
     Vc(vc::VcError),
     /// An exception or vector the SVSM cannot continue after.
     FatalVector(u8),
+    /// The SVSM vCPUs cannot be planned or created.
+    SvsmVcpus(svsm_vcpus::VcpuPlanError),
 }
 
 /// A termination reason (GHCB MSR protocol function 0x100: set in bits 15:12, code in
@@ -222,7 +226,10 @@ impl SnpError {
             }
             SnpError::Secrets(_) => svsm(term::SECRETS),
             SnpError::Memory(..) => svsm(term::MEMORY),
-            SnpError::Address(..) | SnpError::Svsm(_) | SnpError::BootParams => svsm(term::LAUNCH),
+            SnpError::Address(..)
+            | SnpError::Svsm(_)
+            | SnpError::BootParams
+            | SnpError::SvsmVcpus(_) => svsm(term::LAUNCH),
             SnpError::Vc(_) => svsm(term::VC),
             SnpError::FatalVector(_) => svsm(term::EXCEPTION),
             SnpError::RunVmpl(_) => svsm(term::RUN),
