@@ -20,3 +20,4 @@ pub mod setjmp;
 pub mod snp;
 pub mod tlb;
 pub mod tsc;
+pub mod x2apic;

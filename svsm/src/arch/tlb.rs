@@ -119,22 +119,3 @@ impl TlbFlush for ArchTlb {
         true
     }
 }
-
-/// Sends IPIs through the x2APIC ICR (MSR 0x830). Under SEV-SNP the WRMSR raises #VC
-/// and the handler forwards it to the hypervisor through the GHCB (exit 0x7C).
-#[derive(Debug, Default)]
-pub struct X2ApicIpi;
-
-impl crate::smp::IpiSend for X2ApicIpi {
-    fn send(&self, apic_id: u32, vector: u8) -> Result<(), crate::smp::SmpError> {
-        let value = crate::smp::apic::Ipi::Fixed(vector)
-            .x2apic(apic_id)
-            .map_err(|_| crate::smp::SmpError::Ipi(apic_id))?;
-        let mut msr = x86_64::registers::model_specific::Msr::new(crate::smp::apic::X2APIC_ICR_MSR);
-        // SAFETY: a write to the x2APIC ICR (Intel SDM vol. 3A §11.12.9) sends one fixed
-        // IPI and touches no memory; the caller runs with the x2APIC enabled (or under
-        // SEV-SNP, where the write is intercepted and emulated by the hypervisor).
-        unsafe { msr.write(value) };
-        Ok(())
-    }
-}

@@ -1,7 +1,8 @@
 //! The IDT: every vector on an IST stack, one dispatcher.
 //!
 //! Exceptions are fatal (the SVSM reports the frame and terminates); the timer vector
-//! counts ticks (the interrupt stress test uses it); the APIC's spurious vector is
+//! counts ticks (the interrupt stress test uses it); the IPI vector runs this CPU's
+//! pending calls and TLB shootdowns (`svsm::smp`); the APIC's spurious vector is
 //! ignored; any other vector is logged and acknowledged.
 #![allow(unsafe_code, reason = "IDT gates point at assembly stubs")]
 
@@ -124,7 +125,11 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
             let cr2 = if v == 14 { Cr2::read_raw() } else { 0 };
             let stack = svsm::arch::entry::boot_stack();
             let in_guard = |page: u64| (page..page + 4096).contains(&cr2);
-            if v == 14 && (in_guard(stack.guard) || gdt::guard_pages().into_iter().any(in_guard)) {
+            if v == 14
+                && (in_guard(stack.guard)
+                    || gdt::guard_pages().into_iter().any(in_guard)
+                    || super::smp::guard_pages().any(in_guard))
+            {
                 terminate(format_args!(
                     "stack overflow: write to the guard page at {cr2:#x} from rip {:#x}",
                     frame.rip
@@ -138,6 +143,14 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
         v if v == u64::from(TIMER_VECTOR) => {
             TIMER_TICKS.fetch_add(1, Ordering::Relaxed);
             apic::end_of_interrupt();
+        }
+        v if v == u64::from(svsm::smp::IPI_VECTOR) => {
+            svsm::smp::handle_ipi();
+            if svsm::platform::snp::runtime::get().is_some() {
+                svsm::arch::x2apic::end_of_interrupt();
+            } else {
+                apic::end_of_interrupt();
+            }
         }
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         v => {

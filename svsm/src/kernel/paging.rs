@@ -202,12 +202,24 @@ pub unsafe fn map_page(virt: u64, phys: u64) -> Result<(), PagingError> {
     Ok(())
 }
 
-/// Unmaps the 4 KiB page at `virt` from the live tables.
+/// Unmaps the 4 KiB page at `virt` from the live tables, and invalidates it in every
+/// CPU's TLB before returning (a CPU that cannot be reached ends the SVSM: it could
+/// keep using the page).
 pub fn unmap_page(virt: u64) -> Result<(), UnmapError> {
     let mut guard = TABLES.lock();
     let Some(table) = guard.as_mut() else {
         return Err(UnmapError::PageNotMapped);
     };
     let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
-    table.unmap(page).map(|(_, flush)| flush.flush())
+    let (_, flush) = table.unmap(page)?;
+    flush.ignore();
+    drop(guard);
+    let request = svsm::smp::tlb::FlushRequest::Pages {
+        start: virt,
+        count: 1,
+    };
+    if let Err(e) = svsm::smp::shootdown(request) {
+        super::exit::terminate(format_args!("TLB shootdown for {virt:#x} failed: {e}"));
+    }
+    Ok(())
 }

@@ -118,16 +118,6 @@ impl PerCpu {
     pub fn address(&self) -> u64 {
         self.self_address.load(Ordering::Relaxed)
     }
-
-    /// The CPU's index.
-    pub fn index(&self) -> usize {
-        self.index.load(Ordering::Relaxed) as usize
-    }
-
-    /// The CPU's APIC ID.
-    pub fn apic_id(&self) -> u32 {
-        self.apic_id.load(Ordering::Relaxed)
-    }
 }
 
 /// The canary as the C code sees it: read through `%fs:0x28`.

@@ -371,12 +371,81 @@ impl Cpus {
 /// The CPUs of the bare-metal kernel.
 pub static CPUS: Cpus = Cpus::new();
 
-/// The index of the CPU running this (from `%fs:0x30`; the kernel sets the FS base
-/// on every CPU before anything can call this).
-#[cfg(target_os = "none")]
-pub fn this_cpu() -> usize {
-    crate::arch::segment::fs_read_u64::<PERCPU_INDEX_OFFSET>() as usize
+impl<T: IpiSend + ?Sized> IpiSend for &T {
+    fn send(&self, apic_id: u32, vector: u8) -> Result<(), SmpError> {
+        (**self).send(apic_id, vector)
+    }
 }
+
+/// The bare-metal kernel's side: its CPUs' TLBs, the IPI path the platform chose, and
+/// the entry points the IPI handler and the memory code call.
+#[cfg(target_os = "none")]
+mod kernel {
+    use spin::Once;
+
+    use super::tlb::FlushRequest;
+    use super::{CrossCall, IpiSend, SmpError, CPUS, PERCPU_INDEX_OFFSET};
+    use crate::arch::tlb::ArchTlb;
+
+    /// The TLB management of every CPU.
+    pub static TLB: ArchTlb = ArchTlb::new();
+    static SENDER: Once<&'static (dyn IpiSend + Sync)> = Once::new();
+
+    /// The index of the CPU running this (from `%fs:0x30`; the kernel sets the FS
+    /// base on every CPU before it registers a second CPU, and only then can a
+    /// request reach this).
+    pub fn this_cpu() -> usize {
+        crate::arch::segment::fs_read_u64::<PERCPU_INDEX_OFFSET>() as usize
+    }
+
+    /// Chooses how IPIs are sent (the xAPIC on QEMU, the x2APIC MSR under SEV-SNP);
+    /// set once, before a second CPU starts.
+    pub fn set_ipi_sender(sender: &'static (dyn IpiSend + Sync)) {
+        SENDER.call_once(|| sender);
+    }
+
+    struct NoIpi;
+
+    impl IpiSend for NoIpi {
+        fn send(&self, apic_id: u32, _: u8) -> Result<(), SmpError> {
+            Err(SmpError::Ipi(apic_id))
+        }
+    }
+
+    fn sender() -> &'static (dyn IpiSend + Sync) {
+        SENDER.get().copied().unwrap_or(&NoIpi)
+    }
+
+    /// Invalidates `request` on every online CPU (this one included), with interrupts
+    /// masked so this CPU's own IPI handler cannot run while it holds a mailbox.
+    pub fn shootdown(request: FlushRequest) -> Result<usize, SmpError> {
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            CPUS.shootdown(this_cpu(), request, &sender(), &TLB)
+        })
+    }
+
+    /// Runs `f(arg, target)` on CPU `target` and returns its result.
+    pub fn call(target: usize, f: CrossCall, arg: u64) -> Result<u64, SmpError> {
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            CPUS.call(this_cpu(), target, f, arg, &sender(), &TLB)
+        })
+    }
+
+    /// The body of the IPI vector's handler: runs what is pending for this CPU.
+    pub fn handle_ipi() {
+        CPUS.service(this_cpu(), &TLB);
+    }
+
+    /// Whether this CPU can invalidate every CPU's TLB with INVLPGB.
+    pub fn broadcast_invalidation() -> bool {
+        TLB.invlpgb().is_some()
+    }
+}
+
+#[cfg(target_os = "none")]
+pub use kernel::{
+    broadcast_invalidation, call, handle_ipi, set_ipi_sender, shootdown, this_cpu, TLB,
+};
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 
 mod machine;
 mod runtime;
+mod smp;
 mod tpm_sequence;
 
 use alloc::string::String;
@@ -45,7 +46,11 @@ pub fn run(service: &mut Service<LibTpms>) -> ExitCode {
             failed += 1;
         }
     };
-    for (name, test) in machine::TESTS.iter().chain(runtime::TESTS) {
+    for (name, test) in machine::TESTS
+        .iter()
+        .chain(runtime::TESTS)
+        .chain(smp::TESTS)
+    {
         report(name, test());
     }
     // The machine tests above allocate a 2 MiB-aligned block: measure the TPM sequence
