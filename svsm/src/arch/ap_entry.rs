@@ -23,7 +23,9 @@ pub const TRAMPOLINE_BASE: u64 = 0x8000;
 // interrupts disabled. It touches its own page (parameters, GDT), control registers
 // and EFER as the sections cited above define, and jumps to `ap_entry64`.
 // `ap_entry64` is entered only from there, with RAX = the kernel's CR3, RDI = the CPU
-// index and RSP = the top of the CPU's own stack.
+// index and RSP = the top of the CPU's own stack. `snp_ap_entry` is where an SEV-SNP
+// SVSM vCPU's VMSA starts it, in long mode with RDI = its index and RSP = the
+// 16-byte aligned top of its own stack; it calls `snp_ap_main`.
 core::arch::global_asm!(
     r#"
     .section .rodata.ap_trampoline, "a"
@@ -105,6 +107,15 @@ ap_entry:
     .globl ap_trampoline_end
 ap_trampoline_end:
 
+    .section .text.snp_ap_entry, "ax"
+    .globl snp_ap_entry
+snp_ap_entry:
+    xor %ebp, %ebp
+    call snp_ap_main
+2:  cli
+    hlt
+    jmp 2b
+
     .section .text.ap_entry64, "ax"
     .globl ap_entry64
 ap_entry64:
@@ -130,6 +141,12 @@ unsafe extern "C" {
     static ap_entry: u8;
     static ap_entry64: u8;
     static boot_pml4: u8;
+    static snp_ap_entry: u8;
+}
+
+/// Where an SEV-SNP SVSM vCPU starts (its VMSA's RIP).
+pub fn snp_entry_address() -> u64 {
+    core::ptr::addr_of!(snp_ap_entry) as u64
 }
 
 /// What one AP needs to reach the kernel.

@@ -27,10 +27,9 @@ pub fn flush_all_local() {
     if cr4.contains(Cr4Flags::PAGE_GLOBAL) {
         // SAFETY: toggling CR4.PGE flushes the whole TLB (APM vol. 2 §5.5.2) and
         // changes nothing else; the original value is restored at once.
-        unsafe {
-            Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL);
-            Cr4::write(cr4);
-        }
+        unsafe { Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL) };
+        // SAFETY: as above: the original CR4.
+        unsafe { Cr4::write(cr4) };
     } else {
         x86_64::instructions::tlb::flush_all();
     }

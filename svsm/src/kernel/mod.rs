@@ -186,6 +186,7 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
         stats.high_water / 1024
     );
     if snp {
+        smp::register_snp_hooks();
         svsm::platform::snp::runtime::run(service);
     }
     if info.has_flag("test") {

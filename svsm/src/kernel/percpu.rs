@@ -87,6 +87,23 @@ pub fn init_ap(area: &'static PerCpu, index: usize, apic_id: u32) {
     fill_and_load(area, index, apic_id);
 }
 
+/// Allocates and fills an AP's area on the boot CPU, for a CPU whose FS base is set
+/// from outside (an SEV-SNP VMSA); returns its address.
+pub fn prepare(index: usize, apic_id: u32) -> u64 {
+    let area = allocate();
+    let Some(random) = svsm::arch::random::seed64() else {
+        terminate(format_args!(
+            "no RDSEED/RDRAND randomness for the stack-protector canary"
+        ));
+    };
+    let address = core::ptr::from_ref(area) as u64;
+    area.self_address.store(address, Ordering::Relaxed);
+    area.stack_canary.store(random & !0xff, Ordering::Relaxed);
+    area.index.store(index as u64, Ordering::Relaxed);
+    area.apic_id.store(apic_id, Ordering::Relaxed);
+    address
+}
+
 /// This CPU's area.
 pub fn current() -> &'static PerCpu {
     let address = svsm::arch::segment::fs_read_u64::<0>();

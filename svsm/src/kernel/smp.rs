@@ -262,6 +262,37 @@ pub fn init_this_cpu(index: usize, apic_id: u32) {
     enable_sse();
 }
 
+/// SEV-SNP, on the boot vCPU: the stack top and the filled per-CPU area (the FS base
+/// its VMSA starts with) of SVSM vCPU `index`.
+fn snp_prepare(index: usize, apic_id: u32) -> Option<(u64, u64)> {
+    let s = stacks(index)?;
+    Some((s.top, percpu::prepare(index, apic_id)))
+}
+
+/// SEV-SNP, on the new vCPU (its FS base already set by its VMSA): own GDT and TSS
+/// with its IST stacks, the IDT, SSE.
+fn snp_init(index: usize) {
+    let Some(s) = stacks(index) else {
+        loop {
+            x86_64::instructions::interrupts::disable();
+            x86_64::instructions::hlt();
+        }
+    };
+    gdt::init_ap(s.ist_tops);
+    idt::init();
+    enable_sse();
+}
+
+/// Hands the SEV-SNP runtime the kernel's per-CPU set-up for SVSM vCPUs.
+pub fn register_snp_hooks() {
+    svsm::platform::snp::runtime::vcpus::set_cpu_hooks(
+        svsm::platform::snp::runtime::vcpus::CpuHooks {
+            prepare: snp_prepare,
+            init: snp_init,
+        },
+    );
+}
+
 /// An AP's first Rust code (from the trampoline), on its own stack.
 #[unsafe(no_mangle)]
 extern "C" fn ap_start(index: u64) -> ! {

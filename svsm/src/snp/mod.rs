@@ -157,6 +157,8 @@ pub enum SnpError {
     FatalVector(u8),
     /// The SVSM vCPUs cannot be planned or created.
     SvsmVcpus(svsm_vcpus::VcpuPlanError),
+    /// A TLB shootdown did not reach every vCPU.
+    TlbShootdown(crate::smp::SmpError),
 }
 
 /// A termination reason (GHCB MSR protocol function 0x100: set in bits 15:12, code in
@@ -220,7 +222,9 @@ impl SnpError {
             }
             SnpError::GhcbRegistration { .. } => svsm(term::GHCB_SETUP),
             SnpError::PageStateChange { .. } => svsm(term::PAGE_STATE),
-            SnpError::Pvalidate(..) | SnpError::Rmpadjust(..) => svsm(term::RMP),
+            SnpError::Pvalidate(..) | SnpError::Rmpadjust(..) | SnpError::TlbShootdown(_) => {
+                svsm(term::RMP)
+            }
             SnpError::CpuidPage(_) | SnpError::CpuidLeafMissing(_) | SnpError::CbitPosition(_) => {
                 svsm(term::CPUID)
             }

@@ -13,7 +13,8 @@
 //!    where a 2 MiB RMP entry that collides with a VMSA page raises an RMP violation)
 //!    and a GHCB page (the vCPU itself makes it shared and registers it);
 //! 2. [`svsm_vcpu_vmsa`]: the VMPL0 VMSA, already in 64-bit long mode with the boot
-//!    vCPU's page tables, control registers and SEV features (AMD APM vol. 2 §15.35.3
+//!    vCPU's page tables, control registers and SEV features, its own FS base (the
+//!    per-CPU area with the stack-protector canary) and stack (AMD APM vol. 2 §15.35.3
 //!    "VMSA"; segment attributes in the VMCB's compressed form: descriptor bits 47:40
 //!    in attrib bits 7:0, bits 55:52 in attrib bits 11:8), entering the kernel's AP
 //!    entry with the CPU index in RDI. IDTR is empty until the vCPU loads its own
@@ -181,6 +182,9 @@ pub struct ApRegisters {
     pub rsp: u64,
     /// The CPU index, passed in RDI.
     pub cpu_index: u64,
+    /// The FS base: the vCPU's per-CPU area (canary at `%fs:0x28`), valid from its
+    /// first instruction.
+    pub fs_base: u64,
     /// CR0 (PE and PG set).
     pub cr0: u64,
     /// CR3: the kernel's page tables.
@@ -211,6 +215,7 @@ pub fn svsm_vcpu_vmsa(r: &ApRegisters) -> Result<Vmsa, VcpuPlanError> {
         || !canonical(r.rsp)
         || r.rsp % 16 != 0
         || r.cr3 % PAGE_SIZE != 0
+        || !canonical(r.fs_base)
     {
         return Err(VcpuPlanError::BadRegisters);
     }
@@ -225,7 +230,10 @@ pub fn svsm_vcpu_vmsa(r: &ApRegisters) -> Result<Vmsa, VcpuPlanError> {
     v.ss = flat(DATA_SELECTOR, DATA_ATTRIB);
     v.ds = flat(DATA_SELECTOR, DATA_ATTRIB);
     v.es = flat(DATA_SELECTOR, DATA_ATTRIB);
-    v.fs = flat(0, 0);
+    v.fs = VmsaSegment {
+        base: r.fs_base,
+        ..flat(0, 0)
+    };
     v.gs = flat(0, 0);
     v.gdtr = VmsaSegment {
         selector: 0,
@@ -325,6 +333,7 @@ mod tests {
             rip: 0x400_1230,
             rsp: 0x500_0000,
             cpu_index: 3,
+            fs_base: 0xFC0_0040,
             cr0: 0x8005_0033,
             cr3: 0x600_0000,
             cr4: 0x0004_0620,
@@ -348,6 +357,8 @@ mod tests {
         assert_eq!((u16_at(0x20), u16_at(0x22)), (0x10, 0xC93));
         assert_eq!((u16_at(0x30), u16_at(0x32)), (0x10, 0xC93));
         assert_eq!((u16_at(0x00), u16_at(0x02)), (0x10, 0xC93));
+        // fs 0x40: selector 0, base = the per-CPU area.
+        assert_eq!((u16_at(0x40), u64_at(0x48)), (0, 0xFC0_0040));
         assert_eq!((u32_at(0x64), u64_at(0x68)), (0x27, 0x410_0000));
         assert_eq!(
             (u32_at(0x84), u64_at(0x88)),
@@ -394,6 +405,10 @@ mod tests {
             },
             ApRegisters {
                 cr3: 0x600_0010,
+                ..regs()
+            },
+            ApRegisters {
+                fs_base: 0x1_0000_0000_0000,
                 ..regs()
             },
         ];

@@ -162,13 +162,14 @@ fn read_va(va: u64, _cpu: usize) -> u64 {
 fn tlb_shootdown() -> Outcome {
     let layout = Layout::from_size_align(4096, 4096).map_err(|e| alloc::format!("{e}"))?;
     // SAFETY: non-zero size.
-    let (a, b) = unsafe { (alloc_zeroed(layout), alloc_zeroed(layout)) };
+    let a = unsafe { alloc_zeroed(layout) };
+    // SAFETY: as above.
+    let b = unsafe { alloc_zeroed(layout) };
     ensure!(!a.is_null() && !b.is_null(), "no frames");
     // SAFETY: both frames are ours, 4096 bytes.
-    unsafe {
-        a.cast::<u64>().write_volatile(0xAAAA_0000_0000_AAAA);
-        b.cast::<u64>().write_volatile(0xBBBB_0000_0000_BBBB);
-    }
+    unsafe { a.cast::<u64>().write_volatile(0xAAAA_0000_0000_AAAA) };
+    // SAFETY: as above.
+    unsafe { b.cast::<u64>().write_volatile(0xBBBB_0000_0000_BBBB) };
     let result = (|| {
         let cpus = CPUS.count();
         // SAFETY: frame `a` is ours; the address is unused.
@@ -187,7 +188,7 @@ fn tlb_shootdown() -> Outcome {
         // SAFETY: frame `b` is ours; the address was just unmapped.
         unsafe { paging::map_page(SHOOTDOWN_VA, b as u64) }
             .map_err(|e| alloc::format!("map: {e:?}"))?;
-        for cpu in 0..cpus {
+        for (cpu, before) in served.iter().enumerate() {
             let v = call(cpu, read_va, SHOOTDOWN_VA).map_err(|e| alloc::format!("{e}"))?;
             ensure!(
                 v == 0xBBBB_0000_0000_BBBB,
@@ -195,7 +196,7 @@ fn tlb_shootdown() -> Outcome {
             );
             if cpu > 0 && !svsm::smp::broadcast_invalidation() {
                 ensure!(
-                    CPUS.flushes_served(cpu) > served[cpu],
+                    CPUS.flushes_served(cpu) > *before,
                     "CPU {cpu} served no shootdown"
                 );
             }
@@ -206,9 +207,8 @@ fn tlb_shootdown() -> Outcome {
     })();
     // SAFETY: allocated above with this layout; no mapping refers to them any more
     // (or, after a failed step, the test reports failure and the kernel exits).
-    unsafe {
-        dealloc(a, layout);
-        dealloc(b, layout);
-    }
+    unsafe { dealloc(a, layout) };
+    // SAFETY: as above.
+    unsafe { dealloc(b, layout) };
     result
 }

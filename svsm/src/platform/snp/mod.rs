@@ -5,7 +5,8 @@
 //! ([`ArchGhcb`]), the same client the emulated machine's tests drive. Guest memory and
 //! VMSA pages are reached through the kernel's private (C-bit) mapping of physical
 //! memory at `phys + map_offset`; the caller of [`SnpPlatform::new`] vouches for that
-//! mapping. Only the boot vCPU's GHCB is used so far.
+//! mapping. Each SVSM vCPU uses its own GHCB ([`runtime::vcpus`]); an RMPADJUST that
+//! reduces a lower VMPL's access is followed by a TLB shootdown on every vCPU.
 //!
 //! [`runtime`] holds the kernel's SEV-SNP state and the hooks its boot path calls.
 #![allow(
@@ -60,8 +61,13 @@ impl SnpPlatform {
         }
     }
 
-    /// The hypervisor client.
+    /// The hypervisor client of the vCPU running this (each SVSM vCPU has its own
+    /// GHCB; the hypervisor accepts a GHCB only from the vCPU that registered it).
     pub fn hypervisor(&self) -> &HvClient<ArchGhcb> {
+        #[cfg(target_os = "none")]
+        if let Some(hv) = runtime::vcpus::current_hv() {
+            return hv;
+        }
         self.hv
     }
 
@@ -125,8 +131,24 @@ impl Platform for SnpPlatform {
         perms: RmpPermissions,
         vmsa: bool,
     ) -> Result<(), RmpadjustError> {
+        let va = self.va(addr.raw()) as u64;
         // SAFETY: as for `pvalidate`; the request path never grants SVSM pages.
-        unsafe { rmpadjust::rmpadjust(self.va(addr.raw()) as u64, size, target, perms, vmsa) }
+        unsafe { rmpadjust::rmpadjust(va, size, target, perms, vmsa) }?;
+        // Less access for a lower VMPL (or a page turned VMSA): no vCPU may keep a
+        // cached translation that still allows the old access, so every vCPU
+        // flushes the page (INVLPGB/TLBSYNC where CPUID reports them, as COCONUT-SVSM
+        // does after revoking guest access; else IPIs).
+        #[cfg(target_os = "none")]
+        if vmsa || perms != RmpPermissions::RWX {
+            let request = crate::smp::tlb::FlushRequest::Pages {
+                start: va,
+                count: (size.bytes() / PAGE_SIZE) as u32,
+            };
+            if let Err(e) = crate::smp::shootdown(request) {
+                runtime::fail(self.hv, &crate::snp::SnpError::TlbShootdown(e));
+            }
+        }
+        Ok(())
     }
 
     fn read_guest(
@@ -194,14 +216,16 @@ impl Platform for SnpPlatform {
         vmsa: PhysAddr,
         sev_features: u64,
     ) -> Result<(), HypervisorError> {
-        self.hv
+        self.hypervisor()
             .create_ap(apic_id, vmpl, vmsa.raw(), sev_features)
             .map_err(hv_error)
     }
 
     fn run_guest(&self, _apic_id: u32) -> Result<(), HypervisorError> {
         // The run-VMPL request acts on the vCPU that issues it (GHCB spec §2.3.1).
-        self.hv.run_vmpl(self.guest_vmpl).map_err(hv_error)
+        self.hypervisor()
+            .run_vmpl(self.guest_vmpl)
+            .map_err(hv_error)
     }
 
     fn guest_request(&self, request: &MessagePage) -> Result<MessagePage, PspError> {
@@ -216,7 +240,8 @@ impl Platform for SnpPlatform {
                 request.len(),
             )
         };
-        self.hv.guest_request(pages.request.1, pages.response.1)?;
+        self.hypervisor()
+            .guest_request(pages.request.1, pages.response.1)?;
         let mut response = [0u8; PAGE_SIZE as usize];
         // SAFETY: as above; the response is copied out before anyone parses it.
         unsafe {

@@ -55,7 +55,7 @@ pub fn handle_interrupt(frame: &mut InterruptFrame) -> bool {
         &mut regs,
         &config,
         &rt.start.cpuid,
-        &rt.hv,
+        rt.client(),
     ) {
         Ok(VectorOutcome::Resumed(len)) => {
             frame.rax = regs.rax;

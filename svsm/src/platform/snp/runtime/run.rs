@@ -141,15 +141,17 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
             )],
         ))
         .with_vtpm(crate::requests::vtpm::service(vtpm));
-    let svsm = Svsm::new(
-        platform,
-        SvsmConfig {
-            guest_vmpl,
-            layout,
-            apic_ids: params.apic_ids().to_vec(),
-        },
-        services,
-    );
+    // 'static: every SVSM vCPU runs the request loop on it (see `vcpus`).
+    let svsm: &'static Svsm<SnpPlatform> =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(Svsm::new(
+            platform,
+            SvsmConfig {
+                guest_vmpl,
+                layout,
+                apic_ids: params.apic_ids().to_vec(),
+            },
+            services,
+        )));
     // The boot VMSA: the second page of an 8 KiB-aligned pair from the heap, so it is
     // never 2 MiB aligned (Linux `snp_alloc_vmsa_page`: an SNP erratum makes the CPU
     // signal an RMP violation when a large page collides with a VMSA's RMP entry).
@@ -173,7 +175,7 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
         guest_features: guest_sev_features(SevFeatures::from_sev_status(status), false),
         reset_address: RESET_VECTOR,
     };
-    match launch_guest(&svsm, hv, &plan, &secrets, &cpuid) {
+    match launch_guest(svsm, hv, &plan, &secrets, &cpuid) {
         Ok(summary) => log::info!(
             "snp: guest launch ready: {} pages granted to VMPL{} ({} made private first)",
             summary.pages_granted,
@@ -182,6 +184,8 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
         ),
         Err(e) => die(e),
     }
+    // The guest's other vCPUs need their SVSM vCPUs before it starts them.
+    super::vcpus::start(svsm, params.apic_ids(), bsp);
     log::info!(
         "snp: running the guest at VMPL{} on APIC ID {bsp}",
         guest_vmpl.level()

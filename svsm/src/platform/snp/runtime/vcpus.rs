@@ -1,0 +1,354 @@
+//! The SVSM vCPUs on SEV-SNP hardware: created by the boot vCPU from VMPL0 VMSAs before
+//! the guest runs, each with its own GHCB, stacks, IST stacks and per-CPU area, each
+//! running the request loop for its APIC ID.
+//!
+//! What is target-independent (the plan, the VMSA contents, the creation steps) is in
+//! [`crate::snp::svsm_vcpus`] and runs on the emulated machine too; this file adds
+//! what only the bare-metal kernel can do: the kernel's own per-CPU set-up (through
+//! [`CpuHooks`], which the kernel registers), shared aliases for the GHCB pages, and
+//! the loop each vCPU runs.
+//!
+//! A vCPU's GHCB is a page of SVSM memory that the vCPU itself rescinds (PVALIDATE),
+//! makes shared (GHCB MSR page state change) and registers (GHCB MSR protocol 0x012),
+//! as GHCB spec 56421 §2.3.2 requires of every vCPU; the boot vCPU maps its shared
+//! alias beforehand in a region of the address space this file owns
+//! ([`ALIAS_BASE`], PML4 slot 0x1F0): a new 4 KiB mapping without the C-bit, so no
+//! existing translation changes.
+//!
+//! The loop: while the registry holds no guest VMSA for its APIC ID (the guest has not
+//! called CREATE_VCPU for it yet, or deleted it), the vCPU halts; the hypervisor runs
+//! the guest VMPL on its own once the guest creates that AP, and the guest's first
+//! call wakes the vCPU, which services it before it runs the guest again.
+
+use alloc::alloc::{alloc_zeroed, Layout};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use spin::{Mutex, Once};
+use svsm_protocol::ghcb::PageState;
+use svsm_protocol::vmsa::SevFeatures;
+use x86_64::registers::control::{Cr0, Cr3, Cr4};
+
+use super::{fail, get};
+use crate::arch::snp::ghcb::ArchGhcb;
+use crate::arch::snp::msr::read_sev_status;
+use crate::arch::snp::pvalidate::pvalidate;
+use crate::platform::snp::SnpPlatform;
+use crate::platform::{MemoryError, PageSize, PAGE_SIZE};
+use crate::requests::{NotServiced, RequestOutcome, Svsm};
+use crate::smp::{SmpError, CPUS, MAX_CPUS};
+use crate::snp::hypervisor::HvClient;
+use crate::snp::svsm_vcpus::{self, ApRegisters, SvsmMemory};
+use crate::snp::SnpError;
+
+/// Where the shared aliases of the vCPUs' GHCB pages are mapped (GPA + this): PML4
+/// slot 0x1F0, unused by the rest of the kernel.
+pub const ALIAS_BASE: u64 = 0xFFFF_F800_0000_0000;
+const ALIAS_SPAN: u64 = 1 << 39;
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const HUGE: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+const ADDRESS_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+/// EFER as the entry set it: LME and NXE (LMA and SVME are added by the VMSA builder).
+const KERNEL_EFER: u64 = (1 << 8) | (1 << 11);
+/// Spins the boot vCPU waits for one vCPU to report.
+const START_SPINS: u64 = 2_000_000_000;
+
+/// What the kernel does for its CPUs (its GDT, TSS, per-CPU areas and stacks live in
+/// the kernel binary).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuHooks {
+    /// On the boot vCPU, before vCPU `index` (APIC ID) exists: the top of its kernel
+    /// stack and its filled per-CPU area (the FS base its VMSA starts with).
+    pub prepare: fn(usize, u32) -> Option<(u64, u64)>,
+    /// On the new vCPU, first: its own GDT and TSS (IST stacks), the IDT, SSE.
+    pub init: fn(usize),
+}
+
+static HOOKS: Once<CpuHooks> = Once::new();
+
+/// Registers the kernel's per-CPU set-up (before [`super::run`]).
+pub fn set_cpu_hooks(hooks: CpuHooks) {
+    HOOKS.call_once(|| hooks);
+}
+
+#[derive(Debug)]
+struct Slot {
+    apic_id: AtomicU32,
+    ghcb_gpa: AtomicU64,
+    ghcb_alias: AtomicU64,
+    client: Once<HvClient<ArchGhcb>>,
+    online: AtomicBool,
+}
+
+impl Slot {
+    const fn new() -> Self {
+        Self {
+            apic_id: AtomicU32::new(0),
+            ghcb_gpa: AtomicU64::new(0),
+            ghcb_alias: AtomicU64::new(0),
+            client: Once::new(),
+            online: AtomicBool::new(false),
+        }
+    }
+}
+
+static SLOTS: [Slot; MAX_CPUS] = [const { Slot::new() }; MAX_CPUS];
+/// Set once the boot vCPU registered itself: from then on every CPU's `%fs:0x30`
+/// names its slot.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static SVSM: Once<&'static Svsm<SnpPlatform>> = Once::new();
+static ALIASES: Mutex<()> = Mutex::new(());
+
+/// The GHCB client of the vCPU running this, when it is not the boot vCPU (which
+/// uses the runtime's own).
+pub fn current_hv() -> Option<&'static HvClient<ArchGhcb>> {
+    if !ACTIVE.load(Ordering::Acquire) {
+        return None;
+    }
+    let index = crate::smp::this_cpu();
+    if index == 0 {
+        return None;
+    }
+    SLOTS.get(index)?.client.get()
+}
+
+/// Maps `gpa` shared (no C-bit) at `ALIAS_BASE + gpa` in the live page tables.
+fn map_shared(gpa: u64, cbit: u8) -> Option<u64> {
+    if gpa % PAGE_SIZE != 0 || gpa >= ALIAS_SPAN {
+        return None;
+    }
+    let _guard = ALIASES.lock();
+    let c = 1u64 << cbit;
+    let mask = ADDRESS_MASK & !c;
+    let va = ALIAS_BASE + gpa;
+    let (pml4, _) = Cr3::read_raw();
+    let mut table = pml4.start_address().as_u64() & mask;
+    for shift in [39u64, 30, 21] {
+        let index = ((va >> shift) & 511) as usize;
+        let slot = (table as *mut u64).wrapping_add(index);
+        // SAFETY: `table` is a page-table page of the live tables (identity mapped
+        // with the C-bit, as the entry built them and this function adds them); only
+        // the boot vCPU edits them, under ALIASES, before the other vCPUs exist.
+        let entry = unsafe { slot.read_volatile() };
+        if entry & PRESENT == 0 {
+            let layout = Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;
+            // SAFETY: a non-zero layout; the page becomes a page table for good.
+            let page = unsafe { alloc_zeroed(layout) } as u64;
+            if page == 0 {
+                return None;
+            }
+            // SAFETY: as above; a new table (AMD APM vol. 2 §5.3.3: present, writable,
+            // the C-bit set since the table page is private, §15.34.5).
+            unsafe { slot.write_volatile(page | c | PRESENT | WRITABLE) };
+            table = page;
+        } else if entry & HUGE != 0 {
+            return None;
+        } else {
+            table = entry & mask;
+        }
+    }
+    let leaf = (table as *mut u64).wrapping_add(((va >> 12) & 511) as usize);
+    // SAFETY: the last-level table of the alias region; the entry maps the page
+    // without the C-bit, i.e. shared (APM vol. 2 §15.34.5), never executable. It was
+    // not present before, so no CPU holds a translation to invalidate.
+    unsafe { leaf.write_volatile(gpa | PRESENT | WRITABLE | NO_EXECUTE) };
+    crate::arch::tlb::invlpg(va);
+    Some(va)
+}
+
+/// SVSM memory through the identity map (private, validated).
+struct IdentityMemory;
+
+impl SvsmMemory for IdentityMemory {
+    fn write_page(&self, gpa: u64, page: &[u8; PAGE_SIZE as usize]) -> Result<(), MemoryError> {
+        // SAFETY: `gpa` is a heap page the plan took for this vCPU (SVSM memory,
+        // identity mapped private and validated); nothing else refers to it.
+        unsafe {
+            core::ptr::copy_nonoverlapping(page.as_ptr(), gpa as usize as *mut u8, page.len())
+        };
+        Ok(())
+    }
+}
+
+fn heap_page() -> Option<u64> {
+    let layout = Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;
+    // SAFETY: a non-zero layout; the page belongs to one vCPU for good.
+    let page = unsafe { alloc_zeroed(layout) } as u64;
+    (page != 0).then_some(page)
+}
+
+/// Creates an SVSM vCPU for every APIC ID of `apic_ids` other than `bsp`, each
+/// running the request loop of `svsm` for its APIC ID, and returns once all
+/// reported (before the guest first runs). Without the kernel's hooks it creates none.
+pub fn start(svsm: &'static Svsm<SnpPlatform>, apic_ids: &[u32], bsp: u32) {
+    let Some(rt) = get() else { return };
+    let hv = &rt.hv;
+    let die = |e: SnpError| -> ! { fail(hv, &e) };
+    let Some(hooks) = HOOKS.get() else {
+        log::warn!("snp: no per-CPU hooks; the guest's APs have no SVSM vCPU");
+        return;
+    };
+    SVSM.call_once(|| svsm);
+    crate::smp::set_ipi_sender(&crate::arch::x2apic::X2ApicIpi);
+    match CPUS
+        .register(bsp)
+        .and_then(|i| CPUS.set_online(i).map(|()| i))
+    {
+        Ok(0) => {}
+        Ok(_) | Err(_) => die(SnpError::SvsmVcpus(
+            svsm_vcpus::VcpuPlanError::DuplicateApicId(bsp),
+        )),
+    }
+    ACTIVE.store(true, Ordering::Release);
+    let plan = svsm_vcpus::plan(apic_ids, bsp, MAX_CPUS, heap_page)
+        .unwrap_or_else(|e| die(SnpError::SvsmVcpus(e)));
+    // SAFETY: reads SEV_STATUS in an SEV-SNP guest (the runtime exists only then).
+    let features = SevFeatures::from_sev_status(unsafe { read_sev_status() });
+    let gdtr = x86_64::instructions::tables::sgdt();
+    let (pml4, _) = Cr3::read_raw();
+    for vcpu in &plan.aps {
+        match CPUS.register(vcpu.apic_id) {
+            Ok(index) if index == vcpu.index => {}
+            _ => die(SnpError::SvsmVcpus(
+                svsm_vcpus::VcpuPlanError::DuplicateApicId(vcpu.apic_id),
+            )),
+        }
+        let Some((stack_top, fs_base)) = (hooks.prepare)(vcpu.index, vcpu.apic_id) else {
+            die(SnpError::SvsmVcpus(svsm_vcpus::VcpuPlanError::TooMany(
+                vcpu.index,
+            )))
+        };
+        let Some(alias) = map_shared(vcpu.ghcb, rt.start.cbit) else {
+            die(SnpError::Memory(vcpu.ghcb, MemoryError::NotMemory))
+        };
+        let slot = &SLOTS[vcpu.index];
+        slot.apic_id.store(vcpu.apic_id, Ordering::Relaxed);
+        slot.ghcb_gpa.store(vcpu.ghcb, Ordering::Relaxed);
+        slot.ghcb_alias.store(alias, Ordering::Release);
+        let regs = ApRegisters {
+            rip: crate::arch::ap_entry::snp_entry_address(),
+            rsp: stack_top,
+            cpu_index: vcpu.index as u64,
+            fs_base,
+            cr0: Cr0::read_raw(),
+            cr3: pml4.start_address().as_u64(),
+            cr4: Cr4::read_raw(),
+            efer: KERNEL_EFER,
+            gdtr: (gdtr.base.as_u64(), gdtr.limit),
+            sev_features: features,
+        };
+        let platform = svsm.platform();
+        if let Err(e) = svsm_vcpus::create_vcpu(platform, &IdentityMemory, hv, vcpu, &regs) {
+            die(e)
+        }
+        let mut spins = 0u64;
+        while !slot.online.load(Ordering::Acquire) {
+            spins += 1;
+            if spins > START_SPINS {
+                log::error!(
+                    "snp: SVSM vCPU {} (APIC ID {}) did not report",
+                    vcpu.index,
+                    vcpu.apic_id
+                );
+                die(SnpError::TlbShootdown(SmpError::NoAck(vcpu.index)))
+            }
+            core::hint::spin_loop();
+        }
+    }
+    log::info!(
+        "snp: {} SVSM vCPUs online (APIC IDs {:?}); TLB shootdowns by {}",
+        CPUS.online_count(),
+        (0..CPUS.count())
+            .filter_map(|i| CPUS.apic_id(i).ok())
+            .collect::<Vec<_>>(),
+        if crate::smp::broadcast_invalidation() {
+            "INVLPGB/TLBSYNC"
+        } else {
+            "IPI and acknowledgement"
+        }
+    );
+}
+
+/// An SVSM vCPU's first Rust code (from `snp_ap_entry`): the kernel's set-up, its
+/// GHCB, then the request loop for its APIC ID.
+#[unsafe(no_mangle)]
+extern "C" fn snp_ap_main(index: u64) -> ! {
+    let index = index as usize;
+    if let Some(hooks) = HOOKS.get() {
+        (hooks.init)(index);
+    }
+    let Some(slot) = SLOTS.get(index) else { halt() };
+    let gpa = slot.ghcb_gpa.load(Ordering::Relaxed);
+    let alias = slot.ghcb_alias.load(Ordering::Acquire) as usize;
+    let apic_id = slot.apic_id.load(Ordering::Relaxed);
+    // SAFETY: `alias` maps `gpa` shared (map_shared), a page only this vCPU uses, and
+    // this is an SEV-SNP guest.
+    let hv = HvClient::new(unsafe { ArchGhcb::new(alias, gpa) });
+    // SAFETY: the GHCB page (SVSM heap, identity mapped private) is unused: rescinding
+    // it only makes the private mapping unusable (APM vol. 3 "PVALIDATE").
+    if let Err(e) = unsafe { pvalidate(gpa, PageSize::Size4K, false) } {
+        fail(&hv, &SnpError::Pvalidate(gpa, e))
+    }
+    if let Err(e) = hv
+        .page_state_change(gpa / PAGE_SIZE, PageState::Shared)
+        .and_then(|()| hv.register_ghcb(gpa / PAGE_SIZE))
+    {
+        fail(&hv, &e)
+    }
+    let hv = slot.client.call_once(|| hv);
+    if CPUS.set_online(index).is_err() {
+        fail(hv, &SnpError::TlbShootdown(SmpError::UnknownCpu(index)))
+    }
+    slot.online.store(true, Ordering::Release);
+    log::info!("snp: SVSM vCPU {index} (APIC ID {apic_id}) online; GHCB {gpa:#x} registered");
+    let Some(svsm) = SVSM.get() else { halt() };
+    run_vcpu(svsm, apic_id)
+}
+
+fn halt() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// The request loop of one SVSM vCPU.
+fn run_vcpu(svsm: &Svsm<SnpPlatform>, apic_id: u32) -> ! {
+    let mut has_vmsa = false;
+    let mut serviced = 0u64;
+    loop {
+        if !has_vmsa {
+            match svsm.handle_request(apic_id) {
+                RequestOutcome::NotServiced(
+                    NotServiced::NoGuestVmsa | NotServiced::UnknownVcpu,
+                ) => {
+                    // Nothing to run yet: wait (IPIs and the guest's first call wake).
+                    crate::arch::interrupts::wait_for_interrupt();
+                    continue;
+                }
+                RequestOutcome::Serviced(_) => serviced += 1,
+                RequestOutcome::NotServiced(_) => {}
+            }
+            has_vmsa = true;
+        }
+        match svsm.run_once(apic_id) {
+            Ok(RequestOutcome::Serviced(code)) => {
+                serviced += 1;
+                if serviced <= 1 {
+                    log::info!(
+                        "snp: vCPU APIC ID {apic_id}: serviced a guest call (result {code})"
+                    );
+                }
+            }
+            Ok(RequestOutcome::NotServiced(NotServiced::NoGuestVmsa)) => has_vmsa = false,
+            Ok(_) => {}
+            Err(e) => {
+                // The guest VMSA went away (DELETE_VCPU) or cannot run: wait for it.
+                log::warn!("snp: vCPU APIC ID {apic_id}: running the guest failed: {e}");
+                has_vmsa = false;
+            }
+        }
+    }
+}
