@@ -119,4 +119,54 @@ mod tests {
         assert_eq!(startup_vector(0x8001), None);
         assert_eq!(startup_vector(0x10_0000), None);
     }
+
+    /// Under SEV-SNP the x2APIC ICR write traps (#VC, MSR exit) and the handler sends
+    /// it to the hypervisor as a GHCB MSR exit: exit code 0x7C, exit_info_1 = 1
+    /// (WRMSR), RCX = 0x830, RAX/RDX = the ICR value's halves (GHCB spec 56421,
+    /// "MSR_PROT"; APM vol. 2 "#VC Exception").
+    #[test]
+    fn x2apic_ipi_under_snp_reaches_the_hypervisor_as_a_ghcb_msr_write() {
+        use crate::snp::cpuid::CpuidPage;
+        use crate::snp::hypervisor::HvClient;
+        use crate::snp::vc::{handle_vc, VcRegisters, EXIT_MSR};
+        use crate::snp::GhcbTransport;
+        use std::sync::Mutex;
+        use svsm_protocol::ghcb::{Ghcb, GhcbField};
+
+        type Seen = (u64, u64, Option<u64>, Option<u64>, Option<u64>);
+        struct Recorder(Mutex<Option<Seen>>);
+        impl GhcbTransport for Recorder {
+            fn msr_exchange(&self, _: u64) -> u64 {
+                panic!("an ICR write is a GHCB page exit, not an MSR protocol request")
+            }
+            fn ghcb_exchange(&self, g: &mut Ghcb) {
+                *self.0.lock().unwrap() = Some((
+                    g.sw_exit_code,
+                    g.sw_exit_info_1,
+                    g.get_if_valid(GhcbField::Rcx),
+                    g.get_if_valid(GhcbField::Rax),
+                    g.get_if_valid(GhcbField::Rdx),
+                ));
+                g.sw_exit_info_1 = 0;
+            }
+        }
+        let hv = HvClient::new(Recorder(Mutex::new(None)));
+        let cpuid = CpuidPage::parse(&CpuidPage::encode(&[]).unwrap()).unwrap();
+        let value = Ipi::Fixed(0xF0).x2apic(3).unwrap();
+        let mut regs = VcRegisters {
+            rax: value & 0xFFFF_FFFF,
+            rdx: value >> 32,
+            rcx: u64::from(X2APIC_ICR_MSR),
+            ..Default::default()
+        };
+        // WRMSR is 0F 30: two bytes to skip.
+        assert_eq!(
+            handle_vc(EXIT_MSR, &[0x0F, 0x30], &mut regs, &cpuid, &hv),
+            Ok(2)
+        );
+        assert_eq!(
+            *hv.transport().0.lock().unwrap(),
+            Some((0x7C, 1, Some(0x830), Some(0x40F0), Some(3)))
+        );
+    }
 }
