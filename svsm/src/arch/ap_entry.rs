@@ -106,6 +106,9 @@ ap_entry:
     .quad 0
     .globl ap_trampoline_end
 ap_trampoline_end:
+    .if (ap_trampoline_end - ap_trampoline_start) > 4096
+    .error "the AP trampoline must fit one page"
+    .endif
 
     .section .text.snp_ap_entry, "ax"
     .globl snp_ap_entry
@@ -169,8 +172,8 @@ pub unsafe fn install(params: ApParameters) {
     let start = core::ptr::addr_of!(ap_trampoline_start) as u64;
     let end = core::ptr::addr_of!(ap_trampoline_end) as u64;
     let field = |sym: *const u8| TRAMPOLINE_BASE + (sym as u64 - start);
-    // SAFETY: the caller owns the page; the blob is shorter than a page (checked by
-    // the assembler's layout: a few hundred bytes) and lies in the kernel's rodata.
+    // SAFETY: the caller owns the page; the blob fits one page (the assembler refuses
+    // a larger one) and lies in the kernel's rodata.
     unsafe {
         core::ptr::copy_nonoverlapping(
             start as *const u8,

@@ -53,7 +53,7 @@ impl PerCpu {
 
 static BSP: PerCpu = PerCpu::new();
 
-fn fill_and_load(area: &'static PerCpu, index: usize, apic_id: u32) {
+fn fill(area: &'static PerCpu, index: usize, apic_id: u32) -> u64 {
     let Some(random) = svsm::arch::random::seed64() else {
         terminate(format_args!(
             "no RDSEED/RDRAND randomness for the stack-protector canary"
@@ -64,7 +64,11 @@ fn fill_and_load(area: &'static PerCpu, index: usize, apic_id: u32) {
     area.stack_canary.store(random & !0xff, Ordering::Relaxed);
     area.index.store(index as u64, Ordering::Relaxed);
     area.apic_id.store(apic_id, Ordering::Relaxed);
-    FsBase::write(VirtAddr::new(address));
+    address
+}
+
+fn fill_and_load(area: &'static PerCpu, index: usize, apic_id: u32) {
+    FsBase::write(VirtAddr::new(fill(area, index, apic_id)));
 }
 
 /// Fills the boot CPU's area (index 0) and points the FS base at it.
@@ -90,18 +94,7 @@ pub fn init_ap(area: &'static PerCpu, index: usize, apic_id: u32) {
 /// Allocates and fills an AP's area on the boot CPU, for a CPU whose FS base is set
 /// from outside (an SEV-SNP VMSA); returns its address.
 pub fn prepare(index: usize, apic_id: u32) -> u64 {
-    let area = allocate();
-    let Some(random) = svsm::arch::random::seed64() else {
-        terminate(format_args!(
-            "no RDSEED/RDRAND randomness for the stack-protector canary"
-        ));
-    };
-    let address = core::ptr::from_ref(area) as u64;
-    area.self_address.store(address, Ordering::Relaxed);
-    area.stack_canary.store(random & !0xff, Ordering::Relaxed);
-    area.index.store(index as u64, Ordering::Relaxed);
-    area.apic_id.store(apic_id, Ordering::Relaxed);
-    address
+    fill(allocate(), index, apic_id)
 }
 
 /// This CPU's area.

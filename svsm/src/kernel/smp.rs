@@ -224,7 +224,7 @@ pub fn start_aps() {
         }
     }
     // Wait for the started APs to finish their set-up.
-    let expected = (0..CPUS.count()).count();
+    let expected = CPUS.count();
     let start = rdtsc();
     let limit = time::tsc_hz() * 5;
     while CPUS.online_count() < expected && rdtsc().wrapping_sub(start) < limit {

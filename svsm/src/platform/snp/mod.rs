@@ -131,20 +131,17 @@ impl Platform for SnpPlatform {
         perms: RmpPermissions,
         vmsa: bool,
     ) -> Result<(), RmpadjustError> {
-        let va = self.va(addr.raw()) as u64;
         // SAFETY: as for `pvalidate`; the request path never grants SVSM pages.
-        unsafe { rmpadjust::rmpadjust(va, size, target, perms, vmsa) }?;
+        unsafe { rmpadjust::rmpadjust(self.va(addr.raw()) as u64, size, target, perms, vmsa) }?;
         // Less access for a lower VMPL (or a page turned VMSA): no vCPU may keep a
-        // cached translation that still allows the old access, so every vCPU
-        // flushes the page (INVLPGB/TLBSYNC where CPUID reports them, as COCONUT-SVSM
-        // does after revoking guest access; else IPIs).
+        // cached translation that still allows the old access. The guest's
+        // translations of the page are at guest virtual addresses the SVSM does not
+        // know, so the whole TLB is flushed on every vCPU: INVLPGB/TLBSYNC for the
+        // guest's ASID where CPUID reports them (as COCONUT-SVSM does after revoking
+        // guest access), else an IPI to every SVSM vCPU.
         #[cfg(target_os = "none")]
         if vmsa || perms != RmpPermissions::RWX {
-            let request = crate::smp::tlb::FlushRequest::Pages {
-                start: va,
-                count: (size.bytes() / PAGE_SIZE) as u32,
-            };
-            if let Err(e) = crate::smp::shootdown(request) {
+            if let Err(e) = crate::smp::shootdown(crate::smp::tlb::FlushRequest::All) {
                 runtime::fail(self.hv, &crate::snp::SnpError::TlbShootdown(e));
             }
         }
