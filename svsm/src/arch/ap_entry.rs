@@ -106,9 +106,6 @@ ap_entry:
     .quad 0
     .globl ap_trampoline_end
 ap_trampoline_end:
-    .if (ap_trampoline_end - ap_trampoline_start) > 4096
-    .error "the AP trampoline must fit one page"
-    .endif
 
     .section .text.snp_ap_entry, "ax"
     .globl snp_ap_entry
@@ -163,17 +160,21 @@ pub struct ApParameters {
     pub index: u64,
 }
 
-/// Copies the trampoline to [`TRAMPOLINE_BASE`] with `params` filled in.
+/// Copies the trampoline to [`TRAMPOLINE_BASE`] with `params` filled in; `false`
+/// (nothing written) if the trampoline does not fit its page.
 ///
 /// # Safety
 /// The page at [`TRAMPOLINE_BASE`] must be identity-mapped writable RAM that nothing
 /// else uses, and no AP may be running the trampoline.
-pub unsafe fn install(params: ApParameters) {
+pub unsafe fn install(params: ApParameters) -> bool {
     let start = core::ptr::addr_of!(ap_trampoline_start) as u64;
     let end = core::ptr::addr_of!(ap_trampoline_end) as u64;
+    if end.saturating_sub(start) > 4096 {
+        return false;
+    }
     let field = |sym: *const u8| TRAMPOLINE_BASE + (sym as u64 - start);
-    // SAFETY: the caller owns the page; the blob fits one page (the assembler refuses
-    // a larger one) and lies in the kernel's rodata.
+    // SAFETY: the caller owns the page; the blob fits one page (checked above) and
+    // lies in the kernel's rodata.
     unsafe {
         core::ptr::copy_nonoverlapping(
             start as *const u8,
@@ -198,6 +199,7 @@ pub unsafe fn install(params: ApParameters) {
         // SAFETY: an 8-byte aligned parameter slot inside the copy just made.
         unsafe { core::ptr::write_volatile(field(sym) as *mut u64, value) };
     }
+    true
 }
 
 /// The start-up IPI vector of the trampoline.

@@ -204,13 +204,17 @@ pub fn start_aps() {
         // SAFETY: the trampoline page is low RAM that nothing else uses (the loader's
         // boot information was copied at boot), identity mapped writable; the
         // previous AP reported that it left it.
-        unsafe {
+        let installed = unsafe {
             ap_entry::install(ApParameters {
                 kernel_cr3: kernel_pml4.start_address().as_u64(),
                 stack_top: s.top,
                 index: index as u64,
             })
         };
+        if !installed {
+            log::error!("smp: the AP trampoline does not fit its page; APs left halted");
+            break;
+        }
         let sipi = Ipi::Startup(ap_entry::startup_vector());
         let started = apic::send(id, Ipi::Init).is_ok() && {
             delay_micros(10_000);
