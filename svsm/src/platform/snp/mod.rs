@@ -136,14 +136,13 @@ impl Platform for SnpPlatform {
         // Less access for a lower VMPL (or a page turned VMSA): no vCPU may keep a
         // cached translation that still allows the old access. The guest's
         // translations of the page are at guest virtual addresses the SVSM does not
-        // know, so the whole TLB is flushed on every vCPU: INVLPGB/TLBSYNC for the
-        // guest's ASID where CPUID reports them (as COCONUT-SVSM does after revoking
-        // guest access), else an IPI to every SVSM vCPU.
+        // know, so the whole TLB is flushed on every vCPU (INVLPGB/TLBSYNC for the
+        // guest's ASID where CPUID reports them, as COCONUT-SVSM does after revoking
+        // guest access; else an IPI to every SVSM vCPU), once the call is done and
+        // before the guest runs again (`runtime::vcpus::between_calls`).
         #[cfg(target_os = "none")]
         if vmsa || perms != RmpPermissions::RWX {
-            if let Err(e) = crate::smp::shootdown(crate::smp::tlb::FlushRequest::All) {
-                runtime::fail(self.hv, &crate::snp::SnpError::TlbShootdown(e));
-            }
+            runtime::vcpus::request_flush();
         }
         Ok(())
     }

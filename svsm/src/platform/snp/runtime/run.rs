@@ -192,6 +192,7 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
     );
     let mut serviced = 0u64;
     loop {
+        super::vcpus::between_calls();
         match svsm.run_once(bsp) {
             Ok(crate::requests::RequestOutcome::Serviced(code)) => {
                 serviced += 1;

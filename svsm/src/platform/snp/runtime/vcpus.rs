@@ -15,6 +15,9 @@
 //! ([`ALIAS_BASE`], PML4 slot 0x1F0): a new 4 KiB mapping without the C-bit, so no
 //! existing translation changes.
 //!
+//! Between two turns of its loop every vCPU runs [`between_calls`]: the TLB shootdown
+//! an RMPADJUST asked for, and a short interrupt window for the other vCPUs' IPIs.
+//!
 //! The loop: while the registry holds no guest VMSA for its APIC ID (the guest has not
 //! called CREATE_VCPU for it yet, or deleted it), the vCPU halts; the hypervisor runs
 //! the guest VMPL on its own once the guest creates that AP, and the guest's first
@@ -100,6 +103,36 @@ static SLOTS: [Slot; MAX_CPUS] = [const { Slot::new() }; MAX_CPUS];
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static SVSM: Once<&'static Svsm<SnpPlatform>> = Once::new();
 static ALIASES: Mutex<()> = Mutex::new(());
+/// An RMPADJUST reduced a lower VMPL's access since the last flush.
+static FLUSH_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Records that every vCPU must flush its TLB before the guest runs again (called
+/// after an RMPADJUST that reduces a lower VMPL's access). The flush itself waits for
+/// every vCPU, so it must not run while this vCPU holds a lock another vCPU may spin
+/// on with interrupts masked (the request handler holds the registry's lock around
+/// RMPADJUST): [`between_calls`] runs it once the call is done and before any vCPU
+/// runs the guest with the call's result.
+pub fn request_flush() {
+    FLUSH_PENDING.store(true, Ordering::Release);
+}
+
+/// What every vCPU does between two turns of its request loop, holding no lock: the
+/// pending TLB shootdown (INVLPGB/TLBSYNC where CPUID reports them, else IPIs and
+/// acknowledgements; a vCPU that never answers ends the SVSM), then a one-instruction
+/// interrupt window in which IPIs from other vCPUs are taken (`STI; NOP; CLI`: no GHCB
+/// call and no mailbox is in progress here).
+pub fn between_calls() {
+    if FLUSH_PENDING.swap(false, Ordering::AcqRel) {
+        if let Err(e) = crate::smp::shootdown(crate::smp::tlb::FlushRequest::All) {
+            if let Some(rt) = get() {
+                fail(rt.client(), &SnpError::TlbShootdown(e))
+            }
+        }
+    }
+    x86_64::instructions::interrupts::enable();
+    x86_64::instructions::nop();
+    x86_64::instructions::interrupts::disable();
+}
 
 /// The GHCB client of the vCPU running this, when it is not the boot vCPU (which
 /// uses the runtime's own).
@@ -319,6 +352,7 @@ fn run_vcpu(svsm: &Svsm<SnpPlatform>, apic_id: u32) -> ! {
     let mut has_vmsa = false;
     let mut serviced = 0u64;
     loop {
+        between_calls();
         if !has_vmsa {
             match svsm.handle_request(apic_id) {
                 RequestOutcome::NotServiced(
