@@ -1,6 +1,6 @@
 //! The application processors' entry: the real-mode trampoline a start-up IPI runs.
 //!
-//! Intel SDM vol. 3A §9.4 "Multiple-Processor (MP) Initialization" and AMD APM vol. 2
+//! Intel SDM vol. 3A "Multiple-Processor (MP) Initialization" and AMD APM vol. 2
 //! §14.1 "Processor Initialization": after INIT and a start-up IPI with vector `v`, an
 //! AP starts in real mode at CS = `v << 8`, IP = 0. The trampoline (copied by the boot
 //! CPU to [`TRAMPOLINE_BASE`]) loads its own GDT, enters protected mode, enables PAE,

@@ -1,6 +1,6 @@
 //! The x2APIC through its MSRs: IPIs (ICR, MSR 0x830) and end-of-interrupt (MSR 0x80B).
 //!
-//! Intel SDM vol. 3A §11.12 "Extended XAPIC (x2APIC)"; AMD APM vol. 2 §16.11 "x2APIC".
+//! Intel SDM vol. 3A §11.12 "Extended XAPIC (x2APIC)"; AMD APM vol. 2 "x2APIC".
 //! Under SEV-SNP every WRMSR to these raises #VC (the MSRs are intercepted) and the
 //! handler forwards it to the hypervisor through the GHCB (exit 0x7C, RCX = MSR).
 #![allow(unsafe_code, reason = "x2APIC MSR writes")]
@@ -35,7 +35,8 @@ impl IpiSend for X2ApicIpi {
 /// Signals end-of-interrupt to the x2APIC (a write of 0 to MSR 0x80B).
 pub fn end_of_interrupt() {
     let mut msr = Msr::new(X2APIC_EOI_MSR);
-    // SAFETY: the EOI write (Intel SDM vol. 3A §11.12.1, table 11-6) only retires the
-    // interrupt in service; under SEV-SNP it is intercepted and emulated.
+    // SAFETY: the EOI write (Intel SDM vol. 3A §11.12.1.2, the x2APIC register
+    // table) only retires the interrupt in service; under SEV-SNP it is intercepted
+    // and emulated.
     unsafe { msr.write(0) };
 }

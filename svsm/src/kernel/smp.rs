@@ -5,10 +5,12 @@
 //! tables still map the firmware's tables ([`discover`]), and after the kernel's page
 //! tables and its APIC are up starts each listed AP in turn ([`start_aps`]): INIT,
 //! 10 ms, start-up IPI, 200 µs, a second start-up IPI if the AP has not reported
-//! (Intel SDM vol. 3A §9.4.4.1 "Typical BSP Initialization Sequence"; AMD APM vol. 2
-//! §16.5). The AP runs the trampoline ([`svsm::arch::ap_entry`]) into [`ap_start`],
-//! takes its own GDT and TSS, IDT, per-CPU area and SSE state ([`init_this_cpu`], the
-//! same set-up an SEV-SNP SVSM vCPU runs), reports on the console and waits for IPIs.
+//! (Intel SDM vol. 3A "Typical BSP Initialization Sequence" in "MP Initialization";
+//! AMD APM vol. 2 §16.5 "Interprocessor Interrupts"). The AP runs the trampoline
+//! ([`svsm::arch::ap_entry`]) into [`ap_start`], takes its own GDT and TSS, IDT,
+//! per-CPU area and SSE state ([`init_this_cpu`]; an SEV-SNP SVSM vCPU runs the same
+//! but for the FS base, which its VMSA already holds), reports on the console and
+//! waits for IPIs.
 //!
 //! Every AP's stacks come from one static area, mapped with 4 KiB pages like the rest
 //! of the image, so each stack has an unmapped guard page below it: a 128 KiB kernel
@@ -246,9 +248,8 @@ pub fn start_aps() {
     );
 }
 
-/// The set-up every AP runs on itself, on QEMU and as an SEV-SNP SVSM vCPU: its own
-/// GDT and TSS with its IST stacks, the shared IDT, its per-CPU area (FS base,
-/// canary), SSE.
+/// The set-up every AP runs on itself on QEMU: its own GDT and TSS with its IST
+/// stacks, the shared IDT, its per-CPU area (FS base, canary), SSE.
 pub fn init_this_cpu(index: usize, apic_id: u32) {
     let Some(s) = stacks(index) else {
         loop {

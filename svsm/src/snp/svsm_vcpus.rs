@@ -1,7 +1,7 @@
 //! SVSM vCPUs: one VMPL0 vCPU for each guest APIC ID, created by the boot vCPU.
 //!
 //! A guest that starts its APs (Linux `wakeup_cpu_via_vmgexit`, OVMF's MP services)
-//! first asks the SVSM for each one (CREATE_VCPU, SVSM spec 58019 §7 "Core protocol")
+//! first asks the SVSM for each one (CREATE_VCPU, SVSM spec 58019, core protocol)
 //! and then the hypervisor (AP creation). Its calls from APIC ID n then arrive on
 //! whatever VMPL0 VMSA the hypervisor runs for vCPU n, so each guest vCPU needs an
 //! SVSM vCPU of its own, running before the guest starts its APs. The boot vCPU
@@ -14,15 +14,15 @@
 //!    and a GHCB page (the vCPU itself makes it shared and registers it);
 //! 2. [`svsm_vcpu_vmsa`]: the VMPL0 VMSA, already in 64-bit long mode with the boot
 //!    vCPU's page tables, control registers and SEV features, its own FS base (the
-//!    per-CPU area with the stack-protector canary) and stack (AMD APM vol. 2 §15.35.3
-//!    "VMSA"; segment attributes in the VMCB's compressed form: descriptor bits 47:40
+//!    per-CPU area with the stack-protector canary) and stack (AMD APM vol. 2, the
+//!    VMSA layout of the SEV-ES/SNP chapter, as Linux's `struct sev_es_save_area`; segment attributes in the VMCB's compressed form: descriptor bits 47:40
 //!    in attrib bits 7:0, bits 55:52 in attrib bits 11:8), entering the kernel's AP
 //!    entry with the CPU index in RDI. IDTR is empty until the vCPU loads its own
 //!    tables, so an early exception shuts the vCPU down instead of running on a stack
 //!    it does not own;
 //! 3. [`create_vcpu`]: the VMSA written into SVSM memory, RMPADJUST sets its VMSA bit
 //!    (APM vol. 3 "RMPADJUST", RDX bit 16; VMPL0 may do this only for 4 KiB pages), and
-//!    AP creation through the GHCB (GHCB spec 56421 §4.1.9 "AP Creation", exit
+//!    AP creation through the GHCB (GHCB spec 56421, the "SNP AP Creation" NAE event, exit
 //!    0x8000_0013, event "create", VMPL 0, RAX = the VMSA's sev_features). If the
 //!    hypervisor refuses, the VMSA bit is cleared again, so the page stays ordinary
 //!    SVSM memory.

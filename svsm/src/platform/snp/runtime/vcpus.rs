@@ -10,7 +10,7 @@
 //!
 //! A vCPU's GHCB is a page of SVSM memory that the vCPU itself rescinds (PVALIDATE),
 //! makes shared (GHCB MSR page state change) and registers (GHCB MSR protocol 0x012),
-//! as GHCB spec 56421 §2.3.2 requires of every vCPU; the boot vCPU maps its shared
+//! as GHCB spec 56421 (GHCB GPA registration) requires of every vCPU; the boot vCPU maps its shared
 //! alias beforehand in a region of the address space this file owns
 //! ([`ALIAS_BASE`], PML4 slot 0x1F0): a new 4 KiB mapping without the C-bit, so no
 //! existing translation changes.
@@ -172,8 +172,9 @@ fn map_shared(gpa: u64, cbit: u8) -> Option<u64> {
             if page == 0 {
                 return None;
             }
-            // SAFETY: as above; a new table (AMD APM vol. 2 §5.3.3: present, writable,
-            // the C-bit set since the table page is private, §15.34.5).
+            // SAFETY: as above; a new table (AMD APM vol. 2 "Long-Mode Page Translation":
+            // present, writable; the C-bit set since the table page is private, SEV
+            // "Encrypt Memory").
             unsafe { slot.write_volatile(page | c | PRESENT | WRITABLE) };
             table = page;
         } else if entry & HUGE != 0 {
@@ -184,7 +185,7 @@ fn map_shared(gpa: u64, cbit: u8) -> Option<u64> {
     }
     let leaf = (table as *mut u64).wrapping_add(((va >> 12) & 511) as usize);
     // SAFETY: the last-level table of the alias region; the entry maps the page
-    // without the C-bit, i.e. shared (APM vol. 2 §15.34.5), never executable. It was
+    // without the C-bit, i.e. shared (APM vol. 2 SEV "Encrypt Memory"), never executable. It was
     // not present before, so no CPU holds a translation to invalidate.
     unsafe { leaf.write_volatile(gpa | PRESENT | WRITABLE | NO_EXECUTE) };
     crate::arch::tlb::invlpg(va);
