@@ -9,8 +9,10 @@ use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 
 use svsm::address::{Access, GuestPhysAddr, GuestRegion, GuestState, MemoryKind, MemoryLayout};
 use svsm::arch::guest_copy;
+use svsm::pagetable::DIRECT_MAP_BASE;
 use svsm::platform::native::NativePlatform;
 use svsm::platform::{MemoryError, Platform};
+use x86_64::structures::paging::PageTableFlags as Flags;
 
 use super::{ensure, Outcome, Test};
 use crate::kernel::paging;
@@ -23,6 +25,10 @@ pub const TESTS: &[(&str, Test)] = &[
     (
         "native_platform_survives_an_unmapped_guest_page",
         native_platform_survives_an_unmapped_guest_page,
+    ),
+    (
+        "paging_direct_map_aliases_ram",
+        paging_direct_map_aliases_ram,
     ),
 ];
 
@@ -167,4 +173,44 @@ fn native_platform_survives_an_unmapped_guest_page() -> Outcome {
         ensure!(&buf == b"still fine", "read back {buf:?}");
         Ok(())
     })
+}
+
+fn paging_direct_map_aliases_ram() -> Outcome {
+    let layout = Layout::from_size_align(4096, 4096).map_err(|e| alloc::format!("{e}"))?;
+    // SAFETY: non-zero size; freed below.
+    let page = unsafe { alloc_zeroed(layout) };
+    ensure!(!page.is_null(), "no page for the test");
+    let phys = page as u64;
+    let outcome = (|| {
+        let direct = DIRECT_MAP_BASE + phys;
+        let (to, flags) = paging::translate(direct).ok_or("the heap is not in the direct map")?;
+        ensure!(
+            to == phys,
+            "direct map {direct:#x} -> {to:#x}, not {phys:#x}"
+        );
+        ensure!(
+            flags.contains(Flags::WRITABLE | Flags::NO_EXECUTE | Flags::HUGE_PAGE),
+            "direct map flags {flags:?}"
+        );
+        // SAFETY: the page is this test's; nothing else refers to it.
+        unsafe { core::slice::from_raw_parts_mut(page, 16) }.copy_from_slice(b"identity write..");
+        let mut seen = [0u8; 16];
+        // SAFETY: the direct-map alias of this test's page.
+        unsafe { guest_copy::read(direct as *const u8, &mut seen) }
+            .map_err(|e| alloc::format!("read through the direct map: {e:?}"))?;
+        ensure!(&seen == b"identity write..", "direct map read {seen:?}");
+        // Page 0 is only unmapped in the identity map; the kernel image is not
+        // executable through the direct map.
+        let image = paging::image_layout();
+        let (_, text) = paging::translate(DIRECT_MAP_BASE + image.start)
+            .ok_or("the image is not in the direct map")?;
+        ensure!(
+            text.contains(Flags::NO_EXECUTE),
+            "text is executable through the direct map"
+        );
+        Ok(())
+    })();
+    // SAFETY: allocated above with this layout.
+    unsafe { dealloc(page, layout) };
+    outcome
 }
