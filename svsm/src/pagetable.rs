@@ -4,9 +4,9 @@
 //! [`plan`] turns the kernel's memory layout into [`Run`]s of equal mappings; [`apply`]
 //! writes them into tables the `x86_64` crate manages. Both run on the host, where the
 //! tests check the result entry by entry against the long-mode page-table formats of
-//! AMD APM vol. 2 §5.3 ("Long-Mode Page Translation", Figures 5-18 to 5-25: bit 0 P,
-//! bit 1 R/W, bit 3 PWT, bit 4 PCD, bit 7 PS in a PDPE or PDE, bits 51:12 the physical
-//! base, bit 63 NX).
+//! AMD APM vol. 2 §5.3 "Long-Mode Page Translation" and §5.4 "Page-Translation-Table
+//! Entry Fields" (bit 0 P, bit 1 R/W, bit 3 PWT, bit 4 PCD, bit 7 PS in a PDPE or PDE,
+//! bits 51:12 the physical base, bit 63 NX).
 //!
 //! The address space has two parts:
 //! - an identity map of the SVSM's own memory: the image by section (text read-only and
@@ -440,8 +440,10 @@ where
             let address = frame_address(mask, phys, run.kind, virt)?;
             let page_virt = virt_addr(virt)?;
             let flags = run.kind.flags();
-            // SAFETY (each arm): the caller guarantees the table is not live (or the
-            // mapping matches its use); the frames are the run's.
+            // SAFETY (each arm): writes one leaf entry, and any missing table entries
+            // above it, in the format of AMD APM vol. 2 §5.3-§5.4; the caller guarantees
+            // the table is not live (or the mapping matches its use), and the frames are
+            // the run's.
             match run.page {
                 MapSize::Size4K => {
                     let page = Page::<Size4KiB>::containing_address(page_virt);

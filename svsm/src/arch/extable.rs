@@ -12,7 +12,9 @@
 //! Which faults are recoverable (AMD APM vol. 2 §15.36.10 "RMP and VMPL Access Checks",
 //! Table 15-39, for an SNP-active guest's data access through a C-bit mapping):
 //! - a page that is not validated raises #VC with error code PAGE_NOT_VALIDATED
-//!   (0x404), the exit code Linux's and COCONUT's headers call the same;
+//!   (0x404), and CR2 holds the faulting address. Linux's `uapi/asm/svm.h` stops at
+//!   `SVM_EXIT_VMGEXIT` (0x403) and its #VC handler has no case for 0x404: a Linux guest
+//!   never touches an unvalidated page, an SVSM must expect to;
 //! - the other RMP checks (page not assigned to the guest, wrong size, VMPL permission)
 //!   exit to the hypervisor with #NPF; KVM then converts the page, and the retried access
 //!   meets the validation check above. A hypervisor may also reflect an NPF as #VC with

@@ -240,6 +240,19 @@ pub fn init(info: &BootInfo, guards: &[u64], apic_base: Option<u64>) -> Result<(
     // private either way, §15.36.10).
     unsafe { Cr3::write(root, Cr3Flags::empty()) };
     *TABLES.lock() = Some(Tables { table, mask });
+    let direct: u64 = runs
+        .iter()
+        .filter(|r| r.kind == pagetable::Kind::DirectMap)
+        .map(|r| r.len)
+        .sum();
+    log::info!(
+        "paging: kernel tables live; direct map of {} MiB at {:#x}; C-bit {}",
+        direct >> 20,
+        pagetable::DIRECT_MAP_BASE,
+        cbit.map_or("none".into(), |c| alloc::format!(
+            "{c} in every private entry"
+        ))
+    );
     Ok(())
 }
 

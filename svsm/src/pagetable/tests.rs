@@ -9,7 +9,7 @@ const MIB: u64 = 0x10_0000;
 const GIB: u64 = 0x4000_0000;
 const CBIT: u64 = 1 << 51;
 
-// APM vol. 2 §5.3.3, Figures 5-18 to 5-25.
+// AMD APM vol. 2 §5.4 "Page-Translation-Table Entry Fields".
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
 const PWT: u64 = 1 << 3;
@@ -284,7 +284,7 @@ fn entry(table: u64, index: u64) -> u64 {
     unsafe { ((table + 8 * index) as *const u64).read() }
 }
 
-/// Walks the raw tables as the CPU does (APM vol. 2 §5.3.3) and checks every non-leaf
+/// Walks the raw tables as the CPU does (APM vol. 2 §5.3) and checks every non-leaf
 /// entry on the way: present, writable, executable (NX clear, so the leaf decides), and
 /// private. Returns the leaf entry and its level (1 = PTE, 2 = PDE, 3 = PDPE).
 fn walk(pml4: u64, virt: u64) -> Option<(u64, u8)> {
