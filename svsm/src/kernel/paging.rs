@@ -288,17 +288,38 @@ pub fn translate(address: u64) -> Option<(u64, Flags)> {
 /// # Safety
 /// `phys` must be memory the caller owns, and `virt` must not be in use.
 pub unsafe fn map_page(virt: u64, phys: u64) -> Result<(), PagingError> {
+    // SAFETY: the caller's promise.
+    unsafe { map_4k(virt, phys, true) }
+}
+
+/// Maps the 4 KiB page at `virt` to `phys` without the C-bit (writable, no-execute):
+/// the alias through which the SVSM and the hypervisor share a page (a vCPU's GHCB, a
+/// #HV doorbell page). Without SEV it is an ordinary mapping.
+///
+/// # Safety
+/// As for [`map_page`]; under SEV-SNP `phys` must also have been made shared (PVALIDATE
+/// rescinded, page state change to shared) before anything accesses the alias.
+pub unsafe fn map_shared_page(virt: u64, phys: u64) -> Result<(), PagingError> {
+    // SAFETY: the caller's promise.
+    unsafe { map_4k(virt, phys, false) }
+}
+
+/// # Safety
+/// As for [`map_page`].
+unsafe fn map_4k(virt: u64, phys: u64, private: bool) -> Result<(), PagingError> {
     let mut guard = TABLES.lock();
     let tables = guard.as_mut().ok_or(PagingError::Map(virt))?;
     let mask = tables.mask;
     let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
-    let frame = PhysFrame::containing_address(PhysAddr::new(mask.private(phys)));
+    let address = if private { mask.private(phys) } else { phys };
+    let frame = PhysFrame::containing_address(PhysAddr::new(address));
     let flags = Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE;
     let mut frames = EncryptedFrames {
         frames: &mut HeapFrames,
         mask,
     };
-    // SAFETY: the caller owns `phys` and `virt` is unused.
+    // SAFETY: the caller owns `phys` and `virt` is unused; the entry follows AMD APM
+    // vol. 2 §5.4, with the C-bit (§7.10.1) only on a private mapping.
     unsafe {
         tables.table.map_to_with_table_flags(
             page,
@@ -311,6 +332,19 @@ pub unsafe fn map_page(virt: u64, phys: u64) -> Result<(), PagingError> {
     .ignore();
     invalidate(page.start_address());
     Ok(())
+}
+
+/// Whether the live tables map `address` through the C-bit (`None` if unmapped).
+pub fn is_private(address: u64) -> Option<bool> {
+    let guard = TABLES.lock();
+    let tables = guard.as_ref()?;
+    match tables.table.translate(VirtAddr::try_new(address).ok()?) {
+        TranslateResult::Mapped { frame, .. } => {
+            let mask = tables.mask.bits();
+            Some(mask != 0 && frame.start_address().as_u64() & mask == mask)
+        }
+        _ => None,
+    }
 }
 
 /// Unmaps the 4 KiB page at `virt` from the live tables.

@@ -30,6 +30,7 @@ pub const TESTS: &[(&str, Test)] = &[
         "paging_direct_map_aliases_ram",
         paging_direct_map_aliases_ram,
     ),
+    ("paging_shared_alias", paging_shared_alias),
 ];
 
 /// Two pages of address space no other test uses: the first mapped to a heap frame for
@@ -213,4 +214,47 @@ fn paging_direct_map_aliases_ram() -> Outcome {
     // SAFETY: allocated above with this layout.
     unsafe { dealloc(page, layout) };
     outcome
+}
+
+fn paging_shared_alias() -> Outcome {
+    const ALIAS: u64 = WINDOW + 16 * PAGE;
+    let layout = Layout::from_size_align(4096, 4096).map_err(|e| alloc::format!("{e}"))?;
+    // SAFETY: non-zero size; freed below once nothing maps it.
+    let frame = unsafe { alloc_zeroed(layout) };
+    ensure!(!frame.is_null(), "no page for the test");
+    ensure!(paging::translate(ALIAS).is_none(), "{ALIAS:#x} is in use");
+    // SAFETY: the frame is ours and ALIAS unused; without SEV nothing is shared.
+    let mapped = unsafe { paging::map_shared_page(ALIAS, frame as u64) };
+    let outcome = (|| {
+        mapped.map_err(|e| alloc::format!("map_shared_page: {e:?}"))?;
+        let (to, flags) = paging::translate(ALIAS).ok_or("the alias is not mapped")?;
+        ensure!(to == frame as u64, "alias -> {to:#x}, not the frame");
+        ensure!(
+            flags.contains(Flags::WRITABLE | Flags::NO_EXECUTE),
+            "alias flags {flags:?}"
+        );
+        // Without SEV no mapping carries a C-bit, shared or not.
+        ensure!(
+            paging::is_private(ALIAS) == Some(false)
+                && paging::is_private(frame as u64) == Some(false),
+            "a C-bit without SEV"
+        );
+        // SAFETY: ALIAS maps this test's frame.
+        unsafe { guest_copy::write(ALIAS as *mut u8, b"through the alias") }
+            .map_err(|e| alloc::format!("write through the alias: {e:?}"))?;
+        // SAFETY: the frame is ours, 4096 bytes.
+        let seen = unsafe { core::slice::from_raw_parts(frame, 17) };
+        ensure!(seen == b"through the alias", "the frame holds {seen:?}");
+        Ok(())
+    })();
+    let unmapped = paging::unmap_page(ALIAS);
+    // SAFETY: allocated above with this layout; unmapped (or never mapped).
+    unsafe { dealloc(frame, layout) };
+    outcome?;
+    ensure!(unmapped.is_ok(), "unmap: {unmapped:?}");
+    ensure!(
+        paging::translate(ALIAS).is_none(),
+        "still mapped after unmap"
+    );
+    Ok(())
 }
