@@ -106,6 +106,8 @@ pub enum PagingError {
     OutOfMemory,
     /// Mapping the page at this address failed.
     Map(#[allow(dead_code, reason = "read through Debug in the fatal message")] u64),
+    /// The C-bit lies outside a page-table entry's address field.
+    CbitPosition(#[allow(dead_code, reason = "read through Debug in the fatal message")] u8),
     /// The memory layout cannot be mapped.
     Plan(
         #[allow(dead_code, reason = "read through Debug in the fatal message")]
@@ -178,9 +180,12 @@ fn has_1g_pages() -> bool {
 pub fn init(info: &BootInfo, guards: &[u64], apic_base: Option<u64>) -> Result<(), PagingError> {
     let layout = image_layout();
     let cbit = svsm::arch::snp::early::cbit();
-    let mask = cbit
-        .and_then(EncryptionMask::from_cbit)
-        .unwrap_or(EncryptionMask::NONE);
+    let mask = match cbit {
+        None => EncryptionMask::NONE,
+        Some(position) => {
+            EncryptionMask::from_cbit(position).ok_or(PagingError::CbitPosition(position))?
+        }
+    };
     let mut identity: Vec<PhysRange> = info.ram().iter().map(phys_range).collect();
     if let Some(params) = info.igvm() {
         let svsm = params.svsm_range();
