@@ -143,4 +143,95 @@ mod tests {
         // The fill's fixup skips the success path's XOR, so the error survives.
         assert_eq!(entries[1].fixup, entries[1].insn + 2 + 2 + 1);
     }
+
+    /// Plays the kernel's dispatcher for a page fault in a host process: the same
+    /// table lookup and classification, the fixup written into the saved RIP and RAX.
+    #[cfg(target_os = "linux")]
+    mod host_faults {
+        use super::super::{extable, read, write, zero};
+        use crate::platform::MemoryError;
+
+        extern "C" fn on_fault(
+            _: libc::c_int,
+            _: *mut libc::siginfo_t,
+            context: *mut libc::c_void,
+        ) {
+            let context = context.cast::<libc::ucontext_t>();
+            // SAFETY: the kernel hands a SA_SIGINFO handler the interrupted context,
+            // which it restores on return.
+            let regs = unsafe { &mut (*context).uc_mcontext.gregs };
+            let rip = regs[libc::REG_RIP as usize] as u64;
+            let vector = regs[libc::REG_TRAPNO as usize] as u8;
+            let error = regs[libc::REG_ERR as usize] as u64;
+            match extable::resolve(extable::table(), vector, error, rip) {
+                Some((fixup, rax)) => {
+                    regs[libc::REG_RIP as usize] = fixup as i64;
+                    regs[libc::REG_RAX as usize] = rax as i64;
+                }
+                // Not a guarded access: fall back to the default action (a crash).
+                // SAFETY: resetting a signal's disposition is async-signal-safe.
+                None => unsafe {
+                    libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                },
+            }
+        }
+
+        #[test]
+        fn a_fault_resumes_at_the_fixup_with_the_error() {
+            const PAGE: usize = 4096;
+            // SAFETY: an anonymous private mapping of two pages, unmapped below.
+            let base = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    2 * PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(base, libc::MAP_FAILED);
+            let base = base.cast::<u8>();
+            let hole = base.wrapping_add(PAGE);
+            // SAFETY: the second page of our own mapping.
+            let protected = unsafe { libc::mprotect(hole.cast(), PAGE, libc::PROT_NONE) };
+            assert_eq!(protected, 0);
+            // SAFETY: a zeroed sigaction is valid; the handler and flags are set next.
+            let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
+            action.sa_sigaction = on_fault as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO;
+            // SAFETY: a zeroed sigaction for the previous disposition.
+            let mut previous: libc::sigaction = unsafe { core::mem::zeroed() };
+            // SAFETY: installs the handler above for SIGSEGV, restored below.
+            let installed = unsafe { libc::sigaction(libc::SIGSEGV, &action, &mut previous) };
+            assert_eq!(installed, 0);
+
+            let mut buf = [0u8; 16];
+            // SAFETY: the hole is our PROT_NONE page; nothing refers to it.
+            let faulted_read = unsafe { read(hole, &mut buf) };
+            // SAFETY: as above.
+            let faulted_write = unsafe { write(hole.wrapping_add(8), b"lost") };
+            // SAFETY: the tail of the readable page, then the hole.
+            let across = unsafe { write(base.wrapping_add(PAGE - 4), &[0xA5; 8]) };
+            // SAFETY: as above.
+            let faulted_zero = unsafe { zero(hole, PAGE) };
+            // SAFETY: the readable page.
+            let fine = unsafe { write(base, b"svsm") };
+            // SAFETY: the readable page, 4096 bytes.
+            let first = unsafe { core::slice::from_raw_parts(base, PAGE) }.to_vec();
+
+            // SAFETY: restores the previous disposition.
+            unsafe { libc::sigaction(libc::SIGSEGV, &previous, core::ptr::null_mut()) };
+            // SAFETY: our mapping, no longer used.
+            unsafe { libc::munmap(base.cast(), 2 * PAGE) };
+
+            assert_eq!(faulted_read, Err(MemoryError::NotMemory));
+            assert_eq!(faulted_write, Err(MemoryError::NotMemory));
+            assert_eq!(across, Err(MemoryError::NotMemory));
+            assert_eq!(&first[PAGE - 4..], &[0xA5; 4], "the mapped part was copied");
+            assert_eq!(faulted_zero, Err(MemoryError::NotMemory));
+            assert_eq!(fine, Ok(()));
+            assert_eq!(&first[..4], b"svsm");
+        }
+    }
 }
