@@ -17,6 +17,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::collections::BTreeMap;
 use svsm::address::{
     CheckedRange, GuestPhysAddr, GuestRegion, MemoryKind, MemoryLayout, PhysAddr, VmsaPage,
 };
@@ -26,16 +27,15 @@ use svsm::platform::{
 };
 use svsm::requests::{CallRegisters, RequestOutcome, Services, Svsm, SvsmConfig};
 use svsm::snp::cpuid::{CpuidEntry, CpuidPage};
-use svsm::snp::hypervisor::HvClient;
-use svsm::snp::launch::{launch_guest, GuestLaunch, LaunchSummary};
-use svsm::snp::secrets::SvsmSecrets;
 use svsm::snp::doorbell::{
     self, setup_doorbell, DoorbellPage, DoorbellReport, RestrictedInjection, VectorHooks,
 };
+use svsm::snp::hypervisor::HvClient;
+use svsm::snp::launch::{launch_guest, GuestLaunch, LaunchSummary};
+use svsm::snp::secrets::SvsmSecrets;
 use svsm::snp::vc::VcRegisters;
 use svsm::snp::vector::{handle_vector, InterruptConfig, VectorOutcome};
 use svsm::snp::{boot, GhcbTransport, SnpError, TerminateReason};
-use std::collections::BTreeMap;
 
 use svsm_protocol::ghcb::{
     Ghcb, GhcbField, HvFeatures, MsrRequest, MsrResponse, PageState, GHCB_PROTOCOL_VERSION,
@@ -321,7 +321,10 @@ impl EmulatedHypervisor {
                 Ok(s.hostility.doorbell_set_answer.unwrap_or(info2))
             }
             Some(DoorbellRequest::Query) => Ok(s.hostility.doorbell_query_answer.unwrap_or(
-                s.doorbells.get(&apic_id).copied().unwrap_or(NO_DOORBELL_PAGE),
+                s.doorbells
+                    .get(&apic_id)
+                    .copied()
+                    .unwrap_or(NO_DOORBELL_PAGE),
             )),
             Some(DoorbellRequest::Clear) => {
                 s.doorbells.remove(&apic_id);
@@ -336,7 +339,11 @@ impl EmulatedHypervisor {
 
     /// The #HV doorbell pages registered, per APIC ID.
     pub fn registered_doorbells(&self) -> Vec<(u32, u64)> {
-        self.lock().doorbells.iter().map(|(&a, &g)| (a, g)).collect()
+        self.lock()
+            .doorbells
+            .iter()
+            .map(|(&a, &g)| (a, g))
+            .collect()
     }
 
     /// Every doorbell NAE request the SVSM made: APIC ID, request (`sw_exit_info_1`).
@@ -375,8 +382,7 @@ impl EmulatedHypervisor {
     /// but #HV (28) when the vCPU runs with restricted injection.
     pub fn inject(&self, apic_id: u32, vector: u8) -> Result<(), InjectionRefused> {
         let mut s = self.lock();
-        if s
-            .svsm_features
+        if s.svsm_features
             .is_some_and(|f| f.contains(SevFeatures::RESTRICTED_INJECTION))
             && vector != svsm::snp::vector::VECTOR_HV
         {
@@ -389,11 +395,14 @@ impl EmulatedHypervisor {
     /// Takes the injections pending for `apic_id`, oldest first.
     pub fn take_injections(&self, apic_id: u32) -> Vec<u8> {
         let mut s = self.lock();
-        let (mine, rest): (Vec<(u32, u8)>, Vec<(u32, u8)>) = core::mem::take(&mut s.injections)
-            .into_iter()
-            .partition(|(a, _)| *a == apic_id);
-        s.injections = rest;
-        mine.into_iter().map(|(_, v)| v).collect()
+        let mut mine = Vec::new();
+        s.injections.retain(|&(id, vector)| {
+            if id == apic_id {
+                mine.push(vector);
+            }
+            id != apic_id
+        });
+        mine
     }
 }
 
@@ -989,7 +998,11 @@ impl SnpMachine {
     /// with a made-up exit code (0x400) and junk at RIP; a #HV under restricted
     /// injection processes the doorbell (`interruptible` is the interrupted RFLAGS.IF).
     /// A fatal outcome sends the termination request the kernel would send.
-    pub fn deliver(&self, apic_id: u32, interruptible: bool) -> Vec<(u8, Result<Delivery, SnpError>)> {
+    pub fn deliver(
+        &self,
+        apic_id: u32,
+        interruptible: bool,
+    ) -> Vec<(u8, Result<Delivery, SnpError>)> {
         let Some((config, (_, client))) = self
             .interrupt_config(apic_id)
             .zip(self.platform.clients.iter().find(|(id, _)| *id == apic_id))
@@ -1021,12 +1034,9 @@ impl SnpMachine {
                 )
                 .and_then(|outcome| {
                     let doorbell = match (outcome, &page) {
-                        (VectorOutcome::Doorbell, Some(page)) => Some(doorbell::process(
-                            page,
-                            interruptible,
-                            &self.hooks,
-                            client,
-                        )?),
+                        (VectorOutcome::Doorbell, Some(page)) => {
+                            Some(doorbell::process(page, interruptible, &self.hooks, client)?)
+                        }
                         _ => None,
                     };
                     Ok(Delivery { outcome, doorbell })

@@ -582,7 +582,10 @@ mod tests {
     #[test]
     fn hooks_register_once_per_external_vector() {
         let hooks = VectorHooks::new();
-        assert_eq!(hooks.register(28, hook_nop), Err(HookError::NotExternal(28)));
+        assert_eq!(
+            hooks.register(28, hook_nop),
+            Err(HookError::NotExternal(28))
+        );
         assert_eq!(hooks.register(0xF0, hook_nop), Ok(()));
         assert_eq!(hooks.register(0xF0, hook_nop), Err(HookError::Taken(0xF0)));
         for v in 0..(HOOK_SLOTS as u8 - 1) {
@@ -626,7 +629,8 @@ mod tests {
         hooks.register(0xF1, hook_a).unwrap();
         let client = hv(|_| {});
         let page = TestPage::default();
-        page.word.store(PENDING_NO_FURTHER_SIGNAL | 0xF1, Ordering::SeqCst);
+        page.word
+            .store(PENDING_NO_FURTHER_SIGNAL | 0xF1, Ordering::SeqCst);
         let before = HOOK_A.load(Ordering::SeqCst);
         let report = process(&page, true, &hooks, &client).unwrap();
         assert_eq!(HOOK_A.load(Ordering::SeqCst) - before, 0xF1);
@@ -674,7 +678,10 @@ mod tests {
         assert!(calls(&client).is_empty(), "no GHCB use while deferring");
         // Once interruptible, the vector is taken (dropped: no hook) and acknowledged.
         let report = process(&page, true, &hooks, &client).unwrap();
-        assert_eq!((report.dropped, report.eois, report.deferred), (1, 1, false));
+        assert_eq!(
+            (report.dropped, report.eois, report.deferred),
+            (1, 1, false)
+        );
     }
 
     #[test]
@@ -731,10 +738,7 @@ mod tests {
                         if interruptible {
                             assert_eq!(page.word.load(Ordering::SeqCst), 0);
                             assert_eq!(r.dispatched, u32::from(e.vector == 0xF2));
-                            assert_eq!(
-                                r.dropped,
-                                u32::from(e.vector != 0 && e.vector != 0xF2)
-                            );
+                            assert_eq!(r.dropped, u32::from(e.vector != 0 && e.vector != 0xF2));
                             assert_eq!(r.eois, u32::from(e.vector >= 32));
                         } else {
                             assert_eq!(r.deferred, e.vector != 0);
