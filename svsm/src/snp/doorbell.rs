@@ -172,10 +172,26 @@ pub trait DoorbellPage {
     fn reset(&self);
 }
 
+impl RestrictedInjection {
+    /// Whether a doorbell is to be registered; logs the unannounced case.
+    pub fn wants_doorbell(self) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Negotiated => true,
+            Self::Unannounced => {
+                log::warn!(
+                    "snp: restricted injection is active but the hypervisor does not announce it (GHCB HV feature bit 2): no #HV doorbell, no interrupts"
+                );
+                false
+            }
+        }
+    }
+}
+
 /// Sets up this vCPU's doorbell at `gpa` when restricted injection is negotiated:
-/// rescinded and made shared, zeroed (`page` is its shared mapping), registered, and the
-/// registration read back. Returns whether a doorbell is now registered; with
-/// `Off`/`Unannounced` nothing is touched and nothing is asked.
+/// rescinded and made shared, then [`register_doorbell`] (`page` is its shared
+/// mapping). Returns whether a doorbell is now registered; with `Off`/`Unannounced`
+/// nothing is touched and nothing is asked.
 pub fn setup_doorbell<P: Platform, T: GhcbTransport, D: DoorbellPage>(
     platform: &P,
     hv: &HvClient<T>,
@@ -183,34 +199,36 @@ pub fn setup_doorbell<P: Platform, T: GhcbTransport, D: DoorbellPage>(
     gpa: u64,
     page: &D,
 ) -> Result<bool, SnpError> {
-    match mode {
-        RestrictedInjection::Off => return Ok(false),
-        RestrictedInjection::Unannounced => {
-            log::warn!(
-                "snp: restricted injection is active but the hypervisor does not announce it (GHCB HV feature bit 2): no #HV doorbell, no interrupts"
-            );
-            return Ok(false);
-        }
-        RestrictedInjection::Negotiated => {}
+    if !mode.wants_doorbell() {
+        return Ok(false);
     }
     if gpa % PAGE_SIZE != 0 {
         return Err(DoorbellError::BadPage(gpa).into());
     }
     make_shared(platform, hv, gpa)?;
+    register_doorbell(hv, gpa, page)?;
+    Ok(true)
+}
+
+/// Registers the already shared page at `gpa` (`page` its shared mapping): zeroed,
+/// SET, and QUERY must return it.
+pub fn register_doorbell<T: GhcbTransport, D: DoorbellPage>(
+    hv: &HvClient<T>,
+    gpa: u64,
+    page: &D,
+) -> Result<(), DoorbellError> {
     page.reset();
     hv.set_doorbell(gpa)?;
     match hv.query_doorbell()? {
-        Some(got) if got == gpa => {}
-        other => {
-            return Err(DoorbellError::QueryMismatch {
-                expected: gpa,
-                got: other.unwrap_or(NO_DOORBELL_PAGE),
-            }
-            .into())
+        Some(got) if got == gpa => {
+            log::info!("snp: #HV doorbell at {gpa:#x} registered (restricted injection)");
+            Ok(())
         }
+        other => Err(DoorbellError::QueryMismatch {
+            expected: gpa,
+            got: other.unwrap_or(NO_DOORBELL_PAGE),
+        }),
     }
-    log::info!("snp: #HV doorbell at {gpa:#x} shared and registered (restricted injection)");
-    Ok(true)
 }
 
 /// A handler for an external vector: runs in interrupt context and must not take locks
