@@ -15,9 +15,9 @@
 //!
 //! Under SEV-SNP every private entry carries the C-bit the entry found in the CPUID
 //! page, the guest's memory is not identity mapped at all, and the pages shared with the
-//! hypervisor (the GHCB and the PSP message pages) keep their aliases without the
-//! C-bit. Table pages come from the heap. After a change to the live tables,
-//! [`invalidate`] is the one place that flushes the translation.
+//! hypervisor (the GHCB, the PSP message pages, the #HV doorbell) keep their aliases
+//! without the C-bit. Table pages come from the heap. After a change to the live
+//! tables, [`invalidate`] is the one place that flushes the translation.
 //!
 //! [`SnpPlatform`]: svsm::platform::snp::SnpPlatform
 #![allow(unsafe_code, reason = "installs page tables and reads linker symbols")]
@@ -201,6 +201,8 @@ pub fn init(info: &BootInfo, guards: &[u64], apic_base: Option<u64>) -> Result<(
         for (page, alias) in svsm::arch::snp::early::message_page_addresses() {
             shared.push((alias as u64, page));
         }
+        let (doorbell, alias) = svsm::arch::snp::early::doorbell_page_addresses();
+        shared.push((alias as u64, doorbell));
     }
     let direct = direct_ranges(info);
     let mmio: Vec<u64> = apic_base.into_iter().collect();

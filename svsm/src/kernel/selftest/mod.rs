@@ -5,6 +5,7 @@
 //! `cargo xtask test` boots the kernel this way and checks the exit status.
 
 mod guest_memory;
+mod idt_gates;
 mod machine;
 mod runtime;
 mod tpm_sequence;
@@ -50,6 +51,7 @@ pub fn run(service: &mut Service<LibTpms>) -> ExitCode {
         .iter()
         .chain(runtime::TESTS)
         .chain(guest_memory::TESTS)
+        .chain(idt_gates::TESTS)
     {
         report(name, test());
     }
