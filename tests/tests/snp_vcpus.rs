@@ -331,8 +331,11 @@ fn a_second_create_vcpu_with_the_same_vmsa_is_refused_and_changes_nothing() {
 
 #[test]
 fn duplicate_apic_ids_in_the_parameters_end_the_boot_with_the_launch_reason() {
+    // Without restricted injection (no per-vCPU #HV doorbell to register first), so
+    // the SVSM vCPU plan is what sees the duplicate.
     let failure = SnpMachine::boot(SnpMachineConfig {
         apic_ids: vec![0, 1, 1],
+        sev_status: 0b1000_0111,
         ..Default::default()
     })
     .unwrap_err();

@@ -21,5 +21,7 @@ pub mod rmp;
 pub mod system;
 pub mod vcpus;
 
-pub use machine::{Backing, CallReturn, EmulatedSnp, GuestFault, MachineSnapshot, VcpuMode};
+pub use machine::{
+    Backing, CallReturn, EmulatedSnp, GuestFault, HostChange, HostRace, MachineSnapshot, VcpuMode,
+};
 pub use system::{EmulatedSystem, LaunchConfig, LaunchError, LaunchInfo, SharedSnp};

@@ -9,7 +9,9 @@
 pub mod ap_entry;
 #[cfg(target_os = "none")]
 pub mod entry;
+pub mod extable;
 pub mod fpu;
+pub mod guest_copy;
 #[cfg(target_os = "none")]
 pub mod interrupts;
 pub mod io;

@@ -152,12 +152,11 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     let mut guards = alloc::vec![stack.guard];
     guards.extend(gdt::guard_pages());
     guards.extend(smp::guard_pages());
-    // Under SEV-SNP the entry's tables (with the C-bit and the GHCB alias) stay, and the
-    // xAPIC's MMIO would need #VC MMIO emulation: both are left out for now.
+    // Under SEV-SNP the xAPIC's MMIO would need #VC MMIO emulation: left out for now.
+    if let Err(e) = paging::init(&info, &guards, (!snp).then(apic::base)) {
+        terminate(format_args!("cannot build the page tables: {e:?}"));
+    }
     if !snp {
-        if let Err(e) = paging::init(info.ram(), &guards, apic::base()) {
-            terminate(format_args!("cannot build the page tables: {e:?}"));
-        }
         apic::init();
         smp::start_aps();
     }

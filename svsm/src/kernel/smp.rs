@@ -33,7 +33,7 @@ use svsm::smp::{SmpError, CPUS, MAX_CPUS};
 use x86_64::registers::control::Cr3;
 
 use super::gdt::{IST_STACKS, IST_STACK_SIZE, PAGE};
-use super::{apic, enable_sse, gdt, idt, percpu, time};
+use super::{apic, enable_sse, gdt, idt, paging, percpu, time};
 
 /// Bytes of an AP's kernel stack.
 pub const AP_STACK_SIZE: usize = 128 * 1024;
@@ -288,12 +288,31 @@ fn snp_init(index: usize) {
     enable_sse();
 }
 
+/// Where the SVSM vCPUs' GHCB aliases are mapped: GPA + this (PML4 slot 0x1F0, which
+/// the page-table plan leaves unused; the direct map ends at slot 383).
+const SHARED_ALIAS_BASE: u64 = 0xFFFF_F800_0000_0000;
+
+/// SEV-SNP, on the boot vCPU: the shared (C-bit-free) alias of an SVSM vCPU's GHCB.
+fn snp_map_shared(gpa: u64) -> Option<u64> {
+    if gpa % PAGE as u64 != 0 || gpa >= 1 << 39 {
+        return None;
+    }
+    let va = SHARED_ALIAS_BASE + gpa;
+    // SAFETY: `gpa` is a heap page the vCPU plan took for this vCPU's GHCB (nothing
+    // else uses it), the alias region is unused, and the vCPU makes the page shared
+    // before it touches the alias (paging::map_shared_page's contract).
+    unsafe { paging::map_shared_page(va, gpa) }
+        .ok()
+        .map(|()| va)
+}
+
 /// Hands the SEV-SNP runtime the kernel's per-CPU set-up for SVSM vCPUs.
 pub fn register_snp_hooks() {
     svsm::platform::snp::runtime::vcpus::set_cpu_hooks(
         svsm::platform::snp::runtime::vcpus::CpuHooks {
             prepare: snp_prepare,
             init: snp_init,
+            map_shared: snp_map_shared,
         },
     );
 }

@@ -436,19 +436,6 @@ mod kernel {
         CPUS.service(this_cpu(), &TLB);
     }
 
-    /// Delivers `vector` that arrived another way than as an interrupt (the #HV
-    /// doorbell under restricted injection, where the hypervisor can only inject #HV
-    /// and posts the pending vector in the doorbell page). Returns whether it was the
-    /// SVSM's own IPI vector (handled here); the caller does the doorbell's
-    /// end-of-interrupt handling.
-    pub fn deliver_vector(vector: u8) -> bool {
-        if vector != super::IPI_VECTOR {
-            return false;
-        }
-        handle_ipi();
-        true
-    }
-
     /// Whether this CPU can invalidate every CPU's TLB with INVLPGB.
     pub fn broadcast_invalidation() -> bool {
         TLB.invlpgb().is_some()
@@ -457,8 +444,7 @@ mod kernel {
 
 #[cfg(target_os = "none")]
 pub use kernel::{
-    broadcast_invalidation, call, deliver_vector, handle_ipi, set_ipi_sender, shootdown, this_cpu,
-    TLB,
+    broadcast_invalidation, call, handle_ipi, set_ipi_sender, shootdown, this_cpu, TLB,
 };
 
 #[cfg(test)]

@@ -10,10 +10,8 @@
 //!
 //! A vCPU's GHCB is a page of SVSM memory that the vCPU itself rescinds (PVALIDATE),
 //! makes shared (GHCB MSR page state change) and registers (GHCB MSR protocol 0x012),
-//! as GHCB spec 56421 (GHCB GPA registration) requires of every vCPU; the boot vCPU maps its shared
-//! alias beforehand in a region of the address space this file owns
-//! ([`ALIAS_BASE`], PML4 slot 0x1F0): a new 4 KiB mapping without the C-bit, so no
-//! existing translation changes.
+//! as GHCB spec 56421 (GHCB GPA registration) requires of every vCPU; the boot vCPU
+//! has the kernel map its shared alias beforehand ([`CpuHooks::map_shared`]).
 //!
 //! Between two turns of its loop every vCPU runs [`between_calls`]: the TLB shootdown
 //! an RMPADJUST asked for, and a short interrupt window for the other vCPUs' IPIs.
@@ -27,7 +25,7 @@ use alloc::alloc::{alloc_zeroed, Layout};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use spin::{Mutex, Once};
+use spin::Once;
 use svsm_protocol::ghcb::PageState;
 use svsm_protocol::vmsa::SevFeatures;
 use x86_64::registers::control::{Cr0, Cr3, Cr4};
@@ -44,15 +42,6 @@ use crate::snp::hypervisor::HvClient;
 use crate::snp::svsm_vcpus::{self, ApRegisters, SvsmMemory};
 use crate::snp::SnpError;
 
-/// Where the shared aliases of the vCPUs' GHCB pages are mapped (GPA + this): PML4
-/// slot 0x1F0, unused by the rest of the kernel.
-pub const ALIAS_BASE: u64 = 0xFFFF_F800_0000_0000;
-const ALIAS_SPAN: u64 = 1 << 39;
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const HUGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
-const ADDRESS_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 /// EFER as the entry set it: LME and NXE (LMA and SVME are added by the VMSA builder).
 const KERNEL_EFER: u64 = (1 << 8) | (1 << 11);
 /// Spins the boot vCPU waits for one vCPU to report.
@@ -67,6 +56,10 @@ pub struct CpuHooks {
     pub prepare: fn(usize, u32) -> Option<(u64, u64)>,
     /// On the new vCPU, first: its own GDT and TSS (IST stacks), the IDT, SSE.
     pub init: fn(usize),
+    /// On the boot vCPU: maps the page at this GPA without the C-bit (the vCPU's
+    /// GHCB, which the vCPU makes shared before it touches the alias); returns the
+    /// alias's address.
+    pub map_shared: fn(u64) -> Option<u64>,
 }
 
 static HOOKS: Once<CpuHooks> = Once::new();
@@ -102,7 +95,6 @@ static SLOTS: [Slot; MAX_CPUS] = [const { Slot::new() }; MAX_CPUS];
 /// names its slot.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static SVSM: Once<&'static Svsm<SnpPlatform>> = Once::new();
-static ALIASES: Mutex<()> = Mutex::new(());
 /// An RMPADJUST reduced a lower VMPL's access since the last flush.
 static FLUSH_PENDING: AtomicBool = AtomicBool::new(false);
 
@@ -147,49 +139,8 @@ pub fn current_hv() -> Option<&'static HvClient<ArchGhcb>> {
     SLOTS.get(index)?.client.get()
 }
 
-/// Maps `gpa` shared (no C-bit) at `ALIAS_BASE + gpa` in the live page tables.
-fn map_shared(gpa: u64, cbit: u8) -> Option<u64> {
-    if gpa % PAGE_SIZE != 0 || gpa >= ALIAS_SPAN {
-        return None;
-    }
-    let _guard = ALIASES.lock();
-    let c = 1u64 << cbit;
-    let mask = ADDRESS_MASK & !c;
-    let va = ALIAS_BASE + gpa;
-    let (pml4, _) = Cr3::read_raw();
-    let mut table = pml4.start_address().as_u64() & mask;
-    for shift in [39u64, 30, 21] {
-        let index = ((va >> shift) & 511) as usize;
-        let slot = (table as *mut u64).wrapping_add(index);
-        // SAFETY: `table` is a page-table page of the live tables (identity mapped
-        // with the C-bit, as the entry built them and this function adds them); only
-        // the boot vCPU edits them, under ALIASES, before the other vCPUs exist.
-        let entry = unsafe { slot.read_volatile() };
-        if entry & PRESENT == 0 {
-            let layout = Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;
-            // SAFETY: a non-zero layout; the page becomes a page table for good.
-            let page = unsafe { alloc_zeroed(layout) } as u64;
-            if page == 0 {
-                return None;
-            }
-            // SAFETY: as above; a new table (AMD APM vol. 2 "Long-Mode Page Translation":
-            // present, writable; the C-bit set since the table page is private, SEV
-            // "Encrypt Memory").
-            unsafe { slot.write_volatile(page | c | PRESENT | WRITABLE) };
-            table = page;
-        } else if entry & HUGE != 0 {
-            return None;
-        } else {
-            table = entry & mask;
-        }
-    }
-    let leaf = (table as *mut u64).wrapping_add(((va >> 12) & 511) as usize);
-    // SAFETY: the last-level table of the alias region; the entry maps the page
-    // without the C-bit, i.e. shared (APM vol. 2 SEV "Encrypt Memory"), never executable. It was
-    // not present before, so no CPU holds a translation to invalidate.
-    unsafe { leaf.write_volatile(gpa | PRESENT | WRITABLE | NO_EXECUTE) };
-    crate::arch::tlb::invlpg(va);
-    Some(va)
+fn ipi_hook(_vector: u8) {
+    crate::smp::handle_ipi();
 }
 
 /// SVSM memory through the identity map (private, validated).
@@ -226,6 +177,11 @@ pub fn start(svsm: &'static Svsm<SnpPlatform>, apic_ids: &[u32], bsp: u32) {
     };
     SVSM.call_once(|| svsm);
     crate::smp::set_ipi_sender(&crate::arch::x2apic::X2ApicIpi);
+    // The SVSM's IPIs arrive as a hooked external vector: injected directly, or posted
+    // in the #HV doorbell under restricted injection; the delivering path sends the EOI.
+    if let Err(e) = super::register_vector(crate::smp::IPI_VECTOR, ipi_hook) {
+        log::warn!("snp: no hook for the IPI vector ({e:?}): shootdowns need INVLPGB");
+    }
     match CPUS
         .register(bsp)
         .and_then(|i| CPUS.set_online(i).map(|()| i))
@@ -254,7 +210,7 @@ pub fn start(svsm: &'static Svsm<SnpPlatform>, apic_ids: &[u32], bsp: u32) {
                 vcpu.index,
             )))
         };
-        let Some(alias) = map_shared(vcpu.ghcb, rt.start.cbit) else {
+        let Some(alias) = (hooks.map_shared)(vcpu.ghcb) else {
             die(SnpError::Memory(vcpu.ghcb, MemoryError::NotMemory))
         };
         let slot = &SLOTS[vcpu.index];
