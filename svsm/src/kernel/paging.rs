@@ -263,13 +263,27 @@ pub fn init(info: &BootInfo, guards: &[u64], apic_base: Option<u64>) -> Result<(
     Ok(())
 }
 
-/// The one place the kernel drops a stale translation after changing the live tables
-/// (a mapping added, changed or removed): on this CPU and, once other CPUs run on
-/// these tables, on every CPU before it returns (`svsm::smp::shootdown`: INVLPGB or
-/// IPIs with acknowledgements; a CPU that cannot be reached ends the SVSM, since it
-/// could keep using the old translation). Called without the tables' lock: another
-/// CPU may be waiting for it with interrupts masked.
-fn invalidate(virt: VirtAddr) {
+/// Which CPUs may hold a translation that a change to the live tables made stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    /// A mapping was added where there was none: no CPU caches a not-present entry,
+    /// so this CPU's flush is enough.
+    ThisCpu,
+    /// A mapping was removed or changed: any CPU may still hold it.
+    AllCpus,
+}
+
+/// The one place the kernel drops a stale translation after changing the live tables:
+/// on this CPU and, when a mapping was removed or changed, on every CPU before it
+/// returns (`svsm::smp::shootdown`: INVLPGB or IPIs with acknowledgements; a CPU that
+/// cannot be reached ends the SVSM, since it could keep using the old translation).
+/// Called without the tables' lock: another CPU may be waiting for it with interrupts
+/// masked.
+fn invalidate(virt: VirtAddr, stale: Stale) {
+    if stale == Stale::ThisCpu {
+        x86_64::instructions::tlb::flush(virt);
+        return;
+    }
     let request = svsm::smp::tlb::FlushRequest::Pages {
         start: virt.as_u64(),
         count: 1,
@@ -346,7 +360,8 @@ unsafe fn map_4k(virt: u64, phys: u64, private: bool) -> Result<(), PagingError>
     }?
     .ignore();
     drop(guard);
-    invalidate(page.start_address());
+    // `map_to` refuses a page that is already mapped: this only adds a translation.
+    invalidate(page.start_address(), Stale::ThisCpu);
     Ok(())
 }
 
@@ -373,6 +388,6 @@ pub fn unmap_page(virt: u64) -> Result<(), UnmapError> {
     let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
     tables.table.unmap(page).map(|(_, flush)| flush.ignore())?;
     drop(guard);
-    invalidate(page.start_address());
+    invalidate(page.start_address(), Stale::AllCpus);
     Ok(())
 }
