@@ -13,6 +13,10 @@
 //! as GHCB spec 56421 (GHCB GPA registration) requires of every vCPU; the boot vCPU
 //! has the kernel map its shared alias beforehand ([`CpuHooks::map_shared`]).
 //!
+//! Under restricted injection each vCPU also registers its own #HV doorbell page (the
+//! runtime's handler finds it through [`ap_doorbell`]), since the hypervisor can then
+//! only post the SVSM's IPI vector there.
+//!
 //! Between two turns of its loop every vCPU runs [`between_calls`]: the TLB shootdown
 //! an RMPADJUST asked for, and a short interrupt window for the other vCPUs' IPIs.
 //!
@@ -76,6 +80,9 @@ struct Slot {
     ghcb_alias: AtomicU64,
     client: Once<HvClient<ArchGhcb>>,
     online: AtomicBool,
+    doorbell_gpa: AtomicU64,
+    doorbell_alias: AtomicU64,
+    doorbell: Once<super::doorbell::ArchDoorbell>,
 }
 
 impl Slot {
@@ -86,6 +93,9 @@ impl Slot {
             ghcb_alias: AtomicU64::new(0),
             client: Once::new(),
             online: AtomicBool::new(false),
+            doorbell_gpa: AtomicU64::new(0),
+            doorbell_alias: AtomicU64::new(0),
+            doorbell: Once::new(),
         }
     }
 }
@@ -112,7 +122,7 @@ pub fn request_flush() {
 /// pending TLB shootdown (INVLPGB/TLBSYNC where CPUID reports them, else IPIs and
 /// acknowledgements; a vCPU that never answers ends the SVSM), then a one-instruction
 /// interrupt window in which IPIs from other vCPUs are taken (`STI; NOP; CLI`: no GHCB
-/// call and no mailbox is in progress here).
+/// call and no mailbox is in progress here), after the #HV doorbell was polled.
 pub fn between_calls() {
     if FLUSH_PENDING.swap(false, Ordering::AcqRel) {
         if let Err(e) = crate::smp::shootdown(crate::smp::tlb::FlushRequest::All) {
@@ -121,6 +131,8 @@ pub fn between_calls() {
             }
         }
     }
+    // Under restricted injection an IPI may sit in the doorbell without a #HV yet.
+    super::poll_doorbell();
     x86_64::instructions::interrupts::enable();
     x86_64::instructions::nop();
     x86_64::instructions::interrupts::disable();
@@ -137,6 +149,18 @@ pub fn current_hv() -> Option<&'static HvClient<ArchGhcb>> {
         return None;
     }
     SLOTS.get(index)?.client.get()
+}
+
+/// The #HV doorbell of the vCPU running this: `None` on the boot vCPU (whose doorbell
+/// the runtime keeps), `Some(None)` on a vCPU without one.
+pub(super) fn ap_doorbell() -> Option<Option<&'static super::doorbell::ArchDoorbell>> {
+    if !ACTIVE.load(Ordering::Acquire) {
+        return None;
+    }
+    match crate::smp::this_cpu() {
+        0 => None,
+        index => Some(SLOTS.get(index).and_then(|s| s.doorbell.get())),
+    }
 }
 
 fn ipi_hook(_vector: u8) {
@@ -216,6 +240,18 @@ pub fn start(svsm: &'static Svsm<SnpPlatform>, apic_ids: &[u32], bsp: u32) {
         let slot = &SLOTS[vcpu.index];
         slot.apic_id.store(vcpu.apic_id, Ordering::Relaxed);
         slot.ghcb_gpa.store(vcpu.ghcb, Ordering::Relaxed);
+        if rt.interrupts.restricted_injection {
+            // Its own #HV doorbell page (GHCB spec 56421, "#HV Doorbell Page"): with
+            // restricted injection the hypervisor can only post the IPI vector there.
+            let page = heap_page().unwrap_or_else(|| {
+                die(SnpError::SvsmVcpus(svsm_vcpus::VcpuPlanError::OutOfMemory))
+            });
+            let Some(doorbell_alias) = (hooks.map_shared)(page) else {
+                die(SnpError::Memory(page, MemoryError::NotMemory))
+            };
+            slot.doorbell_gpa.store(page, Ordering::Relaxed);
+            slot.doorbell_alias.store(doorbell_alias, Ordering::Relaxed);
+        }
         slot.ghcb_alias.store(alias, Ordering::Release);
         let regs = ApRegisters {
             rip: crate::arch::ap_entry::snp_entry_address(),
@@ -288,6 +324,26 @@ extern "C" fn snp_ap_main(index: u64) -> ! {
         fail(&hv, &e)
     }
     let hv = slot.client.call_once(|| hv);
+    let doorbell = slot.doorbell_gpa.load(Ordering::Relaxed);
+    if doorbell != 0 {
+        let va = slot.doorbell_alias.load(Ordering::Relaxed) as usize;
+        // SAFETY: the doorbell page (SVSM heap, identity mapped private) is unused;
+        // rescinding it only makes the private mapping unusable.
+        if let Err(e) = unsafe { pvalidate(doorbell, PageSize::Size4K, false) } {
+            fail(hv, &SnpError::Pvalidate(doorbell, e))
+        }
+        if let Err(e) = hv.page_state_change(doorbell / PAGE_SIZE, PageState::Shared) {
+            fail(hv, &e)
+        }
+        // SAFETY: `va` is the kernel's shared alias of that page (map_shared), used for
+        // nothing else, and the page is shared now.
+        match unsafe { super::doorbell::register_on_this_vcpu(hv, doorbell, va) } {
+            Ok(page) => {
+                slot.doorbell.call_once(|| page);
+            }
+            Err(e) => fail(hv, &e),
+        }
+    }
     if CPUS.set_online(index).is_err() {
         fail(hv, &SnpError::TlbShootdown(SmpError::UnknownCpu(index)))
     }
