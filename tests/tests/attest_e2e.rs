@@ -305,6 +305,76 @@ fn an_ecc_attestation_key_verifies() {
     assert_eq!(rejected(&policy(b), challenge, &e), Error::QuoteSignature);
 }
 
+/// The verifier's MakeCredential for an ECC endorsement key (template L-2, NIST P-256):
+/// one-pass ECDH and KDFe, opened by the engine's ActivateCredential; a challenge sealed
+/// to the ECC EK opens nowhere else, and a tampered ephemeral point or HMAC is refused.
+#[test]
+fn an_ecc_endorsement_key_activates_a_credential() {
+    let world = World::new();
+    let rng = &mut getrandom_sys_rng::SysRng;
+    let ecc_ek = world.create_primary(&vtpm::EkTemplate::EccL2.public_template());
+    let ek = tpm::Public::parse(&ecc_ek.public).unwrap();
+    assert_eq!(
+        (ek.kind, ek.ecc.as_ref().map(|e| e.0)),
+        (tpm::ALG_ECC, Some(tpm::ECC_NIST_P256))
+    );
+    let ak = world.create_primary(&ak_template(true, &[]));
+
+    let challenge = Challenge::new(rng, &ecc_ek.public, &ak.public).unwrap();
+    // The encrypted secret is the ephemeral point: TPM2B { TPM2B x, TPM2B y }, 32 bytes each.
+    assert_eq!(challenge.blob.encrypted_secret.len(), 2 + 2 + 32 + 2 + 32);
+    let activated = world
+        .activate_credential(
+            ak.handle,
+            ecc_ek.handle,
+            &challenge.blob.id_object,
+            &challenge.blob.encrypted_secret,
+        )
+        .expect("the vTPM activates a credential made for its ECC EK");
+    assert_eq!(activated, challenge.secret());
+
+    // Each challenge draws a fresh ephemeral key.
+    let again = Challenge::new(rng, &ecc_ek.public, &ak.public).unwrap();
+    assert_ne!(again.blob.encrypted_secret, challenge.blob.encrypted_secret);
+
+    // The ephemeral point moved off the curve: the TPM refuses it.
+    let mut off_curve = challenge.blob.encrypted_secret.clone();
+    off_curve[5] ^= 0x01;
+    assert!(world
+        .activate_credential(
+            ak.handle,
+            ecc_ek.handle,
+            &challenge.blob.id_object,
+            &off_curve
+        )
+        .is_err());
+    // The outer HMAC altered: the integrity check fails.
+    let mut bad_hmac = challenge.blob.id_object.clone();
+    bad_hmac[5] ^= 0x01;
+    assert!(world
+        .activate_credential(
+            ak.handle,
+            ecc_ek.handle,
+            &bad_hmac,
+            &challenge.blob.encrypted_secret
+        )
+        .is_err());
+    world.flush(ecc_ek.handle);
+
+    // The same blob against the RSA EK (another key type altogether) opens nothing.
+    let rsa_ek = world.create_ek();
+    assert!(world
+        .activate_credential(
+            ak.handle,
+            rsa_ek.handle,
+            &challenge.blob.id_object,
+            &challenge.blob.encrypted_secret,
+        )
+        .is_err());
+    world.flush(rsa_ek.handle);
+    world.flush(ak.handle);
+}
+
 #[test]
 fn single_service_evidence_verifies() {
     let b = bundle();
