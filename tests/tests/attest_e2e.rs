@@ -214,8 +214,9 @@ fn save_for_the_cli(b: &Bundle) {
     let chain = test_chain(&EmulatedPsp::default().vcek_public_key()).unwrap();
     let nonce = hex_string(&b.nonce);
     let challenge = b.challenge.to_text();
-    let files: [(&str, &[u8]); 12] = [
+    let files: [(&str, &[u8]); 13] = [
         ("certs.bin", &b.certificates),
+        ("single-manifest.bin", &b.single.1),
         ("report.bin", &b.report),
         ("manifest.bin", &b.manifest),
         ("nonce.hex", nonce.as_bytes()),

@@ -45,6 +45,9 @@ pub const TPM_GENERATED_VALUE: u32 = 0xFF54_4347;
 /// TPM_ST_ATTEST_QUOTE.
 pub const ST_ATTEST_QUOTE: u16 = 0x8018;
 
+/// Largest PCR selection bitmap a quote may carry: 256 PCRs, the most a u8 index names.
+pub const MAX_PCR_SELECT: usize = 32;
+
 /// TPMA_OBJECT bits.
 pub mod attr {
     /// fixedTPM.
@@ -471,6 +474,13 @@ impl Quote {
         for _ in 0..count {
             let hash_alg = r.u16()?;
             let size = r.u8()?;
+            // PCR indices are u8: a bitmap of more than 32 bytes names PCRs that cannot
+            // exist (a TPM's own bitmap is PCR_SELECT_MAX bytes, 3 for 24 PCRs).
+            if usize::from(size) > MAX_PCR_SELECT {
+                return Err(Error::TpmFormat(
+                    "PCR selection bitmap longer than 32 bytes",
+                ));
+            }
             let bitmap = r.bytes(usize::from(size))?;
             let pcrs = bitmap
                 .iter()
@@ -478,7 +488,7 @@ impl Quote {
                 .flat_map(|(i, byte)| {
                     (0..8u8)
                         .filter(move |bit| byte & (1 << bit) != 0)
-                        .map(move |bit| i as u8 * 8 + bit)
+                        .map(move |bit| (i * 8) as u8 + bit)
                 })
                 .collect();
             selection.push(PcrSelection { hash_alg, pcrs });
@@ -509,5 +519,45 @@ mod tests {
         assert!(Public::parse(&[]).is_err());
         assert!(Quote::parse(&[0xff, 0x54, 0x43, 0x47, 0x80, 0x18]).is_err());
         assert!(Signature::parse(&[0, 0x14, 0, 0x0b, 0, 4, 1]).is_err());
+    }
+
+    /// A TPMS_ATTEST quote with one SHA-256 bank whose bitmap is `bitmap`.
+    fn quote_with_bitmap(bitmap: &[u8]) -> Vec<u8> {
+        let mut q = TPM_GENERATED_VALUE.to_be_bytes().to_vec();
+        q.extend_from_slice(&ST_ATTEST_QUOTE.to_be_bytes());
+        q.extend_from_slice(&[0, 0]); // qualifiedSigner
+        q.extend_from_slice(&[0, 1, 0xAA]); // extraData
+        q.extend_from_slice(&[0; 8 + 4 + 4 + 1]); // clockInfo
+        q.extend_from_slice(&[0; 8]); // firmwareVersion
+        q.extend_from_slice(&1u32.to_be_bytes());
+        q.extend_from_slice(&ALG_SHA256.to_be_bytes());
+        q.push(bitmap.len() as u8);
+        q.extend_from_slice(bitmap);
+        q.extend_from_slice(&[0, 0]); // pcrDigest
+        q
+    }
+
+    #[test]
+    fn an_oversized_pcr_bitmap_is_refused_not_wrapped() {
+        // 33 bytes with bit 0 of byte 32 set would name PCR 256, which a u8 index would
+        // wrap to PCR 0 (and overflow-check builds panic on).
+        let mut bitmap = [0u8; 33];
+        bitmap[32] = 1;
+        assert_eq!(
+            Quote::parse(&quote_with_bitmap(&bitmap)),
+            Err(Error::TpmFormat(
+                "PCR selection bitmap longer than 32 bytes"
+            ))
+        );
+        let mut bitmap = [0u8; 255];
+        bitmap[254] = 0x80;
+        assert!(Quote::parse(&quote_with_bitmap(&bitmap)).is_err());
+        // The largest legal bitmap still names PCR 255.
+        let mut bitmap = [0u8; 32];
+        bitmap[0] = 1;
+        bitmap[31] = 0x80;
+        let q = Quote::parse(&quote_with_bitmap(&bitmap)).unwrap();
+        assert_eq!(q.selection[0].pcrs, [0, 255]);
+        assert_eq!(q.extra_data, [0xAA]);
     }
 }
