@@ -225,10 +225,13 @@ fn ecc_seed<R: TryCryptoRng + ?Sized>(
     Ok((seed, point))
 }
 
+/// The ECDH shared secret's x coordinate and the ephemeral public point's x and y.
+type EcdhOutput = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// ECDH on curve `C` between a fresh ephemeral key and the point (x, y): the shared
 /// secret's x coordinate and the ephemeral public point's x and y, each the curve's
 /// field size long.
-fn ecdh<C, R>(rng: &mut R, x: &[u8], y: &[u8]) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), Error>
+fn ecdh<C, R>(rng: &mut R, x: &[u8], y: &[u8]) -> Result<EcdhOutput, Error>
 where
     C: elliptic_curve::CurveArithmetic,
     elliptic_curve::FieldBytesSize<C>: elliptic_curve::sec1::ModulusSize,
