@@ -315,3 +315,47 @@ fn snp_launch_script_command_line() {
         );
     }
 }
+
+#[test]
+fn the_firmware_memory_map_is_reported_and_its_absence_warned_about() {
+    let dir = scratch("cli-fw-map");
+    let k = put(&dir, "k.elf", &small_kernel(0x4000_0000));
+    let run = |fw: &Path| {
+        let out = dir.join("svsm-ovmf.igvm");
+        let o = tool(&[
+            "build",
+            "--kernel",
+            s(&k),
+            "--firmware",
+            s(fw),
+            "--svsm-size",
+            "16M",
+            "--output",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let with_map = put(
+        &dir,
+        "forky.fd",
+        &firmware_with_igvm(0x20_0000, FORKY_LIKE, Some(FORKY_IGVM)),
+    );
+    let (stdout, stderr) = run(&with_map);
+    assert!(
+        stdout.contains("firmware memory map: 0x812000+0xc0"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let without = put(&dir, "trixie.fd", &firmware(0x20_0000, TRIXIE_LIKE));
+    let (stdout, stderr) = run(&without);
+    assert!(!stdout.contains("firmware memory map"), "{stdout}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("edk2-stable202511"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0x40000000+0x1000000"), "{stderr}");
+}
