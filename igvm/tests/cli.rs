@@ -135,6 +135,29 @@ fn overlapping_segments() {
 }
 
 #[test]
+fn huge_segments_are_refused_before_allocating() {
+    // Without the limit these allocate a page buffer per 4 KiB of p_memsz (4 GiB and
+    // 1 TiB of memory): an out-of-memory kill instead of a message.
+    let dir = scratch("cli-huge");
+    for (paddr, mem_size, expect) in [
+        (0x10_0000u64, 0x1_0000_0000u64, "does not end below 4 GiB"),
+        (0x1_0000_0000, 0x100_0000_0000, "does not end below 4 GiB"),
+        (0x10_0000, 0x4000_1000, "more than 0x40000000 bytes"),
+    ] {
+        let elf = elf(
+            paddr,
+            &[Seg {
+                paddr,
+                bytes: vec![1; 0x100],
+                mem_size,
+            }],
+        );
+        let k = put(&dir, "k.elf", &elf);
+        build_fails(&dir, &["--kernel", s(&k)], expect);
+    }
+}
+
+#[test]
 fn entry_outside_the_image() {
     let dir = scratch("cli-entry");
     let elf = elf(
