@@ -287,6 +287,29 @@ fn measure_refuses_bad_files() {
     let o = tool(&["inspect", s(&dir.join("none.igvm"))]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read"));
+    // A vCPU count no KVM guest can have is refused, not measured page by page (a VMSA
+    // page per vCPU: 16 TiB for u32::MAX).
+    let k = put(&dir, "k.elf", &small_kernel(0x10_0000));
+    let out = dir.join("ok.igvm");
+    let o = tool(&[
+        "build",
+        "--kernel",
+        s(&k),
+        "--svsm-size",
+        "1M",
+        "--output",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for vcpus in ["0", "4097", "4294967295"] {
+        let o = tool(&["measure", "--vcpus", vcpus, s(&out)]);
+        assert!(!o.status.success(), "--vcpus {vcpus} accepted");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stderr.contains("is not between 1 and 4096"), "{stderr}");
+    }
+    assert!(tool(&["measure", "--vcpus", "4096", s(&out)])
+        .status
+        .success());
 }
 
 #[test]
