@@ -651,3 +651,55 @@ fn tamper_17_debuggable_guest() {
         Error::ReportDebugPolicy(0xB_0000)
     );
 }
+
+#[test]
+fn tamper_18_nonce_extended_into_a_forged_manifest() {
+    // REPORT_DATA = SHA-512(nonce || manifest) has no separator. A guest that may name any
+    // nonce length could ask the SVSM to attest `verifier_nonce || P` with P the start of
+    // a forged manifest whose vTPM entry is an EK of its choosing and whose length
+    // covers the genuine manifest the SVSM appends: the verifier, hashing its own nonce
+    // and `P || genuine`, would get the same REPORT_DATA and trust the forged EK. The
+    // SVSM takes nonces of at most 64 bytes, so the guest cannot move bytes across.
+    let world = World::new();
+    let verifier_nonce = random(64);
+    let (_, genuine) = world.attest(&random(64));
+    let mut forged_ek = world.create_ek().public;
+    let at = forged_ek.len() - 100;
+    forged_ek[at] ^= 0x55; // a key some software TPM of the guest's would hold
+    tpm::Public::parse(&forged_ek)
+        .unwrap()
+        .check_endorsement_key()
+        .expect("shaped like a real EK: the verifier cannot tell");
+    let mut prefix = manifest::build(&[(manifest::VTPM_GUID, &forged_ek)]);
+    let total = (prefix.len() + genuine.len()) as u32;
+    prefix[16..20].copy_from_slice(&total.to_le_bytes());
+    let forged: Vec<u8> = prefix.iter().chain(&genuine).copied().collect();
+    assert_eq!(manifest::vtpm_ek(&forged), Ok(&forged_ek[..]));
+
+    let long_nonce: Vec<u8> = verifier_nonce.iter().chain(&prefix).copied().collect();
+    assert_eq!(
+        svsm_verifier::report_data(&long_nonce, &genuine),
+        svsm_verifier::report_data(&verifier_nonce, &forged),
+        "the same REPORT_DATA for both splits"
+    );
+    world.write(attest_common::NONCE_PAGE, &long_nonce);
+    let seqno = world.system.machine().psp().seqno();
+    let out = world.attest_call(
+        &World::request(long_nonce.len() as u32, 0x1000, 0x1000),
+        world.ca() + 8,
+    );
+    assert_eq!(
+        SvsmResultCode::from_raw(out.rax),
+        SvsmResultCode::INVALID_PARAMETER,
+        "a nonce beyond REPORT_DATA's 64 bytes is refused"
+    );
+    assert_eq!(
+        world.system.machine().psp().seqno(),
+        seqno,
+        "and never reaches the PSP"
+    );
+    // Every nonce up to 64 bytes still works (Linux passes its 1..=64-byte inblob).
+    for len in [1, 32, 64] {
+        world.attest(&random(len));
+    }
+}

@@ -56,6 +56,10 @@ pub mod attr {
     pub const FIXED_PARENT: u32 = 1 << 4;
     /// sensitiveDataOrigin.
     pub const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
+    /// userWithAuth.
+    pub const USER_WITH_AUTH: u32 = 1 << 6;
+    /// adminWithPolicy.
+    pub const ADMIN_WITH_POLICY: u32 = 1 << 7;
     /// restricted.
     pub const RESTRICTED: u32 = 1 << 16;
     /// decrypt.
@@ -250,6 +254,47 @@ impl Public {
         let mut name = self.name_alg.to_be_bytes().to_vec();
         name.extend(hash(self.name_alg, &[&self.bytes])?);
         Ok(name)
+    }
+
+    /// Checks that this is shaped like a TCG default endorsement key (EK Credential
+    /// Profile templates L-1, L-2 and the P-384 high-range one): a restricted decryption
+    /// key created by the TPM, usable only through its policy, AES-128-CFB for its
+    /// children, and an RSA-2048 modulus or a NIST P-256/P-384 point of the curve's size.
+    /// The fixed sizes also keep any other data from hiding in the key's public value.
+    pub fn check_endorsement_key(&self) -> Result<(), Error> {
+        let required = attr::FIXED_TPM
+            | attr::FIXED_PARENT
+            | attr::SENSITIVE_DATA_ORIGIN
+            | attr::ADMIN_WITH_POLICY
+            | attr::RESTRICTED
+            | attr::DECRYPT;
+        if self.attributes & required != required
+            || self.attributes & (attr::SIGN | attr::USER_WITH_AUTH) != 0
+        {
+            return Err(Error::EkShape(
+                "not a restricted, fixedTPM, policy-only decryption key",
+            ));
+        }
+        if (self.symmetric, self.symmetric_bits, self.symmetric_mode) != (ALG_AES, 128, ALG_CFB) {
+            return Err(Error::EkShape("symmetric definition is not AES-128-CFB"));
+        }
+        match (&self.rsa, &self.ecc) {
+            (Some((modulus, _)), None) if modulus.len() == 256 => Ok(()),
+            (Some(_), None) => Err(Error::EkShape("RSA modulus is not 2048 bits")),
+            (None, Some((curve, x, y))) => {
+                let size = match *curve {
+                    ECC_NIST_P256 => 32,
+                    ECC_NIST_P384 => 48,
+                    _ => return Err(Error::EkShape("ECC curve is not NIST P-256 or P-384")),
+                };
+                if x.len() == size && y.len() == size {
+                    Ok(())
+                } else {
+                    Err(Error::EkShape("ECC point is not of the curve's size"))
+                }
+            }
+            _ => Err(Error::EkShape("neither an RSA nor an ECC key")),
+        }
     }
 
     /// The RSA public key, if this is an RSA object.
