@@ -201,7 +201,6 @@ fn sha384_page(data: &[u8]) -> [u8; 48] {
 pub const MAX_VCPUS: u32 = 4096;
 
 /// Computes the launch digest of `file` for the host configuration `host`.
-
 pub fn measure(file: &IgvmFile, host: &HostConfig) -> Result<Measurement, Error> {
     if host.vcpus == 0 || host.vcpus > MAX_VCPUS {
         return Err(Error::InvalidOption(format!(
