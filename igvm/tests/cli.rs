@@ -273,7 +273,7 @@ fn bad_options() {
     build_fails(
         &dir,
         &["--kernel", s(&k), "--vcpus", "0"],
-        "--vcpus must be at least 1",
+        "--vcpus 0 is not between 1 and 4096",
     );
 }
 
