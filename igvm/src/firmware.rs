@@ -337,10 +337,13 @@ fn igvm_memory_map(data: &[u8], entry: &[u8]) -> Result<Option<MemoryRange>, Str
             "IGVM parameter area {base:#x}+{size:#x} is not whole 4 KiB pages"
         ));
     }
-    if len < 2 * MEMORY_MAP_ENTRY_SIZE || len % MEMORY_MAP_ENTRY_SIZE != 0 || offset % 8 != 0 {
+    if !(2 * MEMORY_MAP_ENTRY_SIZE..=PAGE_SIZE).contains(&len)
+        || len % MEMORY_MAP_ENTRY_SIZE != 0
+        || offset % 8 != 0
+    {
         return Err(format!(
             "IGVM memory map at offset {offset:#x}, size {len:#x}, is not an 8-byte aligned \
-             array of at least two 24-byte entries"
+             array of at least two and at most a page of 24-byte entries"
         ));
     }
     if offset + len > size {

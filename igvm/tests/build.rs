@@ -353,6 +353,10 @@ fn malformed_igvm_metadata_is_refused() {
             "at least two",
         ),
         (
+            &[(0x81_2000, 0x2000, 0x100), (0, 171 * 24, 0x101)][..],
+            "at most a page",
+        ),
+        (
             &[(0x81_2800, 0x1000, 0x100), (0, 0xC0, 0x101)][..],
             "whole 4 KiB pages",
         ),

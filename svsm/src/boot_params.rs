@@ -235,15 +235,20 @@ fn check_firmware(svsm: MemoryRange, fw: &FirmwareInfo) -> Result<(), BootParams
 }
 
 /// The firmware's memory map area, if any: whole 24-byte entries (at least two, so one is
-/// left to end the list), 8-byte aligned, inside one SNP_SEC_MEM range (memory the SVSM
-/// validates and zeroes before it writes the map, never its own).
+/// left to end the list, at most a page, so a page-sized buffer always holds it), 8-byte
+/// aligned, inside one SNP_SEC_MEM range (memory the SVSM validates and zeroes before it
+/// writes the map, never its own).
 fn check_firmware_memory_map(fw: &FirmwareInfo, map: MemoryRange) -> Result<(), BootParamsError> {
     if map == MemoryRange::default() {
         return Ok(());
     }
     let entry = core::mem::size_of::<MemoryMapEntry>() as u64;
     let bad = BootParamsError::BadRegion(Region::FirmwareMemoryMap);
-    if map.base % 8 != 0 || map.size < 2 * entry || map.size % entry != 0 || map.end().is_none() {
+    if map.base % 8 != 0
+        || !(2 * entry..=PAGE_SIZE).contains(&map.size)
+        || map.size % entry != 0
+        || map.end().is_none()
+    {
         return Err(bad);
     }
     let count = (fw.sec_mem_count as usize).min(FW_SEC_MEM_MAX);
@@ -915,6 +920,11 @@ mod tests {
             // Room for one entry only: no terminator.
             (
                 region(0x81_2000, 24),
+                BootParamsError::BadRegion(Region::FirmwareMemoryMap),
+            ),
+            // More than a page.
+            (
+                region(0x81_2000, 171 * 24),
                 BootParamsError::BadRegion(Region::FirmwareMemoryMap),
             ),
             // Not whole entries, unaligned, wrapping.
