@@ -19,5 +19,7 @@ pub mod psp;
 pub mod rmp;
 pub mod system;
 
-pub use machine::{Backing, CallReturn, EmulatedSnp, GuestFault, MachineSnapshot, VcpuMode};
+pub use machine::{
+    Backing, CallReturn, EmulatedSnp, GuestFault, HostChange, HostRace, MachineSnapshot, VcpuMode,
+};
 pub use system::{EmulatedSystem, LaunchConfig, LaunchError, LaunchInfo, SharedSnp};

@@ -76,6 +76,34 @@ pub struct CallReturn {
     pub pending: u8,
 }
 
+/// What the hypervisor does to a page in a [`HostRace`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostChange {
+    /// RMPUPDATE to hypervisor-owned: the page is shared from then on. On hardware the
+    /// SVSM's private access exits with #NPF; the hypervisor either converts the page
+    /// back (assigned, not validated: the next case) or reflects the fault, which the
+    /// exception table reports as [`MemoryError::NotPrivate`].
+    MakeShared,
+    /// RMPUPDATE to guest-owned: assigned but no longer validated. On hardware the
+    /// SVSM's access raises #VC PAGE_NOT_VALIDATED, which the exception table reports as
+    /// [`MemoryError::NotValidated`].
+    Invalidate,
+}
+
+/// A hypervisor acting on another CPU while the SVSM works: once the SVSM has made
+/// `after` accesses to guest memory or VMSAs (counted from when the race is armed), the
+/// hypervisor applies `change` to the 4 KiB page at `page`, before the SVSM's next
+/// access. Sweeping `after` puts the change between every check and every use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostRace {
+    /// How many SVSM accesses complete before the change.
+    pub after: u64,
+    /// The page (4 KiB aligned).
+    pub page: u64,
+    /// What happens to it.
+    pub change: HostChange,
+}
+
 /// The whole machine state behind one lock.
 #[derive(Debug, Clone)]
 struct Machine {
@@ -84,6 +112,10 @@ struct Machine {
     rmp: Rmp,
     vcpus: Vec<Vcpu>,
     guest_vmpl: Vmpl,
+    /// Accesses the SVSM made through the platform (guest memory and VMSAs).
+    svsm_accesses: u64,
+    /// An armed [`HostRace`] and the access count it was armed at.
+    race: Option<(HostRace, u64)>,
 }
 
 /// An emulated SEV-SNP machine.
@@ -125,6 +157,20 @@ impl Machine {
     fn bytes_mut(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
         let start = usize::try_from(addr).ok()?;
         self.memory.get_mut(start..start.checked_add(len)?)
+    }
+
+    /// Counts one SVSM access and, if an armed race is due, lets the hypervisor act
+    /// first.
+    fn svsm_step(&mut self) {
+        if let Some((race, armed_at)) = self.race {
+            if self.svsm_accesses - armed_at == race.after {
+                let assigned = race.change == HostChange::Invalidate;
+                let page = race.page & !(PAGE_SIZE - 1);
+                let _ = self.rmp.rmpupdate(page, PageSize::Size4K, assigned);
+                self.race = None;
+            }
+        }
+        self.svsm_accesses += 1;
     }
 
     /// An access by VMPL0 (the SVSM): private, validated, backed.
@@ -217,6 +263,8 @@ impl EmulatedSnp {
                     })
                     .collect(),
                 guest_vmpl,
+                svsm_accesses: 0,
+                race: None,
             }),
             psp: EmulatedPsp::default(),
         }
@@ -263,6 +311,29 @@ impl EmulatedSnp {
         self.lock().rmp.rmpupdate(addr, size, assigned)
     }
 
+    /// Arms `race`: the hypervisor changes a page after the SVSM's next `race.after`
+    /// accesses. Replaces a race not yet run.
+    pub fn hv_race(&self, race: HostRace) {
+        let mut m = self.lock();
+        let now = m.svsm_accesses;
+        m.race = Some((race, now));
+    }
+
+    /// Whether an armed race has not happened yet (the SVSM stopped short of it).
+    pub fn hv_race_pending(&self) -> bool {
+        self.lock().race.is_some()
+    }
+
+    /// Cancels an armed race.
+    pub fn hv_race_cancel(&self) {
+        self.lock().race = None;
+    }
+
+    /// How many accesses to guest memory and VMSAs the SVSM has made so far.
+    pub fn svsm_accesses(&self) -> u64 {
+        self.lock().svsm_accesses
+    }
+
     /// PSMASH by the hypervisor.
     pub fn hv_psmash(&self, addr: u64) {
         self.lock().rmp.psmash(addr);
@@ -306,6 +377,13 @@ impl EmulatedSnp {
             .bytes_mut(addr, data.len())?
             .copy_from_slice(data);
         Some(())
+    }
+
+    /// Reads and writes `len` bytes at `addr` in one step under the machine's lock,
+    /// bypassing the RMP: an atomic read-modify-write, as a locked instruction on a
+    /// shared page is.
+    pub fn update<R>(&self, addr: u64, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        Some(f(self.lock().bytes_mut(addr, len)?))
     }
 
     /// Reads memory straight, bypassing the RMP (for tests' inspection).
@@ -482,7 +560,8 @@ impl Platform for EmulatedSnp {
         buf: &mut [u8],
     ) -> Result<(), MemoryError> {
         let addr = sub_range(range, offset, buf.len())?;
-        let m = self.lock();
+        let mut m = self.lock();
+        m.svsm_step();
         m.svsm_access(addr, buf.len() as u64, false)?;
         buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(MemoryError::NotMemory)?);
         Ok(())
@@ -491,7 +570,8 @@ impl Platform for EmulatedSnp {
     fn check_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
         let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
         let addr = sub_range(range, 0, len)?;
-        let m = self.lock();
+        let mut m = self.lock();
+        m.svsm_step();
         m.svsm_access(addr, range.len(), false)?;
         m.bytes(addr, len).ok_or(MemoryError::NotMemory)?;
         Ok(())
@@ -505,6 +585,7 @@ impl Platform for EmulatedSnp {
     ) -> Result<(), MemoryError> {
         let addr = sub_range(range, offset, data.len())?;
         let mut m = self.lock();
+        m.svsm_step();
         m.svsm_access(addr, data.len() as u64, true)?;
         m.bytes_mut(addr, data.len())
             .ok_or(MemoryError::NotMemory)?
@@ -516,6 +597,7 @@ impl Platform for EmulatedSnp {
         let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
         let addr = range.start().raw();
         let mut m = self.lock();
+        m.svsm_step();
         m.svsm_access(addr, range.len(), true)?;
         m.bytes_mut(addr, len)
             .ok_or(MemoryError::NotMemory)?
@@ -525,7 +607,8 @@ impl Platform for EmulatedSnp {
 
     fn read_vmsa(&self, vmsa: &VmsaPage, offset: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         let addr = vmsa_offset(vmsa, offset, buf.len())?;
-        let m = self.lock();
+        let mut m = self.lock();
+        m.svsm_step();
         m.svsm_access(addr, buf.len() as u64, false)?;
         buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(MemoryError::NotMemory)?);
         Ok(())
@@ -534,6 +617,7 @@ impl Platform for EmulatedSnp {
     fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
         let addr = vmsa_offset(vmsa, offset, data.len())?;
         let mut m = self.lock();
+        m.svsm_step();
         m.svsm_access(addr, data.len() as u64, true)?;
         m.bytes_mut(addr, data.len())
             .ok_or(MemoryError::NotMemory)?

@@ -7,7 +7,9 @@
 
 #[cfg(target_os = "none")]
 pub mod entry;
+pub mod extable;
 pub mod fpu;
+pub mod guest_copy;
 #[cfg(target_os = "none")]
 pub mod interrupts;
 pub mod io;

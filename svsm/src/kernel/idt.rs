@@ -1,6 +1,7 @@
 //! The IDT: every vector on an IST stack, one dispatcher.
 //!
-//! Exceptions are fatal (the SVSM reports the frame and terminates); the timer vector
+//! Exceptions are fatal (the SVSM reports the frame and terminates), except a fault of
+//! a guarded guest-memory copy, which resumes at its fixup; the timer vector
 //! counts ticks (the interrupt stress test uses it); the APIC's spurious vector is
 //! ignored; any other vector is logged and acknowledged.
 #![allow(unsafe_code, reason = "IDT gates point at assembly stubs")]
@@ -64,7 +65,7 @@ pub fn init() {
         gate(&mut idt.simd_floating_point, 19, e);
         gate(&mut idt.virtualization, 20, e);
         gate(&mut idt.cp_protection_exception, 21, e);
-        gate(&mut idt.hv_injection_exception, 28, e);
+        gate(&mut idt.hv_injection_exception, 28, gdt::IST_HV);
         gate(&mut idt.vmm_communication_exception, 29, e);
         gate(&mut idt.security_exception, 30, e);
         for (i, entry) in idt.slice_mut(32..=255).iter_mut().enumerate() {
@@ -114,6 +115,12 @@ const EXCEPTION_NAMES: [&str; 32] = [
 /// Called by the common interrupt stub with the saved registers.
 #[unsafe(no_mangle)]
 extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
+    // A guarded access to guest memory that faulted: resume at its fixup, which returns
+    // the error (arch::extable). Before the SEV-SNP hook, which would treat the #VC of
+    // an unvalidated page as fatal.
+    if svsm::arch::extable::fixup(frame) {
+        return;
+    }
     // SEV-SNP: #VC and the faults an SNP guest cannot survive (a no-op otherwise).
     if svsm::platform::snp::runtime::handle_interrupt(frame) {
         return;

@@ -144,15 +144,14 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     unsafe { heap::init(heap_start, heap_end) };
 
     let stack = svsm::arch::entry::boot_stack();
-    let mut guards = [0u64; 5];
+    let mut guards = [0u64; 6];
     guards[0] = stack.guard;
     guards[1..].copy_from_slice(&gdt::guard_pages());
-    // Under SEV-SNP the entry's tables (with the C-bit and the GHCB alias) stay, and the
-    // xAPIC's MMIO would need #VC MMIO emulation: both are left out for now.
+    // Under SEV-SNP the xAPIC's MMIO would need #VC MMIO emulation: left out for now.
+    if let Err(e) = paging::init(&info, &guards, (!snp).then(apic::base)) {
+        terminate(format_args!("cannot build the page tables: {e:?}"));
+    }
     if !snp {
-        if let Err(e) = paging::init(info.ram(), &guards, apic::base()) {
-            terminate(format_args!("cannot build the page tables: {e:?}"));
-        }
         apic::init();
     }
 

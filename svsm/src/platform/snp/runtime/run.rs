@@ -111,9 +111,10 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
     let layout = MemoryLayout::new(guest_regions(&block, params), svsm_start, svsm_end)
         .unwrap_or_else(|_| die(SnpError::BootParams));
     let bsp = params.apic_ids().first().copied().unwrap_or(0);
-    // SAFETY: the entry's tables identity-map the low 4 GiB with the C-bit; guest
-    // memory above 4 GiB is not reachable yet (see the README's SNP notes).
-    let platform = unsafe { SnpPlatform::new(hv, 0, guest_vmpl) };
+    // SAFETY: the kernel's page tables (kernel::paging, built before this runs) map the
+    // guest's memory from the IGVM memory map, above 4 GiB too, the firmware and the
+    // SVSM range privately at `phys + DIRECT_MAP_BASE`.
+    let platform = unsafe { SnpPlatform::new(hv, crate::pagetable::DIRECT_MAP_BASE, guest_vmpl) };
     // The PSP message pages: rescinded (private address), then shared.
     let [request, response] = early::message_page_addresses();
     for (gpa, _) in [request, response] {
