@@ -52,7 +52,7 @@ pub enum Error {
     /// longer ones) the split is fixed.
     NonceLength(usize),
     /// The manifest's vTPM entry is not shaped like a TCG default endorsement key
-    /// (restricted decryption key, AES-128-CFB, RSA-2048 or NIST P-256/P-384).
+    /// (restricted decryption key, AES-CFB, RSA-2048 or NIST P-256/P-384).
     EkShape(&'static str),
     /// The services manifest is malformed.
     ManifestFormat(&'static str),

@@ -56,8 +56,6 @@ pub mod attr {
     pub const FIXED_PARENT: u32 = 1 << 4;
     /// sensitiveDataOrigin.
     pub const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
-    /// userWithAuth.
-    pub const USER_WITH_AUTH: u32 = 1 << 6;
     /// adminWithPolicy.
     pub const ADMIN_WITH_POLICY: u32 = 1 << 7;
     /// restricted.
@@ -257,10 +255,11 @@ impl Public {
     }
 
     /// Checks that this is shaped like a TCG default endorsement key (EK Credential
-    /// Profile templates L-1, L-2 and the P-384 high-range one): a restricted decryption
-    /// key created by the TPM, usable only through its policy, AES-128-CFB for its
-    /// children, and an RSA-2048 modulus or a NIST P-256/P-384 point of the curve's size.
-    /// The fixed sizes also keep any other data from hiding in the key's public value.
+    /// Profile templates L-1 and L-2, and the high-range ones of the same key types): a
+    /// restricted decryption key created by the TPM, administered by policy, AES-CFB
+    /// (128 or 256 bits) for its children, and an RSA-2048 modulus or a NIST P-256/P-384
+    /// point of the curve's size. The fixed sizes also keep any other data from hiding in
+    /// the key's public value.
     pub fn check_endorsement_key(&self) -> Result<(), Error> {
         let required = attr::FIXED_TPM
             | attr::FIXED_PARENT
@@ -268,15 +267,18 @@ impl Public {
             | attr::ADMIN_WITH_POLICY
             | attr::RESTRICTED
             | attr::DECRYPT;
-        if self.attributes & required != required
-            || self.attributes & (attr::SIGN | attr::USER_WITH_AUTH) != 0
-        {
+        if self.attributes & required != required || self.attributes & attr::SIGN != 0 {
             return Err(Error::EkShape(
-                "not a restricted, fixedTPM, policy-only decryption key",
+                "not a restricted, fixedTPM, policy-administered decryption key",
             ));
         }
-        if (self.symmetric, self.symmetric_bits, self.symmetric_mode) != (ALG_AES, 128, ALG_CFB) {
-            return Err(Error::EkShape("symmetric definition is not AES-128-CFB"));
+        let aes_cfb = self.symmetric == ALG_AES
+            && self.symmetric_mode == ALG_CFB
+            && matches!(self.symmetric_bits, 128 | 256);
+        if !aes_cfb {
+            return Err(Error::EkShape(
+                "symmetric definition is not AES-128-CFB or AES-256-CFB",
+            ));
         }
         match (&self.rsa, &self.ecc) {
             (Some((modulus, _)), None) if modulus.len() == 256 => Ok(()),
@@ -564,6 +566,58 @@ mod tests {
         assert!(Public::parse(&[]).is_err());
         assert!(Quote::parse(&[0xff, 0x54, 0x43, 0x47, 0x80, 0x18]).is_err());
         assert!(Signature::parse(&[0, 0x14, 0, 0x0b, 0, 4, 1]).is_err());
+    }
+
+    fn ek_like(rsa_len: Option<usize>, ecc: Option<(u16, usize)>) -> Public {
+        Public {
+            bytes: Vec::new(),
+            kind: if rsa_len.is_some() { ALG_RSA } else { ALG_ECC },
+            name_alg: ALG_SHA256,
+            // Template L-1/L-2: fixedTPM, fixedParent, sensitiveDataOrigin,
+            // adminWithPolicy, restricted, decrypt.
+            attributes: 0x000300B2,
+            symmetric: ALG_AES,
+            symmetric_bits: 128,
+            symmetric_mode: ALG_CFB,
+            rsa: rsa_len.map(|n| (vec![0xC5; n], 65537)),
+            ecc: ecc.map(|(curve, n)| (curve, vec![1; n], vec![2; n])),
+        }
+    }
+
+    #[test]
+    fn endorsement_key_shapes() {
+        assert_eq!(ek_like(Some(256), None).check_endorsement_key(), Ok(()));
+        assert_eq!(
+            ek_like(None, Some((ECC_NIST_P256, 32))).check_endorsement_key(),
+            Ok(())
+        );
+        assert_eq!(
+            ek_like(None, Some((ECC_NIST_P384, 48))).check_endorsement_key(),
+            Ok(())
+        );
+        let refused = |ek: Public| ek.check_endorsement_key().unwrap_err();
+        // A modulus longer than 2048 bits could carry other data.
+        assert_eq!(
+            refused(ek_like(Some(384), None)),
+            Error::EkShape("RSA modulus is not 2048 bits")
+        );
+        assert!(matches!(
+            refused(ek_like(None, Some((ECC_NIST_P256, 40)))),
+            Error::EkShape(_)
+        ));
+        assert!(matches!(
+            refused(ek_like(None, Some((0x0005, 66)))),
+            Error::EkShape(_)
+        ));
+        let mut signing = ek_like(Some(256), None);
+        signing.attributes |= attr::SIGN;
+        assert!(matches!(refused(signing), Error::EkShape(_)));
+        let mut unrestricted = ek_like(Some(256), None);
+        unrestricted.attributes &= !attr::RESTRICTED;
+        assert!(matches!(refused(unrestricted), Error::EkShape(_)));
+        let mut no_symmetric = ek_like(Some(256), None);
+        no_symmetric.symmetric = ALG_NULL;
+        assert!(matches!(refused(no_symmetric), Error::EkShape(_)));
     }
 
     /// A TPMS_ATTEST quote with one SHA-256 bank whose bitmap is `bitmap`.
