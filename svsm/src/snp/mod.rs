@@ -152,6 +152,8 @@ pub enum SnpError {
     Memory(u64, MemoryError),
     /// A range the firmware metadata names is not acceptable guest memory.
     Address(u64, AddressError),
+    /// The firmware's memory map (at this GPA) cannot be written.
+    FirmwareMemoryMap(u64, launch::FirmwareMapError),
     /// The request loop refused a launch registration.
     Svsm(SvsmError),
     /// A #VC the handler must not resolve.
@@ -240,6 +242,7 @@ impl SnpError {
             SnpError::Address(..)
             | SnpError::Svsm(_)
             | SnpError::BootParams
+            | SnpError::FirmwareMemoryMap(..)
             | SnpError::SvsmVcpus(_) => svsm(term::LAUNCH),
             SnpError::Vc(_) => svsm(term::VC),
             SnpError::FatalVector(_) => svsm(term::EXCEPTION),
