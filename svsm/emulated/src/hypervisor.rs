@@ -777,11 +777,23 @@ impl SnpMachine {
     /// Lays the machine out as an IGVM launch would, then runs the SVSM's SNP start-up
     /// and guest launch. On failure the SVSM has sent its termination request.
     pub fn boot(config: SnpMachineConfig) -> Result<Self, BootFailure> {
+        Self::boot_observed(config).map_err(|(failure, _)| failure)
+    }
+
+    /// [`Self::boot`], keeping the machine when the boot fails, so a test can check what
+    /// the SVSM did (or did not do) to it before it stopped.
+    pub fn boot_observed(
+        config: SnpMachineConfig,
+    ) -> Result<Self, (BootFailure, Arc<EmulatedSnp>)> {
         let machine = Arc::new(EmulatedSnp::new(
             config.memory_size,
             &config.apic_ids,
             Vmpl::LOWER[1],
         ));
+        Self::boot_on(machine.clone(), config).map_err(|failure| (failure, machine))
+    }
+
+    fn boot_on(machine: Arc<EmulatedSnp>, config: SnpMachineConfig) -> Result<Self, BootFailure> {
         let hv = EmulatedHypervisor::new(machine.clone(), config.hypervisor_cbit);
         hv.set_hostility(config.hostility.clone());
         let (svsm_start, svsm_end) = config.svsm_range;

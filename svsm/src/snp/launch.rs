@@ -432,3 +432,101 @@ pub fn launch_guest<P: Platform, T: GhcbTransport>(
     );
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use svsm_protocol::igvm_params::MemoryRange;
+
+    /// OVMF-like metadata: SNP_SEC_MEM 0x800000+0x9000 and 0x80A000+0x3000 with the
+    /// secrets page at 0x80B000 inside the second (a firmware may put it there), and
+    /// 0x810000+0x10000; CPUID 0x80E000, calling area 0x80F000.
+    fn firmware() -> FirmwareInfo {
+        let mut fw = FirmwareInfo {
+            secrets_gpa: 0x80_B000,
+            cpuid_gpa: 0x80_E000,
+            caa_gpa: 0x80_F000,
+            sec_mem_count: 3,
+            ..FirmwareInfo::default()
+        };
+        fw.sec_mem[0] = MemoryRange {
+            base: 0x80_0000,
+            size: 0x9000,
+        };
+        fw.sec_mem[1] = MemoryRange {
+            base: 0x80_A000,
+            size: 0x3000,
+        };
+        fw.sec_mem[2] = MemoryRange {
+            base: 0x81_0000,
+            size: 0x1_0000,
+        };
+        fw
+    }
+
+    fn map(gpa: u64, full: usize, empty: usize) -> FirmwareMemoryMap {
+        let entry = |page: u64, pages: u64, kind: u16| MemoryMapEntry {
+            starting_gpa_page_number: page,
+            number_of_pages: pages,
+            entry_type: kind,
+            flags: 0,
+            reserved: 0,
+        };
+        let mut bytes = vec![];
+        for i in 0..full as u64 {
+            bytes.extend_from_slice(entry(i * 16, 8, 0).as_bytes());
+        }
+        bytes.resize((full + empty) * ENTRY_SIZE, 0);
+        FirmwareMemoryMap { gpa, bytes }
+    }
+
+    #[test]
+    fn a_terminated_map_inside_one_sec_mem_range_is_accepted_and_read_to_the_empty_entry() {
+        let fw = firmware();
+        let m = map(0x81_2000, 4, 4);
+        assert_eq!(m.check(&fw), Ok(()));
+        assert_eq!(m.entries().count(), 4);
+        // Ending exactly at a range's end, crossing a page boundary inside one.
+        assert_eq!(map(0x80_9000 - 8 * 24, 4, 4).check(&fw), Ok(()));
+        assert_eq!(map(0x81_1000 - 48, 2, 6).check(&fw), Ok(()));
+        // A whole page of entries, the last one empty.
+        assert_eq!(map(0x81_3000, 169, 1).check(&fw), Ok(()));
+    }
+
+    #[test]
+    fn malformed_or_misplaced_maps_are_refused_with_their_reason() {
+        let fw = firmware();
+        for (m, error) in [
+            (map(0x81_2000, 8, 0), FirmwareMapError::NotTerminated),
+            (map(0x81_2000, 0, 1), FirmwareMapError::BadShape),
+            (map(0x81_2000, 170, 1), FirmwareMapError::BadShape),
+            (map(0x81_2004, 1, 1), FirmwareMapError::BadShape),
+            (map(u64::MAX - 7, 1, 1), FirmwareMapError::BadShape),
+            // Between two ranges, straddling a range's end.
+            (map(0x80_9000, 1, 1), FirmwareMapError::OutsideSecMem),
+            (map(0x80_9000 - 24, 1, 1), FirmwareMapError::OutsideSecMem),
+            // The secrets page inside the second range: the launch writes it after the map.
+            (map(0x80_B010, 1, 1), FirmwareMapError::OverlapsFirmwarePage),
+            (map(0x80_AFE0, 1, 1), FirmwareMapError::OverlapsFirmwarePage),
+        ] {
+            assert_eq!(m.check(&fw), Err(error), "{:#x}", m.gpa);
+        }
+        let mut short = map(0x81_2000, 1, 1);
+        short.bytes.truncate(47);
+        assert_eq!(short.check(&fw), Err(FirmwareMapError::BadShape));
+        // Ranges past sec_mem_count do not count.
+        let mut fewer = fw;
+        fewer.sec_mem_count = 2;
+        assert_eq!(
+            map(0x81_2000, 1, 1).check(&fewer),
+            Err(FirmwareMapError::OutsideSecMem)
+        );
+        // A firmware that names no SNP_SEC_MEM range takes no map.
+        let none = FirmwareInfo::default();
+        assert_eq!(
+            map(0x81_2000, 1, 1).check(&none),
+            Err(FirmwareMapError::OutsideSecMem)
+        );
+    }
+}
