@@ -22,16 +22,30 @@ use svsm_emulated::machine::EmulatedSnp;
 use svsm_emulated::GuestFault;
 use svsm_protocol::igvm_params::MemoryRange;
 
-/// OVMF's memory map: 8 entries at the start of its IGVM parameter area, here placed in
-/// the firmware's third SNP_SEC_MEM range (0x810000+0x10000), page aligned.
+/// OVMF's memory map: 8 entries at the start of its IGVM parameter area 0x812000+0x1000
+/// (the vCPU count follows at +0xC0), inside its SNP_SEC_MEM range 0x811000+0x1F000.
 const MAP: u64 = 0x81_2000;
 const MAP_SIZE: u64 = 8 * 24;
 const ENTRY: usize = 24;
 
+/// The metadata of Debian forky's OVMF.fd (the firmware `cargo xtask` packages into
+/// `target/svsm-ovmf.igvm`): SEV metadata SNP_SEC_MEM 0x800000+0x9000, 0x80A000+0x3000,
+/// 0x811000+0x1F000, secrets 0x80D000, CPUID 0x80E000, calling area 0x80F000 (kernel
+/// hashes 0x810000); IGVM metadata parameter area 0x812000+0x1000, memory map +0+0xC0,
+/// vCPU count +0xC0+0x10, HOB area 0x813000.
+fn forky() -> SnpMachineConfig {
+    let mut config = SnpMachineConfig::default();
+    config.firmware.sec_mem[2] = MemoryRange {
+        base: 0x81_1000,
+        size: 0x1_F000,
+    };
+    config
+}
+
 fn with_map(map: MemoryRange) -> SnpMachineConfig {
     SnpMachineConfig {
         firmware_memory_map: map,
-        ..SnpMachineConfig::default()
+        ..forky()
     }
 }
 
@@ -135,6 +149,7 @@ fn ovmf_reads_the_guest_map_with_the_svsm_range_reserved() {
     // The rest of the firmware's memory is zero, as without a map.
     let fw = m.config().firmware;
     let third = fw.sec_mem[2];
+    assert_eq!((third.base, third.size), (0x81_1000, 0x1_F000));
     for addr in (third.base..third.base + third.size).step_by(PAGE_SIZE as usize) {
         if addr != MAP {
             assert_eq!(m.guest_page(addr).unwrap(), [0u8; 4096], "{addr:#x}");
@@ -190,7 +205,7 @@ fn the_map_may_cross_a_page_boundary_inside_one_sec_mem_range() {
 
 #[test]
 fn firmware_without_the_memory_map_parameter_gets_nothing_written() {
-    // The default machine's firmware has no IGVM block (like trixie's OVMF 2025.02):
+    // The default machine's firmware has no IGVM block (trixie's OVMF 2025.02):
     // OVMF finds no first entry at its would-be map and reads QEMU's fw_cfg instead.
     let m = SnpMachine::boot(SnpMachineConfig::default()).unwrap();
     let page = m.guest_page(MAP).unwrap();
@@ -210,7 +225,7 @@ fn launch_reason() -> Option<TerminateReason> {
 /// nothing the SVSM wrote.
 fn assert_nothing_launched(machine: &Arc<EmulatedSnp>, failure: &BootFailure) {
     assert_eq!(failure.terminated, launch_reason());
-    let fw = SnpMachineConfig::default().firmware;
+    let fw = forky().firmware;
     for r in fw.sec_mem.iter().take(fw.sec_mem_count as usize) {
         for addr in (r.base..r.base + r.size).step_by(PAGE_SIZE as usize) {
             let e = machine.rmp_entry(addr).unwrap();
@@ -261,7 +276,7 @@ fn a_map_area_too_small_for_the_guest_map_is_a_typed_launch_error() {
 fn forced(gpa: u64, bytes: Vec<u8>) -> SnpMachineConfig {
     SnpMachineConfig {
         firmware_memory_map_override: Some(FirmwareMemoryMap { gpa, bytes }),
-        ..SnpMachineConfig::default()
+        ..forky()
     }
 }
 
