@@ -32,7 +32,7 @@ use svsm_protocol::ghcb::PageState;
 use svsm_protocol::igvm_params::{FirmwareInfo, MemoryMapEntry};
 use svsm_protocol::secrets::SvsmInfo;
 use svsm_protocol::vmsa::SevFeatures;
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 use super::guest_vmsa::reset_vmsa;
 use super::hypervisor::HvClient;
@@ -45,7 +45,6 @@ use crate::platform::{
     PAGE_SIZE_2M,
 };
 use crate::requests::Svsm;
-use zerocopy::FromBytes;
 
 /// What the launch needs to know.
 #[derive(Debug, Clone)]
