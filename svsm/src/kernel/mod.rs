@@ -151,7 +151,6 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     let stack = svsm::arch::entry::boot_stack();
     let mut guards = alloc::vec![stack.guard];
     guards.extend(gdt::guard_pages());
-    guards.extend(smp::guard_pages());
     // Under SEV-SNP the xAPIC's MMIO would need #VC MMIO emulation: left out for now.
     if let Err(e) = paging::init(&info, &guards, (!snp).then(apic::base)) {
         terminate(format_args!("cannot build the page tables: {e:?}"));

@@ -31,8 +31,10 @@ use spin::Mutex;
 
 use tlb::{FlushRequest, TlbFlush};
 
-/// Most CPUs the SVSM runs on (the boot CPU included).
-pub const MAX_CPUS: usize = 16;
+/// Most CPUs the SVSM runs on (the boot CPU included): as many vCPUs as an SEV-SNP
+/// launch can have (the IGVM measure tool's limit). The registry's slots are small;
+/// each CPU's stacks and areas are allocated only for the CPUs that exist.
+pub const MAX_CPUS: usize = 4096;
 /// The vector of SVSM IPIs (calls and shootdowns); also in the SEV-SNP runtime's list
 /// of expected external vectors.
 pub const IPI_VECTOR: u8 = 0xF0;
@@ -95,6 +97,8 @@ struct Slot {
     completed: AtomicU64,
     call_result: AtomicU64,
     flushes: AtomicU64,
+    /// The sequence number the current shootdown waits for (0: not a target).
+    posted: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -116,6 +120,7 @@ impl Slot {
             completed: AtomicU64::new(0),
             call_result: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            posted: AtomicU64::new(0),
         }
     }
 }
@@ -151,7 +156,9 @@ impl Cpus {
             slots: [const { Slot::new() }; MAX_CPUS],
             count: AtomicUsize::new(0),
             requester: AtomicBool::new(false),
-            ack_spins: AtomicU64::new(DEFAULT_ACK_SPINS),
+            // 0: DEFAULT_ACK_SPINS (an all-zero registry lives in .bss, not in the
+            // measured image).
+            ack_spins: AtomicU64::new(0),
         }
     }
 
@@ -279,7 +286,10 @@ impl Cpus {
         flush: &impl TlbFlush,
     ) -> Result<(), SmpError> {
         let slot = self.slot(target)?;
-        let limit = self.ack_spins.load(Ordering::Relaxed);
+        let limit = match self.ack_spins.load(Ordering::Relaxed) {
+            0 => DEFAULT_ACK_SPINS,
+            spins => spins,
+        };
         let mut spins = 0u64;
         while slot.completed.load(Ordering::Acquire) < seq {
             self.service(me, flush);
@@ -319,16 +329,33 @@ impl Cpus {
         ipi: &impl IpiSend,
         flush: &impl TlbFlush,
     ) -> Result<usize, SmpError> {
-        let mut waits = [0u64; MAX_CPUS];
+        let n = self.count();
         let mut sent = 0;
-        for target in (0..self.count()).filter(|&t| t != me && self.is_online(t)) {
-            waits[target] = self.post(target, ipi, |m| {
+        let mut posted = |target: usize| -> Result<bool, SmpError> {
+            if target == me || !self.is_online(target) {
+                return Ok(false);
+            }
+            self.post(target, ipi, |m| {
                 m.flush = Some(m.flush.map_or(request, |old| merge(old, request)));
             })?;
             sent += 1;
+            Ok(true)
+        };
+        // Every target first, so they flush in parallel; a CPU posted to is marked by
+        // its slot's `posted` sequence (only this requester writes it, under the lock).
+        for target in 0..n {
+            let seq = if posted(target)? {
+                self.slots[target].requested.load(Ordering::Acquire)
+            } else {
+                0
+            };
+            self.slots[target].posted.store(seq, Ordering::Relaxed);
         }
-        for (target, &seq) in waits.iter().enumerate().filter(|(_, s)| **s != 0) {
-            self.wait(me, target, seq, flush)?;
+        for target in 0..n {
+            let seq = self.slots[target].posted.load(Ordering::Relaxed);
+            if seq != 0 {
+                self.wait(me, target, seq, flush)?;
+            }
         }
         Ok(sent)
     }
