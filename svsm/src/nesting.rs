@@ -79,6 +79,10 @@ pub enum NestError {
     UnknownStack(u64),
     /// #DF: handled on its own stack, then fatal.
     DoubleFault,
+    /// The frame's CS is not the kernel's code selector: the CPU pushed another
+    /// layout than the stub assumed (a hypervisor injecting a vector with an error code
+    /// it does not have, or without the one it has), so no field can be trusted.
+    BadFrame(u64),
 }
 
 impl NestError {
@@ -90,6 +94,7 @@ impl NestError {
             Self::NoRoom(_) => 3,
             Self::UnknownStack(_) => 4,
             Self::DoubleFault => 5,
+            Self::BadFrame(_) => 6,
         }
     }
 }
@@ -106,6 +111,10 @@ impl core::fmt::Display for NestError {
             Self::NoRoom(rsp) => write!(f, "no room for a handler below {rsp:#x}"),
             Self::UnknownStack(rsp) => write!(f, "interrupted on no known stack ({rsp:#x})"),
             Self::DoubleFault => write!(f, "double fault"),
+            Self::BadFrame(cs) => write!(
+                f,
+                "the frame's CS slot holds {cs:#x}: injected with a wrong error-code layout"
+            ),
         }
     }
 }
@@ -138,20 +147,38 @@ pub struct CpuState {
     pub windows: [u64; IST_SLOTS],
 }
 
-/// Where the handler of `vector`, whose saved frame lies at `frame` and which
-/// interrupted `%rsp` = `interrupted_rsp`, runs. `top_rsp(slot)` reads the `%rsp`
-/// the CPU saved at the top of IST stack `slot` ([`TOP_FRAME_RSP`]).
+/// What the entry path saved about the interrupted code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupted {
+    /// The vector the stub pushed.
+    pub vector: u8,
+    /// Where the saved frame lies (on an IST stack).
+    pub frame: u64,
+    /// The CS slot of the CPU's frame.
+    pub cs: u64,
+    /// The RSP slot of the CPU's frame.
+    pub rsp: u64,
+}
+
+/// Where the handler of an event whose saved frame is `at` runs, on a CPU whose
+/// kernel code selector is `kernel_cs`. `top_rsp(slot)` reads the `%rsp` the CPU saved
+/// at the top of IST stack `slot` ([`TOP_FRAME_RSP`]).
 pub fn decide(
-    vector: u8,
-    frame: u64,
-    interrupted_rsp: u64,
+    at: &Interrupted,
+    kernel_cs: u64,
     stacks: &CpuStacks,
     state: &CpuState,
     top_rsp: impl Fn(usize) -> u64,
 ) -> Decision {
+    let (vector, frame, interrupted_rsp) = (at.vector, at.frame, at.rsp);
     let Some(own) = stacks.ist_slot_of(frame) else {
         return Decision::Fatal(NestError::UnknownStack(frame));
     };
+    // The SVSM runs only in ring 0 with one code selector: anything else means the
+    // stub read the frame at the wrong offset.
+    if at.cs != kernel_cs {
+        return Decision::Fatal(NestError::BadFrame(at.cs));
+    }
     // The chain of entry windows beneath this event.
     let mut rsp = interrupted_rsp;
     let mut windows = [None; IST_SLOTS];
@@ -213,6 +240,17 @@ mod tests {
         top(slot) - FRAME_BYTES
     }
 
+    const CS: u64 = 8;
+
+    fn at(vector: u8, frame: u64, rsp: u64) -> Interrupted {
+        Interrupted {
+            vector,
+            frame,
+            cs: CS,
+            rsp,
+        }
+    }
+
     const IDLE: CpuState = CpuState {
         depth: 0,
         windows: [0; IST_SLOTS],
@@ -225,7 +263,7 @@ mod tests {
     #[test]
     fn a_handler_moves_below_the_red_zone_of_the_interrupted_stack() {
         let rsp = 0x11_f00c;
-        let d = decide(29, frame_on(2), rsp, &stacks(), &IDLE, no_windows);
+        let d = decide(&at(29, frame_on(2), rsp), CS, &stacks(), &IDLE, no_windows);
         let expected = ((rsp - RED_ZONE) & !15) - FRAME_BYTES;
         assert_eq!(
             d,
@@ -245,9 +283,8 @@ mod tests {
         let outer = 0x11_0000;
         let state = CpuState { depth: 1, ..IDLE };
         match decide(
-            28,
-            frame_on(4),
-            outer - 0x300,
+            &at(28, frame_on(4), outer - 0x300),
+            CS,
             &stacks(),
             &state,
             no_windows,
@@ -265,7 +302,7 @@ mod tests {
         // The outer #VC had pushed a few registers on IST 3 when the next #VC came.
         let rsp = top(2) - 0x60;
         assert_eq!(
-            decide(29, frame_on(2), rsp, &stacks(), &IDLE, no_windows),
+            decide(&at(29, frame_on(2), rsp), CS, &stacks(), &IDLE, no_windows),
             Decision::Fatal(NestError::Clobbered(2))
         );
     }
@@ -275,7 +312,7 @@ mod tests {
         // #HV (IST 5) interrupts a #VC (IST 3) in its window; the #VC interrupted the
         // kernel stack at 0x11_8000.
         let rsp = top(2) - 0x60;
-        let d = decide(28, frame_on(4), rsp, &stacks(), &IDLE, |slot| {
+        let d = decide(&at(28, frame_on(4), rsp), CS, &stacks(), &IDLE, |slot| {
             assert_eq!(slot, 2);
             0x11_8000
         });
@@ -297,13 +334,25 @@ mod tests {
         let mut state = CpuState { depth: 1, ..IDLE };
         state.windows[2] = 0x11_8000;
         assert_eq!(
-            decide(29, frame_on(2), 0x11_7000, &stacks(), &state, no_windows),
+            decide(
+                &at(29, frame_on(2), 0x11_7000),
+                CS,
+                &stacks(),
+                &state,
+                no_windows
+            ),
             Decision::Fatal(NestError::Clobbered(2))
         );
         // The #VC itself, resuming its window once the #HV returned, is not fooled.
         state.depth = 0;
         assert!(matches!(
-            decide(29, frame_on(2), 0x11_8000, &stacks(), &state, no_windows),
+            decide(
+                &at(29, frame_on(2), 0x11_8000),
+                CS,
+                &stacks(),
+                &state,
+                no_windows
+            ),
             Decision::Switch { .. }
         ));
     }
@@ -312,19 +361,31 @@ mod tests {
     fn a_chain_through_another_window_back_to_this_slot_is_a_lost_frame() {
         // #VC (IST 3) in its window, interrupted by an external vector (IST 4) in its
         // window, interrupted by a second #VC: IST 3's top frame is gone.
-        let d = decide(29, frame_on(2), top(3) - 0x40, &stacks(), &IDLE, |slot| {
-            assert_eq!(slot, 3);
-            top(2) - 0x58
-        });
+        let d = decide(
+            &at(29, frame_on(2), top(3) - 0x40),
+            CS,
+            &stacks(),
+            &IDLE,
+            |slot| {
+                assert_eq!(slot, 3);
+                top(2) - 0x58
+            },
+        );
         assert_eq!(d, Decision::Fatal(NestError::Clobbered(2)));
         // A loop between two other slots (frames that cannot both be intact).
-        let d = decide(28, frame_on(4), top(3) - 0x40, &stacks(), &IDLE, |slot| {
-            if slot == 3 {
-                top(2) - 0x40
-            } else {
-                top(3) - 0x40
-            }
-        });
+        let d = decide(
+            &at(28, frame_on(4), top(3) - 0x40),
+            CS,
+            &stacks(),
+            &IDLE,
+            |slot| {
+                if slot == 3 {
+                    top(2) - 0x40
+                } else {
+                    top(3) - 0x40
+                }
+            },
+        );
         assert_eq!(d, Decision::Fatal(NestError::Clobbered(4)));
     }
 
@@ -335,7 +396,13 @@ mod tests {
             ..IDLE
         };
         assert_eq!(
-            decide(0x30, frame_on(3), 0x11_0000, &stacks(), &state, no_windows),
+            decide(
+                &at(0x30, frame_on(3), 0x11_0000),
+                CS,
+                &stacks(),
+                &state,
+                no_windows
+            ),
             Decision::Fatal(NestError::TooDeep)
         );
         let state = CpuState {
@@ -343,7 +410,13 @@ mod tests {
             ..IDLE
         };
         assert!(matches!(
-            decide(0x30, frame_on(3), 0x11_0000, &stacks(), &state, no_windows),
+            decide(
+                &at(0x30, frame_on(3), 0x11_0000),
+                CS,
+                &stacks(),
+                &state,
+                no_windows
+            ),
             Decision::Switch { .. }
         ));
     }
@@ -352,26 +425,68 @@ mod tests {
     fn no_room_or_unknown_stack_stays_on_the_ist_stack() {
         let near_bottom = KERNEL.start + HANDLER_ROOM;
         assert_eq!(
-            decide(14, frame_on(2), near_bottom, &stacks(), &IDLE, no_windows),
+            decide(
+                &at(14, frame_on(2), near_bottom),
+                CS,
+                &stacks(),
+                &IDLE,
+                no_windows
+            ),
             Decision::Stay(NestError::NoRoom(near_bottom))
         );
         // A stack overflow: %rsp in the guard page below the kernel stack.
         let guard = KERNEL.start - 8;
         assert_eq!(
-            decide(14, frame_on(2), guard, &stacks(), &IDLE, no_windows),
+            decide(
+                &at(14, frame_on(2), guard),
+                CS,
+                &stacks(),
+                &IDLE,
+                no_windows
+            ),
             Decision::Stay(NestError::UnknownStack(guard))
         );
         // A frame that is on no IST stack at all.
         assert_eq!(
-            decide(14, 0x11_0000, 0x11_0100, &stacks(), &IDLE, no_windows),
+            decide(
+                &at(14, 0x11_0000, 0x11_0100),
+                CS,
+                &stacks(),
+                &IDLE,
+                no_windows
+            ),
             Decision::Fatal(NestError::UnknownStack(0x11_0000))
+        );
+    }
+
+    #[test]
+    fn a_frame_with_the_wrong_error_code_layout_is_fatal() {
+        // #VC injected without its error code: the stub's CS slot holds RFLAGS.
+        let mut missing = at(29, frame_on(2), 0x10);
+        missing.cs = 0x202;
+        assert_eq!(
+            decide(&missing, CS, &stacks(), &IDLE, no_windows),
+            Decision::Fatal(NestError::BadFrame(0x202))
+        );
+        // An external vector injected with an error code: the CS slot holds RIP.
+        let mut extra = at(0xf0, frame_on(3), 0x202);
+        extra.cs = 0x400_1234;
+        assert_eq!(
+            decide(&extra, CS, &stacks(), &IDLE, no_windows),
+            Decision::Fatal(NestError::BadFrame(0x400_1234))
         );
     }
 
     #[test]
     fn double_fault_stays_on_its_own_stack() {
         assert_eq!(
-            decide(8, frame_on(0), 0x11_0000, &stacks(), &IDLE, no_windows),
+            decide(
+                &at(8, frame_on(0), 0x11_0000),
+                CS,
+                &stacks(),
+                &IDLE,
+                no_windows
+            ),
             Decision::Stay(NestError::DoubleFault)
         );
     }
@@ -393,7 +508,7 @@ mod tests {
         for own in 0..IST_SLOTS {
             for &rsp in &probes {
                 for &window in &probes {
-                    let d = decide(0x40, frame_on(own), rsp, &s, &IDLE, |_| window);
+                    let d = decide(&at(0x40, frame_on(own), rsp), CS, &s, &IDLE, |_| window);
                     if let Decision::Switch { frame, .. } = d {
                         assert!(frame >= KERNEL.start + HANDLER_ROOM, "{rsp:#x}");
                         assert!(frame + FRAME_BYTES + RED_ZONE <= KERNEL.end);

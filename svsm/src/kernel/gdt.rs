@@ -2,7 +2,9 @@
 //!
 //! Every IDT gate switches to an IST stack (see `idt`): the C engine's assembly keeps
 //! data in the red zone below `%rsp`, which an interrupt pushed onto the interrupted
-//! stack would overwrite. Each IST stack has an unmapped guard page below it.
+//! stack would overwrite. The entry path then moves the handler off it, below that red
+//! zone ([`svsm::nesting`]), so an IST stack only holds an event's first instructions.
+//! Each IST stack has an unmapped guard page below it.
 #![allow(
     unsafe_code,
     reason = "the CPU writes the IST stacks; loading segment registers"

@@ -17,6 +17,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 use svsm::arch::interrupts::{stub_address, InterruptFrame};
 use svsm::nesting::{self, Decision, NestError};
+use x86_64::instructions::segmentation::{Segment, CS};
 use x86_64::registers::control::Cr2;
 use x86_64::structures::idt::{Entry, InterruptDescriptorTable};
 use x86_64::VirtAddr;
@@ -139,10 +140,16 @@ extern "C" fn interrupt_enter(frame: *mut InterruptFrame) -> *mut InterruptFrame
     let here = frame as u64;
     // SAFETY: the stub passes the frame it just saved on this CPU's IST stack.
     let saved = unsafe { &*frame };
+    let interrupted = nesting::Interrupted {
+        vector: (saved.vector & 0xff) as u8,
+        frame: here,
+        cs: saved.cs,
+        rsp: saved.rsp,
+    };
     let decision = nesting::decide(
-        (saved.vector & 0xff) as u8,
-        here,
-        saved.rsp,
+        &interrupted,
+        // The handler's CS is the gate's, the kernel's one code selector.
+        u64::from(CS::get_reg().0),
         &stacks,
         &cpu.nesting_state(),
         |slot| {
