@@ -101,9 +101,40 @@ struct Slot {
     posted: AtomicU64,
 }
 
+/// A flush request waiting in a mailbox; `None` is all zeros, so a registry of
+/// [`MAX_CPUS`] empty slots lives in `.bss`, not in the measured image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(u8)]
+enum PendingFlush {
+    #[default]
+    None = 0,
+    All = 1,
+    Pages {
+        start: u64,
+        count: u32,
+    } = 2,
+}
+
+impl PendingFlush {
+    fn get(self) -> Option<FlushRequest> {
+        match self {
+            Self::None => None,
+            Self::All => Some(FlushRequest::All),
+            Self::Pages { start, count } => Some(FlushRequest::Pages { start, count }),
+        }
+    }
+
+    fn from(request: FlushRequest) -> Self {
+        match request {
+            FlushRequest::All => Self::All,
+            FlushRequest::Pages { start, count } => Self::Pages { start, count },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Mailbox {
-    flush: Option<FlushRequest>,
+    flush: PendingFlush,
     call: Option<(CrossCall, u64)>,
 }
 
@@ -113,7 +144,7 @@ impl Slot {
             state: AtomicU8::new(ABSENT),
             apic_id: AtomicU32::new(0),
             mailbox: Mutex::new(Mailbox {
-                flush: None,
+                flush: PendingFlush::None,
                 call: None,
             }),
             requested: AtomicU64::new(0),
@@ -235,7 +266,7 @@ impl Cpus {
             *mailbox = Mailbox::default();
             (work, slot.requested.load(Ordering::Acquire))
         };
-        if let Some(request) = work.flush {
+        if let Some(request) = work.flush.get() {
             flush.flush_local(request);
             slot.flushes.fetch_add(1, Ordering::AcqRel);
         }
@@ -336,7 +367,8 @@ impl Cpus {
                 return Ok(false);
             }
             self.post(target, ipi, |m| {
-                m.flush = Some(m.flush.map_or(request, |old| merge(old, request)));
+                m.flush =
+                    PendingFlush::from(m.flush.get().map_or(request, |old| merge(old, request)));
             })?;
             sent += 1;
             Ok(true)
