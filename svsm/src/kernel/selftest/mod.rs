@@ -7,7 +7,7 @@
 mod guest_memory;
 mod idt_gates;
 mod machine;
-mod nesting;
+pub(super) mod nesting;
 mod runtime;
 mod smp;
 mod tpm_sequence;

@@ -141,3 +141,28 @@ fn nested_same_vector_keeps_the_outer_frame() -> Outcome {
     );
     Ok(())
 }
+
+fn recurse_hook(frame: &mut InterruptFrame) -> bool {
+    if frame.vector != VECTOR_OTHER {
+        return false;
+    }
+    raise_other();
+    true
+}
+
+/// `crash=nest-depth`: a handler that raises its own vector again, without end; the
+/// entry path must stop it at the depth bound with its reason.
+pub fn crash_too_deep() {
+    idt::set_test_hook(Some(recurse_hook));
+    raise_other();
+    idt::set_test_hook(None);
+}
+
+/// `crash=vc-without-error-code`: `int 29` enters the #VC gate without the error code
+/// the CPU pushes for a real #VC, as a hypervisor injecting #VC without one would; the
+/// entry path must refuse the misread frame.
+pub fn crash_misframed_vc() {
+    // SAFETY: INT 29 through the kernel's #VC gate (AMD APM vol. 2 §8.9); the entry path
+    // ends the SVSM on the frame it cannot read, so nothing returns here.
+    unsafe { core::arch::asm!("int 29") };
+}
