@@ -91,17 +91,29 @@ pub struct CpuidPage {
 
 fn u32_at(bytes: &[u8], offset: usize) -> u32 {
     bytes
-        .get(offset..offset + 4)
+        .get(offset..offset.saturating_add(4))
         .and_then(|b| b.try_into().ok())
         .map_or(0, u32::from_le_bytes)
 }
 
 fn u64_at(bytes: &[u8], offset: usize) -> u64 {
     bytes
-        .get(offset..offset + 8)
+        .get(offset..offset.saturating_add(8))
         .and_then(|b| b.try_into().ok())
         .map_or(0, u64::from_le_bytes)
 }
+
+/// Byte offset of entry `i` (< [`CPUID_COUNT_MAX`], so within the page).
+const fn entry_offset(i: usize) -> usize {
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "i < CPUID_COUNT_MAX: at most 16 + 63 * 48 bytes"
+    )]
+    let o = CPUID_ENTRIES_OFFSET + i * CPUID_ENTRY_SIZE;
+    o
+}
+
+const _: () = assert!(entry_offset(CPUID_COUNT_MAX) <= CPUID_PAGE_SIZE);
 
 impl CpuidPage {
     /// Parses a CPUID page (4096 bytes).
@@ -121,22 +133,27 @@ impl CpuidPage {
         }
         let mut entries = [CpuidEntry::default(); CPUID_COUNT_MAX];
         for (i, slot) in entries.iter_mut().enumerate().take(count) {
-            let e = CPUID_ENTRIES_OFFSET + i * CPUID_ENTRY_SIZE;
+            let e = bytes.get(entry_offset(i)..).unwrap_or_default();
             *slot = CpuidEntry {
-                eax_in: u32_at(bytes, e),
-                ecx_in: u32_at(bytes, e + 4),
-                xcr0_in: u64_at(bytes, e + 8),
-                xss_in: u64_at(bytes, e + 16),
-                eax: u32_at(bytes, e + 24),
-                ebx: u32_at(bytes, e + CPUID_EBX_OUTPUT_OFFSET),
-                ecx: u32_at(bytes, e + 32),
-                edx: u32_at(bytes, e + 36),
+                eax_in: u32_at(e, 0),
+                ecx_in: u32_at(e, 4),
+                xcr0_in: u64_at(e, 8),
+                xss_in: u64_at(e, 16),
+                eax: u32_at(e, 24),
+                ebx: u32_at(e, CPUID_EBX_OUTPUT_OFFSET),
+                ecx: u32_at(e, 32),
+                edx: u32_at(e, 36),
             };
         }
         Ok(Self { entries, count })
     }
 
     /// Builds the page bytes for `entries` (tests and the emulated launch).
+    #[allow(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        reason = "entries.len() <= CPUID_COUNT_MAX, checked first: every entry is in the page"
+    )]
     pub fn encode(entries: &[CpuidEntry]) -> Result<[u8; CPUID_PAGE_SIZE], ParseError> {
         if entries.len() > CPUID_COUNT_MAX {
             return Err(ParseError::SizeTooLarge {

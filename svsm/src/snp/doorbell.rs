@@ -372,7 +372,7 @@ pub fn process<D: DoorbellPage, T: GhcbTransport>(
             return Err(SnpError::FatalVector(VECTOR_MC));
         }
         if events.nmi {
-            report.nmis += 1;
+            report.nmis = report.nmis.saturating_add(1);
         }
         report.deferred = events.vector != 0;
         report.reserved = events.reserved;
@@ -384,7 +384,7 @@ pub fn process<D: DoorbellPage, T: GhcbTransport>(
         if word == 0 {
             return Ok(report);
         }
-        report.rounds += 1;
+        report.rounds = report.rounds.saturating_add(1);
         let events = PendingEvents::decode(word);
         if events.reserved != 0 && report.reserved == 0 {
             log::warn!("snp: #HV doorbell word {word:#06x} has reserved bits set");
@@ -394,7 +394,7 @@ pub fn process<D: DoorbellPage, T: GhcbTransport>(
             return Err(SnpError::FatalVector(VECTOR_MC));
         }
         if events.nmi {
-            report.nmis += 1;
+            report.nmis = report.nmis.saturating_add(1);
             log::warn!("snp: ignoring an NMI posted in the #HV doorbell");
         }
         let posted = PostedVector::classify(events.vector, hooks);
@@ -404,16 +404,16 @@ pub fn process<D: DoorbellPage, T: GhcbTransport>(
                 if let Some(hook) = hooks.lookup(v) {
                     hook(v);
                 }
-                report.dispatched += 1;
+                report.dispatched = report.dispatched.saturating_add(1);
             }
             PostedVector::NotExternal(v) | PostedVector::Unexpected(v) => {
                 log::warn!("snp: dropping vector {v} posted in the #HV doorbell");
-                report.dropped += 1;
+                report.dropped = report.dropped.saturating_add(1);
             }
         }
         if posted != PostedVector::None && posted.needs_eoi(page.take_no_eoi_required()) {
             hv.write_msr(X2APIC_EOI_MSR, 0)?;
-            report.eois += 1;
+            report.eois = report.eois.saturating_add(1);
         }
     }
     // Clearing no bits reads the word without taking it.

@@ -135,8 +135,14 @@ impl FirmwareMemoryMap {
         {
             return Err(FirmwareMapError::BadShape);
         }
-        let last = &self.bytes[len - ENTRY_SIZE..];
-        if last[8..16] != [0; 8] {
+        // The last entry's page count (bytes 8..16) is zero.
+        let terminated = self
+            .bytes
+            .chunks_exact(ENTRY_SIZE)
+            .next_back()
+            .and_then(|last| last.get(8..16))
+            .is_some_and(|pages| pages == [0; 8]);
+        if !terminated {
             return Err(FirmwareMapError::NotTerminated);
         }
         let end = self
@@ -164,6 +170,11 @@ impl FirmwareMemoryMap {
 }
 
 const ENTRY_SIZE: usize = core::mem::size_of::<MemoryMapEntry>();
+/// log2 of the 4 KiB page size: a GPA's frame number.
+const PAGE_SHIFT: u32 = 12;
+/// 4 KiB pages in a 2 MiB page.
+const PAGES_PER_2M: u64 = PAGE_SIZE_2M / PAGE_SIZE;
+const _: () = assert!(1 << PAGE_SHIFT == PAGE_SIZE);
 
 /// What the launch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -194,8 +205,8 @@ fn pvalidate_page<P: Platform, T: GhcbTransport>(
     match platform.pvalidate(PhysAddr::new(addr), PageSize::Size4K, true) {
         Ok(_) => Ok(()),
         Err(PvalidateError::Fault(RmpFault::NotAssigned)) => {
-            hv.page_state_change(addr / PAGE_SIZE, PageState::Private)?;
-            summary.pages_made_private += 1;
+            hv.page_state_change(addr >> PAGE_SHIFT, PageState::Private)?;
+            summary.pages_made_private = summary.pages_made_private.saturating_add(1);
             platform
                 .pvalidate(PhysAddr::new(addr), PageSize::Size4K, true)
                 .map(|_| ())
@@ -225,7 +236,8 @@ pub fn grant_range<P: Platform, T: GhcbTransport>(
         ));
     }
     let mut summary = LaunchSummary::default();
-    let end = start + size;
+    // `check` accepted the range, so it does not wrap.
+    let end = start.saturating_add(size);
     let mut addr = start;
     let grant_page = |addr: u64, size: PageSize| {
         platform
@@ -233,7 +245,7 @@ pub fn grant_range<P: Platform, T: GhcbTransport>(
             .map_err(|e| SnpError::Rmpadjust(addr, e))
     };
     while addr < end {
-        if addr % PAGE_SIZE_2M == 0 && end - addr >= PAGE_SIZE_2M {
+        if addr % PAGE_SIZE_2M == 0 && end.saturating_sub(addr) >= PAGE_SIZE_2M {
             let large = match grant {
                 // Measured contents were validated by the launch: never validate them
                 // here, or a page the host swapped in would be accepted.
@@ -246,8 +258,8 @@ pub fn grant_range<P: Platform, T: GhcbTransport>(
             let granted = large.and_then(|()| grant_page(addr, PageSize::Size2M));
             match granted {
                 Ok(()) => {
-                    summary.pages_granted += PAGE_SIZE_2M / PAGE_SIZE;
-                    addr += PAGE_SIZE_2M;
+                    summary.pages_granted = summary.pages_granted.saturating_add(PAGES_PER_2M);
+                    addr = addr.saturating_add(PAGE_SIZE_2M);
                     continue;
                 }
                 // 4 KiB RMP entries, or (scratch memory) an unassigned page: per page.
@@ -260,8 +272,8 @@ pub fn grant_range<P: Platform, T: GhcbTransport>(
             pvalidate_page(platform, hv, addr, &mut summary)?;
         }
         grant_page(addr, PageSize::Size4K)?;
-        summary.pages_granted += 1;
-        addr += PAGE_SIZE;
+        summary.pages_granted = summary.pages_granted.saturating_add(1);
+        addr = addr.saturating_add(PAGE_SIZE);
     }
     if grant == Grant::Zeroed && range.is_writable_ram() {
         platform
@@ -299,8 +311,10 @@ pub fn launch_guest<P: Platform, T: GhcbTransport>(
     let vmpl = plan.guest_vmpl;
     let mut total = LaunchSummary::default();
     let mut add = |s: LaunchSummary| {
-        total.pages_granted += s.pages_granted;
-        total.pages_made_private += s.pages_made_private;
+        total.pages_granted = total.pages_granted.saturating_add(s.pages_granted);
+        total.pages_made_private = total
+            .pages_made_private
+            .saturating_add(s.pages_made_private);
     };
 
     // Refused before anything is validated: a rejected plan changes nothing.

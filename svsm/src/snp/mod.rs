@@ -20,6 +20,17 @@
 //! typed value and checked against the request, and a wrong answer is a typed
 //! [`SnpError`] that maps to a termination reason, never a panic.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod boot;
 pub mod cpuid;
 pub mod doorbell;

@@ -132,7 +132,7 @@ pub fn plan(
         return Err(VcpuPlanError::NoVcpus);
     }
     for (i, id) in apic_ids.iter().enumerate() {
-        if apic_ids[..i].contains(id) {
+        if apic_ids.iter().take(i).any(|other| other == id) {
             return Err(VcpuPlanError::DuplicateApicId(*id));
         }
     }
@@ -165,7 +165,8 @@ pub fn plan(
         }
         aps.push(PlannedVcpu {
             apic_id,
-            index: aps.len() + 1,
+            // At most `max` entries: no overflow.
+            index: aps.len().saturating_add(1),
             vmsa,
             ghcb,
         });
@@ -297,7 +298,9 @@ pub fn create_vcpu<P: Platform, M: SvsmMemory, T: GhcbTransport>(
         return Err(SnpError::SvsmVcpus(VcpuPlanError::UnalignedPage(vcpu.vmsa)));
     }
     let mut page = [0u8; PAGE_SIZE as usize];
-    page[..core::mem::size_of::<Vmsa>()].copy_from_slice(vmsa.as_bytes());
+    let _: () = const { assert!(core::mem::size_of::<Vmsa>() <= PAGE_SIZE as usize) };
+    let (head, _) = page.split_at_mut(core::mem::size_of::<Vmsa>());
+    head.copy_from_slice(vmsa.as_bytes());
     memory
         .write_page(vcpu.vmsa, &page)
         .map_err(|e| SnpError::Memory(vcpu.vmsa, e))?;

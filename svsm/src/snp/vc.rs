@@ -66,7 +66,7 @@ pub struct IoInstruction {
 /// operand-size prefix); `rdx` gives the port of the DX forms.
 pub fn decode_io(insn: &[u8], rdx: u64) -> Result<IoInstruction, VcError> {
     let (prefix, rest) = match insn.first() {
-        Some(0x66) => (1, insn.get(1..).unwrap_or_default()),
+        Some(0x66) => (1usize, insn.get(1..).unwrap_or_default()),
         _ => (0, insn),
     };
     let opcode = *rest
@@ -91,9 +91,9 @@ pub fn decode_io(insn: &[u8], rdx: u64) -> Result<IoInstruction, VcError> {
     };
     let (port, len) = if imm {
         let port = *rest.get(1).ok_or(VcError::InstructionMismatch(EXIT_IOIO))?;
-        (u16::from(port), prefix + 2)
+        (u16::from(port), prefix.saturating_add(2))
     } else {
-        ((rdx & 0xFFFF) as u16, prefix + 1)
+        ((rdx & 0xFFFF) as u16, prefix.saturating_add(1))
     };
     Ok(IoInstruction {
         port,

@@ -26,9 +26,13 @@ use crate::snp::SnpError;
 fn guest_regions(
     block: &IgvmParamBlock,
     params: &crate::boot_params::BootParams,
-) -> Vec<GuestRegion> {
-    let mut map = [svsm_protocol::igvm_params::MemoryMapEntry::default(); 64];
-    let n = params.guest_memory_map(&mut map).unwrap_or(0);
+) -> Result<Vec<GuestRegion>, crate::boot_params::BootParamsError> {
+    // As many entries as the firmware's page-sized map holds: a longer host map is
+    // refused by the launch, never cut short here (a cut map would leave RAM the
+    // firmware is told about unvalidated and ungranted).
+    let mut map = [svsm_protocol::igvm_params::MemoryMapEntry::default();
+        PAGE_SIZE as usize / core::mem::size_of::<svsm_protocol::igvm_params::MemoryMapEntry>()];
+    let n = params.guest_memory_map(&mut map)?;
     let mut regions: Vec<GuestRegion> = map
         .iter()
         .take(n)
@@ -52,7 +56,7 @@ fn guest_regions(
             kind: MemoryKind::Ram,
         });
     }
-    regions
+    Ok(regions)
 }
 
 /// The boot parameters, read again from the measured block and the host's areas.
@@ -104,11 +108,16 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
     let block = *params.block();
     let die = |e: SnpError| -> ! { fail(hv, &e) };
     let guest_vmpl = Vmpl::new(block.guest_vmpl as u8).unwrap_or(Vmpl::LOWER[1]);
-    let secrets =
-        SvsmSecrets::parse(&read_phys::<4096>(block.secrets_gpa)).unwrap_or_else(|e| die(e));
+    let mut psp_page = read_phys::<4096>(block.secrets_gpa);
+    let parsed = SvsmSecrets::parse(&psp_page);
+    // The stack copy holds all four VMPCKs: it leaves nothing behind once parsed.
+    psp_page.fill(0);
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+    let secrets = parsed.unwrap_or_else(|e| die(e));
     let cpuid = read_phys::<4096>(block.cpuid_gpa);
     let (svsm_start, svsm_end) = (block.svsm.base, block.svsm.base + block.svsm.size);
-    let layout = MemoryLayout::new(guest_regions(&block, params), svsm_start, svsm_end)
+    let regions = guest_regions(&block, params).unwrap_or_else(|_| die(SnpError::BootParams));
+    let layout = MemoryLayout::new(regions, svsm_start, svsm_end)
         .unwrap_or_else(|_| die(SnpError::BootParams));
     let bsp = params.apic_ids().first().copied().unwrap_or(0);
     // SAFETY: the kernel's page tables (kernel::paging, built before this runs) map the
