@@ -16,7 +16,7 @@
 //! firmware lists (the MADT on QEMU, the IGVM parameters under SEV-SNP) just before
 //! each one starts, and are mapped with 4 KiB pages at a fixed place per CPU index in
 //! [`STACK_AREA`]: a 128 KiB kernel stack (the vTPM engine may run on it under SEV-SNP)
-//! and five 32 KiB IST stacks, each with an unmapped page of the area below it as its
+//! and five 20 KiB IST stacks, each with an unmapped page of the area below it as its
 //! guard. Nothing is reserved for CPUs that do not exist.
 #![allow(
     unsafe_code,
