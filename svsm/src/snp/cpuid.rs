@@ -198,22 +198,28 @@ impl CpuidPage {
     }
 
     /// The C-bit position: CPUID 0x8000_001F EBX[5:0]. Fails if the leaf is missing or
-    /// the position is not a physical address bit an SNP machine can use (32..=63).
+    /// the position is not a physical address bit an SNP machine can use (32..=51: a
+    /// page-table entry's address field ends at bit 51; bits 52..=63 are ignored or NX,
+    /// so a "C-bit" there would map every page unencrypted or non-executable).
     pub fn cbit_position(&self) -> Result<u8, SnpError> {
         if !self
-            .entries
+            .entries()
             .iter()
             .any(|e| e.eax_in == LEAF_MEMORY_ENCRYPTION)
         {
             return Err(SnpError::CpuidLeafMissing(LEAF_MEMORY_ENCRYPTION));
         }
         let position = (self.lookup(LEAF_MEMORY_ENCRYPTION, 0).ebx & 0x3F) as u8;
-        if position < 32 {
+        if !(32..=MAX_CBIT).contains(&position) {
             return Err(SnpError::CbitPosition(position));
         }
         Ok(position)
     }
 }
+
+/// Highest C-bit position: the last physical-address bit of a page-table entry (AMD APM
+/// vol. 2, "Long-Mode Page Translation": bits 51:12 hold the address).
+pub const MAX_CBIT: u8 = 51;
 
 /// The C-bit position, checked against what the hypervisor reported in its SEV
 /// information (the CPUID page is the trusted source; a disagreement means the
@@ -269,6 +275,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(low.cbit_position(), Err(SnpError::CbitPosition(16)));
+        // Bits 52..=63 are no address bits (63 is NX): a hostile CPUID page's 0x3F or 52.
+        for ebx in [0x3F, 52] {
+            let high = CpuidPage::parse(
+                &CpuidPage::encode(&[entry(0x8000_001F, 0, [0, ebx, 0, 0])]).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(high.cbit_position(), Err(SnpError::CbitPosition(ebx as u8)));
+        }
         let none = CpuidPage::parse(&CpuidPage::encode(&[]).unwrap()).unwrap();
         assert_eq!(
             none.cbit_position(),

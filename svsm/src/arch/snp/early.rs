@@ -57,6 +57,8 @@ snp_early_cbit:
     and $0x3f, %eax
     cmp $32, %eax
     jb 9f
+    cmp ${cbit_max}, %eax            /* bits 52..63 of an entry are no address bits */
+    ja 9f
     mov %eax, snp_cbit_position
     lea -32(%eax), %ecx
     mov $1, %edx
@@ -158,13 +160,14 @@ snp_ghcb_pt:
     entry_size = const CPUID_ENTRY_SIZE,
     leaf = const LEAF_MEMORY_ENCRYPTION,
     ebx_out = const CPUID_EBX_OUTPUT_OFFSET,
+    cbit_max = const MAX_CBIT,
     options(att_syntax)
 );
 
 #[cfg(target_os = "none")]
 use crate::snp::cpuid::{
     CPUID_COUNT_MAX, CPUID_EBX_OUTPUT_OFFSET, CPUID_ENTRIES_OFFSET, CPUID_ENTRY_SIZE,
-    LEAF_MEMORY_ENCRYPTION,
+    LEAF_MEMORY_ENCRYPTION, MAX_CBIT,
 };
 #[cfg(target_os = "none")]
 use svsm_protocol::igvm_params::{IgvmParamBlock, IGVM_ENTRY_MAGIC, PARAM_BLOCK_MAGIC};
@@ -184,7 +187,9 @@ unsafe extern "C" {
 pub fn cbit() -> Option<u8> {
     // SAFETY: written once by the entry before any Rust code runs; only read here.
     let position = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(snp_cbit_position)) };
-    (32..64).contains(&position).then_some(position as u8)
+    (32..=u32::from(MAX_CBIT))
+        .contains(&position)
+        .then_some(position as u8)
 }
 
 /// Not the bare-metal kernel: never under SEV-SNP.

@@ -120,8 +120,10 @@ impl Platform for SnpPlatform {
         size: PageSize,
         validate: bool,
     ) -> Result<Validation, PvalidateError> {
-        // SAFETY: the caller (address checks, launch plan) chose a guest page outside SVSM
-        // memory; it is mapped privately per `new`'s contract.
+        // SAFETY: PVALIDATE (AMD APM vol. 3 "PVALIDATE"; the SVSM runs at VMPL0, where
+        // it is allowed) changes only the RMP entry of the page at this VA. The caller
+        // (address checks, launch plan) chose a guest page outside SVSM memory, mapped
+        // privately per `new`'s contract, so no SVSM data loses its validation.
         unsafe { pvalidate::pvalidate(self.va(addr.raw()) as u64, size, validate) }
     }
 
@@ -133,7 +135,9 @@ impl Platform for SnpPlatform {
         perms: RmpPermissions,
         vmsa: bool,
     ) -> Result<(), RmpadjustError> {
-        // SAFETY: as for `pvalidate`; the request path never grants SVSM pages.
+        // SAFETY: RMPADJUST (AMD APM vol. 3 "RMPADJUST") changes only a lower VMPL's
+        // permissions in this page's RMP entry; the page is chosen and mapped as for
+        // `pvalidate`, and the request path never grants SVSM pages.
         unsafe { rmpadjust::rmpadjust(self.va(addr.raw()) as u64, size, target, perms, vmsa) }?;
         // Less access for a lower VMPL (or a page turned VMSA): no vCPU may keep a
         // cached translation that still allows the old access. The guest's
