@@ -404,8 +404,16 @@ impl GuestState {
     /// What a call on `apic_id` needs: its current guest VMSA and its calling area
     /// (checked like any guest range).
     pub fn call_target(&self, apic_id: u32) -> Option<(VmsaPage, CheckedRange)> {
-        let ca = self.calling_area(apic_id).ok().flatten()?;
-        Some((self.current_vmsa(apic_id)?, ca))
+        self.vcpu_call_target(self.vcpu(apic_id)?)
+    }
+
+    /// [`GuestState::call_target`] of a vCPU already looked up.
+    pub fn vcpu_call_target(&self, vcpu: &VcpuEntry) -> Option<(VmsaPage, CheckedRange)> {
+        let ca = self
+            .check(GuestPhysAddr(vcpu.calling_area?), PAGE_SIZE, Access::Data)
+            .ok()?;
+        let vmsa = self.vmsa(vcpu.guest_vmsa?)?;
+        Some((VmsaPage { addr: vmsa.addr }, ca))
     }
 
     /// The calling area of `apic_id`, checked like any guest range.

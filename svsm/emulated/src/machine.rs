@@ -111,66 +111,178 @@ fn range_pages(start: u64, len: u64) -> impl Iterator<Item = u64> {
     (first..end).step_by(PAGE_SIZE as usize)
 }
 
+/// The SVSM's (VMPL0's) access to one page: private, validated, backed.
+#[inline]
+fn svsm_page_access(entry: &RmpEntry, backing: Backing, write: bool) -> Result<(), MemoryError> {
+    if !entry.assigned {
+        return Err(MemoryError::NotPrivate);
+    }
+    if !entry.validated {
+        return Err(MemoryError::NotValidated);
+    }
+    match backing {
+        Backing::Ram => Ok(()),
+        Backing::ReadOnly if !write => Ok(()),
+        Backing::ReadOnly => Err(MemoryError::ReadOnly),
+        Backing::Mmio => Err(MemoryError::NotMemory),
+    }
+}
+
+/// The guest's access at `vmpl` to one page: shared pages are free; private pages must
+/// be validated and grant the access to `vmpl`; VMSA pages never to a VMPL above 0.
+#[inline]
+fn guest_page_access(
+    vmpl: Vmpl,
+    entry: &RmpEntry,
+    backing: Backing,
+    write: bool,
+) -> Result<(), GuestFault> {
+    match backing {
+        Backing::Ram => {}
+        Backing::ReadOnly if !write => {}
+        Backing::ReadOnly | Backing::Mmio => return Err(GuestFault::NoMemory),
+    }
+    if !entry.assigned {
+        return Ok(());
+    }
+    if !entry.validated {
+        return Err(GuestFault::NotValidated);
+    }
+    let need = if write {
+        RmpPermissions::WRITE
+    } else {
+        RmpPermissions::READ
+    };
+    if !entry.perms_of(vmpl).contains(need) || (entry.vmsa && vmpl != Vmpl::VMPL0) {
+        return Err(GuestFault::Permission);
+    }
+    Ok(())
+}
+
 impl Machine {
     fn page(&self, addr: u64) -> Option<(RmpEntry, Backing)> {
         let index = usize::try_from(addr >> 12).ok()?;
         Some((*self.rmp.entry(addr)?, *self.backing.get(index)?))
     }
 
+    /// The RMP entries and backings of every page `[addr, addr + len)` touches, when
+    /// `len > 0` and all of them exist: the one lookup of a whole access (O(1) for an
+    /// access within a page). `None` sends the caller to the page-by-page walk, which
+    /// finds the same answer, including which page fails first.
+    #[inline]
+    fn span(&self, addr: u64, len: u64) -> Option<(&[RmpEntry], &[Backing])> {
+        let last = addr.checked_add(len.checked_sub(1)?)?;
+        let first = usize::try_from(addr >> 12).ok()?;
+        let last = usize::try_from(last >> 12).ok()?;
+        Some((
+            self.rmp.entries().get(first..=last)?,
+            self.backing.get(first..=last)?,
+        ))
+    }
+
+    #[inline]
     fn bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
         let start = usize::try_from(addr).ok()?;
         self.memory.get(start..start.checked_add(len)?)
     }
 
+    #[inline]
     fn bytes_mut(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
         let start = usize::try_from(addr).ok()?;
         self.memory.get_mut(start..start.checked_add(len)?)
     }
 
     /// An access by VMPL0 (the SVSM): private, validated, backed.
+    #[inline]
     fn svsm_access(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
+        match self.span(addr, len) {
+            Some((entries, backings)) => {
+                for (entry, &backing) in entries.iter().zip(backings) {
+                    svsm_page_access(entry, backing, write)?;
+                }
+                Ok(())
+            }
+            None => self.svsm_access_walk(addr, len, write),
+        }
+    }
+
+    /// [`Self::svsm_access`] page by page, for ranges that leave memory or are empty.
+    #[cold]
+    fn svsm_access_walk(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
         for page in range_pages(addr, len) {
             let (entry, backing) = self.page(page).ok_or(MemoryError::NotMemory)?;
-            if !entry.assigned {
-                return Err(MemoryError::NotPrivate);
-            }
-            if !entry.validated {
-                return Err(MemoryError::NotValidated);
-            }
-            match backing {
-                Backing::Ram => {}
-                Backing::ReadOnly if !write => {}
-                Backing::ReadOnly => return Err(MemoryError::ReadOnly),
-                Backing::Mmio => return Err(MemoryError::NotMemory),
-            }
+            svsm_page_access(&entry, backing, write)?;
         }
         Ok(())
     }
 
     /// An access by the guest at `vmpl`: shared pages are free; private pages must be
     /// validated and grant the access to `vmpl`; VMSA pages never to a VMPL above 0.
+    #[inline]
     fn guest_access(&self, vmpl: Vmpl, addr: u64, len: u64, write: bool) -> Result<(), GuestFault> {
+        match self.span(addr, len) {
+            Some((entries, backings)) => {
+                for (entry, &backing) in entries.iter().zip(backings) {
+                    guest_page_access(vmpl, entry, backing, write)?;
+                }
+                Ok(())
+            }
+            None => self.guest_access_walk(vmpl, addr, len, write),
+        }
+    }
+
+    /// [`Self::guest_access`] page by page, for ranges that leave memory or are empty.
+    #[cold]
+    fn guest_access_walk(
+        &self,
+        vmpl: Vmpl,
+        addr: u64,
+        len: u64,
+        write: bool,
+    ) -> Result<(), GuestFault> {
         for page in range_pages(addr, len) {
             let (entry, backing) = self.page(page).ok_or(GuestFault::NoMemory)?;
-            match backing {
-                Backing::Ram => {}
-                Backing::ReadOnly if !write => {}
-                Backing::ReadOnly | Backing::Mmio => return Err(GuestFault::NoMemory),
-            }
-            if !entry.assigned {
-                continue;
-            }
-            if !entry.validated {
-                return Err(GuestFault::NotValidated);
-            }
-            let need = if write {
-                RmpPermissions::WRITE
-            } else {
-                RmpPermissions::READ
-            };
-            if !entry.perms_of(vmpl).contains(need) || (entry.vmsa && vmpl != Vmpl::VMPL0) {
-                return Err(GuestFault::Permission);
-            }
+            guest_page_access(vmpl, &entry, backing, write)?;
+        }
+        Ok(())
+    }
+
+    /// The guest's bytes `[addr, addr + len)` after a guest access check at its VMPL.
+    #[inline]
+    fn guest_bytes_mut(
+        &mut self,
+        addr: u64,
+        len: usize,
+        write: bool,
+    ) -> Result<&mut [u8], GuestFault> {
+        self.guest_access(self.guest_vmpl, addr, len as u64, write)?;
+        self.bytes_mut(addr, len).ok_or(GuestFault::NoMemory)
+    }
+
+    /// The guest on `apic_id` exits to VMPL0 with `exit_code` and the registers `regs`
+    /// (the hardware saves them into its guest VMSA).
+    fn exit(
+        &mut self,
+        apic_id: u32,
+        regs: &CallRegisters,
+        exit_code: u64,
+    ) -> Result<(), GuestFault> {
+        let vmsa_addr = self.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
+        let vcpu = self.vcpu_mut(apic_id).ok_or(GuestFault::BadVcpu)?;
+        if vcpu.mode != VcpuMode::Guest {
+            return Err(GuestFault::BadVcpu);
+        }
+        vcpu.mode = VcpuMode::Svsm;
+        for (offset, value) in [
+            (vmsa::RAX, regs.rax),
+            (vmsa::RCX, regs.rcx),
+            (vmsa::RDX, regs.rdx),
+            (vmsa::R8, regs.r8),
+            (vmsa::R9, regs.r9),
+            (vmsa::GUEST_EXIT_CODE, exit_code),
+        ] {
+            self.write_u64(vmsa_addr + offset, value)
+                .ok_or(GuestFault::NoMemory)?;
         }
         Ok(())
     }
@@ -222,6 +334,7 @@ impl EmulatedSnp {
         }
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, Machine> {
         // A panic elsewhere while holding the lock poisons it; the state is still the
         // model's state, so keep using it.
@@ -341,21 +454,43 @@ impl EmulatedSnp {
 
     /// A guest read at the guest VMPL.
     pub fn guest_read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
-        let m = self.lock();
-        m.guest_access(m.guest_vmpl, addr, buf.len() as u64, false)?;
-        buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(GuestFault::NoMemory)?);
+        let mut m = self.lock();
+        buf.copy_from_slice(m.guest_bytes_mut(addr, buf.len(), false)?);
         Ok(())
     }
 
     /// A guest write at the guest VMPL.
     pub fn guest_write(&self, addr: u64, data: &[u8]) -> Result<(), GuestFault> {
         let mut m = self.lock();
-        let vmpl = m.guest_vmpl;
-        m.guest_access(vmpl, addr, data.len() as u64, true)?;
-        m.bytes_mut(addr, data.len())
-            .ok_or(GuestFault::NoMemory)?
+        m.guest_bytes_mut(addr, data.len(), true)?
             .copy_from_slice(data);
         Ok(())
+    }
+
+    /// The guest reads its memory `[addr, addr + len)` in place: `f` sees the bytes
+    /// after the same check as [`Self::guest_read`], and copies out only what it uses
+    /// (a driver parsing a response in its buffer page).
+    pub fn guest_read_with<R>(
+        &self,
+        addr: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, GuestFault> {
+        let mut m = self.lock();
+        Ok(f(m.guest_bytes_mut(addr, len, false)?))
+    }
+
+    /// The guest writes its memory `[addr, addr + len)` in place: `f` fills the bytes
+    /// after the same check as [`Self::guest_write`] (a driver building a request in its
+    /// buffer page).
+    pub fn guest_write_with<R>(
+        &self,
+        addr: u64,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, GuestFault> {
+        let mut m = self.lock();
+        Ok(f(m.guest_bytes_mut(addr, len, true)?))
     }
 
     /// The guest half of a call, up to the VMGEXIT: `call_pending = 1` in the calling
@@ -368,10 +503,11 @@ impl EmulatedSnp {
         regs: &CallRegisters,
         set_pending: bool,
     ) -> Result<(), GuestFault> {
+        let mut m = self.lock();
         if set_pending {
-            self.guest_write(ca, &[1])?;
+            m.guest_bytes_mut(ca, 1, true)?.fill(1);
         }
-        self.guest_exit(apic_id, regs, vmsa::VMGEXIT_EXIT_CODE)
+        m.exit(apic_id, regs, vmsa::VMGEXIT_EXIT_CODE)
     }
 
     /// The guest exits to VMPL0 with `exit_code` and the registers `regs`.
@@ -381,49 +517,28 @@ impl EmulatedSnp {
         regs: &CallRegisters,
         exit_code: u64,
     ) -> Result<(), GuestFault> {
-        let mut m = self.lock();
-        let vmsa_addr = m.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
-        let vcpu = m.vcpu_mut(apic_id).ok_or(GuestFault::BadVcpu)?;
-        if vcpu.mode != VcpuMode::Guest {
-            return Err(GuestFault::BadVcpu);
-        }
-        vcpu.mode = VcpuMode::Svsm;
-        for (offset, value) in [
-            (vmsa::RAX, regs.rax),
-            (vmsa::RCX, regs.rcx),
-            (vmsa::RDX, regs.rdx),
-            (vmsa::R8, regs.r8),
-            (vmsa::R9, regs.r9),
-            (vmsa::GUEST_EXIT_CODE, exit_code),
-        ] {
-            m.write_u64(vmsa_addr + offset, value)
-                .ok_or(GuestFault::NoMemory)?;
-        }
-        Ok(())
+        self.lock().exit(apic_id, regs, exit_code)
     }
 
     /// The guest half of a call after the SVSM ran: the registers from the guest VMSA,
     /// then `xchg(call_pending, 0)` in the calling area at `ca`.
     pub fn guest_end_call(&self, apic_id: u32, ca: u64) -> Result<CallReturn, GuestFault> {
-        let regs = {
-            let m = self.lock();
-            let vmsa_addr = m.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
-            let reg = |offset| m.read_u64(vmsa_addr + offset).ok_or(GuestFault::NoMemory);
-            CallRegisters {
-                rax: reg(vmsa::RAX)?,
-                rcx: reg(vmsa::RCX)?,
-                rdx: reg(vmsa::RDX)?,
-                r8: reg(vmsa::R8)?,
-                r9: reg(vmsa::R9)?,
-            }
+        let mut m = self.lock();
+        let vmsa_addr = m.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
+        let reg = |offset| m.read_u64(vmsa_addr + offset).ok_or(GuestFault::NoMemory);
+        let regs = CallRegisters {
+            rax: reg(vmsa::RAX)?,
+            rcx: reg(vmsa::RCX)?,
+            rdx: reg(vmsa::RDX)?,
+            r8: reg(vmsa::R8)?,
+            r9: reg(vmsa::R9)?,
         };
-        let mut pending = [0u8];
-        self.guest_read(ca, &mut pending)?;
-        self.guest_write(ca, &[0])?;
-        Ok(CallReturn {
-            regs,
-            pending: pending[0],
-        })
+        // The exchange is one read-modify-write: the guest needs read and write access.
+        m.guest_access(m.guest_vmpl, ca, 1, false)?;
+        let byte = m.guest_bytes_mut(ca, 1, true)?;
+        let pending = byte.first().copied().unwrap_or(0);
+        byte.fill(0);
+        Ok(CallReturn { regs, pending })
     }
 
     /// The vCPUs.

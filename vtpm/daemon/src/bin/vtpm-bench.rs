@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use vtpm::tpm::{self, CommandBuilder, Header};
 use vtpm::{Engine, EngineError, LibTpms, OsEntropy, Service};
 use vtpm_daemon::svsm_backend::SvsmBackend;
-use vtpm_daemon::{BackendError, TpmBackend};
+use vtpm_daemon::BackendError;
 
 /// One way to reach a TPM: runs a command, returns its response code and the time the
 /// command took on this path; the response stays readable until the next command.
@@ -96,9 +96,8 @@ impl Path for Svsm<'_> {
     fn run(&mut self, command: &mut [u8]) -> Result<(u32, Duration)> {
         let mut backend = self.backend.borrow_mut();
         let start = Instant::now();
-        let response = svsm_round_trip(&mut backend, command)?;
+        svsm_round_trip(&mut backend, command, &mut self.response)?;
         let elapsed = start.elapsed();
-        self.response = response;
         if let Some(index) = self.sampling {
             let engine = backend.with_engine(|e| e.last).context("powered off")?;
             self.path_cost[index].push(elapsed.saturating_sub(engine));
@@ -116,9 +115,10 @@ impl Path for Svsm<'_> {
 /// One command through the whole SVSM path (guest driver to engine and back). Never
 /// inlined, so that an instruction counter (`--count` under callgrind) can tell the
 /// path's instructions from the engine's (`TPMLIB_Process`).
+/// The response lands in `response`, whose allocation is reused (as (a) reuses its own).
 #[inline(never)]
-fn svsm_round_trip(backend: &mut Backend, command: &[u8]) -> Result<Vec<u8>> {
-    Ok(backend.command(0, command)?)
+fn svsm_round_trip(backend: &mut Backend, command: &[u8], response: &mut Vec<u8>) -> Result<()> {
+    Ok(backend.command_into(0, command, response)?)
 }
 
 /// (c) swtpm's data channel: raw TPM commands over TCP.
@@ -609,8 +609,9 @@ fn count(which: &str, n: &str) -> Result<()> {
 #[inline(never)]
 fn count_loop(backend: &RefCell<Backend>, command: &[u8], n: usize) -> Result<()> {
     let mut backend = backend.borrow_mut();
+    let mut response = Vec::new();
     for _ in 0..n {
-        let response = svsm_round_trip(&mut backend, command)?;
+        svsm_round_trip(&mut backend, command, &mut response)?;
         let rc = code(&response)?;
         if rc != 0 {
             bail!("the counted command failed with {rc:#x}");
