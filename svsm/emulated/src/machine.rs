@@ -111,6 +111,34 @@ fn range_pages(start: u64, len: u64) -> impl Iterator<Item = u64> {
     (first..end).step_by(PAGE_SIZE as usize)
 }
 
+/// What an access by the SVSM does with the bytes it reaches.
+enum SvsmCopy<'a> {
+    /// Copies them into the buffer.
+    Read(&'a mut [u8]),
+    /// Copies the data over them.
+    Write(&'a [u8]),
+    /// Zeroes this many bytes.
+    Zero(usize),
+    /// Only checks that this many bytes could be read.
+    Check(usize),
+}
+
+impl SvsmCopy<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Self::Read(buf) => buf.len(),
+            Self::Write(data) => data.len(),
+            Self::Zero(len) | Self::Check(len) => *len,
+        }
+    }
+
+    #[inline]
+    fn writes(&self) -> bool {
+        matches!(self, Self::Write(_) | Self::Zero(_))
+    }
+}
+
 /// The SVSM's (VMPL0's) access to one page: private, validated, backed.
 #[inline]
 fn svsm_page_access(entry: &RmpEntry, backing: Backing, write: bool) -> Result<(), MemoryError> {
@@ -247,8 +275,9 @@ impl Machine {
         Ok(())
     }
 
-    /// The guest's bytes `[addr, addr + len)` after a guest access check at its VMPL.
-    #[inline]
+    /// The guest's bytes `[addr, addr + len)` after a guest access check at its VMPL:
+    /// every guest access goes through here.
+    #[inline(never)]
     fn guest_bytes_mut(
         &mut self,
         addr: u64,
@@ -339,6 +368,24 @@ impl EmulatedSnp {
         // A panic elsewhere while holding the lock poisons it; the state is still the
         // model's state, so keep using it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every access the SVSM (VMPL0) makes to memory: one lock, the RMP check of the
+    /// whole range, then the copy. The platform's reads, writes and checks of guest
+    /// memory and VMSAs all come here, so a call's many small accesses share one piece
+    /// of code.
+    #[inline(never)]
+    fn svsm_copy(&self, addr: u64, op: SvsmCopy<'_>) -> Result<(), MemoryError> {
+        let mut m = self.lock();
+        m.svsm_access(addr, op.len() as u64, op.writes())?;
+        let bytes = m.bytes_mut(addr, op.len()).ok_or(MemoryError::NotMemory)?;
+        match op {
+            SvsmCopy::Read(buf) => buf.copy_from_slice(bytes),
+            SvsmCopy::Write(data) => bytes.copy_from_slice(data),
+            SvsmCopy::Zero(_) => bytes.fill(0),
+            SvsmCopy::Check(_) => {}
+        }
+        Ok(())
     }
 
     /// The emulated PSP.
@@ -597,19 +644,13 @@ impl Platform for EmulatedSnp {
         buf: &mut [u8],
     ) -> Result<(), MemoryError> {
         let addr = sub_range(range, offset, buf.len())?;
-        let m = self.lock();
-        m.svsm_access(addr, buf.len() as u64, false)?;
-        buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(MemoryError::NotMemory)?);
-        Ok(())
+        self.svsm_copy(addr, SvsmCopy::Read(buf))
     }
 
     fn check_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
         let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
         let addr = sub_range(range, 0, len)?;
-        let m = self.lock();
-        m.svsm_access(addr, range.len(), false)?;
-        m.bytes(addr, len).ok_or(MemoryError::NotMemory)?;
-        Ok(())
+        self.svsm_copy(addr, SvsmCopy::Check(len))
     }
 
     fn write_guest(
@@ -619,41 +660,22 @@ impl Platform for EmulatedSnp {
         data: &[u8],
     ) -> Result<(), MemoryError> {
         let addr = sub_range(range, offset, data.len())?;
-        let mut m = self.lock();
-        m.svsm_access(addr, data.len() as u64, true)?;
-        m.bytes_mut(addr, data.len())
-            .ok_or(MemoryError::NotMemory)?
-            .copy_from_slice(data);
-        Ok(())
+        self.svsm_copy(addr, SvsmCopy::Write(data))
     }
 
     fn zero_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
         let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
-        let addr = range.start().raw();
-        let mut m = self.lock();
-        m.svsm_access(addr, range.len(), true)?;
-        m.bytes_mut(addr, len)
-            .ok_or(MemoryError::NotMemory)?
-            .fill(0);
-        Ok(())
+        self.svsm_copy(range.start().raw(), SvsmCopy::Zero(len))
     }
 
     fn read_vmsa(&self, vmsa: &VmsaPage, offset: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         let addr = vmsa_offset(vmsa, offset, buf.len())?;
-        let m = self.lock();
-        m.svsm_access(addr, buf.len() as u64, false)?;
-        buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(MemoryError::NotMemory)?);
-        Ok(())
+        self.svsm_copy(addr, SvsmCopy::Read(buf))
     }
 
     fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
         let addr = vmsa_offset(vmsa, offset, data.len())?;
-        let mut m = self.lock();
-        m.svsm_access(addr, data.len() as u64, true)?;
-        m.bytes_mut(addr, data.len())
-            .ok_or(MemoryError::NotMemory)?
-            .copy_from_slice(data);
-        Ok(())
+        self.svsm_copy(addr, SvsmCopy::Write(data))
     }
 
     fn vmsa_running(&self, vmsa: &VmsaPage) -> bool {

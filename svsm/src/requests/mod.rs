@@ -327,10 +327,7 @@ impl<'a, P: Platform> CallContext<'a, P> {
     /// range in [`crate::address`] (under the state lock, so no VMSA can appear there
     /// between check and copy). Parse the copy, never guest memory.
     pub fn read_guest(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), SvsmError> {
-        let state = self.svsm.state.read();
-        let range = state.check(gpa, buf.len() as u64, Access::Data)?;
-        self.svsm.platform.read_guest(&range, 0, buf)?;
-        Ok(())
+        self.checked(gpa, buf.len() as u64)?.read(0, buf)
     }
 
     /// Checks, under the same lock and without copying, that `len` bytes of guest RAM
@@ -338,18 +335,12 @@ impl<'a, P: Platform> CallContext<'a, P> {
     /// needs a whole buffer usable before it acts but copies only part of it; each later
     /// copy is checked again.
     pub fn check_guest(&self, gpa: GuestPhysAddr, len: u64) -> Result<(), SvsmError> {
-        let state = self.svsm.state.read();
-        let range = state.check(gpa, len, Access::Data)?;
-        self.svsm.platform.check_guest(&range)?;
-        Ok(())
+        self.guest_buffer(gpa, len).map(drop)
     }
 
     /// Copies `data` into guest RAM at `gpa`, after the same check.
     pub fn write_guest(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), SvsmError> {
-        let state = self.svsm.state.read();
-        let range = state.check(gpa, data.len() as u64, Access::Data)?;
-        self.svsm.platform.write_guest(&range, 0, data)?;
-        Ok(())
+        self.checked(gpa, data.len() as u64)?.write(0, data)
     }
 
     /// Checks `len` bytes of guest RAM at `gpa` once, as [`check_guest`](Self::check_guest)
@@ -362,9 +353,17 @@ impl<'a, P: Platform> CallContext<'a, P> {
         gpa: GuestPhysAddr,
         len: u64,
     ) -> Result<GuestBuffer<'a, P>, SvsmError> {
+        let buffer = self.checked(gpa, len)?;
+        self.svsm.platform.check_guest(&buffer.range)?;
+        Ok(buffer)
+    }
+
+    /// The range `[gpa, gpa + len)` after [`GuestState::check`], with the state lock
+    /// held: the one address check every guest access of a handler goes through.
+    #[inline(never)]
+    fn checked(&self, gpa: GuestPhysAddr, len: u64) -> Result<GuestBuffer<'a, P>, SvsmError> {
         let state = self.svsm.state.read();
         let range = state.check(gpa, len, Access::Data)?;
-        self.svsm.platform.check_guest(&range)?;
         Ok(GuestBuffer {
             platform: &self.svsm.platform,
             range,
