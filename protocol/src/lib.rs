@@ -23,6 +23,7 @@ pub mod core;
 pub mod error;
 pub mod ghcb;
 pub mod guest_msg;
+pub mod hv_doorbell;
 pub mod igvm_params;
 pub mod manifest;
 pub mod secrets;

@@ -160,13 +160,28 @@ fn tampered_ghcb_answers_fail_the_ap_creation_with_typed_errors() {
         ),
     ];
     for (hostility, expected) in cases {
-        let failure = boot_with(hostility).unwrap_err();
-        // AP creation is the launch's only GHCB page call.
+        // Without restricted injection, AP creation is the launch's only GHCB page call.
+        let failure = SnpMachine::boot(SnpMachineConfig {
+            hostility: hostility.clone(),
+            sev_status: SnpMachineConfig::default().sev_status & !(1 << 5),
+            ..SnpMachineConfig::default()
+        })
+        .unwrap_err();
         assert_eq!(failure.error, expected);
         assert_eq!(
             failure.terminated,
             svsm_reason(term::BAD_HYPERVISOR_RESPONSE)
         );
+        // With it, the #HV doorbell registration comes first and fails the same way.
+        let failure = boot_with(hostility).unwrap_err();
+        let SnpError::Ghcb(inner) = expected else {
+            unreachable!()
+        };
+        assert_eq!(
+            failure.error,
+            SnpError::Doorbell(svsm::snp::doorbell::DoorbellError::Refused(inner))
+        );
+        assert_eq!(failure.terminated, svsm_reason(term::DOORBELL));
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Devices {
     pub io_writes: Vec<(u16, u64)>,
     /// Values IN reads per port (absent ports read all ones).
     pub io_reads: BTreeMap<u16, u64>,
+    /// Every WRMSR: MSR, value (e.g. the x2APIC EOIs after doorbell vectors).
+    pub msr_writes: Vec<(u32, u64)>,
 }
 
 /// Answers one GHCB page request in place.
@@ -63,6 +65,7 @@ fn answer(machine: &EmulatedSnp, devices: &mut Devices, ghcb: &mut Ghcb) -> Resu
                 1 => {
                     let value = (rdx.ok_or(())? << 32) | (rax.ok_or(())? & 0xFFFF_FFFF);
                     devices.msrs.insert(msr, value);
+                    devices.msr_writes.push((msr, value));
                 }
                 _ => return Err(()),
             }

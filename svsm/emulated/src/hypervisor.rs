@@ -17,6 +17,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::collections::BTreeMap;
 use svsm::address::{
     CheckedRange, GuestPhysAddr, GuestRegion, MemoryKind, MemoryLayout, PhysAddr, VmsaPage,
 };
@@ -26,11 +27,20 @@ use svsm::platform::{
 };
 use svsm::requests::{CallRegisters, RequestOutcome, Services, Svsm, SvsmConfig};
 use svsm::snp::cpuid::{CpuidEntry, CpuidPage};
+use svsm::snp::doorbell::{
+    self, setup_doorbell, DoorbellPage, DoorbellReport, RestrictedInjection, VectorHooks,
+};
 use svsm::snp::hypervisor::HvClient;
 use svsm::snp::launch::{launch_guest, GuestLaunch, LaunchSummary};
 use svsm::snp::secrets::SvsmSecrets;
+use svsm::snp::vc::VcRegisters;
+use svsm::snp::vector::{handle_vector, InterruptConfig, VectorOutcome};
 use svsm::snp::{boot, GhcbTransport, SnpError, TerminateReason};
-use svsm_protocol::ghcb::{Ghcb, HvFeatures, MsrRequest, MsrResponse, PageState};
+
+use svsm_protocol::ghcb::{
+    Ghcb, GhcbField, HvFeatures, MsrRequest, MsrResponse, PageState, GHCB_PROTOCOL_VERSION,
+};
+use svsm_protocol::hv_doorbell::{DoorbellRequest, NO_DOORBELL_PAGE, SVM_VMGEXIT_HV_DOORBELL_PAGE};
 use svsm_protocol::igvm_params::{FirmwareInfo, MemoryRange};
 use svsm_protocol::vmsa::SevFeatures;
 use zerocopy::{FromZeros, IntoBytes};
@@ -59,6 +69,20 @@ pub struct Hostility {
     pub bad_version: bool,
     /// Answer every MSR protocol request with this raw value.
     pub msr_garbage: Option<u64>,
+    /// Answer the #HV doorbell SET with this GPA instead of the one set.
+    pub doorbell_set_answer: Option<u64>,
+    /// Answer the #HV doorbell QUERY with this GPA instead of the registered one.
+    pub doorbell_query_answer: Option<u64>,
+    /// Refuse every #HV doorbell request as KVM refuses a bad one.
+    pub refuse_doorbell: bool,
+}
+
+/// Why the hardware refused an injection (AMD APM vol. 2 "Restricted Injection": with
+/// restricted injection active, VMRUN fails if the hypervisor injects anything but #HV).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InjectionRefused {
+    /// The vector the hypervisor tried to inject.
+    pub vector: u8,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +92,14 @@ struct HvState {
     terminated: Option<TerminateReason>,
     devices: Devices,
     runs: u64,
+    /// #HV doorbell GPA per APIC ID.
+    doorbells: BTreeMap<u32, u64>,
+    /// Every doorbell NAE request: APIC ID, sw_exit_info_1.
+    doorbell_requests: Vec<(u32, u64)>,
+    /// Injected vectors not yet delivered: APIC ID, vector.
+    injections: Vec<(u32, u8)>,
+    /// SEV features of the SVSM's vCPUs (what the hardware enforces on injection).
+    svsm_features: Option<SevFeatures>,
 }
 
 /// The emulated hypervisor.
@@ -78,10 +110,18 @@ pub struct EmulatedHypervisor {
     state: Mutex<HvState>,
 }
 
-/// The default feature bits: SNP, AP creation, multi-VMPL.
+/// The default feature bits: SNP, AP creation, restricted injection (the model answers
+/// the #HV doorbell event), multi-VMPL.
 pub fn honest_features() -> HvFeatures {
-    HvFeatures::SNP | HvFeatures::SNP_AP_CREATION | HvFeatures::SNP_MULTI_VMPL
+    HvFeatures::SNP
+        | HvFeatures::SNP_AP_CREATION
+        | HvFeatures::SNP_RESTRICTED_INJECTION
+        | HvFeatures::SNP_MULTI_VMPL
 }
+
+/// `GHCB_ERR_INVALID_INPUT`: KVM's `sw_exit_info_2` when it refuses a request
+/// (`sw_exit_info_1` = 2).
+pub const GHCB_ERR_INVALID_INPUT: u64 = 1;
 
 impl EmulatedHypervisor {
     /// A hypervisor for `machine` that reports C-bit position `cbit`.
@@ -225,7 +265,23 @@ impl EmulatedHypervisor {
         }
         let mut ghcb = Ghcb::new_zeroed();
         self.machine.peek(gpa, ghcb.as_mut_bytes()).ok_or(())?;
-        handle_page_exit(&self.machine, &mut s.devices, &mut ghcb);
+        if ghcb.get_if_valid(GhcbField::SwExitCode) == Some(SVM_VMGEXIT_HV_DOORBELL_PAGE) {
+            let answer = self.doorbell_event(&mut s, apic_id, &ghcb);
+            ghcb.protocol_version = GHCB_PROTOCOL_VERSION;
+            ghcb.clear_valid();
+            match answer {
+                Ok(info2) => {
+                    ghcb.sw_exit_info_1 = 0;
+                    ghcb.set(GhcbField::SwExitInfo2, info2);
+                }
+                Err(()) => {
+                    ghcb.sw_exit_info_1 = 2;
+                    ghcb.sw_exit_info_2 = GHCB_ERR_INVALID_INPUT;
+                }
+            }
+        } else {
+            handle_page_exit(&self.machine, &mut s.devices, &mut ghcb);
+        }
         let h = &s.hostility;
         if let Some((info1, info2)) = h.page_error {
             ghcb.sw_exit_info_1 = info1;
@@ -239,6 +295,161 @@ impl EmulatedHypervisor {
         }
         self.machine.load(gpa, ghcb.as_bytes()).ok_or(())
     }
+}
+
+impl EmulatedHypervisor {
+    /// The #HV doorbell NAE event (GHCB spec 56421, as KVM's `sev_snp_hv_doorbell_page`
+    /// answers it): `Ok(sw_exit_info_2)` or a refusal.
+    fn doorbell_event(&self, s: &mut HvState, apic_id: u32, ghcb: &Ghcb) -> Result<u64, ()> {
+        let info1 = ghcb.get_if_valid(GhcbField::SwExitInfo1).ok_or(())?;
+        let info2 = ghcb.get_if_valid(GhcbField::SwExitInfo2).ok_or(())?;
+        s.doorbell_requests.push((apic_id, info1));
+        if s.hostility.refuse_doorbell {
+            return Err(());
+        }
+        match DoorbellRequest::decode(info1) {
+            Some(DoorbellRequest::GetPreferred) => Ok(NO_DOORBELL_PAGE),
+            Some(DoorbellRequest::Set) => {
+                s.doorbells.remove(&apic_id);
+                let in_memory = info2
+                    .checked_add(PAGE_SIZE)
+                    .is_some_and(|end| end <= self.machine.memory_size());
+                if info2 % PAGE_SIZE != 0 || !in_memory {
+                    return Err(());
+                }
+                s.doorbells.insert(apic_id, info2);
+                Ok(s.hostility.doorbell_set_answer.unwrap_or(info2))
+            }
+            Some(DoorbellRequest::Query) => Ok(s.hostility.doorbell_query_answer.unwrap_or(
+                s.doorbells
+                    .get(&apic_id)
+                    .copied()
+                    .unwrap_or(NO_DOORBELL_PAGE),
+            )),
+            Some(DoorbellRequest::Clear) => {
+                s.doorbells.remove(&apic_id);
+                Ok(0)
+            }
+            None => {
+                s.doorbells.remove(&apic_id);
+                Err(())
+            }
+        }
+    }
+
+    /// The #HV doorbell pages registered, per APIC ID.
+    pub fn registered_doorbells(&self) -> Vec<(u32, u64)> {
+        self.lock()
+            .doorbells
+            .iter()
+            .map(|(&a, &g)| (a, g))
+            .collect()
+    }
+
+    /// Every doorbell NAE request the SVSM made: APIC ID, request (`sw_exit_info_1`).
+    pub fn doorbell_requests(&self) -> Vec<(u32, u64)> {
+        self.lock().doorbell_requests.clone()
+    }
+
+    /// Tells the hardware model the SEV features of the SVSM's vCPUs.
+    pub fn set_svsm_features(&self, features: SevFeatures) {
+        self.lock().svsm_features = Some(features);
+    }
+
+    /// Writes `word` into the pending-events word of `apic_id`'s doorbell page and
+    /// `no_eoi` into its no-EOI-required byte (any bits, at any time: hostile or not).
+    /// `None` when that vCPU has no doorbell or the page is not shared (the hypervisor
+    /// cannot write a private page meaningfully).
+    pub fn post_doorbell(&self, apic_id: u32, word: u16, no_eoi: u8) -> Option<()> {
+        let gpa = *self.lock().doorbells.get(&apic_id)?;
+        if self.machine.rmp_entry(gpa).is_none_or(|e| e.assigned) {
+            return None;
+        }
+        let [lo, hi] = word.to_le_bytes();
+        self.machine.load(gpa, &[lo, hi, no_eoi])
+    }
+
+    /// The pending-events word and no-EOI byte of `apic_id`'s doorbell, as the page
+    /// holds them now.
+    pub fn doorbell_state(&self, apic_id: u32) -> Option<(u16, u8)> {
+        let gpa = *self.lock().doorbells.get(&apic_id)?;
+        let mut b = [0u8; 3];
+        self.machine.peek(gpa, &mut b)?;
+        Some((u16::from_le_bytes([b[0], b[1]]), b[2]))
+    }
+
+    /// Injects `vector` into the SVSM's vCPU `apic_id`. The hardware refuses anything
+    /// but #HV (28) when the vCPU runs with restricted injection.
+    pub fn inject(&self, apic_id: u32, vector: u8) -> Result<(), InjectionRefused> {
+        let mut s = self.lock();
+        if s.svsm_features
+            .is_some_and(|f| f.contains(SevFeatures::RESTRICTED_INJECTION))
+            && vector != svsm::snp::vector::VECTOR_HV
+        {
+            return Err(InjectionRefused { vector });
+        }
+        s.injections.push((apic_id, vector));
+        Ok(())
+    }
+
+    /// Takes the injections pending for `apic_id`, oldest first.
+    pub fn take_injections(&self, apic_id: u32) -> Vec<u8> {
+        let mut s = self.lock();
+        let mut mine = Vec::new();
+        s.injections.retain(|&(id, vector)| {
+            if id == apic_id {
+                mine.push(vector);
+            }
+            id != apic_id
+        });
+        mine
+    }
+}
+
+/// The SVSM-side view of a doorbell page in the emulated machine's memory: each access
+/// one read-modify-write under the machine's lock.
+#[derive(Debug, Clone)]
+pub struct EmulatedDoorbell {
+    machine: Arc<EmulatedSnp>,
+    gpa: u64,
+}
+
+impl EmulatedDoorbell {
+    fn word(&self, f: impl FnOnce(u16) -> u16) -> u16 {
+        self.machine
+            .update(self.gpa, 2, |b| {
+                let old = u16::from_le_bytes([b[0], b[1]]);
+                b.copy_from_slice(&f(old).to_le_bytes());
+                old
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl DoorbellPage for EmulatedDoorbell {
+    fn take_pending(&self) -> u16 {
+        self.word(|_| 0)
+    }
+    fn clear_pending(&self, mask: u16) -> u16 {
+        self.word(|old| old & !mask)
+    }
+    fn take_no_eoi_required(&self) -> u8 {
+        self.machine
+            .update(self.gpa + 2, 1, |b| core::mem::take(&mut b[0]))
+            .unwrap_or(0)
+    }
+    fn reset(&self) {
+        let _ = self.machine.load(self.gpa, &[0; 3]);
+    }
+}
+
+/// What the SVSM did with one delivered vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// The vector handler's outcome.
+    pub outcome: VectorOutcome,
+    /// For a #HV under restricted injection: what the doorbell held and what was done.
+    pub doorbell: Option<DoorbellReport>,
 }
 
 /// The SVSM-side GHCB transport of one vCPU on the emulated machine.
@@ -514,6 +725,9 @@ pub struct SnpLayout {
     pub guest_vmsa: u64,
     /// The shared PSP message pages (request, response).
     pub messages: (u64, u64),
+    /// The #HV doorbell page set aside per vCPU (registered, and made shared, only when
+    /// restricted injection is negotiated).
+    pub doorbells: Vec<(u32, u64)>,
 }
 
 /// Why the boot failed: the SVSM's error and the termination request it sent.
@@ -537,6 +751,8 @@ pub struct SnpMachine {
     config: SnpMachineConfig,
     summary: LaunchSummary,
     secrets: SvsmSecrets,
+    interrupts: Vec<(u32, InterruptConfig)>,
+    hooks: VectorHooks,
 }
 
 impl SnpMachine {
@@ -565,6 +781,17 @@ impl SnpMachine {
                 svsm_start + (3 + config.apic_ids.len() as u64) * PAGE_SIZE,
                 svsm_start + (4 + config.apic_ids.len() as u64) * PAGE_SIZE,
             ),
+            doorbells: config
+                .apic_ids
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| {
+                    (
+                        id,
+                        svsm_start + (5 + config.apic_ids.len() + i) as u64 * PAGE_SIZE,
+                    )
+                })
+                .collect(),
         };
         let bsp = config.apic_ids.first().copied().unwrap_or(0);
         let fail_early = |error| BootFailure {
@@ -630,6 +857,26 @@ impl SnpMachine {
             boot::setup_ghcb(machine.as_ref(), &client, gpa).map_err(fail)?;
             clients.push((apic_id, client));
         }
+        // Restricted injection: the #HV doorbell on every vCPU, only when negotiated.
+        let features = SevFeatures::from_sev_status(config.sev_status);
+        hv.set_svsm_features(features);
+        let mode = RestrictedInjection::new(features, start.hypervisor.features);
+        let mut interrupts = Vec::new();
+        for (&(apic_id, gpa), (_, client)) in layout.doorbells.iter().zip(&clients) {
+            let page = EmulatedDoorbell {
+                machine: machine.clone(),
+                gpa,
+            };
+            let registered =
+                setup_doorbell(machine.as_ref(), client, mode, gpa, &page).map_err(fail)?;
+            interrupts.push((
+                apic_id,
+                InterruptConfig {
+                    restricted_injection: registered,
+                    ..Default::default()
+                },
+            ));
+        }
         for gpa in [layout.messages.0, layout.messages.1] {
             boot::make_shared(machine.as_ref(), &bsp_client, gpa).map_err(fail)?;
         }
@@ -682,6 +929,8 @@ impl SnpMachine {
             config,
             summary,
             secrets,
+            interrupts,
+            hooks: VectorHooks::new(),
         })
     }
 
@@ -728,6 +977,76 @@ impl SnpMachine {
     /// The SVSM's secrets.
     pub fn secrets(&self) -> &SvsmSecrets {
         &self.secrets
+    }
+
+    /// How interrupts reach the SVSM on `apic_id` (restricted injection: doorbell
+    /// registered).
+    pub fn interrupt_config(&self, apic_id: u32) -> Option<InterruptConfig> {
+        self.interrupts
+            .iter()
+            .find(|(id, _)| *id == apic_id)
+            .map(|(_, c)| *c)
+    }
+
+    /// The SVSM's external-vector hooks (tests register theirs here).
+    pub fn hooks(&self) -> &VectorHooks {
+        &self.hooks
+    }
+
+    /// The CPU delivers the vectors the hypervisor injected into `apic_id`, one after
+    /// the other, to the SVSM's common vector handler, as the kernel's IDT would: a #VC
+    /// with a made-up exit code (0x400) and junk at RIP; a #HV under restricted
+    /// injection processes the doorbell (`interruptible` is the interrupted RFLAGS.IF).
+    /// A fatal outcome sends the termination request the kernel would send.
+    pub fn deliver(
+        &self,
+        apic_id: u32,
+        interruptible: bool,
+    ) -> Vec<(u8, Result<Delivery, SnpError>)> {
+        let Some((config, (_, client))) = self
+            .interrupt_config(apic_id)
+            .zip(self.platform.clients.iter().find(|(id, _)| *id == apic_id))
+        else {
+            return Vec::new();
+        };
+        let page = self
+            .layout
+            .doorbells
+            .iter()
+            .find(|(id, _)| *id == apic_id)
+            .map(|&(_, gpa)| EmulatedDoorbell {
+                machine: self.machine.clone(),
+                gpa,
+            });
+        self.hv
+            .take_injections(apic_id)
+            .into_iter()
+            .map(|vector| {
+                let mut regs = VcRegisters::default();
+                let result = handle_vector(
+                    vector,
+                    0x400,
+                    &[0xCC, 0xCC],
+                    &mut regs,
+                    &config,
+                    &self.start.cpuid,
+                    client,
+                )
+                .and_then(|outcome| {
+                    let doorbell = match (outcome, &page) {
+                        (VectorOutcome::Doorbell, Some(page)) => {
+                            Some(doorbell::process(page, interruptible, &self.hooks, client)?)
+                        }
+                        _ => None,
+                    };
+                    Ok(Delivery { outcome, doorbell })
+                });
+                if let Err(e) = &result {
+                    boot::fail(client, e);
+                }
+                (vector, result)
+            })
+            .collect()
     }
 
     /// The guest's first run: the SVSM asks the hypervisor (GHCB run VMPL) to run the

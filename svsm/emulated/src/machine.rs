@@ -468,6 +468,13 @@ impl EmulatedSnp {
         Some(())
     }
 
+    /// Reads and writes `len` bytes at `addr` in one step under the machine's lock,
+    /// bypassing the RMP: an atomic read-modify-write, as a locked instruction on a
+    /// shared page is.
+    pub fn update<R>(&self, addr: u64, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        Some(f(self.lock().bytes_mut(addr, len)?))
+    }
+
     /// Reads memory straight, bypassing the RMP (for tests' inspection).
     pub fn peek(&self, addr: u64, buf: &mut [u8]) -> Option<()> {
         buf.copy_from_slice(self.lock().bytes(addr, buf.len())?);

@@ -25,10 +25,13 @@ pub const IST_NMI: u16 = 2;
 pub const IST_EXCEPTION: u16 = 3;
 /// IST slot for external interrupts.
 pub const IST_INTERRUPT: u16 = 4;
+/// IST slot for #HV (SEV-SNP restricted injection): a hypervisor can raise it while a
+/// #VC or another exception is on `IST_EXCEPTION`, which a shared slot would overwrite.
+pub const IST_HV: u16 = 5;
 
 const PAGE: usize = 4096;
 const IST_STACK_SIZE: usize = 32 * 1024;
-const IST_STACKS: usize = 4;
+const IST_STACKS: usize = 5;
 
 /// Guard page + stack, per IST slot.
 #[repr(C, align(4096))]

@@ -64,7 +64,7 @@ pub fn init() {
         gate(&mut idt.simd_floating_point, 19, e);
         gate(&mut idt.virtualization, 20, e);
         gate(&mut idt.cp_protection_exception, 21, e);
-        gate(&mut idt.hv_injection_exception, 28, e);
+        gate(&mut idt.hv_injection_exception, 28, gdt::IST_HV);
         gate(&mut idt.vmm_communication_exception, 29, e);
         gate(&mut idt.security_exception, 30, e);
         for (i, entry) in idt.slice_mut(32..=255).iter_mut().enumerate() {

@@ -144,7 +144,7 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     unsafe { heap::init(heap_start, heap_end) };
 
     let stack = svsm::arch::entry::boot_stack();
-    let mut guards = [0u64; 5];
+    let mut guards = [0u64; 6];
     guards[0] = stack.guard;
     guards[1..].copy_from_slice(&gdt::guard_pages());
     // Under SEV-SNP the entry's tables (with the C-bit and the GHCB alias) stay, and the

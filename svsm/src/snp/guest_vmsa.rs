@@ -169,4 +169,32 @@ mod tests {
             SevFeatures::SNP_ACTIVE
         );
     }
+
+    #[test]
+    fn no_svsm_feature_set_gives_the_guest_restricted_injection_or_debug_swap() {
+        // Every combination of the 16 low SEV feature bits: restricted injection and
+        // debug-swap never reach the guest; alternate injection only with an APIC
+        // protocol (this SVSM offers none, so its launch passes `false`); every other
+        // bit is the SVSM's own.
+        let dropped = SevFeatures::RESTRICTED_INJECTION
+            | SevFeatures::DEBUG_SWAP
+            | SevFeatures::ALTERNATE_INJECTION;
+        for bits in 0..=0xFFFFu64 {
+            let svsm = SevFeatures::from_bits_retain(bits);
+            let guest = guest_sev_features(svsm, false);
+            assert!(!guest.intersects(dropped), "{bits:#x}");
+            assert_eq!(guest.bits(), bits & !dropped.bits(), "{bits:#x}");
+            let with_apic = guest_sev_features(svsm, true);
+            assert_eq!(
+                with_apic,
+                guest | SevFeatures::ALTERNATE_INJECTION,
+                "{bits:#x}"
+            );
+        }
+        // The bit positions (SEV_STATUS >> 2): restricted injection 3, alternate 4,
+        // debug-swap 5.
+        assert_eq!(SevFeatures::RESTRICTED_INJECTION.bits(), 1 << 3);
+        assert_eq!(SevFeatures::ALTERNATE_INJECTION.bits(), 1 << 4);
+        assert_eq!(SevFeatures::DEBUG_SWAP.bits(), 1 << 5);
+    }
 }

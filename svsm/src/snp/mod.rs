@@ -8,6 +8,8 @@
 //! - [`cpuid`]: the SNP CPUID page and the C-bit position it gives;
 //! - [`vc`]: what the #VC handler does with an intercepted CPUID, MSR or I/O access;
 //! - [`vector`]: what any of the 256 vectors means when it arrives;
+//! - [`doorbell`]: restricted injection: the #HV doorbell page, its registration and
+//!   what its pending events mean;
 //! - [`secrets`]: the PSP's secrets page kept in SVSM memory, and the guest's copy;
 //! - [`guest_vmsa`]: the guest's reset VMSA;
 //! - [`launch`]: the firmware's memory, the secrets/CPUID/calling-area pages and the
@@ -19,6 +21,7 @@
 
 pub mod boot;
 pub mod cpuid;
+pub mod doorbell;
 pub mod guest_vmsa;
 pub mod hypervisor;
 pub mod launch;
@@ -153,6 +156,8 @@ pub enum SnpError {
     Vc(vc::VcError),
     /// An exception or vector the SVSM cannot continue after.
     FatalVector(u8),
+    /// The #HV doorbell page could not be set up.
+    Doorbell(doorbell::DoorbellError),
 }
 
 /// A termination reason (GHCB MSR protocol function 0x100: set in bits 15:12, code in
@@ -193,6 +198,8 @@ pub mod term {
     pub const EXCEPTION: u8 = 10;
     /// Running the guest failed.
     pub const RUN: u8 = 11;
+    /// The #HV doorbell page could not be registered under restricted injection.
+    pub const DOORBELL: u8 = 12;
 }
 
 impl SnpError {
@@ -226,6 +233,7 @@ impl SnpError {
             SnpError::Vc(_) => svsm(term::VC),
             SnpError::FatalVector(_) => svsm(term::EXCEPTION),
             SnpError::RunVmpl(_) => svsm(term::RUN),
+            SnpError::Doorbell(_) => svsm(term::DOORBELL),
         }
     }
 }

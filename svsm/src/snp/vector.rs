@@ -24,7 +24,9 @@ pub const FIRST_EXTERNAL: u8 = 32;
 /// How interrupts reach this SVSM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct InterruptConfig {
-    /// Restricted injection is active (the hypervisor can only inject #HV).
+    /// Restricted injection is negotiated and this vCPU's #HV doorbell is registered
+    /// ([`super::doorbell`]): the hardware lets the hypervisor inject only #HV, and a
+    /// #HV means the doorbell has events. Without it a #HV is spurious.
     pub restricted_injection: bool,
     /// External vectors the SVSM programmed (e.g. its APIC timer).
     pub expected: [Option<u8>; 4],

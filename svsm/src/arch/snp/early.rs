@@ -8,8 +8,9 @@
 //! the C-bit position in the CPUID page the IGVM parameter block names (leaf
 //! 0x8000_001F, EBX[5:0]; executing CPUID here would raise a #VC with no handler) and
 //! sets it in every entry of the boot tables. It also splits the 2 MiB page holding the
-//! GHCB into 4 KiB entries, maps the GHCB page and the two PSP message pages private at
-//! their own addresses (for PVALIDATE) and shared at the next page (for the hypervisor). On any other boot path
+//! GHCB into 4 KiB entries, maps the GHCB page, the two PSP message pages and the #HV
+//! doorbell page private at their own addresses (for PVALIDATE) and shared at the next
+//! page (for the hypervisor). On any other boot path
 //! (PVH, or an IGVM launch without a filled CPUID page) it changes nothing and
 //! [`cbit`] stays `None`.
 //!
@@ -90,9 +91,9 @@ snp_early_cbit:
     add $0x1000, %eax
     add $8, %ebx
     loop 5b
-    /* ... except the aliases, which map the GHCB and message pages shared. */
+    /* ... except the aliases, which map the GHCB, message and doorbell pages shared. */
     mov $snp_ghcb_page, %eax
-    mov $3, %ecx
+    mov $4, %ecx
 6:  mov %eax, %ebx
     add $0x1000, %ebx                /* the alias follows its page */
     shr $12, %ebx
@@ -127,7 +128,7 @@ snp_cbit_position:
     .long 0
 
     .section .bss.snp, "aw", @nobits
-    .balign 32768                    /* the three pairs share one 2 MiB region */
+    .balign 32768                    /* the four pairs share one 2 MiB region */
     .globl snp_ghcb_page
 snp_ghcb_page:
     .skip 4096
@@ -139,6 +140,9 @@ snp_request_page:
     .skip 8192                       /* page, alias */
     .globl snp_response_page
 snp_response_page:
+    .skip 8192                       /* page, alias */
+    .globl snp_doorbell_page
+snp_doorbell_page:
     .skip 8192                       /* page, alias */
     .balign 4096
 snp_ghcb_pt:
@@ -172,6 +176,7 @@ unsafe extern "C" {
     static snp_ghcb_alias: u8;
     static snp_request_page: u8;
     static snp_response_page: u8;
+    static snp_doorbell_page: u8;
 }
 
 /// The C-bit position the entry found, or `None` when not running under SEV-SNP.
@@ -207,4 +212,12 @@ pub fn message_page_addresses() -> [(u64, usize); 2] {
         pair(core::ptr::addr_of!(snp_request_page)),
         pair(core::ptr::addr_of!(snp_response_page)),
     ]
+}
+
+/// The boot vCPU's #HV doorbell page (restricted injection): its private address (its
+/// GPA, for PVALIDATE) and its shared alias, the next page.
+#[cfg(target_os = "none")]
+pub fn doorbell_page_addresses() -> (u64, usize) {
+    let page = core::ptr::addr_of!(snp_doorbell_page);
+    (page as u64, page as usize + 4096)
 }

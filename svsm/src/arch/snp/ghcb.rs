@@ -5,7 +5,11 @@
 //! (a shared page, mapped without the C-bit) filled in, its GPA in the GHCB MSR, and
 //! VMGEXIT. [`ArchGhcb`] copies the caller's GHCB into the shared page and the
 //! hypervisor's answer back out, so parsing never reads memory the hypervisor can
-//! change. One GHCB serves one vCPU; the lock keeps two users on that vCPU apart.
+//! change. One GHCB serves one vCPU; the lock keeps two users on that vCPU apart, and
+//! interrupts stay masked while it is held (as Linux's `local_irq_save` around its
+//! GHCB), so no interrupt handler of this vCPU can find it taken and spin forever; a
+//! handler that runs with interrupts masked (NMI, #HV, an injected vector) checks
+//! [`ArchGhcb::in_use`] before touching it.
 #![allow(unsafe_code, reason = "the shared GHCB page and VMGEXIT")]
 
 use spin::Mutex;
@@ -44,17 +48,35 @@ impl ArchGhcb {
     pub fn gpa(&self) -> u64 {
         self.gpa
     }
+
+    /// Whether a GHCB call is under way (on this vCPU: the interrupted code's).
+    pub fn in_use(&self) -> bool {
+        self.lock.is_locked()
+    }
+}
+
+/// Runs `f` with maskable interrupts masked, restoring RFLAGS.IF afterwards.
+fn masked<R>(f: impl FnOnce() -> R) -> R {
+    x86_64::instructions::interrupts::without_interrupts(f)
 }
 
 impl GhcbTransport for ArchGhcb {
     fn msr_exchange(&self, request: u64) -> u64 {
-        let _guard = self.lock.lock();
-        // SAFETY: `new`'s contract: an SNP guest whose GHCB MSR this value owns. The
-        // MSR protocol (GHCB spec §2.3.1) reads and writes only the MSR.
-        unsafe { msr_protocol(request) }
+        masked(|| {
+            let _guard = self.lock.lock();
+            // SAFETY: `new`'s contract: an SNP guest whose GHCB MSR this value owns. The
+            // MSR protocol (GHCB spec §2.3.1) reads and writes only the MSR.
+            unsafe { msr_protocol(request) }
+        })
     }
 
     fn ghcb_exchange(&self, ghcb: &mut Ghcb) {
+        masked(|| self.exchange_page(ghcb))
+    }
+}
+
+impl ArchGhcb {
+    fn exchange_page(&self, ghcb: &mut Ghcb) {
         let _guard = self.lock.lock();
         let page = self.va as *mut u8;
         let size = core::mem::size_of::<Ghcb>();

@@ -4,6 +4,7 @@
 //! console and ends QEMU through isa-debug-exit with success only if all passed.
 //! `cargo xtask test` boots the kernel this way and checks the exit status.
 
+mod idt_gates;
 mod machine;
 mod runtime;
 mod tpm_sequence;
@@ -45,7 +46,11 @@ pub fn run(service: &mut Service<LibTpms>) -> ExitCode {
             failed += 1;
         }
     };
-    for (name, test) in machine::TESTS.iter().chain(runtime::TESTS) {
+    for (name, test) in machine::TESTS
+        .iter()
+        .chain(runtime::TESTS)
+        .chain(idt_gates::TESTS)
+    {
         report(name, test());
     }
     // The machine tests above allocate a 2 MiB-aligned block: measure the TPM sequence

@@ -1,6 +1,6 @@
 //! The SEV-SNP hook of the kernel's interrupt dispatcher: #VC and hostile vectors.
 
-use super::{fail, get};
+use super::{doorbell, fail, get};
 use crate::arch::interrupts::InterruptFrame;
 use crate::snp::vc::VcRegisters;
 use crate::snp::vector::{classify, handle_vector, VectorAction, VectorOutcome};
@@ -14,15 +14,24 @@ pub fn handle_interrupt(frame: &mut InterruptFrame) -> bool {
     let config = rt.interrupts;
     match classify(vector, &config) {
         VectorAction::HandleVc => {}
-        // Injected NMI, #DB, #BP, #HV or an external vector: nothing in the SVSM
-        // raises them and under SEV-SNP it takes no interrupts of its own (its APIC
-        // is not set up), so they are noise: no EOI, no fault.
+        // An external vector with a registered hook (directly injected: no restricted
+        // injection) runs it; injected NMI, #DB, #BP, #HV without a doorbell, or any
+        // other vector are noise: no EOI, no fault, logged unless the console's GHCB is
+        // the interrupted code's.
         VectorAction::Spurious(v) => {
-            log::warn!("snp: ignoring injected vector {v}");
+            if !doorbell::dispatch_direct(v, frame) && !doorbell::quiet(&rt.hv) {
+                log::warn!("snp: ignoring injected vector {v}");
+            }
             return true;
         }
-        VectorAction::HvDoorbell => return true,
+        VectorAction::HvDoorbell => {
+            doorbell::handle_hv(frame);
+            return true;
+        }
         VectorAction::Fatal(e) => {
+            if doorbell::quiet(&rt.hv) {
+                fail(&rt.hv, &e)
+            }
             log::error!(
                 "snp: exception {vector} at rip {:#x}, error code {:#x}",
                 frame.rip,

@@ -16,6 +16,7 @@ use crate::arch::snp::msr::read_sev_status;
 use crate::arch::snp::pvalidate::pvalidate;
 use crate::platform::{PageSize, PAGE_SIZE};
 use crate::snp::boot::{self, SnpStart};
+use crate::snp::doorbell::RestrictedInjection;
 use crate::snp::hypervisor::{HvClient, IoSize};
 use crate::snp::vector::InterruptConfig;
 use crate::snp::{SnpError, TerminateReason};
@@ -116,9 +117,13 @@ pub fn early_init(boot_info: u32) -> bool {
     }
     // SAFETY: an SEV-SNP guest (the entry found the C-bit), where SEV_STATUS exists.
     let status = unsafe { read_sev_status() };
+    // Restricted injection: the #HV doorbell only when both sides agree.
+    let mode = RestrictedInjection::new(
+        SevFeatures::from_sev_status(status),
+        start.hypervisor.features,
+    );
     let interrupts = InterruptConfig {
-        restricted_injection: SevFeatures::from_sev_status(status)
-            .contains(SevFeatures::RESTRICTED_INJECTION),
+        restricted_injection: doorbell::setup_boot(&hv, mode),
         expected: [None; 4],
     };
     RUNTIME.call_once(|| SnpRuntime {
@@ -146,6 +151,7 @@ pub fn report() {
             "snp: GHCB at {:#x} shared and registered",
             rt.hv.transport().gpa()
         );
+        doorbell::report();
     }
 }
 
@@ -181,9 +187,12 @@ pub fn port_in(port: u16, bytes: u8) -> Option<u32> {
     }
 }
 
+mod doorbell;
 mod interrupts;
 mod memory;
 mod run;
+
+pub use doorbell::{poll as poll_doorbell, register_vector};
 
 pub use interrupts::handle_interrupt;
 pub use memory::validate_svsm_memory;
