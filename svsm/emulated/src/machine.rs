@@ -550,6 +550,7 @@ impl EmulatedSnp {
     /// The guest half of a call, up to the VMGEXIT: `call_pending = 1` in the calling
     /// area at `ca` (a guest write), the registers saved into the vCPU's guest VMSA by
     /// the hardware, exit code VMGEXIT, and the vCPU switched to VMPL0.
+    #[inline]
     pub fn guest_begin_call(
         &self,
         apic_id: u32,
@@ -576,6 +577,7 @@ impl EmulatedSnp {
 
     /// The guest half of a call after the SVSM ran: the registers from the guest VMSA,
     /// then `xchg(call_pending, 0)` in the calling area at `ca`.
+    #[inline]
     pub fn guest_end_call(&self, apic_id: u32, ca: u64) -> Result<CallReturn, GuestFault> {
         let mut m = self.lock();
         let vmsa_addr = m.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
@@ -644,6 +646,7 @@ impl Platform for EmulatedSnp {
             .rmpadjust(Vmpl::VMPL0, addr.raw(), size, target, perms, vmsa)
     }
 
+    #[inline]
     fn read_guest(
         &self,
         range: &CheckedRange,
@@ -654,12 +657,14 @@ impl Platform for EmulatedSnp {
         self.svsm_copy(addr, SvsmCopy::Read(buf))
     }
 
+    #[inline]
     fn check_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
         let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
         let addr = sub_range(range, 0, len)?;
         self.svsm_copy(addr, SvsmCopy::Check(len))
     }
 
+    #[inline]
     fn write_guest(
         &self,
         range: &CheckedRange,
@@ -675,11 +680,13 @@ impl Platform for EmulatedSnp {
         self.svsm_copy(range.start().raw(), SvsmCopy::Zero(len))
     }
 
+    #[inline]
     fn read_vmsa(&self, vmsa: &VmsaPage, offset: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         let addr = vmsa_offset(vmsa, offset, buf.len())?;
         self.svsm_copy(addr, SvsmCopy::Read(buf))
     }
 
+    #[inline]
     fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
         let addr = vmsa_offset(vmsa, offset, data.len())?;
         self.svsm_copy(addr, SvsmCopy::Write(data))
@@ -705,6 +712,7 @@ impl Platform for EmulatedSnp {
             .map_err(|_| HypervisorError::Refused(1))
     }
 
+    #[inline]
     fn run_guest(&self, apic_id: u32) -> Result<(), HypervisorError> {
         let mut m = self.lock();
         let vmsa_addr = m.guest_vmsa(apic_id).ok_or(HypervisorError::Refused(1))?;
