@@ -316,20 +316,24 @@ impl Machine {
         Ok(())
     }
 
+    #[inline]
     fn vcpu_mut(&mut self, apic_id: u32) -> Option<&mut Vcpu> {
         self.vcpus.iter_mut().find(|v| v.apic_id == apic_id)
     }
 
+    #[inline]
     fn guest_vmsa(&self, apic_id: u32) -> Option<u64> {
         let vcpu = self.vcpus.iter().find(|v| v.apic_id == apic_id)?;
         *vcpu.vmsas.get(usize::from(self.guest_vmpl.level()))?
     }
 
+    #[inline]
     fn read_u64(&self, addr: u64) -> Option<u64> {
         let bytes: [u8; 8] = self.bytes(addr, 8)?.try_into().ok()?;
         Some(u64::from_le_bytes(bytes))
     }
 
+    #[inline]
     fn write_u64(&mut self, addr: u64, value: u64) -> Option<()> {
         self.bytes_mut(addr, 8)?
             .copy_from_slice(&value.to_le_bytes());
