@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use svsm::address::{CheckedRange, PhysAddr, VmsaPage};
 use svsm::platform::{
     HypervisorError, MemoryError, MessagePage, PageSize, Platform, PspError, PvalidateError,
-    RmpPermissions, RmpadjustError, Validation, Vmpl, PAGE_SIZE,
+    RmpPermissions, RmpadjustError, Validation, Vmpl, PAGE_SIZE, PAGE_SIZE_2M,
 };
 use svsm::requests::{vmsa, CallRegisters};
 
@@ -82,8 +82,25 @@ struct Machine {
     memory: Vec<u8>,
     backing: Vec<Backing>,
     rmp: Rmp,
+    /// One byte per page saying which accesses the RMP entry and the backing allow
+    /// ([`allowed`]), recomputed whenever either changes: the O(1) check of an
+    /// access. A refused access is re-examined against the RMP itself for its precise
+    /// fault, so the summary only ever answers "allowed".
+    allowed: Vec<u8>,
     vcpus: Vec<Vcpu>,
     guest_vmpl: Vmpl,
+}
+
+/// The accesses a page's summary byte allows.
+mod allowed {
+    /// The SVSM (VMPL0) may read.
+    pub const SVSM_READ: u8 = 1 << 0;
+    /// The SVSM may write.
+    pub const SVSM_WRITE: u8 = 1 << 1;
+    /// The guest, at its VMPL, may read.
+    pub const GUEST_READ: u8 = 1 << 2;
+    /// The guest may write.
+    pub const GUEST_WRITE: u8 = 1 << 3;
 }
 
 /// An emulated SEV-SNP machine.
@@ -188,6 +205,69 @@ fn guest_page_access(
 }
 
 impl Machine {
+    /// Recomputes the summary of the pages `[start, end)` touches.
+    fn refresh(&mut self, start: u64, end: u64) {
+        let first = usize::try_from(start >> 12).unwrap_or(usize::MAX);
+        let end = usize::try_from(end.saturating_add(PAGE_SIZE - 1) >> 12).unwrap_or(usize::MAX);
+        let vmpl = self.guest_vmpl;
+        for index in first..end.min(self.allowed.len()) {
+            let (Some(entry), Some(&backing)) =
+                (self.rmp.entries().get(index), self.backing.get(index))
+            else {
+                continue;
+            };
+            let mut bits = 0;
+            for (ok, bit) in [
+                (
+                    svsm_page_access(entry, backing, false).is_ok(),
+                    allowed::SVSM_READ,
+                ),
+                (
+                    svsm_page_access(entry, backing, true).is_ok(),
+                    allowed::SVSM_WRITE,
+                ),
+                (
+                    guest_page_access(vmpl, entry, backing, false).is_ok(),
+                    allowed::GUEST_READ,
+                ),
+                (
+                    guest_page_access(vmpl, entry, backing, true).is_ok(),
+                    allowed::GUEST_WRITE,
+                ),
+            ] {
+                if ok {
+                    bits |= bit;
+                }
+            }
+            if let Some(slot) = self.allowed.get_mut(index) {
+                *slot = bits;
+            }
+        }
+    }
+
+    /// Recomputes the summary of the 2 MiB region holding `addr`: everything an RMP
+    /// instruction on `addr` (4 KiB or 2 MiB, with the hypervisor's PSMASH) can change.
+    fn refresh_2m(&mut self, addr: u64) {
+        let start = addr & !(PAGE_SIZE_2M - 1);
+        self.refresh(start, start.saturating_add(PAGE_SIZE_2M));
+    }
+
+    /// Whether the summary allows `need` on every page of `[addr, addr + len)` (`len > 0`,
+    /// inside memory); `false` means "look at the RMP", not "refused".
+    #[inline]
+    fn summary_allows(&self, addr: u64, len: u64, need: u8) -> bool {
+        let Some(last) = len.checked_sub(1).and_then(|n| addr.checked_add(n)) else {
+            return false;
+        };
+        let (Ok(first), Ok(last)) = (usize::try_from(addr >> 12), usize::try_from(last >> 12))
+        else {
+            return false;
+        };
+        self.allowed
+            .get(first..=last)
+            .is_some_and(|pages| pages.iter().all(|&bits| bits & need == need))
+    }
+
     fn page(&self, addr: u64) -> Option<(RmpEntry, Backing)> {
         let index = usize::try_from(addr >> 12).ok()?;
         Some((*self.rmp.entry(addr)?, *self.backing.get(index)?))
@@ -223,6 +303,21 @@ impl Machine {
     /// An access by VMPL0 (the SVSM): private, validated, backed.
     #[inline]
     fn svsm_access(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
+        let need = if write {
+            allowed::SVSM_WRITE
+        } else {
+            allowed::SVSM_READ
+        };
+        if self.summary_allows(addr, len, need) {
+            debug_assert_eq!(self.svsm_access_rmp(addr, len, write), Ok(()));
+            return Ok(());
+        }
+        self.svsm_access_rmp(addr, len, write)
+    }
+
+    /// [`Self::svsm_access`] decided from the RMP entries and backings themselves.
+    #[cold]
+    fn svsm_access_rmp(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
         match self.span(addr, len) {
             Some((entries, backings)) => {
                 for (entry, &backing) in entries.iter().zip(backings) {
@@ -248,6 +343,27 @@ impl Machine {
     /// validated and grant the access to `vmpl`; VMSA pages never to a VMPL above 0.
     #[inline]
     fn guest_access(&self, vmpl: Vmpl, addr: u64, len: u64, write: bool) -> Result<(), GuestFault> {
+        let need = if write {
+            allowed::GUEST_WRITE
+        } else {
+            allowed::GUEST_READ
+        };
+        if vmpl == self.guest_vmpl && self.summary_allows(addr, len, need) {
+            debug_assert_eq!(self.guest_access_rmp(vmpl, addr, len, write), Ok(()));
+            return Ok(());
+        }
+        self.guest_access_rmp(vmpl, addr, len, write)
+    }
+
+    /// [`Self::guest_access`] decided from the RMP entries and backings themselves.
+    #[cold]
+    fn guest_access_rmp(
+        &self,
+        vmpl: Vmpl,
+        addr: u64,
+        len: u64,
+        write: bool,
+    ) -> Result<(), GuestFault> {
         match self.span(addr, len) {
             Some((entries, backings)) => {
                 for (entry, &backing) in entries.iter().zip(backings) {
@@ -353,6 +469,7 @@ impl EmulatedSnp {
                 memory,
                 backing: vec![Backing::Ram; pages],
                 rmp: Rmp::new(pages),
+                allowed: Vec::new(),
                 vcpus: apic_ids
                     .iter()
                     .map(|&apic_id| Vcpu {
@@ -365,6 +482,18 @@ impl EmulatedSnp {
             }),
             psp: EmulatedPsp::default(),
         }
+        .summarized()
+    }
+
+    /// The machine with its per-page summary computed.
+    fn summarized(self) -> Self {
+        {
+            let mut m = self.lock();
+            let pages = m.backing.len();
+            m.allowed = vec![0; pages];
+            m.refresh(0, (pages as u64) * PAGE_SIZE);
+        }
+        self
     }
 
     #[inline]
@@ -419,17 +548,23 @@ impl EmulatedSnp {
             {
                 *b = backing;
             }
+            m.refresh(page, page + 1);
         }
     }
 
     /// RMPUPDATE by the hypervisor (see [`Rmp::rmpupdate`]).
     pub fn hv_rmpupdate(&self, addr: u64, size: PageSize, assigned: bool) -> Option<()> {
-        self.lock().rmp.rmpupdate(addr, size, assigned)
+        let mut m = self.lock();
+        let done = m.rmp.rmpupdate(addr, size, assigned);
+        m.refresh_2m(addr);
+        done
     }
 
     /// PSMASH by the hypervisor.
     pub fn hv_psmash(&self, addr: u64) {
-        self.lock().rmp.psmash(addr);
+        let mut m = self.lock();
+        m.rmp.psmash(addr);
+        m.refresh_2m(addr);
     }
 
     /// The guest asks the hypervisor to start vCPU `apic_id` at `vmpl` with the VMSA at
@@ -491,7 +626,10 @@ impl EmulatedSnp {
         addr: u64,
         size: PageSize,
     ) -> Result<Validation, PvalidateError> {
-        self.lock().rmp.pvalidate(addr, size, true)
+        let mut m = self.lock();
+        let result = m.rmp.pvalidate(addr, size, true);
+        m.refresh_2m(addr);
+        result
     }
 
     // ----- the guest's side -----
@@ -507,7 +645,9 @@ impl EmulatedSnp {
     ) -> Result<(), RmpadjustError> {
         let mut m = self.lock();
         let caller = m.guest_vmpl;
-        m.rmp.rmpadjust(caller, addr, size, target, perms, vmsa)
+        let result = m.rmp.rmpadjust(caller, addr, size, target, perms, vmsa);
+        m.refresh_2m(addr);
+        result
     }
 
     /// A guest read at the guest VMPL.
@@ -634,7 +774,10 @@ impl Platform for EmulatedSnp {
         size: PageSize,
         validate: bool,
     ) -> Result<Validation, PvalidateError> {
-        self.lock().rmp.pvalidate(addr.raw(), size, validate)
+        let mut m = self.lock();
+        let result = m.rmp.pvalidate(addr.raw(), size, validate);
+        m.refresh_2m(addr.raw());
+        result
     }
 
     fn rmpadjust(
@@ -645,9 +788,12 @@ impl Platform for EmulatedSnp {
         perms: RmpPermissions,
         vmsa: bool,
     ) -> Result<(), RmpadjustError> {
-        self.lock()
+        let mut m = self.lock();
+        let result = m
             .rmp
-            .rmpadjust(Vmpl::VMPL0, addr.raw(), size, target, perms, vmsa)
+            .rmpadjust(Vmpl::VMPL0, addr.raw(), size, target, perms, vmsa);
+        m.refresh_2m(addr.raw());
+        result
     }
 
     #[inline]
@@ -808,6 +954,72 @@ mod tests {
         m.set_backing(MB2, MB2 + 0x1000, Backing::Mmio);
         assert_eq!(m.guest_read(MB2, &mut [0]), Err(GuestFault::NoMemory));
         assert_eq!(m.guest_read(4 * MB2, &mut [0]), Err(GuestFault::NoMemory));
+    }
+
+    /// The per-page summary equals a fresh computation from the RMP and the backing.
+    fn summary_in_step(m: &EmulatedSnp) {
+        let mut guard = m.lock();
+        let kept = guard.allowed.clone();
+        let pages = guard.allowed.len() as u64;
+        guard.refresh(0, pages * PAGE_SIZE);
+        assert_eq!(kept, guard.allowed);
+    }
+
+    #[test]
+    fn the_access_summary_follows_every_rmp_and_backing_change() {
+        let m = machine();
+        summary_in_step(&m);
+        m.hv_rmpupdate(MB2, PageSize::Size2M, true).unwrap();
+        summary_in_step(&m);
+        m.launch_pvalidate(MB2, PageSize::Size2M).unwrap();
+        summary_in_step(&m);
+        m.rmpadjust(
+            PhysAddr::new(MB2 + 0x3000),
+            PageSize::Size4K,
+            vmpl(2),
+            RmpPermissions::READ,
+            false,
+        )
+        .unwrap();
+        summary_in_step(&m);
+        m.guest_read(MB2 + 0x3000, &mut [0]).unwrap();
+        assert_eq!(
+            m.guest_write(MB2 + 0x3000, b"x"),
+            Err(GuestFault::Permission)
+        );
+        m.hv_psmash(MB2);
+        summary_in_step(&m);
+        m.pvalidate(PhysAddr::new(MB2 + 0x5000), PageSize::Size4K, false)
+            .unwrap();
+        summary_in_step(&m);
+        m.rmpadjust(
+            PhysAddr::new(MB2 + 0x6000),
+            PageSize::Size4K,
+            vmpl(1),
+            RmpPermissions::empty(),
+            true,
+        )
+        .unwrap();
+        summary_in_step(&m);
+        m.guest_rmpadjust(
+            MB2 + 0x3000,
+            PageSize::Size4K,
+            vmpl(3),
+            RmpPermissions::READ,
+            false,
+        )
+        .unwrap_or_default();
+        summary_in_step(&m);
+        m.set_backing(0x1000, 0x3000, Backing::ReadOnly);
+        summary_in_step(&m);
+        m.set_backing(MB2 + 0x3000, MB2 + 0x4000, Backing::Mmio);
+        summary_in_step(&m);
+        assert_eq!(
+            m.guest_read(MB2 + 0x3000, &mut [0]),
+            Err(GuestFault::NoMemory)
+        );
+        m.hv_rmpupdate(MB2, PageSize::Size4K, false).unwrap();
+        summary_in_step(&m);
     }
 
     #[test]
