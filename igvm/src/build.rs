@@ -7,7 +7,10 @@
 //! - with firmware: the OVMF image ends at 4 GiB; its copies of the secrets and CPUID
 //!   pages and its calling area sit where its SEV metadata says; its SNP_SEC_MEM ranges
 //!   are left to the SVSM (listed in the parameter block, validated at start-up). Nothing
-//!   of the firmware may touch the SVSM range.
+//!   of the firmware may touch the SVSM range. Where the firmware's IGVM metadata names a
+//!   memory map parameter (OVMF edk2-stable202511 and later), the block records it: the
+//!   SVSM writes the guest's map there, with its own range reserved, since OVMF otherwise
+//!   takes QEMU's map, in which the SVSM's range is RAM.
 //!
 //! Directive order: firmware pages, kernel pages, SVSM pages, parameter areas, and the VP
 //! contexts last, so that the launch VMSA follows every other directive as KVM measures it.
@@ -241,6 +244,20 @@ pub fn build(config: &BuildConfig) -> Result<Built, Error> {
                 image.base
             )));
         }
+        if let Some(map) = fw.memory_map {
+            // The SVSM writes the map after it has validated and zeroed the firmware's
+            // SNP_SEC_MEM ranges, so it must lie inside one of them.
+            let inside = fw
+                .sections_of(SectionType::SnpSecMem)
+                .any(|s| map.base >= s.gpa && map.base + map.size <= s.gpa + s.size);
+            if !inside {
+                return Err(Error::DoesNotFit(format!(
+                    "the firmware's IGVM memory map {:#x}+{:#x} lies outside its SNP_SEC_MEM \
+                     sections, where the SVSM could not write it",
+                    map.base, map.size
+                )));
+            }
+        }
         fw_info.image = image;
         fw_info.secrets_gpa = fw.section(SectionType::Secrets).map_or(0, |s| s.gpa);
         fw_info.cpuid_gpa = fw.section(SectionType::Cpuid).map_or(0, |s| s.gpa);
@@ -286,6 +303,10 @@ pub fn build(config: &BuildConfig) -> Result<Built, Error> {
             0
         },
         firmware: fw_info,
+        firmware_memory_map: firmware
+            .as_ref()
+            .and_then(|fw| fw.memory_map)
+            .unwrap_or_default(),
     };
 
     let both = if config.native {

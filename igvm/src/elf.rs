@@ -13,6 +13,11 @@ use object::Endianness;
 
 use crate::{Error, PAGE_SIZE};
 
+/// Where the kernel's segments must end: below 4 GiB.
+const MAX_KERNEL_END: u64 = 1 << 32;
+/// The most memory the kernel's segments may take (far beyond a real SVSM kernel).
+const MAX_KERNEL_SIZE: u64 = 1 << 30;
+
 /// One loadable segment, as read from the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -85,6 +90,7 @@ impl KernelImage {
         let mut pages: BTreeMap<u64, Box<[u8; PAGE_SIZE as usize]>> = BTreeMap::new();
         // Byte ranges already written, to refuse segments that overlap.
         let mut claimed: Vec<(u64, u64)> = Vec::new();
+        let mut total = 0u64;
         for ph in program_headers {
             if ph.p_type(endian) != PT_LOAD || ph.p_memsz(endian) == 0 {
                 continue;
@@ -97,10 +103,22 @@ impl KernelImage {
                     "segment at {gpa:#x} has more file bytes ({file_size:#x}) than memory ({mem_size:#x})"
                 ));
             }
+            // The SVSM lives in RAM below 4 GiB (the launch enters in 32-bit mode and the
+            // builder places its range there): refuse anything else before allocating
+            // pages for it, so a huge p_memsz is an error, not an out-of-memory kill.
             let end = gpa
                 .checked_add(mem_size)
-                .filter(|end| *end <= 1 << 52)
-                .ok_or_else(|| format!("segment at {gpa:#x} of {mem_size:#x} bytes does not fit the guest-physical address space"))?;
+                .filter(|end| *end <= MAX_KERNEL_END)
+                .ok_or_else(|| {
+                    format!("segment at {gpa:#x} of {mem_size:#x} bytes does not end below 4 GiB")
+                })?;
+            total = total.saturating_add(mem_size);
+            if total > MAX_KERNEL_SIZE {
+                return Err(format!(
+                    "the loadable segments need more than {MAX_KERNEL_SIZE:#x} bytes of memory \
+                     (segment at {gpa:#x} of {mem_size:#x} bytes)"
+                ));
+            }
             if let Some((a, b)) = claimed.iter().find(|(a, b)| gpa < *b && *a < end) {
                 return Err(format!(
                     "overlapping regions: segments {a:#x}..{b:#x} and {gpa:#x}..{end:#x}"

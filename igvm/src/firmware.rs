@@ -7,6 +7,15 @@
 //! a u32 offset, from the end of the image, of a header `"ASEV", u32 size, u32 version (1),
 //! u32 count` followed by `count` sections of `u32 gpa, u32 size, u32 type`.
 //! GUIDs are stored in the mixed-endian UEFI byte order.
+//!
+//! OVMF from edk2-stable202511 on also carries an IGVM metadata entry (edk2
+//! `OvmfPkg/ResetVector/X64/IgvmMetadata.nasm.inc`, `PlatformInitLib/Igvm.c`): a u32 offset
+//! from the end of the image to a header `"IGVM", u32 size, u32 version (1), u32 count`
+//! and `count` sections of `u32 start, u32 size, u32 type`. Type 0x100 is the firmware's
+//! IGVM parameter area (a GPA range), 0x101 the memory map inside it (offset, size) and
+//! 0x102 the vCPU count inside it; 0x200 is a HOB area. When the memory map's first entry
+//! has a page count, OVMF takes its RAM from there instead of QEMU's fw_cfg E820 table:
+//! this is how it learns that the SVSM's range is not its RAM.
 
 use std::path::Path;
 
@@ -21,6 +30,20 @@ const FOOTER_GUID: [u8; 16] = guid(
     0x45f7,
     [0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d],
 );
+/// The IGVM metadata GUID 784fa70e-3176-4677-8a20-04b68699e374, UEFI byte order.
+const IGVM_METADATA_GUID: [u8; 16] = guid(
+    0x784f_a70e,
+    0x3176,
+    0x4677,
+    [0x8a, 0x20, 0x04, 0xb6, 0x86, 0x99, 0xe3, 0x74],
+);
+/// IGVM metadata section: the firmware's IGVM parameter area (GPA, size).
+const IGVM_PARAM_AREA: u32 = 0x100;
+/// IGVM metadata section: the memory map inside the parameter area (offset, size).
+const IGVM_PARAM_MEMORY_MAP: u32 = 0x101;
+/// Size of one IGVM memory map entry (`IGVM_VHS_MEMORY_MAP_ENTRY`).
+const MEMORY_MAP_ENTRY_SIZE: u64 = 24;
+
 /// The SEV metadata GUID dc886566-984a-4798-a75e-5585a7bf67cc, UEFI byte order.
 const SEV_METADATA_GUID: [u8; 16] = guid(
     0xdc88_6566,
@@ -97,6 +120,9 @@ pub struct Firmware {
     pub data: Vec<u8>,
     /// The SEV metadata sections, in file order.
     pub sections: Vec<Section>,
+    /// Where the firmware reads its memory map (an IGVM parameter, absolute GPA and
+    /// size), if its IGVM metadata names one.
+    pub memory_map: Option<MemoryRange>,
 }
 
 impl Firmware {
@@ -179,7 +205,15 @@ impl Firmware {
             }
             sections.push(Section { kind, gpa, size });
         }
-        let fw = Self { data, sections };
+        let memory_map = match table.iter().find(|(g, _)| *g == IGVM_METADATA_GUID) {
+            Some((_, entry)) => igvm_memory_map(&data, entry)?,
+            None => None,
+        };
+        let fw = Self {
+            data,
+            sections,
+            memory_map,
+        };
         for s in &fw.sections {
             if s.gpa + s.size > fw.base() {
                 return Err(format!(
@@ -243,6 +277,84 @@ impl Firmware {
             .copied()
             .filter(move |s| s.kind == kind)
     }
+}
+
+/// The memory map location from the IGVM metadata that `entry` (the footer table entry's
+/// data) points at: `None` when the firmware was built without an IGVM parameter area.
+fn igvm_memory_map(data: &[u8], entry: &[u8]) -> Result<Option<MemoryRange>, String> {
+    let offset = read_u32(entry, 0).ok_or("IGVM metadata entry is shorter than 4 bytes")?;
+    let start = data
+        .len()
+        .checked_sub(offset as usize)
+        .ok_or_else(|| format!("IGVM metadata offset {offset:#x} lies before the image"))?;
+    let header = data
+        .get(start..start.saturating_add(16))
+        .ok_or("IGVM metadata header is truncated")?;
+    if &header[0..4] != b"IGVM" {
+        return Err("IGVM metadata signature is not \"IGVM\"".into());
+    }
+    let size = read_u32(header, 4).unwrap_or(0) as usize;
+    let version = read_u32(header, 8).unwrap_or(0);
+    let count = read_u32(header, 12).unwrap_or(0) as usize;
+    if version != 1 {
+        return Err(format!("IGVM metadata version {version} is not 1"));
+    }
+    let fits = count
+        .checked_mul(12)
+        .and_then(|n| n.checked_add(16))
+        .is_some_and(|need| size >= need && start.saturating_add(size) <= data.len());
+    if !fits {
+        return Err(format!(
+            "IGVM metadata size {size:#x} does not hold its {count} sections inside the image"
+        ));
+    }
+    let mut area = None;
+    let mut map = None;
+    for i in 0..count {
+        let at = start + 16 + i * 12;
+        let first = u64::from(read_u32(data, at).unwrap_or(0));
+        let len = u64::from(read_u32(data, at + 4).unwrap_or(0));
+        match read_u32(data, at + 8).unwrap_or(0) {
+            IGVM_PARAM_AREA if area.is_some() => {
+                return Err("IGVM metadata names two parameter areas".into())
+            }
+            IGVM_PARAM_AREA => area = Some((first, len)),
+            IGVM_PARAM_MEMORY_MAP if map.is_some() => {
+                return Err("IGVM metadata names two memory maps".into())
+            }
+            IGVM_PARAM_MEMORY_MAP => map = Some((first, len)),
+            // The vCPU count, the HOB area and anything newer: not used here.
+            _ => {}
+        }
+    }
+    let Some((offset, len)) = map else {
+        return Ok(None);
+    };
+    let (base, size) =
+        area.ok_or("IGVM metadata names a memory map but no parameter area to hold it")?;
+    if base % PAGE_SIZE != 0 || size == 0 || size % PAGE_SIZE != 0 {
+        return Err(format!(
+            "IGVM parameter area {base:#x}+{size:#x} is not whole 4 KiB pages"
+        ));
+    }
+    if !(2 * MEMORY_MAP_ENTRY_SIZE..=PAGE_SIZE).contains(&len)
+        || len % MEMORY_MAP_ENTRY_SIZE != 0
+        || offset % 8 != 0
+    {
+        return Err(format!(
+            "IGVM memory map at offset {offset:#x}, size {len:#x}, is not an 8-byte aligned \
+             array of at least two and at most a page of 24-byte entries"
+        ));
+    }
+    if offset + len > size {
+        return Err(format!(
+            "IGVM memory map {offset:#x}+{len:#x} lies outside its {size:#x}-byte parameter area"
+        ));
+    }
+    Ok(Some(MemoryRange {
+        base: base + offset,
+        size: len,
+    }))
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {

@@ -169,6 +169,23 @@ fn run(cli: Cli) -> Result<(), Error> {
                 host.vcpus,
                 measure::hex(&m.digest)
             );
+            if built.layout.params.flags & svsm_protocol::igvm_params::PARAM_FLAG_FIRMWARE != 0 {
+                let map = built.layout.params.firmware_memory_map;
+                if map.size == 0 {
+                    eprintln!(
+                        "svsm-igvm: warning: the firmware names no IGVM memory map parameter \
+                         (OVMF before edk2-stable202511): it will take QEMU's memory map, in \
+                         which the SVSM range {:#x}+{:#x} is RAM, and stop when it validates \
+                         that range",
+                        built.layout.params.svsm.base, built.layout.params.svsm.size
+                    );
+                } else {
+                    println!(
+                        "firmware memory map: {:#x}+{:#x} (the SVSM writes the guest's map there)",
+                        map.base, map.size
+                    );
+                }
+            }
         }
         Cmd::Measure {
             file,

@@ -196,10 +196,17 @@ fn sha384_page(data: &[u8]) -> [u8; 48] {
     Sha384::digest(page).into()
 }
 
+/// The most vCPUs a KVM guest can have (Linux `KVM_MAX_VCPUS` on x86); each one adds a
+/// VMSA to the digest (and a page to [`Measurement::vmsa_pages`]).
+pub const MAX_VCPUS: u32 = 4096;
+
 /// Computes the launch digest of `file` for the host configuration `host`.
 pub fn measure(file: &IgvmFile, host: &HostConfig) -> Result<Measurement, Error> {
-    if host.vcpus == 0 {
-        return Err(Error::InvalidOption("--vcpus must be at least 1".into()));
+    if host.vcpus == 0 || host.vcpus > MAX_VCPUS {
+        return Err(Error::InvalidOption(format!(
+            "--vcpus {} is not between 1 and {MAX_VCPUS} (KVM's KVM_MAX_VCPUS)",
+            host.vcpus
+        )));
     }
     let launch = check_snp_launch(file)?;
     let mut chain = Chain::new();

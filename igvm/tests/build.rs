@@ -294,6 +294,93 @@ fn firmware_metadata_is_honoured() {
 }
 
 #[test]
+fn the_firmware_memory_map_parameter_is_recorded() {
+    let dir = scratch("fw-igvm");
+    let fw = put(
+        &dir,
+        "ovmf.fd",
+        &firmware_with_igvm(0x20_0000, FORKY_LIKE, Some(FORKY_IGVM)),
+    );
+    let kernel = put(&dir, "kernel.elf", &small_kernel(0x4000_0000));
+    let mut c = BuildConfig::new(kernel.clone(), Some(fw));
+    c.svsm_size = 16 << 20;
+    let p = build(&c).unwrap().layout.params;
+    assert_eq!(
+        (p.firmware_memory_map.base, p.firmware_memory_map.size),
+        (0x81_2000, 0xC0)
+    );
+    // It reaches the kernel through the measured block.
+    let block = IgvmParamBlock::read_from_bytes(zerocopy::IntoBytes::as_bytes(&p)).unwrap();
+    assert_eq!(block.firmware_memory_map, p.firmware_memory_map);
+
+    // A firmware built without an IGVM parameter area (zero sections): no map.
+    let fw = put(
+        &dir,
+        "no-area.fd",
+        &firmware_with_igvm(0x20_0000, FORKY_LIKE, Some(&[])),
+    );
+    let mut c = BuildConfig::new(kernel.clone(), Some(fw));
+    c.svsm_size = 16 << 20;
+    assert_eq!(build(&c).unwrap().layout.params.firmware_memory_map.size, 0);
+
+    // A map the SVSM could not write: outside every SNP_SEC_MEM section.
+    let outside: &[(u32, u32, u32)] = &[(0x90_0000, 0x1000, 0x100), (0, 0xC0, 0x101)];
+    let fw = put(
+        &dir,
+        "outside.fd",
+        &firmware_with_igvm(0x20_0000, FORKY_LIKE, Some(outside)),
+    );
+    let mut c = BuildConfig::new(kernel, Some(fw));
+    c.svsm_size = 16 << 20;
+    let err = build(&c).unwrap_err();
+    assert!(err.to_string().contains("SNP_SEC_MEM"), "{err}");
+}
+
+#[test]
+fn malformed_igvm_metadata_is_refused() {
+    for (igvm, why) in [
+        (&[(0, 0xC0, 0x101)][..], "no parameter area"),
+        (
+            &[(0x81_2000, 0x1000, 0x100), (0xF80, 0xC0, 0x101)][..],
+            "outside its",
+        ),
+        (
+            &[(0x81_2000, 0x1000, 0x100), (0, 24, 0x101)][..],
+            "at least two",
+        ),
+        (
+            &[(0x81_2000, 0x1000, 0x100), (0, 0xC1, 0x101)][..],
+            "at least two",
+        ),
+        (
+            &[(0x81_2000, 0x2000, 0x100), (0, 171 * 24, 0x101)][..],
+            "at most a page",
+        ),
+        (
+            &[(0x81_2800, 0x1000, 0x100), (0, 0xC0, 0x101)][..],
+            "whole 4 KiB pages",
+        ),
+        (
+            &[(0x81_2000, 0x1000, 0x100), (0x81_3000, 0x1000, 0x100)][..],
+            "two parameter areas",
+        ),
+    ] {
+        let img = firmware_with_igvm(0x20_0000, FORKY_LIKE, Some(igvm));
+        let err = svsm_igvm::firmware::Firmware::parse(img).unwrap_err();
+        assert!(err.contains(why), "{igvm:x?}: {err}");
+    }
+    // A truncated or corrupt header.
+    let mut img = firmware_with_igvm(0x20_0000, FORKY_LIKE, Some(FORKY_IGVM));
+    img[0x2000] = b'X';
+    let err = svsm_igvm::firmware::Firmware::parse(img).unwrap_err();
+    assert!(err.contains("\"IGVM\""), "{err}");
+    let mut img = firmware_with_igvm(0x20_0000, FORKY_LIKE, Some(FORKY_IGVM));
+    img[0x200C..0x2010].copy_from_slice(&u32::MAX.to_le_bytes()); // section count
+    let err = svsm_igvm::firmware::Firmware::parse(img).unwrap_err();
+    assert!(err.contains("does not hold"), "{err}");
+}
+
+#[test]
 fn firmware_without_calling_area_is_refused() {
     let dir = scratch("bookworm-like");
     let fw = put(&dir, "ovmf.fd", &firmware(0x20_0000, BOOKWORM_LIKE));
@@ -335,6 +422,32 @@ fn debian_trixie_ovmf_builds() {
     assert_eq!(p.firmware.cpuid_gpa, 0x80_e000);
     assert_eq!(p.firmware.sec_mem_count, 3);
     assert_eq!(p.firmware.image.base, 0xffc0_0000);
+    assert_eq!(
+        p.firmware_memory_map.size, 0,
+        "trixie's OVMF (2025.02) takes its memory map from QEMU only"
+    );
+    measure(&file, &HostConfig::default()).unwrap();
+}
+
+#[test]
+fn debian_forky_ovmf_takes_its_memory_map_from_the_svsm() {
+    let dir = scratch("forky");
+    let kernel = put(&dir, "kernel.elf", &small_kernel(0x4000_0000));
+    let mut c = BuildConfig::new(kernel, Some(debian_ovmf("forky")));
+    c.svsm_size = 16 << 20;
+    let built = build(&c).unwrap();
+    let file = IgvmFile::new_from_binary(&built.bytes, Some(IsolationType::Snp)).unwrap();
+    assert_launch_rules(&file);
+    let p = built.layout.params;
+    // edk2's IGVM parameter area at 0x812000: eight 24-byte entries at its start, inside
+    // the SNP_SEC_MEM range 0x811000+0x1f000 that the SVSM validates.
+    assert_eq!(
+        (p.firmware_memory_map.base, p.firmware_memory_map.size),
+        (0x81_2000, 0xC0)
+    );
+    assert!(p.firmware.sec_mem[..p.firmware.sec_mem_count as usize]
+        .iter()
+        .any(|r| r.base <= 0x81_2000 && 0x81_20C0 <= r.base + r.size));
     measure(&file, &HostConfig::default()).unwrap();
 }
 

@@ -135,6 +135,29 @@ fn overlapping_segments() {
 }
 
 #[test]
+fn huge_segments_are_refused_before_allocating() {
+    // Without the limit these allocate a page buffer per 4 KiB of p_memsz (4 GiB and
+    // 1 TiB of memory): an out-of-memory kill instead of a message.
+    let dir = scratch("cli-huge");
+    for (paddr, mem_size, expect) in [
+        (0x10_0000u64, 0x1_0000_0000u64, "does not end below 4 GiB"),
+        (0x1_0000_0000, 0x100_0000_0000, "does not end below 4 GiB"),
+        (0x10_0000, 0x4000_1000, "more than 0x40000000 bytes"),
+    ] {
+        let elf = elf(
+            paddr,
+            &[Seg {
+                paddr,
+                bytes: vec![1; 0x100],
+                mem_size,
+            }],
+        );
+        let k = put(&dir, "k.elf", &elf);
+        build_fails(&dir, &["--kernel", s(&k)], expect);
+    }
+}
+
+#[test]
 fn entry_outside_the_image() {
     let dir = scratch("cli-entry");
     let elf = elf(
@@ -250,7 +273,7 @@ fn bad_options() {
     build_fails(
         &dir,
         &["--kernel", s(&k), "--vcpus", "0"],
-        "--vcpus must be at least 1",
+        "--vcpus 0 is not between 1 and 4096",
     );
 }
 
@@ -264,6 +287,29 @@ fn measure_refuses_bad_files() {
     let o = tool(&["inspect", s(&dir.join("none.igvm"))]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read"));
+    // A vCPU count no KVM guest can have is refused, not measured page by page (a VMSA
+    // page per vCPU: 16 TiB for u32::MAX).
+    let k = put(&dir, "k.elf", &small_kernel(0x10_0000));
+    let out = dir.join("ok.igvm");
+    let o = tool(&[
+        "build",
+        "--kernel",
+        s(&k),
+        "--svsm-size",
+        "1M",
+        "--output",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for vcpus in ["0", "4097", "4294967295"] {
+        let o = tool(&["measure", "--vcpus", vcpus, s(&out)]);
+        assert!(!o.status.success(), "--vcpus {vcpus} accepted");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stderr.contains("is not between 1 and 4096"), "{stderr}");
+    }
+    assert!(tool(&["measure", "--vcpus", "4096", s(&out)])
+        .status
+        .success());
 }
 
 #[test]
@@ -314,4 +360,48 @@ fn snp_launch_script_command_line() {
             "{bad:?}"
         );
     }
+}
+
+#[test]
+fn the_firmware_memory_map_is_reported_and_its_absence_warned_about() {
+    let dir = scratch("cli-fw-map");
+    let k = put(&dir, "k.elf", &small_kernel(0x4000_0000));
+    let run = |fw: &Path| {
+        let out = dir.join("svsm-ovmf.igvm");
+        let o = tool(&[
+            "build",
+            "--kernel",
+            s(&k),
+            "--firmware",
+            s(fw),
+            "--svsm-size",
+            "16M",
+            "--output",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let with_map = put(
+        &dir,
+        "forky.fd",
+        &firmware_with_igvm(0x20_0000, FORKY_LIKE, Some(FORKY_IGVM)),
+    );
+    let (stdout, stderr) = run(&with_map);
+    assert!(
+        stdout.contains("firmware memory map: 0x812000+0xc0"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let without = put(&dir, "trixie.fd", &firmware(0x20_0000, TRIXIE_LIKE));
+    let (stdout, stderr) = run(&without);
+    assert!(!stdout.contains("firmware memory map"), "{stdout}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("edk2-stable202511"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0x40000000+0x1000000"), "{stderr}");
 }

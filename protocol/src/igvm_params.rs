@@ -30,7 +30,7 @@ pub const IGVM_ENTRY_MAGIC: u32 = u32::from_le_bytes(*b"IGVM");
 pub const PARAM_BLOCK_MAGIC: u64 = u64::from_le_bytes(*b"SVSMPARM");
 
 /// [`IgvmParamBlock::version`] of this layout.
-pub const PARAM_BLOCK_VERSION: u32 = 1;
+pub const PARAM_BLOCK_VERSION: u32 = 2;
 
 /// How many firmware `SNP_SEC_MEM` ranges the block can carry.
 pub const FW_SEC_MEM_MAX: usize = 8;
@@ -118,6 +118,13 @@ pub struct IgvmParamBlock {
     pub flags: u32,
     /// The firmware's expectations; meaningful when [`PARAM_FLAG_FIRMWARE`] is set.
     pub firmware: FirmwareInfo,
+    /// Where the firmware reads the guest's memory map: an array of [`MemoryMapEntry`]
+    /// ended by an entry with no pages (OVMF's IGVM parameter area, edk2-stable202511 and
+    /// later). It lies inside one of the firmware's `sec_mem` ranges, which the SVSM
+    /// validates and zeroes; the SVSM writes the guest's map there, with its own range
+    /// reserved, before the firmware runs. Size 0: the firmware takes its map from the
+    /// host, which lists the SVSM's range as RAM.
+    pub firmware_memory_map: MemoryRange,
 }
 
 /// The host-filled parameter page (IGVM `VP_COUNT` at byte 0, `ENVIRONMENT_INFO` at byte 4).
@@ -184,7 +191,7 @@ const _: () = {
     assert!(core::mem::offset_of!(FirmwareInfo, caa_gpa) == 0x20);
     assert!(core::mem::offset_of!(FirmwareInfo, sec_mem_count) == 0x28);
     assert!(core::mem::offset_of!(FirmwareInfo, sec_mem) == 0x30);
-    assert!(core::mem::size_of::<IgvmParamBlock>() == 0x128);
+    assert!(core::mem::size_of::<IgvmParamBlock>() == 0x138);
     assert!(core::mem::offset_of!(IgvmParamBlock, svsm) == 0x10);
     assert!(core::mem::offset_of!(IgvmParamBlock, kernel) == 0x20);
     assert!(core::mem::offset_of!(IgvmParamBlock, secrets_gpa) == 0x30);
@@ -196,6 +203,7 @@ const _: () = {
     assert!(core::mem::offset_of!(IgvmParamBlock, guest_vmpl) == 0x70);
     assert!(core::mem::offset_of!(IgvmParamBlock, flags) == 0x74);
     assert!(core::mem::offset_of!(IgvmParamBlock, firmware) == 0x78);
+    assert!(core::mem::offset_of!(IgvmParamBlock, firmware_memory_map) == 0x128);
     assert!(core::mem::size_of::<IgvmParamBlock>() <= 4096);
     assert!(core::mem::size_of::<IgvmParamPage>() == 8);
     assert!(core::mem::offset_of!(IgvmParamPage, environment) == 4);

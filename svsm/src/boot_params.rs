@@ -58,6 +58,8 @@ pub enum Region {
     FirmwareCallingArea,
     /// A firmware SNP_SEC_MEM range (its index).
     FirmwareSecMem(usize),
+    /// Where the firmware reads the guest's memory map.
+    FirmwareMemoryMap,
 }
 
 /// Why the boot parameters are unusable.
@@ -192,6 +194,9 @@ fn check_block(b: &IgvmParamBlock) -> Result<(), BootParamsError> {
     }
     if b.flags & PARAM_FLAG_FIRMWARE != 0 {
         check_firmware(b.svsm, &b.firmware)?;
+        check_firmware_memory_map(&b.firmware, b.firmware_memory_map)?;
+    } else if b.firmware_memory_map != MemoryRange::default() {
+        return Err(BootParamsError::BadRegion(Region::FirmwareMemoryMap));
     }
     Ok(())
 }
@@ -225,6 +230,36 @@ fn check_firmware(svsm: MemoryRange, fw: &FirmwareInfo) -> Result<(), BootParams
         if overlaps(svsm, *r) {
             return Err(BootParamsError::Overlap(Region::Svsm, *region));
         }
+    }
+    Ok(())
+}
+
+/// The firmware's memory map area, if any: whole 24-byte entries (at least two, so one is
+/// left to end the list, at most a page, so a page-sized buffer always holds it), 8-byte
+/// aligned, inside one SNP_SEC_MEM range (memory the SVSM validates and zeroes before it
+/// writes the map, never its own).
+fn check_firmware_memory_map(fw: &FirmwareInfo, map: MemoryRange) -> Result<(), BootParamsError> {
+    if map == MemoryRange::default() {
+        return Ok(());
+    }
+    let entry = core::mem::size_of::<MemoryMapEntry>() as u64;
+    let bad = BootParamsError::BadRegion(Region::FirmwareMemoryMap);
+    if map.base % 8 != 0
+        || !(2 * entry..=PAGE_SIZE).contains(&map.size)
+        || map.size % entry != 0
+        || map.end().is_none()
+    {
+        return Err(bad);
+    }
+    let count = (fw.sec_mem_count as usize).min(FW_SEC_MEM_MAX);
+    let inside_sec_mem = fw
+        .sec_mem
+        .get(..count)
+        .unwrap_or_default()
+        .iter()
+        .any(|r| inside(*r, map));
+    if !inside_sec_mem {
+        return Err(BootParamsError::OutsideSvsm(Region::FirmwareMemoryMap));
     }
     Ok(())
 }
@@ -471,6 +506,39 @@ impl BootParams {
     }
 }
 
+impl BootParams {
+    /// Where the firmware reads the guest's memory map, if it takes one (OVMF's IGVM
+    /// parameter area), and the bytes to write there: [`Self::guest_memory_map`] (the
+    /// SVSM's range reserved) as `IGVM_VHS_MEMORY_MAP_ENTRY` records, then zeros to the
+    /// area's end, so the list always ends with an entry of no pages. `buf` must hold the
+    /// area. Write them after the firmware's SNP_SEC_MEM ranges are validated and zeroed
+    /// and before the firmware runs.
+    pub fn firmware_memory_map<'a>(
+        &self,
+        buf: &'a mut [u8],
+    ) -> Result<Option<(u64, &'a [u8])>, BootParamsError> {
+        let area = self.block.firmware_memory_map;
+        if self.firmware().is_none() || area.size == 0 {
+            return Ok(None);
+        }
+        let len = usize::try_from(area.size).map_err(|_| BootParamsError::TooManyEntries)?;
+        let out = buf.get_mut(..len).ok_or(BootParamsError::TooManyEntries)?;
+        out.fill(0);
+        let entry_size = core::mem::size_of::<MemoryMapEntry>();
+        // One entry stays zero: the firmware reads until it finds no pages.
+        let capacity = (len / entry_size).saturating_sub(1);
+        let mut entries = [MemoryMapEntry::default(); MAX_MEMORY_ENTRIES * 3];
+        let n = self.guest_memory_map(&mut entries)?;
+        if n > capacity {
+            return Err(BootParamsError::TooManyEntries);
+        }
+        for (slot, e) in out.chunks_exact_mut(entry_size).zip(entries.iter().take(n)) {
+            slot.copy_from_slice(zerocopy::IntoBytes::as_bytes(e));
+        }
+        Ok(Some((area.base, out)))
+    }
+}
+
 fn entry_range(e: &MemoryMapEntry) -> MemoryRange {
     MemoryRange {
         base: e.starting_gpa_page_number * PAGE_SIZE,
@@ -514,6 +582,7 @@ mod tests {
             guest_vmpl: DEFAULT_GUEST_VMPL,
             flags: 0,
             firmware: FirmwareInfo::default(),
+            firmware_memory_map: MemoryRange::default(),
         }
     }
 
@@ -587,10 +656,10 @@ mod tests {
             Err(BootParamsError::Truncated)
         );
         let mut bad = b;
-        bad.version = 2;
+        bad.version = 1; // the layout before the firmware memory map
         assert_eq!(
             parse_block(bad.as_bytes()),
-            Err(BootParamsError::BadVersion(2))
+            Err(BootParamsError::BadVersion(1))
         );
         let mut bad = b;
         bad.secrets_gpa = SVSM + 0x2000; // inside the kernel
@@ -748,6 +817,139 @@ mod tests {
         assert_eq!(
             p.guest_memory_map(&mut tiny),
             Err(BootParamsError::TooManyEntries)
+        );
+    }
+
+    /// A block with firmware whose IGVM memory map (OVMF's layout: 8 entries at the start
+    /// of its parameter area 0x812000) lies in its third SNP_SEC_MEM range.
+    fn block_with_firmware_map(map: MemoryRange) -> IgvmParamBlock {
+        let mut b = block();
+        b.flags = PARAM_FLAG_FIRMWARE;
+        b.firmware.image = MemoryRange {
+            base: 0xFFC0_0000,
+            size: 0x40_0000,
+        };
+        b.firmware.sec_mem_count = 2;
+        b.firmware.sec_mem[0] = MemoryRange {
+            base: 0x80_0000,
+            size: 0x9000,
+        };
+        b.firmware.sec_mem[1] = MemoryRange {
+            base: 0x81_1000,
+            size: 0x1_F000,
+        };
+        b.firmware_memory_map = map;
+        b
+    }
+
+    const OVMF_MAP: MemoryRange = MemoryRange {
+        base: 0x81_2000,
+        size: 8 * 24,
+    };
+
+    #[test]
+    fn firmware_memory_map_reserves_the_svsm_range_and_ends_the_list() {
+        let b = block_with_firmware_map(OVMF_MAP);
+        let p = BootParams::new(b, &param_page(1, 0), &qemu_map(), &[0; 4096]).unwrap();
+        let mut buf = [0xEEu8; 4096];
+        let (gpa, bytes) = p.firmware_memory_map(&mut buf).unwrap().unwrap();
+        assert_eq!((gpa, bytes.len()), (0x81_2000, 8 * 24));
+        let mut expected = [MemoryMapEntry::default(); 8];
+        let n = p.guest_memory_map(&mut expected).unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(&bytes[..n * 24], expected[..n].as_bytes());
+        assert_eq!(
+            expected[1],
+            entry(SVSM, 0x100_0000, MEMORY_MAP_TYPE_PLATFORM_RESERVED)
+        );
+        // Everything after the last entry is zero: the firmware's list ends there.
+        assert!(bytes[n * 24..].iter().all(|&b| b == 0));
+
+        // Firmware without a map parameter: nothing to write.
+        let p = BootParams::new(
+            block_with_firmware_map(MemoryRange::default()),
+            &param_page(1, 0),
+            &qemu_map(),
+            &[0; 4096],
+        )
+        .unwrap();
+        assert_eq!(p.firmware_memory_map(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn a_firmware_memory_map_too_small_for_the_guest_map_is_refused() {
+        // Room for 4 entries, one of which must stay zero; the guest map has 4.
+        let b = block_with_firmware_map(MemoryRange {
+            base: 0x81_2000,
+            size: 4 * 24,
+        });
+        let p = BootParams::new(b, &param_page(1, 0), &qemu_map(), &[0; 4096]).unwrap();
+        let mut buf = [0u8; 4096];
+        assert_eq!(
+            p.firmware_memory_map(&mut buf),
+            Err(BootParamsError::TooManyEntries)
+        );
+        // A caller buffer smaller than the area.
+        let p = BootParams::new(
+            block_with_firmware_map(OVMF_MAP),
+            &param_page(1, 0),
+            &qemu_map(),
+            &[0; 4096],
+        )
+        .unwrap();
+        assert_eq!(
+            p.firmware_memory_map(&mut [0u8; 100]),
+            Err(BootParamsError::TooManyEntries)
+        );
+    }
+
+    #[test]
+    fn a_misplaced_firmware_memory_map_is_refused() {
+        let region = |base, size| MemoryRange { base, size };
+        for (map, err) in [
+            // Outside every SNP_SEC_MEM range: in the SVSM's own range.
+            (
+                region(SVSM + 0xC000, 8 * 24),
+                BootParamsError::OutsideSvsm(Region::FirmwareMemoryMap),
+            ),
+            // Straddling the end of an SNP_SEC_MEM range.
+            (
+                region(0x80_8FF0, 8 * 24),
+                BootParamsError::OutsideSvsm(Region::FirmwareMemoryMap),
+            ),
+            // Room for one entry only: no terminator.
+            (
+                region(0x81_2000, 24),
+                BootParamsError::BadRegion(Region::FirmwareMemoryMap),
+            ),
+            // More than a page.
+            (
+                region(0x81_2000, 171 * 24),
+                BootParamsError::BadRegion(Region::FirmwareMemoryMap),
+            ),
+            // Not whole entries, unaligned, wrapping.
+            (
+                region(0x81_2000, 50),
+                BootParamsError::BadRegion(Region::FirmwareMemoryMap),
+            ),
+            (
+                region(0x81_2004, 48),
+                BootParamsError::BadRegion(Region::FirmwareMemoryMap),
+            ),
+            (
+                region(u64::MAX - 7, 48),
+                BootParamsError::BadRegion(Region::FirmwareMemoryMap),
+            ),
+        ] {
+            let b = block_with_firmware_map(map);
+            assert_eq!(parse_block(b.as_bytes()), Err(err), "{map:x?}");
+        }
+        // A map without firmware.
+        let mut b = block();
+        b.firmware_memory_map = OVMF_MAP;
+        assert_eq!(
+            parse_block(b.as_bytes()),
+            Err(BootParamsError::BadRegion(Region::FirmwareMemoryMap))
         );
     }
 }

@@ -214,8 +214,9 @@ fn save_for_the_cli(b: &Bundle) {
     let chain = test_chain(&EmulatedPsp::default().vcek_public_key()).unwrap();
     let nonce = hex_string(&b.nonce);
     let challenge = b.challenge.to_text();
-    let files: [(&str, &[u8]); 12] = [
+    let files: [(&str, &[u8]); 13] = [
         ("certs.bin", &b.certificates),
+        ("single-manifest.bin", &b.single.1),
         ("report.bin", &b.report),
         ("manifest.bin", &b.manifest),
         ("nonce.hex", nonce.as_bytes()),
@@ -303,6 +304,76 @@ fn an_ecc_attestation_key_verifies() {
     bad[at] ^= 1;
     let e = Evidence { quote: &bad, ..e };
     assert_eq!(rejected(&policy(b), challenge, &e), Error::QuoteSignature);
+}
+
+/// The verifier's MakeCredential for an ECC endorsement key (template L-2, NIST P-256):
+/// one-pass ECDH and KDFe, opened by the engine's ActivateCredential; a challenge sealed
+/// to the ECC EK opens nowhere else, and a tampered ephemeral point or HMAC is refused.
+#[test]
+fn an_ecc_endorsement_key_activates_a_credential() {
+    let world = World::new();
+    let rng = &mut getrandom_sys_rng::SysRng;
+    let ecc_ek = world.create_primary(&vtpm::EkTemplate::EccL2.public_template());
+    let ek = tpm::Public::parse(&ecc_ek.public).unwrap();
+    assert_eq!(
+        (ek.kind, ek.ecc.as_ref().map(|e| e.0)),
+        (tpm::ALG_ECC, Some(tpm::ECC_NIST_P256))
+    );
+    let ak = world.create_primary(&ak_template(true, &[]));
+
+    let challenge = Challenge::new(rng, &ecc_ek.public, &ak.public).unwrap();
+    // The encrypted secret is the ephemeral point: TPM2B { TPM2B x, TPM2B y }, 32 bytes each.
+    assert_eq!(challenge.blob.encrypted_secret.len(), 2 + 2 + 32 + 2 + 32);
+    let activated = world
+        .activate_credential(
+            ak.handle,
+            ecc_ek.handle,
+            &challenge.blob.id_object,
+            &challenge.blob.encrypted_secret,
+        )
+        .expect("the vTPM activates a credential made for its ECC EK");
+    assert_eq!(activated, challenge.secret());
+
+    // Each challenge draws a fresh ephemeral key.
+    let again = Challenge::new(rng, &ecc_ek.public, &ak.public).unwrap();
+    assert_ne!(again.blob.encrypted_secret, challenge.blob.encrypted_secret);
+
+    // The ephemeral point moved off the curve: the TPM refuses it.
+    let mut off_curve = challenge.blob.encrypted_secret.clone();
+    off_curve[5] ^= 0x01;
+    assert!(world
+        .activate_credential(
+            ak.handle,
+            ecc_ek.handle,
+            &challenge.blob.id_object,
+            &off_curve
+        )
+        .is_err());
+    // The outer HMAC altered: the integrity check fails.
+    let mut bad_hmac = challenge.blob.id_object.clone();
+    bad_hmac[5] ^= 0x01;
+    assert!(world
+        .activate_credential(
+            ak.handle,
+            ecc_ek.handle,
+            &bad_hmac,
+            &challenge.blob.encrypted_secret
+        )
+        .is_err());
+    world.flush(ecc_ek.handle);
+
+    // The same blob against the RSA EK (another key type altogether) opens nothing.
+    let rsa_ek = world.create_ek();
+    assert!(world
+        .activate_credential(
+            ak.handle,
+            rsa_ek.handle,
+            &challenge.blob.id_object,
+            &challenge.blob.encrypted_secret,
+        )
+        .is_err());
+    world.flush(rsa_ek.handle);
+    world.flush(ak.handle);
 }
 
 #[test]
@@ -579,4 +650,56 @@ fn tamper_17_debuggable_guest() {
         rejected(&policy(b), &b.challenge, &e),
         Error::ReportDebugPolicy(0xB_0000)
     );
+}
+
+#[test]
+fn tamper_18_nonce_extended_into_a_forged_manifest() {
+    // REPORT_DATA = SHA-512(nonce || manifest) has no separator. A guest that may name any
+    // nonce length could ask the SVSM to attest `verifier_nonce || P` with P the start of
+    // a forged manifest whose vTPM entry is an EK of its choosing and whose length
+    // covers the genuine manifest the SVSM appends: the verifier, hashing its own nonce
+    // and `P || genuine`, would get the same REPORT_DATA and trust the forged EK. The
+    // SVSM takes nonces of at most 64 bytes, so the guest cannot move bytes across.
+    let world = World::new();
+    let verifier_nonce = random(64);
+    let (_, genuine) = world.attest(&random(64));
+    let mut forged_ek = world.create_ek().public;
+    let at = forged_ek.len() - 100;
+    forged_ek[at] ^= 0x55; // a key some software TPM of the guest's would hold
+    tpm::Public::parse(&forged_ek)
+        .unwrap()
+        .check_endorsement_key()
+        .expect("shaped like a real EK: the verifier cannot tell");
+    let mut prefix = manifest::build(&[(manifest::VTPM_GUID, &forged_ek)]);
+    let total = (prefix.len() + genuine.len()) as u32;
+    prefix[16..20].copy_from_slice(&total.to_le_bytes());
+    let forged: Vec<u8> = prefix.iter().chain(&genuine).copied().collect();
+    assert_eq!(manifest::vtpm_ek(&forged), Ok(&forged_ek[..]));
+
+    let long_nonce: Vec<u8> = verifier_nonce.iter().chain(&prefix).copied().collect();
+    assert_eq!(
+        svsm_verifier::report_data(&long_nonce, &genuine),
+        svsm_verifier::report_data(&verifier_nonce, &forged),
+        "the same REPORT_DATA for both splits"
+    );
+    world.write(attest_common::NONCE_PAGE, &long_nonce);
+    let seqno = world.system.machine().psp().seqno();
+    let out = world.attest_call(
+        &World::request(long_nonce.len() as u32, 0x1000, 0x1000),
+        world.ca() + 8,
+    );
+    assert_eq!(
+        SvsmResultCode::from_raw(out.rax),
+        SvsmResultCode::INVALID_PARAMETER,
+        "a nonce beyond REPORT_DATA's 64 bytes is refused"
+    );
+    assert_eq!(
+        world.system.machine().psp().seqno(),
+        seqno,
+        "and never reaches the PSP"
+    );
+    // Every nonce up to 64 bytes still works (Linux passes its 1..=64-byte inblob).
+    for len in [1, 32, 64] {
+        world.attest(&random(len));
+    }
 }

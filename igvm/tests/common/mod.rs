@@ -77,29 +77,60 @@ fn guid_bytes(a: u32, b: u16, c: u16, d: [u8; 8]) -> Vec<u8> {
 /// An OVMF-like image of `size` bytes with a footer table holding SEV metadata sections
 /// `(gpa, size, type)`.
 pub fn firmware(size: usize, sections: &[(u32, u32, u32)]) -> Vec<u8> {
+    firmware_with_igvm(size, sections, None)
+}
+
+/// Like [`firmware`], and with `igvm` also an IGVM metadata entry (edk2-stable202511 and
+/// later) whose sections are `(start, size, type)`.
+pub fn firmware_with_igvm(
+    size: usize,
+    sections: &[(u32, u32, u32)],
+    igvm: Option<&[(u32, u32, u32)]>,
+) -> Vec<u8> {
     let mut img: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    // SEV metadata at offset 0x1000 from the start.
-    let meta_at = 0x1000usize;
-    let mut meta = b"ASEV".to_vec();
-    meta.extend_from_slice(&((16 + 12 * sections.len()) as u32).to_le_bytes());
-    meta.extend_from_slice(&1u32.to_le_bytes());
-    meta.extend_from_slice(&(sections.len() as u32).to_le_bytes());
-    for (gpa, sz, t) in sections {
-        meta.extend_from_slice(&gpa.to_le_bytes());
-        meta.extend_from_slice(&sz.to_le_bytes());
-        meta.extend_from_slice(&t.to_le_bytes());
+    let mut table = Vec::new();
+    // SEV metadata at offset 0x1000, IGVM metadata at 0x2000 from the start.
+    let mut blocks = vec![(
+        0x1000usize,
+        b"ASEV",
+        sections,
+        (
+            0xdc88_6566,
+            0x984a,
+            0x4798,
+            [0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67, 0xcc],
+        ),
+    )];
+    if let Some(igvm) = igvm {
+        blocks.push((
+            0x2000,
+            b"IGVM",
+            igvm,
+            (
+                0x784f_a70e,
+                0x3176,
+                0x4677,
+                [0x8a, 0x20, 0x04, 0xb6, 0x86, 0x99, 0xe3, 0x74],
+            ),
+        ));
     }
-    img[meta_at..meta_at + meta.len()].copy_from_slice(&meta);
-    // Footer table: [metadata entry][footer entry] ending 32 bytes before the end.
-    let mut entry = ((size - meta_at) as u32).to_le_bytes().to_vec();
-    entry.extend_from_slice(&(4u16 + 18).to_le_bytes());
-    entry.extend_from_slice(&guid_bytes(
-        0xdc88_6566,
-        0x984a,
-        0x4798,
-        [0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67, 0xcc],
-    ));
-    let mut footer = ((entry.len() + 18) as u16).to_le_bytes().to_vec();
+    for (at, sig, sections, (a, b, c, d)) in blocks {
+        let mut meta = sig.to_vec();
+        meta.extend_from_slice(&((16 + 12 * sections.len()) as u32).to_le_bytes());
+        meta.extend_from_slice(&1u32.to_le_bytes());
+        meta.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+        for (gpa, sz, t) in sections {
+            meta.extend_from_slice(&gpa.to_le_bytes());
+            meta.extend_from_slice(&sz.to_le_bytes());
+            meta.extend_from_slice(&t.to_le_bytes());
+        }
+        img[at..at + meta.len()].copy_from_slice(&meta);
+        // Footer table entry: offset from the end, length, GUID.
+        table.extend_from_slice(&((size - at) as u32).to_le_bytes());
+        table.extend_from_slice(&(4u16 + 18).to_le_bytes());
+        table.extend_from_slice(&guid_bytes(a, b, c, d));
+    }
+    let mut footer = ((table.len() + 18) as u16).to_le_bytes().to_vec();
     footer.extend_from_slice(&guid_bytes(
         0x96b5_82de,
         0x1fb2,
@@ -107,11 +138,31 @@ pub fn firmware(size: usize, sections: &[(u32, u32, u32)]) -> Vec<u8> {
         [0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d],
     ));
     let end = size - 32;
-    let start = end - footer.len() - entry.len();
-    img[start..start + entry.len()].copy_from_slice(&entry);
-    img[start + entry.len()..end].copy_from_slice(&footer);
+    let start = end - footer.len() - table.len();
+    img[start..start + table.len()].copy_from_slice(&table);
+    img[start + table.len()..end].copy_from_slice(&footer);
     img
 }
+
+/// SEV metadata like Debian forky's OVMF (edk2 2026.08): kernel hashes at 0x810000.
+pub const FORKY_LIKE: &[(u32, u32, u32)] = &[
+    (0x80_0000, 0x9000, 1),
+    (0x80_a000, 0x3000, 1),
+    (0x80_d000, 0x1000, 2),
+    (0x80_e000, 0x1000, 3),
+    (0x80_f000, 0x1000, 4),
+    (0x81_1000, 0x1_f000, 1),
+    (0x81_0000, 0x1000, 0x10),
+];
+
+/// IGVM metadata like Debian forky's OVMF: the parameter area at 0x812000, the memory
+/// map (8 entries) at its start, the vCPU count after it, a HOB area.
+pub const FORKY_IGVM: &[(u32, u32, u32)] = &[
+    (0x81_2000, 0x1000, 0x100),
+    (0, 0xC0, 0x101),
+    (0xC0, 0x10, 0x102),
+    (0x81_3000, 0x1000, 0x200),
+];
 
 /// Sections like Debian trixie's OVMF (with an SVSM calling area).
 pub const TRIXIE_LIKE: &[(u32, u32, u32)] = &[

@@ -46,6 +46,14 @@ pub enum Error {
     ChainSignature(CertRole),
     /// REPORT_DATA is not SHA-512(nonce || manifest).
     ReportData,
+    /// The verifier's nonce is not 64 bytes. REPORT_DATA hashes nonce and manifest
+    /// without a separator, so a guest that could name a longer nonce to the SVSM could
+    /// move bytes between the two; with 64-byte nonces on both sides (the SVSM refuses
+    /// longer ones) the split is fixed.
+    NonceLength(usize),
+    /// The manifest's vTPM entry is not shaped like a TCG default endorsement key
+    /// (restricted decryption key, AES-CFB, RSA-2048 or NIST P-256/P-384).
+    EkShape(&'static str),
     /// The services manifest is malformed.
     ManifestFormat(&'static str),
     /// The manifest has no vTPM entry (GUID c476f1eb-0123-45a5-9641-b4e7dde5bfe3).
@@ -97,6 +105,11 @@ impl fmt::Display for Error {
             Error::ReportData => {
                 f.write_str("REPORT_DATA: is not SHA-512(nonce || services manifest)")
             }
+            Error::NonceLength(len) => write!(
+                f,
+                "nonce: {len} bytes; the binding is only unambiguous for 64-byte nonces"
+            ),
+            Error::EkShape(why) => write!(f, "endorsement key: {why}"),
             Error::ManifestFormat(why) => write!(f, "services manifest: malformed: {why}"),
             Error::ManifestNoVtpm => f.write_str("services manifest: no vTPM entry"),
             Error::TpmFormat(why) => write!(f, "TPM structure: {why}"),

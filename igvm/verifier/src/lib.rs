@@ -6,8 +6,9 @@
 //! 2. the report's ECDSA P-384 signature by the VCEK, at VMPL0 (the SVSM's), for a
 //!    guest whose policy does not allow debugging;
 //! 3. optionally, the launch measurement equals the expected digest;
-//! 4. REPORT_DATA = SHA-512(nonce || services manifest);
-//! 5. the manifest's vTPM entry is the EK the credential challenge was made for;
+//! 4. REPORT_DATA = SHA-512(nonce || services manifest), with a 64-byte nonce;
+//! 5. the manifest's vTPM entry is shaped like a TCG default EK and is the EK the
+//!    credential challenge was made for;
 //! 6. the attestation key (AK) is the one the challenge named, a restricted fixedTPM
 //!    signing key, and the vTPM's ActivateCredential returned the challenge's secret;
 //! 7. the quote is signed by the AK, carries the nonce, and covers the expected PCRs.
@@ -45,6 +46,12 @@ impl VcekTrust {
     }
 }
 
+/// The nonce size a verifier must use: REPORT_DATA's (64 bytes). REPORT_DATA is
+/// SHA-512(nonce || manifest) with no separator; the SVSM takes nonces of at most 64
+/// bytes, so with a 64-byte nonce here the guest cannot shift bytes of a forged manifest
+/// into its nonce.
+pub const NONCE_SIZE: usize = 64;
+
 /// SHA-512(nonce || manifest): what the SVSM puts into REPORT_DATA.
 pub fn report_data(nonce: &[u8], manifest: &[u8]) -> [u8; 64] {
     let mut h = Sha512::new();
@@ -76,6 +83,9 @@ pub fn verify_report(
         }
     }
     if let Some((nonce, manifest)) = binding {
+        if nonce.len() != NONCE_SIZE {
+            return Err(Error::NonceLength(nonce.len()));
+        }
         if report.report_data() != &report_data(nonce, manifest) {
             return Err(Error::ReportData);
         }
@@ -102,6 +112,7 @@ impl Challenge {
         ak_public: &[u8],
     ) -> Result<Self, Error> {
         let ek = tpm::Public::parse(ek_public)?;
+        ek.check_endorsement_key()?;
         let ak = tpm::Public::parse(ak_public)?;
         let ak_name = ak.name()?;
         let mut secret = vec![0u8; 32];
@@ -270,6 +281,7 @@ pub fn verify(
         ManifestKind::Vtpm => evidence.manifest,
     };
     let ek = tpm::Public::parse(ek_public)?;
+    ek.check_endorsement_key()?;
     if ek.name()? != challenge.ek_name {
         return Err(Error::EkMismatch);
     }

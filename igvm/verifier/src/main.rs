@@ -33,12 +33,17 @@ enum Command {
     },
     /// Make the credential challenge for an attestation key under the manifest's EK.
     Challenge {
-        /// The services manifest from ATTEST_SERVICES.
+        /// The services manifest from ATTEST_SERVICES (or, with --single-service, the
+        /// EK that ATTEST_SINGLE_SERVICE returned).
         #[arg(long)]
         manifest: PathBuf,
         /// The attestation key's public area (TPMT_PUBLIC or TPM2B_PUBLIC).
         #[arg(long)]
         ak_public: PathBuf,
+        /// The manifest came from ATTEST_SINGLE_SERVICE for the vTPM (it is the EK's
+        /// TPMT_PUBLIC itself, not a services manifest).
+        #[arg(long)]
+        single_service: bool,
         /// Directory for the outputs: `credential` (tpm2_activatecredential's input
         /// format), `id_object`, `encrypted_secret`, and `challenge` (keep it: it holds
         /// the secret the vTPM must return).
@@ -183,7 +188,9 @@ fn expected_pcrs(args: &[String]) -> Result<ExpectedPcrs> {
         .iter()
         .map(|a| parse_pcr(a))
         .collect::<Result<Vec<_>>>()?;
-    let alg = parsed[0].0;
+    let Some(&(alg, _, _)) = parsed.first() else {
+        bail!("--pcr: give at least one expected PCR value");
+    };
     if parsed.iter().any(|p| p.0 != alg) {
         bail!("--pcr: all values must come from one bank");
     }
@@ -235,10 +242,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Challenge {
             manifest: manifest_path,
             ak_public,
+            single_service,
             out_dir,
         } => {
             let manifest_bytes = read(&manifest_path)?;
-            let ek = manifest::vtpm_ek(&manifest_bytes)?;
+            let ek = if single_service {
+                &manifest_bytes[..]
+            } else {
+                manifest::vtpm_ek(&manifest_bytes)?
+            };
             let challenge = Challenge::new(&mut getrandom_sys_rng::SysRng, ek, &read(&ak_public)?)?;
             fs::create_dir_all(&out_dir)
                 .with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -341,6 +353,7 @@ mod tests {
             assert!(parse_pcr(&bad).is_err(), "{bad} accepted");
         }
         assert!(expected_pcrs(&[format!("sha256:1={zero}"), format!("sha256:1={zero}")]).is_err());
+        assert!(expected_pcrs(&[]).is_err());
         let z384 = "00".repeat(48);
         assert!(expected_pcrs(&[format!("sha256:1={zero}"), format!("sha384:2={z384}")]).is_err());
     }

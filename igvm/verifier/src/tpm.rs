@@ -45,6 +45,9 @@ pub const TPM_GENERATED_VALUE: u32 = 0xFF54_4347;
 /// TPM_ST_ATTEST_QUOTE.
 pub const ST_ATTEST_QUOTE: u16 = 0x8018;
 
+/// Largest PCR selection bitmap a quote may carry: 256 PCRs, the most a u8 index names.
+pub const MAX_PCR_SELECT: usize = 32;
+
 /// TPMA_OBJECT bits.
 pub mod attr {
     /// fixedTPM.
@@ -53,6 +56,8 @@ pub mod attr {
     pub const FIXED_PARENT: u32 = 1 << 4;
     /// sensitiveDataOrigin.
     pub const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
+    /// adminWithPolicy.
+    pub const ADMIN_WITH_POLICY: u32 = 1 << 7;
     /// restricted.
     pub const RESTRICTED: u32 = 1 << 16;
     /// decrypt.
@@ -247,6 +252,51 @@ impl Public {
         let mut name = self.name_alg.to_be_bytes().to_vec();
         name.extend(hash(self.name_alg, &[&self.bytes])?);
         Ok(name)
+    }
+
+    /// Checks that this is shaped like a TCG default endorsement key (EK Credential
+    /// Profile templates L-1 and L-2, and the high-range ones of the same key types): a
+    /// restricted decryption key created by the TPM, administered by policy, AES-CFB
+    /// (128 or 256 bits) for its children, and an RSA-2048 modulus or a NIST P-256/P-384
+    /// point of the curve's size. The fixed sizes also keep any other data from hiding in
+    /// the key's public value.
+    pub fn check_endorsement_key(&self) -> Result<(), Error> {
+        let required = attr::FIXED_TPM
+            | attr::FIXED_PARENT
+            | attr::SENSITIVE_DATA_ORIGIN
+            | attr::ADMIN_WITH_POLICY
+            | attr::RESTRICTED
+            | attr::DECRYPT;
+        if self.attributes & required != required || self.attributes & attr::SIGN != 0 {
+            return Err(Error::EkShape(
+                "not a restricted, fixedTPM, policy-administered decryption key",
+            ));
+        }
+        let aes_cfb = self.symmetric == ALG_AES
+            && self.symmetric_mode == ALG_CFB
+            && matches!(self.symmetric_bits, 128 | 256);
+        if !aes_cfb {
+            return Err(Error::EkShape(
+                "symmetric definition is not AES-128-CFB or AES-256-CFB",
+            ));
+        }
+        match (&self.rsa, &self.ecc) {
+            (Some((modulus, _)), None) if modulus.len() == 256 => Ok(()),
+            (Some(_), None) => Err(Error::EkShape("RSA modulus is not 2048 bits")),
+            (None, Some((curve, x, y))) => {
+                let size = match *curve {
+                    ECC_NIST_P256 => 32,
+                    ECC_NIST_P384 => 48,
+                    _ => return Err(Error::EkShape("ECC curve is not NIST P-256 or P-384")),
+                };
+                if x.len() == size && y.len() == size {
+                    Ok(())
+                } else {
+                    Err(Error::EkShape("ECC point is not of the curve's size"))
+                }
+            }
+            _ => Err(Error::EkShape("neither an RSA nor an ECC key")),
+        }
     }
 
     /// The RSA public key, if this is an RSA object.
@@ -471,6 +521,13 @@ impl Quote {
         for _ in 0..count {
             let hash_alg = r.u16()?;
             let size = r.u8()?;
+            // PCR indices are u8: a bitmap of more than 32 bytes names PCRs that cannot
+            // exist (a TPM's own bitmap is PCR_SELECT_MAX bytes, 3 for 24 PCRs).
+            if usize::from(size) > MAX_PCR_SELECT {
+                return Err(Error::TpmFormat(
+                    "PCR selection bitmap longer than 32 bytes",
+                ));
+            }
             let bitmap = r.bytes(usize::from(size))?;
             let pcrs = bitmap
                 .iter()
@@ -478,7 +535,7 @@ impl Quote {
                 .flat_map(|(i, byte)| {
                     (0..8u8)
                         .filter(move |bit| byte & (1 << bit) != 0)
-                        .map(move |bit| i as u8 * 8 + bit)
+                        .map(move |bit| (i * 8) as u8 + bit)
                 })
                 .collect();
             selection.push(PcrSelection { hash_alg, pcrs });
@@ -509,5 +566,97 @@ mod tests {
         assert!(Public::parse(&[]).is_err());
         assert!(Quote::parse(&[0xff, 0x54, 0x43, 0x47, 0x80, 0x18]).is_err());
         assert!(Signature::parse(&[0, 0x14, 0, 0x0b, 0, 4, 1]).is_err());
+    }
+
+    fn ek_like(rsa_len: Option<usize>, ecc: Option<(u16, usize)>) -> Public {
+        Public {
+            bytes: Vec::new(),
+            kind: if rsa_len.is_some() { ALG_RSA } else { ALG_ECC },
+            name_alg: ALG_SHA256,
+            // Template L-1/L-2: fixedTPM, fixedParent, sensitiveDataOrigin,
+            // adminWithPolicy, restricted, decrypt.
+            attributes: 0x000300B2,
+            symmetric: ALG_AES,
+            symmetric_bits: 128,
+            symmetric_mode: ALG_CFB,
+            rsa: rsa_len.map(|n| (vec![0xC5; n], 65537)),
+            ecc: ecc.map(|(curve, n)| (curve, vec![1; n], vec![2; n])),
+        }
+    }
+
+    #[test]
+    fn endorsement_key_shapes() {
+        assert_eq!(ek_like(Some(256), None).check_endorsement_key(), Ok(()));
+        assert_eq!(
+            ek_like(None, Some((ECC_NIST_P256, 32))).check_endorsement_key(),
+            Ok(())
+        );
+        assert_eq!(
+            ek_like(None, Some((ECC_NIST_P384, 48))).check_endorsement_key(),
+            Ok(())
+        );
+        let refused = |ek: Public| ek.check_endorsement_key().unwrap_err();
+        // A modulus longer than 2048 bits could carry other data.
+        assert_eq!(
+            refused(ek_like(Some(384), None)),
+            Error::EkShape("RSA modulus is not 2048 bits")
+        );
+        assert!(matches!(
+            refused(ek_like(None, Some((ECC_NIST_P256, 40)))),
+            Error::EkShape(_)
+        ));
+        assert!(matches!(
+            refused(ek_like(None, Some((0x0005, 66)))),
+            Error::EkShape(_)
+        ));
+        let mut signing = ek_like(Some(256), None);
+        signing.attributes |= attr::SIGN;
+        assert!(matches!(refused(signing), Error::EkShape(_)));
+        let mut unrestricted = ek_like(Some(256), None);
+        unrestricted.attributes &= !attr::RESTRICTED;
+        assert!(matches!(refused(unrestricted), Error::EkShape(_)));
+        let mut no_symmetric = ek_like(Some(256), None);
+        no_symmetric.symmetric = ALG_NULL;
+        assert!(matches!(refused(no_symmetric), Error::EkShape(_)));
+    }
+
+    /// A TPMS_ATTEST quote with one SHA-256 bank whose bitmap is `bitmap`.
+    fn quote_with_bitmap(bitmap: &[u8]) -> Vec<u8> {
+        let mut q = TPM_GENERATED_VALUE.to_be_bytes().to_vec();
+        q.extend_from_slice(&ST_ATTEST_QUOTE.to_be_bytes());
+        q.extend_from_slice(&[0, 0]); // qualifiedSigner
+        q.extend_from_slice(&[0, 1, 0xAA]); // extraData
+        q.extend_from_slice(&[0; 8 + 4 + 4 + 1]); // clockInfo
+        q.extend_from_slice(&[0; 8]); // firmwareVersion
+        q.extend_from_slice(&1u32.to_be_bytes());
+        q.extend_from_slice(&ALG_SHA256.to_be_bytes());
+        q.push(bitmap.len() as u8);
+        q.extend_from_slice(bitmap);
+        q.extend_from_slice(&[0, 0]); // pcrDigest
+        q
+    }
+
+    #[test]
+    fn an_oversized_pcr_bitmap_is_refused_not_wrapped() {
+        // 33 bytes with bit 0 of byte 32 set would name PCR 256, which a u8 index would
+        // wrap to PCR 0 (and overflow-check builds panic on).
+        let mut bitmap = [0u8; 33];
+        bitmap[32] = 1;
+        assert_eq!(
+            Quote::parse(&quote_with_bitmap(&bitmap)),
+            Err(Error::TpmFormat(
+                "PCR selection bitmap longer than 32 bytes"
+            ))
+        );
+        let mut bitmap = [0u8; 255];
+        bitmap[254] = 0x80;
+        assert!(Quote::parse(&quote_with_bitmap(&bitmap)).is_err());
+        // The largest legal bitmap still names PCR 255.
+        let mut bitmap = [0u8; 32];
+        bitmap[0] = 1;
+        bitmap[31] = 0x80;
+        let q = Quote::parse(&quote_with_bitmap(&bitmap)).unwrap();
+        assert_eq!(q.selection[0].pcrs, [0, 255]);
+        assert_eq!(q.extra_data, [0xAA]);
     }
 }

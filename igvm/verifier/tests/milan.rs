@@ -85,9 +85,22 @@ fn truncated_report_is_refused() {
 #[test]
 fn the_report_data_binding_is_checked() {
     assert_eq!(
-        verify_report(&chain(), REPORT, Some((b"nonce", b"manifest")), None).unwrap_err(),
+        verify_report(&chain(), REPORT, Some((&[0x4E; 64], b"manifest")), None).unwrap_err(),
         Error::ReportData
     );
+    // Only 64-byte nonces fix where the nonce ends and the manifest begins.
+    for len in [0, 5, 63, 65, 128] {
+        assert_eq!(
+            verify_report(
+                &chain(),
+                REPORT,
+                Some((&vec![0x4E; len], b"manifest")),
+                None
+            )
+            .unwrap_err(),
+            Error::NonceLength(len)
+        );
+    }
 }
 
 #[test]

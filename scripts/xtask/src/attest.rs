@@ -193,6 +193,54 @@ pub fn cli_checks() -> Result<()> {
         &full(&nonce, &table_amd_root),
         "certificate chain",
     )?;
+    // The challenge step, from a services manifest and from the bare EK that
+    // ATTEST_SINGLE_SERVICE returns: both name the same EK.
+    let challenge = |what: &str, manifest: &str, single: bool, out: &str| {
+        let mut a = s(&["challenge", "--manifest"]);
+        a.push(path(&dir, manifest));
+        a.extend(["--ak-public".into(), path(&dir, "ak.pub")]);
+        a.extend(["--out-dir".into(), path(&dir, out)]);
+        if single {
+            a.push("--single-service".into());
+        }
+        expect_pass(what, &a)
+    };
+    challenge(
+        "challenge from the services manifest",
+        "manifest.bin",
+        false,
+        "challenge-services",
+    )?;
+    challenge(
+        "challenge from the single-service EK",
+        "single-manifest.bin",
+        true,
+        "challenge-single",
+    )?;
+    let ek_name = |out: &str| -> Result<String> {
+        let text = read(&dir.join(out), "challenge")?;
+        let line = text.lines().find(|l| l.starts_with("ek_name="));
+        Ok(line.unwrap_or_default().to_string())
+    };
+    if ek_name("challenge-services")? != ek_name("challenge-single")?
+        || ek_name("challenge-single")?.len() <= "ek_name=".len()
+    {
+        bail!("the two challenges name different EKs");
+    }
+    for file in ["credential", "id_object", "encrypted_secret"] {
+        if !dir.join("challenge-single").join(file).exists() {
+            bail!("the challenge step wrote no {file}");
+        }
+    }
+    let mut a = s(&["challenge", "--single-service", "--manifest"]);
+    a.push(path(&dir, "manifest.bin"));
+    a.extend(["--ak-public".into(), path(&dir, "ak.pub")]);
+    a.extend(["--out-dir".into(), path(&dir, "challenge-wrong")]);
+    expect_fail(
+        "a services manifest taken for a bare EK",
+        &a,
+        "TPM structure",
+    )?;
     expect_fail(
         "bad command line",
         &s(&[

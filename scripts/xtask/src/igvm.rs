@@ -20,11 +20,11 @@ fn cache() -> PathBuf {
     PathBuf::from("target")
 }
 
-/// Fetches what `cargo test -p svsm-igvm` reads: Debian trixie's and bookworm's OVMF and
-/// the `sev-snp-measure` package.
+/// Fetches what `cargo test -p svsm-igvm` reads: Debian forky's, trixie's and bookworm's
+/// OVMF and the `sev-snp-measure` package.
 pub fn prepare_tests() -> Result<()> {
     println!("xtask: == igvm test inputs ==");
-    for release in ["trixie", "bookworm"] {
+    for release in ["forky", "trixie", "bookworm"] {
         let fd = debian_ovmf(release)?;
         println!("xtask: {release} OVMF: {}", fd.display());
     }
@@ -33,8 +33,13 @@ pub fn prepare_tests() -> Result<()> {
     Ok(())
 }
 
-/// `target/firmware/<release>/OVMF.fd` from Debian's `ovmf` package of that release.
+/// `target/firmware/<release>/OVMF.fd` from Debian's OVMF package of that release: `ovmf`
+/// up to trixie, `ovmf-generic` from forky on (`ovmf` became a package of packages there).
 fn debian_ovmf(release: &str) -> Result<PathBuf> {
+    let package = match release {
+        "bookworm" | "trixie" => "ovmf",
+        _ => "ovmf-generic",
+    };
     let dir = cache().join("firmware").join(release);
     let fd = dir.join("OVMF.fd");
     if fd.exists() {
@@ -66,9 +71,9 @@ fn debian_ovmf(release: &str) -> Result<PathBuf> {
     run(
         Command::new("apt-get")
             .args(&opts)
-            .args(["-q", "download", "ovmf"])
+            .args(["-q", "download", package])
             .current_dir(apt.join("deb")),
-        &format!("apt-get download ovmf ({release})"),
+        &format!("apt-get download {package} ({release})"),
     )?;
     let deb = fs::read_dir(apt.join("deb"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -190,8 +195,9 @@ fn install_pip() -> Result<()> {
 }
 
 /// Builds the kernel ELF and packages it into `target/svsm.igvm`, and with Debian
-/// trixie's OVMF as the guest firmware into `target/svsm-ovmf.igvm`, printing each
-/// file's size and launch digest.
+/// forky's OVMF (edk2 2026.08: it reads its memory map from the IGVM parameter the SVSM
+/// fills, so it never treats the SVSM's range as RAM) as the guest firmware into
+/// `target/svsm-ovmf.igvm`, printing each file's size and launch digest.
 pub fn package() -> Result<()> {
     println!("xtask: == igvm ==");
     let kernel = crate::kernel::build()?;
@@ -207,7 +213,7 @@ pub fn package() -> Result<()> {
         &mut tool(&["build", "--kernel", &kernel, "--output", "target/svsm.igvm"]),
         "svsm-igvm build",
     )?;
-    let ovmf = debian_ovmf("trixie")?;
+    let ovmf = debian_ovmf("forky")?;
     let ovmf = ovmf.to_string_lossy().into_owned();
     run(
         &mut tool(&[

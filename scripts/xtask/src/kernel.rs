@@ -79,7 +79,7 @@ pub fn build() -> Result<PathBuf> {
 /// The QEMU command line that boots `kernel` with `cmdline`, console on stdout.
 pub fn qemu(kernel: &Path, cmdline: &str) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35", "-cpu", "max", "-m", "256M"])
+    cmd.args(["-machine", "q35", "-cpu", "max", "-m", "256M", "-smp", "4"])
         .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-kernel")
@@ -158,7 +158,7 @@ pub fn test() -> Result<()> {
 /// QEMU booting `kernel` to serve its vTPM: console on our stdout, COM2 on `socket`.
 fn qemu_serving(kernel: &Path, socket: &Path) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35", "-cpu", "max", "-m", "256M"])
+    cmd.args(["-machine", "q35", "-cpu", "max", "-m", "256M", "-smp", "4"])
         .args([
             "-display",
             "none",

@@ -753,6 +753,7 @@ pub struct SnpMachine {
     secrets: SvsmSecrets,
     interrupts: Vec<(u32, InterruptConfig)>,
     hooks: VectorHooks,
+    svsm_vcpus: svsm::snp::svsm_vcpus::SvsmVcpuPlan,
 }
 
 impl SnpMachine {
@@ -919,6 +920,16 @@ impl SnpMachine {
         };
         let summary =
             launch_guest(&svsm, &bsp_client, &plan, &secrets, &cpuid_copy).map_err(fail)?;
+        let svsm_vcpus = crate::vcpus::create_svsm_vcpus(
+            &machine,
+            &platform,
+            &bsp_client,
+            &layout.ghcbs,
+            bsp,
+            config.svsm_range,
+            config.sev_status,
+        )
+        .map_err(fail)?;
         Ok(Self {
             start,
             machine,
@@ -931,7 +942,13 @@ impl SnpMachine {
             secrets,
             interrupts,
             hooks: VectorHooks::new(),
+            svsm_vcpus,
         })
+    }
+
+    /// The SVSM vCPUs the boot vCPU created (one per other APIC ID).
+    pub fn svsm_vcpus(&self) -> &svsm::snp::svsm_vcpus::SvsmVcpuPlan {
+        &self.svsm_vcpus
     }
 
     /// What the SVSM learned at start-up (hypervisor, CPUID page, C-bit).

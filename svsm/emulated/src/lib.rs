@@ -7,7 +7,8 @@
 //! - [`system`]: a machine in the state a launch leaves it, with the SVSM running on it;
 //! - [`psp`]: the emulated PSP;
 //! - [`ghcb`], [`hypervisor`]: the GHCB protocol answered by an emulated (optionally
-//!   hostile) hypervisor, and a machine booted by the SVSM's SEV-SNP start-up code.
+//!   hostile) hypervisor, and a machine booted by the SVSM's SEV-SNP start-up code;
+//! - [`vcpus`]: the SVSM vCPUs (one VMPL0 vCPU per other APIC ID) that boot creates.
 //!
 //! It is a model of the hardware's rules, not a recorder: tests run the real request
 //! handlers on it and check what the RMP and memory look like afterwards.
@@ -18,6 +19,9 @@ pub mod machine;
 pub mod psp;
 pub mod rmp;
 pub mod system;
+pub mod vcpus;
 
-pub use machine::{Backing, CallReturn, EmulatedSnp, GuestFault, MachineSnapshot, VcpuMode};
+pub use machine::{
+    Backing, CallReturn, EmulatedSnp, GuestFault, HostChange, HostRace, MachineSnapshot, VcpuMode,
+};
 pub use system::{EmulatedSystem, LaunchConfig, LaunchError, LaunchInfo, SharedSnp};

@@ -76,6 +76,34 @@ pub struct CallReturn {
     pub pending: u8,
 }
 
+/// What the hypervisor does to a page in a [`HostRace`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostChange {
+    /// RMPUPDATE to hypervisor-owned: the page is shared from then on. On hardware the
+    /// SVSM's private access exits with #NPF; the hypervisor either converts the page
+    /// back (assigned, not validated: the next case) or reflects the fault, which the
+    /// exception table reports as [`MemoryError::NotPrivate`].
+    MakeShared,
+    /// RMPUPDATE to guest-owned: assigned but no longer validated. On hardware the
+    /// SVSM's access raises #VC PAGE_NOT_VALIDATED, which the exception table reports as
+    /// [`MemoryError::NotValidated`].
+    Invalidate,
+}
+
+/// A hypervisor acting on another CPU while the SVSM works: once the SVSM has made
+/// `after` accesses to guest memory or VMSAs (counted from when the race is armed), the
+/// hypervisor applies `change` to the 4 KiB page at `page`, before the SVSM's next
+/// access. Sweeping `after` puts the change between every check and every use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostRace {
+    /// How many SVSM accesses complete before the change.
+    pub after: u64,
+    /// The page (4 KiB aligned).
+    pub page: u64,
+    /// What happens to it.
+    pub change: HostChange,
+}
+
 /// The whole machine state behind one lock.
 #[derive(Debug, Clone)]
 struct Machine {
@@ -89,6 +117,10 @@ struct Machine {
     allowed: Vec<u8>,
     vcpus: Vec<Vcpu>,
     guest_vmpl: Vmpl,
+    /// Accesses the SVSM made through the platform (guest memory and VMSAs).
+    svsm_accesses: u64,
+    /// An armed [`HostRace`] and the access count it was armed at.
+    race: Option<(HostRace, u64)>,
 }
 
 /// The accesses a page's summary byte allows.
@@ -300,6 +332,21 @@ impl Machine {
         self.memory.get_mut(start..start.checked_add(len)?)
     }
 
+    /// Counts one SVSM access and, if an armed race is due, lets the hypervisor act
+    /// first.
+    fn svsm_step(&mut self) {
+        if let Some((race, armed_at)) = self.race {
+            if self.svsm_accesses - armed_at == race.after {
+                let assigned = race.change == HostChange::Invalidate;
+                let page = race.page & !(PAGE_SIZE - 1);
+                let _ = self.rmp.rmpupdate(page, PageSize::Size4K, assigned);
+                self.refresh_2m(page);
+                self.race = None;
+            }
+        }
+        self.svsm_accesses += 1;
+    }
+
     /// An access by VMPL0 (the SVSM): private, validated, backed.
     #[inline]
     fn svsm_access(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
@@ -479,6 +526,8 @@ impl EmulatedSnp {
                     })
                     .collect(),
                 guest_vmpl,
+                svsm_accesses: 0,
+                race: None,
             }),
             psp: EmulatedPsp::default(),
         }
@@ -510,6 +559,7 @@ impl EmulatedSnp {
     #[inline(never)]
     fn svsm_copy(&self, addr: u64, op: SvsmCopy<'_>) -> Result<(), MemoryError> {
         let mut m = self.lock();
+        m.svsm_step();
         m.svsm_access(addr, op.len() as u64, op.writes())?;
         let bytes = m.bytes_mut(addr, op.len()).ok_or(MemoryError::NotMemory)?;
         match op {
@@ -558,6 +608,29 @@ impl EmulatedSnp {
         let done = m.rmp.rmpupdate(addr, size, assigned);
         m.refresh_2m(addr);
         done
+    }
+
+    /// Arms `race`: the hypervisor changes a page after the SVSM's next `race.after`
+    /// accesses. Replaces a race not yet run.
+    pub fn hv_race(&self, race: HostRace) {
+        let mut m = self.lock();
+        let now = m.svsm_accesses;
+        m.race = Some((race, now));
+    }
+
+    /// Whether an armed race has not happened yet (the SVSM stopped short of it).
+    pub fn hv_race_pending(&self) -> bool {
+        self.lock().race.is_some()
+    }
+
+    /// Cancels an armed race.
+    pub fn hv_race_cancel(&self) {
+        self.lock().race = None;
+    }
+
+    /// How many accesses to guest memory and VMSAs the SVSM has made so far.
+    pub fn svsm_accesses(&self) -> u64 {
+        self.lock().svsm_accesses
     }
 
     /// PSMASH by the hypervisor.

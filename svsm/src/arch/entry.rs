@@ -89,6 +89,7 @@ long_mode_entry:
 
     .section .data.boot_tables, "aw"
     .balign 4096
+    .globl boot_pml4            /* also the APs' tables until they reach the kernel */
 boot_pml4:
     .quad boot_pdpt + 0x3
     .fill 511, 8, 0

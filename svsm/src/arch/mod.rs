@@ -6,8 +6,12 @@
 //! of the library never exports symbols that would collide with the host's libc.
 
 #[cfg(target_os = "none")]
+pub mod ap_entry;
+#[cfg(target_os = "none")]
 pub mod entry;
+pub mod extable;
 pub mod fpu;
+pub mod guest_copy;
 #[cfg(target_os = "none")]
 pub mod interrupts;
 pub mod io;
@@ -16,4 +20,6 @@ pub mod segment;
 #[cfg(target_os = "none")]
 pub mod setjmp;
 pub mod snp;
+pub mod tlb;
 pub mod tsc;
+pub mod x2apic;

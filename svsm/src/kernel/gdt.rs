@@ -8,6 +8,7 @@
     reason = "the CPU writes the IST stacks; loading segment registers"
 )]
 
+use alloc::boxed::Box;
 use core::cell::UnsafeCell;
 
 use spin::Once;
@@ -29,9 +30,12 @@ pub const IST_INTERRUPT: u16 = 4;
 /// #VC or another exception is on `IST_EXCEPTION`, which a shared slot would overwrite.
 pub const IST_HV: u16 = 5;
 
-const PAGE: usize = 4096;
-const IST_STACK_SIZE: usize = 32 * 1024;
-const IST_STACKS: usize = 5;
+/// Bytes of a page (and of a guard page).
+pub const PAGE: usize = 4096;
+/// Bytes of one IST stack.
+pub const IST_STACK_SIZE: usize = 32 * 1024;
+/// IST stacks per CPU.
+pub const IST_STACKS: usize = 5;
 
 /// Guard page + stack, per IST slot.
 #[repr(C, align(4096))]
@@ -57,37 +61,57 @@ fn slot_base(slot: usize) -> u64 {
     IST_AREA.0.get() as u64 + (slot * (PAGE + IST_STACK_SIZE)) as u64
 }
 
-/// The guard pages below the IST stacks (the page tables leave them unmapped).
+/// The guard pages below the boot CPU's IST stacks (the page tables leave them
+/// unmapped).
 pub fn guard_pages() -> [u64; IST_STACKS] {
     core::array::from_fn(slot_base)
 }
 
-/// Loads the GDT and TSS and reloads the segment registers.
+fn tss_with(ist_tops: [u64; IST_STACKS]) -> TaskStateSegment {
+    let mut tss = TaskStateSegment::new();
+    for (slot, top) in ist_tops.into_iter().enumerate() {
+        tss.interrupt_stack_table[slot] = VirtAddr::new(top);
+    }
+    tss
+}
+
+fn tables_for(tss: &'static TaskStateSegment) -> Tables {
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss = gdt.append(Descriptor::tss_segment(tss));
+    Tables {
+        gdt,
+        code,
+        data,
+        tss,
+    }
+}
+
+/// Loads the boot CPU's GDT and TSS and reloads the segment registers.
 pub fn init() {
     let tss = TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
-        for slot in 0..IST_STACKS {
-            let top = slot_base(slot) + (PAGE + IST_STACK_SIZE) as u64;
-            tss.interrupt_stack_table[slot] = VirtAddr::new(top);
-        }
-        tss
+        tss_with(core::array::from_fn(|slot| {
+            slot_base(slot) + (PAGE + IST_STACK_SIZE) as u64
+        }))
     });
-    let tables = TABLES.call_once(|| {
-        let mut gdt = GlobalDescriptorTable::new();
-        let code = gdt.append(Descriptor::kernel_code_segment());
-        let data = gdt.append(Descriptor::kernel_data_segment());
-        let tss = gdt.append(Descriptor::tss_segment(tss));
-        Tables {
-            gdt,
-            code,
-            data,
-            tss,
-        }
-    });
+    load(TABLES.call_once(|| tables_for(tss)));
+}
+
+/// Gives an AP its own GDT and TSS (a TSS is busy once loaded, and the IST stacks
+/// must be the CPU's own), with the IST stacks whose tops are `ist_tops`, and loads
+/// them. Runs on the AP.
+pub fn init_ap(ist_tops: [u64; IST_STACKS]) {
+    let tss: &'static TaskStateSegment = Box::leak(Box::new(tss_with(ist_tops)));
+    load(Box::leak(Box::new(tables_for(tss))));
+}
+
+fn load(tables: &'static Tables) {
     tables.gdt.load();
     // SAFETY: the selectors index descriptors of the GDT just loaded (AMD APM vol. 2
     // §4.8 "Long-mode segment descriptors"), code for CS, data for the data segments;
-    // the TSS descriptor points at a 'static TSS whose IST stacks exist.
+    // the TSS descriptor points at a 'static TSS whose IST stacks exist, and this
+    // CPU has loaded no other TSS from these tables (a loaded TSS is busy).
     unsafe { CS::set_reg(tables.code) };
     // SAFETY: as above.
     unsafe { DS::set_reg(tables.data) };

@@ -1,7 +1,9 @@
 //! The IDT: every vector on an IST stack, one dispatcher.
 //!
-//! Exceptions are fatal (the SVSM reports the frame and terminates); the timer vector
-//! counts ticks (the interrupt stress test uses it); the APIC's spurious vector is
+//! Exceptions are fatal (the SVSM reports the frame and terminates), except a fault of
+//! a guarded guest-memory copy, which resumes at its fixup; the timer vector
+//! counts ticks (the interrupt stress test uses it); the IPI vector runs this CPU's
+//! pending calls and TLB shootdowns (`svsm::smp`); the APIC's spurious vector is
 //! ignored; any other vector is logged and acknowledged.
 #![allow(unsafe_code, reason = "IDT gates point at assembly stubs")]
 
@@ -114,6 +116,12 @@ const EXCEPTION_NAMES: [&str; 32] = [
 /// Called by the common interrupt stub with the saved registers.
 #[unsafe(no_mangle)]
 extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
+    // A guarded access to guest memory that faulted: resume at its fixup, which returns
+    // the error (arch::extable). Before the SEV-SNP hook, which would treat the #VC of
+    // an unvalidated page as fatal.
+    if svsm::arch::extable::fixup(frame) {
+        return;
+    }
     // SEV-SNP: #VC and the faults an SNP guest cannot survive (a no-op otherwise).
     if svsm::platform::snp::runtime::handle_interrupt(frame) {
         return;
@@ -124,7 +132,11 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
             let cr2 = if v == 14 { Cr2::read_raw() } else { 0 };
             let stack = svsm::arch::entry::boot_stack();
             let in_guard = |page: u64| (page..page + 4096).contains(&cr2);
-            if v == 14 && (in_guard(stack.guard) || gdt::guard_pages().into_iter().any(in_guard)) {
+            if v == 14
+                && (in_guard(stack.guard)
+                    || gdt::guard_pages().into_iter().any(in_guard)
+                    || super::smp::guard_pages().any(in_guard))
+            {
                 terminate(format_args!(
                     "stack overflow: write to the guard page at {cr2:#x} from rip {:#x}",
                     frame.rip
@@ -137,6 +149,11 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
         }
         v if v == u64::from(TIMER_VECTOR) => {
             TIMER_TICKS.fetch_add(1, Ordering::Relaxed);
+            apic::end_of_interrupt();
+        }
+        // Under SEV-SNP the SEV-SNP hook above runs the IPI vector's registered hook.
+        v if v == u64::from(svsm::smp::IPI_VECTOR) => {
+            svsm::smp::handle_ipi();
             apic::end_of_interrupt();
         }
         v if v == u64::from(SPURIOUS_VECTOR) => {}

@@ -4,7 +4,7 @@
 //! (`svsm::arch::entry`) in long mode on the boot stack. Order matters: the console
 //! first (so every later failure is reported), then the per-CPU area (the FS base must
 //! be valid before any C code runs), SSE, GDT/IDT, the heap, the kernel's own page
-//! tables. Then the kernel either runs its self-tests (command-line word `test`) or
+//! tables, the other CPUs (see `smp`). Then the kernel either runs its self-tests (command-line word `test`) or
 //! serves the vTPM over COM2.
 #![allow(unsafe_code, reason = "boot: control registers and the heap hand-over")]
 
@@ -19,6 +19,7 @@ mod percpu;
 mod pvh;
 mod selftest;
 mod serial;
+mod smp;
 mod time;
 mod tpm;
 mod tpm_channel;
@@ -32,7 +33,7 @@ const MIB: u64 = 1024 * 1024;
 /// Turns on SSE for the C engine: CR0.EM clear, CR0.MP and CR0.NE set, CR4.OSFXSR and
 /// OSXMMEXCPT set, then the x87 and MXCSR defaults. CR4.OSXSAVE stays clear, so OpenSSL
 /// does not pick its AVX code paths.
-fn enable_sse() {
+pub(crate) fn enable_sse() {
     // SAFETY: only the FPU control bits change (AMD APM vol. 2 §11.3 "Enabling SSE
     // instructions"); the kernel's own code is soft-float and unaffected.
     unsafe {
@@ -142,18 +143,22 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     // kernel's own, see `paging`), used by nothing else (the loader's data lies below
     // the image).
     unsafe { heap::init(heap_start, heap_end) };
+    if !snp {
+        // While the entry's tables still map the firmware's ACPI tables.
+        smp::discover();
+    }
 
     let stack = svsm::arch::entry::boot_stack();
-    let mut guards = [0u64; 6];
-    guards[0] = stack.guard;
-    guards[1..].copy_from_slice(&gdt::guard_pages());
-    // Under SEV-SNP the entry's tables (with the C-bit and the GHCB alias) stay, and the
-    // xAPIC's MMIO would need #VC MMIO emulation: both are left out for now.
+    let mut guards = alloc::vec![stack.guard];
+    guards.extend(gdt::guard_pages());
+    guards.extend(smp::guard_pages());
+    // Under SEV-SNP the xAPIC's MMIO would need #VC MMIO emulation: left out for now.
+    if let Err(e) = paging::init(&info, &guards, (!snp).then(apic::base)) {
+        terminate(format_args!("cannot build the page tables: {e:?}"));
+    }
     if !snp {
-        if let Err(e) = paging::init(info.ram(), &guards, apic::base()) {
-            terminate(format_args!("cannot build the page tables: {e:?}"));
-        }
         apic::init();
+        smp::start_aps();
     }
 
     log::info!(
@@ -180,6 +185,7 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
         stats.high_water / 1024
     );
     if snp {
+        smp::register_snp_hooks();
         svsm::platform::snp::runtime::run(service);
     }
     if info.has_flag("test") {

@@ -1,12 +1,17 @@
-//! The per-CPU area that `%fs` points at: stack-protector canary and `errno`.
+//! The per-CPU area that `%fs` points at: stack-protector canary, `errno`, CPU index.
 //!
 //! Code built with `-fstack-protector` reads its canary from `%fs:0x28` (the x86-64
 //! glibc TLS ABI), so the FS base must point here before the first call into C, on every
 //! CPU. The canary comes from RDSEED/RDRAND; like glibc, its low byte is zero so a string
-//! overflow cannot reproduce it.
+//! overflow cannot reproduce it. `%fs:0` holds the area's own address (how
+//! [`current`] finds it) and `%fs:0x30` the CPU's index in [`svsm::smp::CPUS`].
+//! The boot CPU's area is static; each AP's is allocated by the boot CPU before the AP
+//! starts and lives as long as the kernel.
+#![allow(unsafe_code, reason = "the FS base names this CPU's area")]
 
+use alloc::boxed::Box;
 use core::mem::offset_of;
-use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use x86_64::registers::model_specific::FsBase;
 use x86_64::VirtAddr;
@@ -24,33 +29,83 @@ pub struct PerCpu {
     _reserved: [u32; 7],
     /// The stack-protector canary, at `%fs:0x28`.
     stack_canary: AtomicU64,
+    /// The CPU's index, at `%fs:0x30` ([`svsm::smp::PERCPU_INDEX_OFFSET`]).
+    index: AtomicU64,
+    /// The CPU's APIC ID.
+    apic_id: AtomicU32,
 }
 
 const _: () = assert!(offset_of!(PerCpu, stack_canary) == 0x28);
+const _: () = assert!(offset_of!(PerCpu, index) == svsm::smp::PERCPU_INDEX_OFFSET as usize);
 
-static BSP: PerCpu = PerCpu {
-    self_address: AtomicU64::new(0),
-    errno: AtomicI32::new(0),
-    _reserved: [0; 7],
-    stack_canary: AtomicU64::new(0),
-};
+impl PerCpu {
+    const fn new() -> Self {
+        Self {
+            self_address: AtomicU64::new(0),
+            errno: AtomicI32::new(0),
+            _reserved: [0; 7],
+            stack_canary: AtomicU64::new(0),
+            index: AtomicU64::new(0),
+            apic_id: AtomicU32::new(0),
+        }
+    }
+}
 
-/// Fills the boot CPU's area and points the FS base at it.
-pub fn init_bsp() {
+static BSP: PerCpu = PerCpu::new();
+
+fn fill(area: &'static PerCpu, index: usize, apic_id: u32) -> u64 {
     let Some(random) = svsm::arch::random::seed64() else {
         terminate(format_args!(
             "no RDSEED/RDRAND randomness for the stack-protector canary"
         ));
     };
-    let address = core::ptr::addr_of!(BSP) as u64;
-    BSP.self_address.store(address, Ordering::Relaxed);
-    BSP.stack_canary.store(random & !0xff, Ordering::Relaxed);
-    FsBase::write(VirtAddr::new(address));
+    let address = core::ptr::from_ref(area) as u64;
+    area.self_address.store(address, Ordering::Relaxed);
+    area.stack_canary.store(random & !0xff, Ordering::Relaxed);
+    area.index.store(index as u64, Ordering::Relaxed);
+    area.apic_id.store(apic_id, Ordering::Relaxed);
+    address
 }
 
-/// This CPU's area (only the boot CPU runs the kernel so far).
+fn fill_and_load(area: &'static PerCpu, index: usize, apic_id: u32) {
+    FsBase::write(VirtAddr::new(fill(area, index, apic_id)));
+}
+
+/// Fills the boot CPU's area (index 0) and points the FS base at it.
+pub fn init_bsp() {
+    fill_and_load(&BSP, 0, 0);
+}
+
+/// Records the boot CPU's APIC ID once the APIC is known.
+pub fn set_bsp_apic_id(apic_id: u32) {
+    BSP.apic_id.store(apic_id, Ordering::Relaxed);
+}
+
+/// Allocates an AP's area (on the boot CPU, before the AP starts).
+pub fn allocate() -> &'static PerCpu {
+    Box::leak(Box::new(PerCpu::new()))
+}
+
+/// Fills this AP's `area` and points the FS base at it (on the AP itself).
+pub fn init_ap(area: &'static PerCpu, index: usize, apic_id: u32) {
+    fill_and_load(area, index, apic_id);
+}
+
+/// Allocates and fills an AP's area on the boot CPU, for a CPU whose FS base is set
+/// from outside (an SEV-SNP VMSA); returns its address.
+pub fn prepare(index: usize, apic_id: u32) -> u64 {
+    fill(allocate(), index, apic_id)
+}
+
+/// This CPU's area.
 pub fn current() -> &'static PerCpu {
-    &BSP
+    let address = svsm::arch::segment::fs_read_u64::<0>();
+    if address == 0 {
+        return &BSP;
+    }
+    // SAFETY: `%fs:0` holds the address of this CPU's area, which `fill_and_load`
+    // stored; areas are 'static (the BSP's static, the APs' leaked boxes).
+    unsafe { &*(address as *const PerCpu) }
 }
 
 impl PerCpu {
@@ -67,6 +122,11 @@ impl PerCpu {
     /// The canary value (for checks and tests).
     pub fn stack_canary(&self) -> u64 {
         self.stack_canary.load(Ordering::Relaxed)
+    }
+
+    /// The area's address (what the FS base must hold on its CPU).
+    pub fn address(&self) -> u64 {
+        self.self_address.load(Ordering::Relaxed)
     }
 }
 

@@ -1,7 +1,9 @@
 //! The platform of the bare-metal kernel on a machine without SEV (QEMU, TCG or KVM).
 //!
-//! Guest memory is the kernel's identity-mapped RAM, so accesses are plain copies once
-//! they are checked to lie in the RAM this platform was given. What needs SEV-SNP does
+//! Guest memory is the kernel's identity-mapped RAM, so accesses are copies once they
+//! are checked to lie in the RAM this platform was given; they use the same guarded
+//! copies as on SEV-SNP ([`crate::arch::guest_copy`]), so a page the kernel unmapped
+//! is an error, not a crash (the self-tests check that in QEMU). What needs SEV-SNP does
 //! not exist here and says so instead of pretending:
 //! - PVALIDATE and RMPADJUST: there is no RMP (both instructions raise #UD without
 //!   SEV-SNP). They report [`RmpFault::NoMemory`], so no request can claim a validation
@@ -16,6 +18,7 @@
 use alloc::vec::Vec;
 
 use crate::address::{CheckedRange, MemoryKind, PhysAddr, VmsaPage};
+use crate::arch::guest_copy;
 use crate::platform::{
     HypervisorError, MemoryError, MessagePage, PageSize, Platform, PspError, PvalidateError,
     RmpFault, RmpPermissions, RmpadjustError, Validation, Vmpl, PAGE_SIZE,
@@ -62,19 +65,16 @@ impl NativePlatform {
         self.locate(range.start().raw(), range.len(), offset, len)
     }
 
-    fn copy_out(address: u64, buf: &mut [u8]) {
+    fn copy_out(address: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         // SAFETY: `locate` checked that the bytes lie in RAM that `new`'s caller
-        // promised is identity mapped and not the kernel's own.
-        unsafe {
-            core::ptr::copy_nonoverlapping(address as *const u8, buf.as_mut_ptr(), buf.len());
-        }
+        // promised is identity mapped and not the kernel's own. Should the kernel have
+        // unmapped a page of it, the guarded copy reports the fault.
+        unsafe { guest_copy::read(address as *const u8, buf) }
     }
 
-    fn copy_in(address: u64, data: &[u8]) {
+    fn copy_in(address: u64, data: &[u8]) -> Result<(), MemoryError> {
         // SAFETY: as in `copy_out`; the memory is writable.
-        unsafe {
-            core::ptr::copy_nonoverlapping(data.as_ptr(), address as *mut u8, data.len());
-        }
+        unsafe { guest_copy::write(address as *mut u8, data) }
     }
 }
 
@@ -106,8 +106,7 @@ impl Platform for NativePlatform {
         buf: &mut [u8],
     ) -> Result<(), MemoryError> {
         let address = self.locate_in(range, offset, buf.len())?;
-        Self::copy_out(address, buf);
-        Ok(())
+        Self::copy_out(address, buf)
     }
 
     fn write_guest(
@@ -117,28 +116,24 @@ impl Platform for NativePlatform {
         data: &[u8],
     ) -> Result<(), MemoryError> {
         let address = self.locate_in(range, offset, data.len())?;
-        Self::copy_in(address, data);
-        Ok(())
+        Self::copy_in(address, data)
     }
 
     fn zero_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
         let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
         let address = self.locate_in(range, 0, len)?;
         // SAFETY: as in `copy_in`.
-        unsafe { core::ptr::write_bytes(address as *mut u8, 0, len) };
-        Ok(())
+        unsafe { guest_copy::zero(address as *mut u8, len) }
     }
 
     fn read_vmsa(&self, vmsa: &VmsaPage, offset: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         let address = self.locate(vmsa.addr().raw(), PAGE_SIZE, offset, buf.len())?;
-        Self::copy_out(address, buf);
-        Ok(())
+        Self::copy_out(address, buf)
     }
 
     fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
         let address = self.locate(vmsa.addr().raw(), PAGE_SIZE, offset, data.len())?;
-        Self::copy_in(address, data);
-        Ok(())
+        Self::copy_in(address, data)
     }
 
     fn vmsa_running(&self, _vmsa: &VmsaPage) -> bool {

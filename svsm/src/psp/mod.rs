@@ -53,7 +53,8 @@ pub trait PspTransport {
     fn request(&self, page: &MessagePage) -> Result<MessagePage, PspError>;
 
     /// SNP_EXTENDED_GUEST_REQUEST: also copies the host's certificate table into
-    /// `certs` and returns its length.
+    /// `certs` and returns its length (at most `certs.len()`; a longer claim is treated
+    /// as a transport failure).
     fn extended_request(
         &self,
         page: &MessagePage,
@@ -279,10 +280,13 @@ impl GuestMessenger {
             let sent = match certs.as_mut() {
                 Some((buf, len)) if too_small.is_none() => {
                     match psp.extended_request(&request, buf) {
-                        Ok((page, n)) => {
+                        Ok((page, n)) if n <= buf.len() => {
                             **len = n;
                             Ok(page)
                         }
+                        // A table longer than the buffer it was copied into: the
+                        // transport is lying about what it wrote.
+                        Ok(_) => Err(PspError::Unavailable),
                         Err(ExtendedError::CertBufferTooSmall(needed)) => {
                             // Consume the sequence number with the same ciphertext as a
                             // standard request before reporting the size.
@@ -350,6 +354,7 @@ mod tests {
     struct ScriptedPsp {
         script: RefCell<std::vec::Vec<Result<(), PspError>>>,
         ext_too_small: Cell<Option<usize>>,
+        ext_len: Cell<usize>,
         sent: RefCell<std::vec::Vec<(bool, MessagePage)>>,
         reply_seqno_offset: u64,
         reply_key: [u8; 32],
@@ -361,6 +366,7 @@ mod tests {
             ScriptedPsp {
                 script: RefCell::new(script),
                 ext_too_small: Cell::new(None),
+                ext_len: Cell::new(1),
                 sent: RefCell::new(std::vec::Vec::new()),
                 reply_seqno_offset: 1,
                 reply_key: KEY,
@@ -405,7 +411,7 @@ mod tests {
                 }
             }
             certs[0] = 0xCE;
-            Ok((self.answer(page), 1))
+            Ok((self.answer(page), self.ext_len.get()))
         }
     }
 
@@ -580,6 +586,20 @@ mod tests {
             .unwrap();
         assert_eq!((n, certs[0]), (1, 0xCE));
         assert_eq!(m.seqno(), 4);
+    }
+
+    #[test]
+    fn a_certificate_length_beyond_the_buffer_is_a_transport_failure() {
+        let psp = ScriptedPsp::new(vec![]);
+        psp.ext_len.set(4097);
+        let mut m = GuestMessenger::new(KEY, 0);
+        let mut certs = [0u8; 4096];
+        assert_eq!(
+            m.get_extended_report(&psp, &[0; 64], 0, &mut certs),
+            Err(GuestMessageError::Transport(PspError::Unavailable))
+        );
+        // The PSP saw the request: its numbers are spent and the key is gone.
+        assert_eq!((m.seqno(), m.has_key()), (2, false));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! how Linux learns the sizes before it enlarges its buffers and retries.
 //!
 //! Invariants:
-//! - the request block and nonce are copied into SVSM memory once and parsed there;
+//! - the request block and nonce are copied into SVSM memory once and parsed there; the
+//!   nonce is 1 to 64 bytes (see [`MAX_NONCE_SIZE`]);
 //! - every buffer the guest names is checked in full (guest RAM, outside SVSM memory and
 //!   every VMSA) before the PSP is asked, so a refused request consumes no PSP sequence
 //!   number and writes no guest memory;
@@ -55,8 +56,13 @@ pub const ATTEST_SERVICES: u32 = 0;
 /// SVSM_ATTEST_SINGLE_SERVICE.
 pub const ATTEST_SINGLE_SERVICE: u32 = 1;
 
-/// The largest nonce accepted (one page).
-pub const MAX_NONCE_SIZE: u32 = 4096;
+/// The largest nonce accepted: REPORT_DATA's size, the most Linux passes (its
+/// configfs-tsm inblob). REPORT_DATA = SHA-512(nonce || manifest) has no separator, so a
+/// longer nonce would let the guest carry the start of a forged manifest in it: a
+/// verifier hashing its own 64-byte nonce and `forged || genuine manifest` would get the
+/// same digest. With nonces of at most 64 bytes here and exactly 64 at the verifier, the
+/// split is fixed.
+pub const MAX_NONCE_SIZE: u32 = 64;
 
 /// The VMPL the SVSM asks reports for: its own, so the report speaks for the SVSM.
 const REPORT_VMPL: u32 = 0;

@@ -12,6 +12,7 @@
 //!   what its pending events mean;
 //! - [`secrets`]: the PSP's secrets page kept in SVSM memory, and the guest's copy;
 //! - [`guest_vmsa`]: the guest's reset VMSA;
+//! - [`svsm_vcpus`]: one VMPL0 vCPU per guest APIC ID: the plan and their VMSAs;
 //! - [`launch`]: the firmware's memory, the secrets/CPUID/calling-area pages and the
 //!   boot VMSA, set up before the guest first runs.
 //!
@@ -26,6 +27,7 @@ pub mod guest_vmsa;
 pub mod hypervisor;
 pub mod launch;
 pub mod secrets;
+pub mod svsm_vcpus;
 pub mod vc;
 pub mod vector;
 
@@ -158,6 +160,10 @@ pub enum SnpError {
     FatalVector(u8),
     /// The #HV doorbell page could not be set up.
     Doorbell(doorbell::DoorbellError),
+    /// The SVSM vCPUs cannot be planned or created.
+    SvsmVcpus(svsm_vcpus::VcpuPlanError),
+    /// A TLB shootdown did not reach every vCPU.
+    TlbShootdown(crate::smp::SmpError),
 }
 
 /// A termination reason (GHCB MSR protocol function 0x100: set in bits 15:12, code in
@@ -223,13 +229,18 @@ impl SnpError {
             }
             SnpError::GhcbRegistration { .. } => svsm(term::GHCB_SETUP),
             SnpError::PageStateChange { .. } => svsm(term::PAGE_STATE),
-            SnpError::Pvalidate(..) | SnpError::Rmpadjust(..) => svsm(term::RMP),
+            SnpError::Pvalidate(..) | SnpError::Rmpadjust(..) | SnpError::TlbShootdown(_) => {
+                svsm(term::RMP)
+            }
             SnpError::CpuidPage(_) | SnpError::CpuidLeafMissing(_) | SnpError::CbitPosition(_) => {
                 svsm(term::CPUID)
             }
             SnpError::Secrets(_) => svsm(term::SECRETS),
             SnpError::Memory(..) => svsm(term::MEMORY),
-            SnpError::Address(..) | SnpError::Svsm(_) | SnpError::BootParams => svsm(term::LAUNCH),
+            SnpError::Address(..)
+            | SnpError::Svsm(_)
+            | SnpError::BootParams
+            | SnpError::SvsmVcpus(_) => svsm(term::LAUNCH),
             SnpError::Vc(_) => svsm(term::VC),
             SnpError::FatalVector(_) => svsm(term::EXCEPTION),
             SnpError::RunVmpl(_) => svsm(term::RUN),

@@ -4,9 +4,11 @@
 //! console and ends QEMU through isa-debug-exit with success only if all passed.
 //! `cargo xtask test` boots the kernel this way and checks the exit status.
 
+mod guest_memory;
 mod idt_gates;
 mod machine;
 mod runtime;
+mod smp;
 mod tpm_sequence;
 
 use alloc::string::String;
@@ -49,7 +51,9 @@ pub fn run(service: &mut Service<LibTpms>) -> ExitCode {
     for (name, test) in machine::TESTS
         .iter()
         .chain(runtime::TESTS)
+        .chain(guest_memory::TESTS)
         .chain(idt_gates::TESTS)
+        .chain(smp::TESTS)
     {
         report(name, test());
     }

@@ -5,7 +5,11 @@
 //! ([`ArchGhcb`]), the same client the emulated machine's tests drive. Guest memory and
 //! VMSA pages are reached through the kernel's private (C-bit) mapping of physical
 //! memory at `phys + map_offset`; the caller of [`SnpPlatform::new`] vouches for that
-//! mapping. Only the boot vCPU's GHCB is used so far.
+//! mapping. Every access to them goes through the guarded copies of
+//! [`crate::arch::guest_copy`]: a page the guest or the host made invalid or shared
+//! under the SVSM ends the access with a [`MemoryError`], not the SVSM. Each SVSM vCPU
+//! uses its own GHCB (`runtime::vcpus`); an RMPADJUST that reduces a lower VMPL's
+//! access is followed by a TLB shootdown on every vCPU.
 //!
 //! [`runtime`] holds the kernel's SEV-SNP state and the hooks its boot path calls.
 #![allow(
@@ -16,6 +20,7 @@
 use spin::Mutex;
 
 use crate::address::{CheckedRange, PhysAddr, VmsaPage};
+use crate::arch::guest_copy;
 use crate::arch::snp::ghcb::ArchGhcb;
 use crate::arch::snp::{pvalidate, rmpadjust};
 use crate::platform::{
@@ -60,8 +65,13 @@ impl SnpPlatform {
         }
     }
 
-    /// The hypervisor client.
+    /// The hypervisor client of the vCPU running this (each SVSM vCPU has its own
+    /// GHCB; the hypervisor accepts a GHCB only from the vCPU that registered it).
     pub fn hypervisor(&self) -> &HvClient<ArchGhcb> {
+        #[cfg(target_os = "none")]
+        if let Some(hv) = runtime::vcpus::current_hv() {
+            return hv;
+        }
         self.hv
     }
 
@@ -75,19 +85,17 @@ impl SnpPlatform {
         phys.wrapping_add(self.map_offset) as usize
     }
 
-    fn copy_out(&self, phys: u64, buf: &mut [u8]) {
-        // SAFETY: `new`'s contract maps `phys` privately; the callers checked the range
-        // (CheckedRange, VmsaPage) and `buf` is SVSM memory distinct from it.
-        unsafe {
-            core::ptr::copy_nonoverlapping(self.va(phys) as *const u8, buf.as_mut_ptr(), buf.len())
-        }
+    fn copy_out(&self, phys: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        // SAFETY: `new`'s contract maps `phys` privately, for guest memory only; the
+        // callers checked the range (CheckedRange, VmsaPage) and `buf` is SVSM memory
+        // distinct from it. A page the guest or host made unusable faults, and the
+        // guarded copy returns that as an error.
+        unsafe { guest_copy::read(self.va(phys) as *const u8, buf) }
     }
 
-    fn copy_in(&self, phys: u64, data: &[u8]) {
+    fn copy_in(&self, phys: u64, data: &[u8]) -> Result<(), MemoryError> {
         // SAFETY: as for `copy_out`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(data.as_ptr(), self.va(phys) as *mut u8, data.len())
-        }
+        unsafe { guest_copy::write(self.va(phys) as *mut u8, data) }
     }
 }
 
@@ -126,7 +134,19 @@ impl Platform for SnpPlatform {
         vmsa: bool,
     ) -> Result<(), RmpadjustError> {
         // SAFETY: as for `pvalidate`; the request path never grants SVSM pages.
-        unsafe { rmpadjust::rmpadjust(self.va(addr.raw()) as u64, size, target, perms, vmsa) }
+        unsafe { rmpadjust::rmpadjust(self.va(addr.raw()) as u64, size, target, perms, vmsa) }?;
+        // Less access for a lower VMPL (or a page turned VMSA): no vCPU may keep a
+        // cached translation that still allows the old access. The guest's
+        // translations of the page are at guest virtual addresses the SVSM does not
+        // know, so the whole TLB is flushed on every vCPU (INVLPGB/TLBSYNC for the
+        // guest's ASID where CPUID reports them, as COCONUT-SVSM does after revoking
+        // guest access; else an IPI to every SVSM vCPU), once the call is done and
+        // before the guest runs again (`runtime::vcpus::between_calls`).
+        #[cfg(target_os = "none")]
+        if vmsa || perms != RmpPermissions::RWX {
+            runtime::vcpus::request_flush();
+        }
+        Ok(())
     }
 
     fn read_guest(
@@ -136,8 +156,7 @@ impl Platform for SnpPlatform {
         buf: &mut [u8],
     ) -> Result<(), MemoryError> {
         let addr = sub_range(range.start().raw(), range.len(), offset, buf.len())?;
-        self.copy_out(addr, buf);
-        Ok(())
+        self.copy_out(addr, buf)
     }
 
     fn write_guest(
@@ -150,34 +169,26 @@ impl Platform for SnpPlatform {
             return Err(MemoryError::ReadOnly);
         }
         let addr = sub_range(range.start().raw(), range.len(), offset, data.len())?;
-        self.copy_in(addr, data);
-        Ok(())
+        self.copy_in(addr, data)
     }
 
     fn zero_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
         if !range.is_writable_ram() {
             return Err(MemoryError::ReadOnly);
         }
-        let zeros = [0u8; PAGE_SIZE as usize];
-        let mut done = 0;
-        while done < range.len() {
-            let n = (range.len() - done).min(PAGE_SIZE);
-            self.copy_in(range.start().raw() + done, &zeros[..n as usize]);
-            done += n;
-        }
-        Ok(())
+        let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
+        // SAFETY: as for `copy_in`; the range was checked to be guest RAM.
+        unsafe { guest_copy::zero(self.va(range.start().raw()) as *mut u8, len) }
     }
 
     fn read_vmsa(&self, vmsa: &VmsaPage, offset: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         let addr = sub_range(vmsa.addr().raw(), PAGE_SIZE, offset, buf.len())?;
-        self.copy_out(addr, buf);
-        Ok(())
+        self.copy_out(addr, buf)
     }
 
     fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
         let addr = sub_range(vmsa.addr().raw(), PAGE_SIZE, offset, data.len())?;
-        self.copy_in(addr, data);
-        Ok(())
+        self.copy_in(addr, data)
     }
 
     fn vmsa_running(&self, _vmsa: &VmsaPage) -> bool {
@@ -194,38 +205,32 @@ impl Platform for SnpPlatform {
         vmsa: PhysAddr,
         sev_features: u64,
     ) -> Result<(), HypervisorError> {
-        self.hv
+        self.hypervisor()
             .create_ap(apic_id, vmpl, vmsa.raw(), sev_features)
             .map_err(hv_error)
     }
 
     fn run_guest(&self, _apic_id: u32) -> Result<(), HypervisorError> {
         // The run-VMPL request acts on the vCPU that issues it (GHCB spec §2.3.1).
-        self.hv.run_vmpl(self.guest_vmpl).map_err(hv_error)
+        self.hypervisor()
+            .run_vmpl(self.guest_vmpl)
+            .map_err(hv_error)
     }
 
     fn guest_request(&self, request: &MessagePage) -> Result<MessagePage, PspError> {
         let messages = self.messages.lock();
         let pages = messages.as_ref().ok_or(PspError::Unavailable)?;
         // SAFETY: the message pages are shared pages set aside for this use
-        // (`set_message_pages`), 4 KiB each, mapped at these VAs.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                request.as_ptr(),
-                pages.request.0 as *mut u8,
-                request.len(),
-            )
-        };
-        self.hv.guest_request(pages.request.1, pages.response.1)?;
+        // (`set_message_pages`), 4 KiB each, mapped at these VAs. The host could make
+        // them fault (e.g. by mapping them as MMIO): the guarded copy reports that.
+        unsafe { guest_copy::write(pages.request.0 as *mut u8, request) }
+            .map_err(|_| PspError::Hypervisor(u32::MAX))?;
+        self.hypervisor()
+            .guest_request(pages.request.1, pages.response.1)?;
         let mut response = [0u8; PAGE_SIZE as usize];
         // SAFETY: as above; the response is copied out before anyone parses it.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                pages.response.0 as *const u8,
-                response.as_mut_ptr(),
-                response.len(),
-            )
-        };
+        unsafe { guest_copy::read(pages.response.0 as *const u8, &mut response) }
+            .map_err(|_| PspError::Hypervisor(u32::MAX))?;
         Ok(response)
     }
 }

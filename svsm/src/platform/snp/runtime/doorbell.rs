@@ -143,20 +143,30 @@ pub(super) fn setup_boot(hv: &HvClient<ArchGhcb>, mode: RestrictedInjection) -> 
 /// hypervisor answers wrongly, stops the VM.
 pub(super) fn handle_hv(frame: &InterruptFrame) {
     let Some(rt) = get() else { return };
-    let Some(page) = BOOT_DOORBELL.get() else {
+    let Some(page) = this_vcpus_doorbell() else {
         return;
     };
     let interruptible = frame.rflags & RFLAGS_IF != 0;
-    match process(page, interruptible, &HOOKS, &rt.hv) {
+    let hv = rt.client();
+    match process(page, interruptible, &HOOKS, hv) {
         Ok(report) => {
-            if report.nmis != 0 && !interruptible && !quiet(&rt.hv) {
+            if report.nmis != 0 && !interruptible && !quiet(hv) {
                 log::warn!("snp: ignoring an NMI posted in the #HV doorbell");
             }
-            if report.exhausted && !quiet(&rt.hv) {
+            if report.exhausted && !quiet(hv) {
                 log::warn!("snp: #HV doorbell still busy after its round limit");
             }
         }
-        Err(e) => fail(&rt.hv, &e),
+        Err(e) => fail(hv, &e),
+    }
+}
+
+/// The doorbell of the vCPU running this: the boot vCPU's, or an SVSM vCPU's own
+/// (`vcpus`), never another vCPU's.
+fn this_vcpus_doorbell() -> Option<&'static ArchDoorbell> {
+    match super::vcpus::ap_doorbell() {
+        Some(ap) => ap,
+        None => BOOT_DOORBELL.get(),
     }
 }
 
@@ -165,11 +175,11 @@ pub(super) fn handle_hv(frame: &InterruptFrame) {
 /// doorbell.
 pub fn poll() {
     let Some(rt) = get() else { return };
-    let Some(page) = BOOT_DOORBELL.get() else {
+    let Some(page) = this_vcpus_doorbell() else {
         return;
     };
-    if let Err(e) = process(page, true, &HOOKS, &rt.hv) {
-        fail(&rt.hv, &e)
+    if let Err(e) = process(page, true, &HOOKS, rt.client()) {
+        fail(rt.client(), &e)
     }
 }
 
@@ -187,8 +197,9 @@ pub(super) fn dispatch_direct(vector: u8, frame: &InterruptFrame) -> bool {
         return false;
     }
     hook(vector);
-    if let Err(e) = rt.hv.write_msr(X2APIC_EOI_MSR, 0) {
-        fail(&rt.hv, &e)
+    // This vCPU's GHCB: the EOI goes to the APIC of the vCPU that took the vector.
+    if let Err(e) = rt.client().write_msr(X2APIC_EOI_MSR, 0) {
+        fail(rt.client(), &e)
     }
     true
 }

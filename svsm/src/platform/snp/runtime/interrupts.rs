@@ -19,7 +19,7 @@ pub fn handle_interrupt(frame: &mut InterruptFrame) -> bool {
         // other vector are noise: no EOI, no fault, logged unless the console's GHCB is
         // the interrupted code's.
         VectorAction::Spurious(v) => {
-            if !doorbell::dispatch_direct(v, frame) && !doorbell::quiet(&rt.hv) {
+            if !doorbell::dispatch_direct(v, frame) && !doorbell::quiet(rt.client()) {
                 log::warn!("snp: ignoring injected vector {v}");
             }
             return true;
@@ -29,7 +29,7 @@ pub fn handle_interrupt(frame: &mut InterruptFrame) -> bool {
             return true;
         }
         VectorAction::Fatal(e) => {
-            if doorbell::quiet(&rt.hv) {
+            if doorbell::quiet(rt.client()) {
                 fail(&rt.hv, &e)
             }
             log::error!(
@@ -64,7 +64,7 @@ pub fn handle_interrupt(frame: &mut InterruptFrame) -> bool {
         &mut regs,
         &config,
         &rt.start.cpuid,
-        &rt.hv,
+        rt.client(),
     ) {
         Ok(VectorOutcome::Resumed(len)) => {
             frame.rax = regs.rax;

@@ -1,6 +1,7 @@
 //! The kernel's SEV-SNP state and the hooks its boot path calls: negotiation and the
 //! GHCB at start-up, port I/O, termination; memory validation ([`memory`]), the #VC
-//! and hostile-vector hook ([`interrupts`]), the guest launch and request loop ([`run`]).
+//! and hostile-vector hook ([`interrupts`]), the guest launch and request loop ([`run`]),
+//! the SVSM vCPUs of the other APIC IDs ([`vcpus`]).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -34,6 +35,11 @@ impl SnpRuntime {
     /// The hypervisor client on the boot vCPU's GHCB.
     pub fn hypervisor(&self) -> &HvClient<ArchGhcb> {
         &self.hv
+    }
+
+    /// The hypervisor client on the GHCB of the vCPU running this.
+    pub fn client(&self) -> &HvClient<ArchGhcb> {
+        vcpus::current_hv().unwrap_or(&self.hv)
     }
 }
 
@@ -169,8 +175,8 @@ pub fn port_out(port: u16, bytes: u8, value: u32) -> bool {
     if FAILING.load(Ordering::SeqCst) {
         return true;
     }
-    if let Err(e) = rt.hv.io_out(port, io_size(bytes), value.into()) {
-        fail(&rt.hv, &e)
+    if let Err(e) = rt.client().io_out(port, io_size(bytes), value.into()) {
+        fail(rt.client(), &e)
     }
     true
 }
@@ -181,9 +187,9 @@ pub fn port_in(port: u16, bytes: u8) -> Option<u32> {
     if FAILING.load(Ordering::SeqCst) {
         return Some(u32::MAX);
     }
-    match rt.hv.io_in(port, io_size(bytes)) {
+    match rt.client().io_in(port, io_size(bytes)) {
         Ok(value) => Some(value as u32),
-        Err(e) => fail(&rt.hv, &e),
+        Err(e) => fail(rt.client(), &e),
     }
 }
 
@@ -191,6 +197,7 @@ mod doorbell;
 mod interrupts;
 mod memory;
 mod run;
+pub mod vcpus;
 
 pub use doorbell::{poll as poll_doorbell, register_vector};
 

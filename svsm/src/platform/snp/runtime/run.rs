@@ -111,9 +111,10 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
     let layout = MemoryLayout::new(guest_regions(&block, params), svsm_start, svsm_end)
         .unwrap_or_else(|_| die(SnpError::BootParams));
     let bsp = params.apic_ids().first().copied().unwrap_or(0);
-    // SAFETY: the entry's tables identity-map the low 4 GiB with the C-bit; guest
-    // memory above 4 GiB is not reachable yet (see the README's SNP notes).
-    let platform = unsafe { SnpPlatform::new(hv, 0, guest_vmpl) };
+    // SAFETY: the kernel's page tables (kernel::paging, built before this runs) map the
+    // guest's memory from the IGVM memory map, above 4 GiB too, the firmware and the
+    // SVSM range privately at `phys + DIRECT_MAP_BASE`.
+    let platform = unsafe { SnpPlatform::new(hv, crate::pagetable::DIRECT_MAP_BASE, guest_vmpl) };
     // The PSP message pages: rescinded (private address), then shared.
     let [request, response] = early::message_page_addresses();
     for (gpa, _) in [request, response] {
@@ -141,15 +142,17 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
             )],
         ))
         .with_vtpm(crate::requests::vtpm::service(vtpm));
-    let svsm = Svsm::new(
-        platform,
-        SvsmConfig {
-            guest_vmpl,
-            layout,
-            apic_ids: params.apic_ids().to_vec(),
-        },
-        services,
-    );
+    // 'static: every SVSM vCPU runs the request loop on it (see `vcpus`).
+    let svsm: &'static Svsm<SnpPlatform> =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(Svsm::new(
+            platform,
+            SvsmConfig {
+                guest_vmpl,
+                layout,
+                apic_ids: params.apic_ids().to_vec(),
+            },
+            services,
+        )));
     // The boot VMSA: the second page of an 8 KiB-aligned pair from the heap, so it is
     // never 2 MiB aligned (Linux `snp_alloc_vmsa_page`: an SNP erratum makes the CPU
     // signal an RMP violation when a large page collides with a VMSA's RMP entry).
@@ -173,7 +176,7 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
         guest_features: guest_sev_features(SevFeatures::from_sev_status(status), false),
         reset_address: RESET_VECTOR,
     };
-    match launch_guest(&svsm, hv, &plan, &secrets, &cpuid) {
+    match launch_guest(svsm, hv, &plan, &secrets, &cpuid) {
         Ok(summary) => log::info!(
             "snp: guest launch ready: {} pages granted to VMPL{} ({} made private first)",
             summary.pages_granted,
@@ -182,12 +185,15 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
         ),
         Err(e) => die(e),
     }
+    // The guest's other vCPUs need their SVSM vCPUs before it starts them.
+    super::vcpus::start(svsm, params.apic_ids(), bsp);
     log::info!(
         "snp: running the guest at VMPL{} on APIC ID {bsp}",
         guest_vmpl.level()
     );
     let mut serviced = 0u64;
     loop {
+        super::vcpus::between_calls();
         match svsm.run_once(bsp) {
             Ok(crate::requests::RequestOutcome::Serviced(code)) => {
                 serviced += 1;
