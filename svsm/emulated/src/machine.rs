@@ -277,11 +277,12 @@ impl Machine {
         }
     }
 
-    /// Recomputes the summary of the 2 MiB region holding `addr`: everything an RMP
-    /// instruction on `addr` (4 KiB or 2 MiB, with the hypervisor's PSMASH) can change.
-    fn refresh_2m(&mut self, addr: u64) {
-        let start = addr & !(PAGE_SIZE_2M - 1);
-        self.refresh(start, start.saturating_add(PAGE_SIZE_2M));
+    /// Recomputes the summary of the page of `size` holding `addr`: all that an RMP
+    /// instruction on it can change (a 4 KiB operation inside a 2 MiB RMP page splits
+    /// it, but the split leaves every other page's state as it was).
+    fn refresh_page(&mut self, addr: u64, size: PageSize) {
+        let start = addr & !(size.bytes() - 1);
+        self.refresh(start, start.saturating_add(size.bytes()));
     }
 
     /// Whether the summary allows `need` on every page of `[addr, addr + len)` (`len > 0`,
@@ -340,7 +341,7 @@ impl Machine {
                 let assigned = race.change == HostChange::Invalidate;
                 let page = race.page & !(PAGE_SIZE - 1);
                 let _ = self.rmp.rmpupdate(page, PageSize::Size4K, assigned);
-                self.refresh_2m(page);
+                self.refresh_page(page, PageSize::Size4K);
                 self.race = None;
             }
         }
@@ -606,7 +607,7 @@ impl EmulatedSnp {
     pub fn hv_rmpupdate(&self, addr: u64, size: PageSize, assigned: bool) -> Option<()> {
         let mut m = self.lock();
         let done = m.rmp.rmpupdate(addr, size, assigned);
-        m.refresh_2m(addr);
+        m.refresh_page(addr, size);
         done
     }
 
@@ -637,7 +638,7 @@ impl EmulatedSnp {
     pub fn hv_psmash(&self, addr: u64) {
         let mut m = self.lock();
         m.rmp.psmash(addr);
-        m.refresh_2m(addr);
+        m.refresh_page(addr, PageSize::Size2M);
     }
 
     /// The guest asks the hypervisor to start vCPU `apic_id` at `vmpl` with the VMSA at
@@ -701,7 +702,7 @@ impl EmulatedSnp {
     ) -> Result<Validation, PvalidateError> {
         let mut m = self.lock();
         let result = m.rmp.pvalidate(addr, size, true);
-        m.refresh_2m(addr);
+        m.refresh_page(addr, size);
         result
     }
 
@@ -719,7 +720,7 @@ impl EmulatedSnp {
         let mut m = self.lock();
         let caller = m.guest_vmpl;
         let result = m.rmp.rmpadjust(caller, addr, size, target, perms, vmsa);
-        m.refresh_2m(addr);
+        m.refresh_page(addr, size);
         result
     }
 
@@ -849,7 +850,7 @@ impl Platform for EmulatedSnp {
     ) -> Result<Validation, PvalidateError> {
         let mut m = self.lock();
         let result = m.rmp.pvalidate(addr.raw(), size, validate);
-        m.refresh_2m(addr.raw());
+        m.refresh_page(addr.raw(), size);
         result
     }
 
@@ -865,7 +866,7 @@ impl Platform for EmulatedSnp {
         let result = m
             .rmp
             .rmpadjust(Vmpl::VMPL0, addr.raw(), size, target, perms, vmsa);
-        m.refresh_2m(addr.raw());
+        m.refresh_page(addr.raw(), size);
         result
     }
 
