@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use svsm::address::{CheckedRange, PhysAddr, VmsaPage};
 use svsm::platform::{
     HypervisorError, MemoryError, MessagePage, PageSize, Platform, PspError, PvalidateError,
-    RmpPermissions, RmpadjustError, Validation, Vmpl, PAGE_SIZE, PAGE_SIZE_2M,
+    RmpPermissions, RmpadjustError, Validation, Vmpl, PAGE_SIZE,
 };
 use svsm::requests::{vmsa, CallRegisters};
 
