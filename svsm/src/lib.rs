@@ -18,6 +18,7 @@ pub mod address;
 pub mod arch;
 pub mod boot_params;
 pub mod error;
+pub mod nesting;
 pub mod pagetable;
 pub mod platform;
 pub mod psp;

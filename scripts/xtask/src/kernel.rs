@@ -145,6 +145,11 @@ pub fn test() -> Result<()> {
             "SVSM terminated: longjmp to a frame that no longer exists",
         ),
         ("crash=abort", "SVSM terminated: abort() called"),
+        ("crash=nest-depth", "more than 4 nested handlers"),
+        (
+            "crash=vc-without-error-code",
+            "injected with a wrong error-code layout",
+        ),
     ] {
         let (status, console) = boot(&kernel, flag)?;
         if status != Some(QEMU_FAILURE) || !console.contains(reason) {

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use svsm::address::{
     CheckedRange, GuestPhysAddr, GuestRegion, MemoryKind, MemoryLayout, PhysAddr, VmsaPage,
 };
+use svsm::boot_params::BootParams;
 use svsm::platform::{
     HypervisorError, MemoryError, MessagePage, PageSize, Platform, PspError, PvalidateError,
     RmpPermissions, RmpadjustError, Validation, Vmpl, PAGE_SIZE, PAGE_SIZE_2M,
@@ -31,7 +32,7 @@ use svsm::snp::doorbell::{
     self, setup_doorbell, DoorbellPage, DoorbellReport, RestrictedInjection, VectorHooks,
 };
 use svsm::snp::hypervisor::HvClient;
-use svsm::snp::launch::{launch_guest, GuestLaunch, LaunchSummary};
+use svsm::snp::launch::{launch_guest, FirmwareMemoryMap, GuestLaunch, LaunchSummary};
 use svsm::snp::secrets::SvsmSecrets;
 use svsm::snp::vc::VcRegisters;
 use svsm::snp::vector::{handle_vector, InterruptConfig, VectorOutcome};
@@ -41,7 +42,11 @@ use svsm_protocol::ghcb::{
     Ghcb, GhcbField, HvFeatures, MsrRequest, MsrResponse, PageState, GHCB_PROTOCOL_VERSION,
 };
 use svsm_protocol::hv_doorbell::{DoorbellRequest, NO_DOORBELL_PAGE, SVM_VMGEXIT_HV_DOORBELL_PAGE};
-use svsm_protocol::igvm_params::{FirmwareInfo, MemoryRange};
+use svsm_protocol::igvm_params::{
+    FirmwareInfo, IgvmParamBlock, IgvmParamPage, MemoryMapEntry, MemoryRange, DEFAULT_GUEST_VMPL,
+    MEMORY_MAP_TYPE_MEMORY, MEMORY_MAP_TYPE_PLATFORM_RESERVED, PARAM_BLOCK_MAGIC,
+    PARAM_BLOCK_VERSION, PARAM_FLAG_FIRMWARE,
+};
 use svsm_protocol::vmsa::SevFeatures;
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -619,6 +624,13 @@ pub struct SnpMachineConfig {
     pub firmware: FirmwareInfo,
     /// Bytes of the firmware image, loaded at `firmware.image.base`.
     pub firmware_bytes: Vec<u8>,
+    /// The firmware's IGVM memory-map parameter as the IGVM builder records it in the
+    /// parameter block (OVMF from edk2-stable202511 on: the start of its IGVM parameter
+    /// area, 8 entries); empty for firmware without it (the default, like trixie's OVMF).
+    pub firmware_memory_map: MemoryRange,
+    /// What the launch is told to write instead of what the boot parameters derive (a
+    /// parameter block that broke their rules): the launch must refuse it by itself.
+    pub firmware_memory_map_override: Option<FirmwareMemoryMap>,
     /// Guest ranges the hypervisor leaves shared at launch (ENVIRONMENT memory-is-shared
     /// style); the SVSM must make them private before validating.
     pub shared_at_launch: Vec<(u64, u64)>,
@@ -700,6 +712,8 @@ impl Default for SnpMachineConfig {
                 sec_mem,
             },
             firmware_bytes: (0..0x1000u32).map(|i| (i % 251) as u8).collect(),
+            firmware_memory_map: MemoryRange::default(),
+            firmware_memory_map_override: None,
             shared_at_launch: vec![(0x80_0000, 0xA0_0000)],
             // SEV, SEV-ES, SNP, restricted injection, debug swap (bits 0, 1, 2, 5, 7).
             sev_status: 0b1010_0111,
@@ -728,6 +742,9 @@ pub struct SnpLayout {
     /// The #HV doorbell page set aside per vCPU (registered, and made shared, only when
     /// restricted injection is negotiated).
     pub doorbells: Vec<(u32, u64)>,
+    /// The IGVM parameter block, followed by the host-filled parameter page and memory
+    /// map (SVSM memory, as the IGVM file places them).
+    pub param_block: u64,
 }
 
 /// Why the boot failed: the SVSM's error and the termination request it sent.
@@ -760,11 +777,23 @@ impl SnpMachine {
     /// Lays the machine out as an IGVM launch would, then runs the SVSM's SNP start-up
     /// and guest launch. On failure the SVSM has sent its termination request.
     pub fn boot(config: SnpMachineConfig) -> Result<Self, BootFailure> {
+        Self::boot_observed(config).map_err(|(failure, _)| failure)
+    }
+
+    /// [`Self::boot`], keeping the machine when the boot fails, so a test can check what
+    /// the SVSM did (or did not do) to it before it stopped.
+    pub fn boot_observed(
+        config: SnpMachineConfig,
+    ) -> Result<Self, (BootFailure, Arc<EmulatedSnp>)> {
         let machine = Arc::new(EmulatedSnp::new(
             config.memory_size,
             &config.apic_ids,
             Vmpl::LOWER[1],
         ));
+        Self::boot_on(machine.clone(), config).map_err(|failure| (failure, machine))
+    }
+
+    fn boot_on(machine: Arc<EmulatedSnp>, config: SnpMachineConfig) -> Result<Self, BootFailure> {
         let hv = EmulatedHypervisor::new(machine.clone(), config.hypervisor_cbit);
         hv.set_hostility(config.hostility.clone());
         let (svsm_start, svsm_end) = config.svsm_range;
@@ -793,6 +822,7 @@ impl SnpMachine {
                     )
                 })
                 .collect(),
+            param_block: svsm_start + (5 + 2 * config.apic_ids.len() as u64) * PAGE_SIZE,
         };
         let bsp = config.apic_ids.first().copied().unwrap_or(0);
         let fail_early = |error| BootFailure {
@@ -831,6 +861,16 @@ impl SnpMachine {
         machine
             .load(layout.cpuid, &cpuid_bytes)
             .ok_or_else(|| fail_early(launch_error))?;
+        let (block, param_page, host_map) = parameter_areas(&config, layout.param_block);
+        for (gpa, bytes) in [
+            (layout.param_block, block.as_bytes()),
+            (block.param_page_gpa, param_page.as_bytes()),
+            (block.memory_map.base, host_map.as_bytes()),
+        ] {
+            machine
+                .load(gpa, bytes)
+                .ok_or_else(|| fail_early(launch_error))?;
+        }
 
         for &page in &config.swapped_after_launch {
             machine.hv_psmash(page);
@@ -886,6 +926,13 @@ impl SnpMachine {
             .peek(layout.secrets, &mut secrets_copy)
             .ok_or_else(|| fail(launch_error))?;
         let secrets = SvsmSecrets::parse(&secrets_copy).map_err(fail)?;
+        // The boot parameters, read back from SVSM memory as the kernel reads them.
+        let params = read_boot_params(&machine, layout.param_block)
+            .ok_or_else(|| fail(SnpError::BootParams))?;
+        let firmware_memory_map = match config.firmware_memory_map_override.clone() {
+            Some(map) => Some(map),
+            None => FirmwareMemoryMap::from_params(&params).map_err(fail)?,
+        };
 
         let memory_layout = MemoryLayout::new(config.regions.clone(), svsm_start, svsm_end)
             .map_err(|_| fail(launch_error))?;
@@ -917,6 +964,7 @@ impl SnpMachine {
             svsm_size: svsm_end - svsm_start,
             guest_features: features,
             reset_address: svsm::snp::guest_vmsa::RESET_VECTOR,
+            firmware_memory_map,
         };
         let summary =
             launch_guest(&svsm, &bsp_client, &plan, &secrets, &cpuid_copy).map_err(fail)?;
@@ -1112,6 +1160,99 @@ impl SnpMachine {
             .check(GuestPhysAddr::new(gpa), 1, svsm::address::Access::Validate)
             .is_ok()
     }
+}
+
+/// The parameter areas an IGVM file with this machine's layout carries, as the host
+/// fills them: the block (its own pages named after the emulated layout's: a page that
+/// stands for the kernel, the block, the parameter page, the memory map), the parameter
+/// page (vCPU count), and the host's memory map (QEMU's view: the SVSM range is RAM).
+fn parameter_areas(
+    config: &SnpMachineConfig,
+    block_gpa: u64,
+) -> (IgvmParamBlock, IgvmParamPage, [MemoryMapEntry; 16]) {
+    let (svsm_start, svsm_end) = config.svsm_range;
+    let page = |n: u64| block_gpa + n * PAGE_SIZE;
+    let block = IgvmParamBlock {
+        magic: PARAM_BLOCK_MAGIC,
+        version: PARAM_BLOCK_VERSION,
+        size: core::mem::size_of::<IgvmParamBlock>() as u32,
+        svsm: MemoryRange {
+            base: svsm_start,
+            size: svsm_end - svsm_start,
+        },
+        kernel: MemoryRange {
+            base: page(1),
+            size: PAGE_SIZE,
+        },
+        secrets_gpa: svsm_start,
+        cpuid_gpa: svsm_start + PAGE_SIZE,
+        param_page_gpa: page(2),
+        memory_map: MemoryRange {
+            base: page(3),
+            size: PAGE_SIZE,
+        },
+        madt: MemoryRange::default(),
+        free_base: page(4),
+        guest_vmpl: DEFAULT_GUEST_VMPL,
+        flags: PARAM_FLAG_FIRMWARE,
+        firmware: config.firmware,
+        firmware_memory_map: config.firmware_memory_map,
+    };
+    let param_page = IgvmParamPage {
+        vcpu_count: config.apic_ids.len() as u32,
+        environment: 0,
+    };
+    // RAM and the SVSM range, merged where they touch; anything else reserved.
+    let mut ranges: Vec<(u64, u64, u16)> = config
+        .regions
+        .iter()
+        .map(|r| {
+            let kind = match r.kind {
+                MemoryKind::Ram => MEMORY_MAP_TYPE_MEMORY,
+                MemoryKind::ReadOnly | MemoryKind::Mmio => MEMORY_MAP_TYPE_PLATFORM_RESERVED,
+            };
+            (r.start, r.end, kind)
+        })
+        .chain([(svsm_start, svsm_end, MEMORY_MAP_TYPE_MEMORY)])
+        .collect();
+    ranges.sort_unstable();
+    let mut map = [MemoryMapEntry::default(); 16];
+    let mut n = 0usize;
+    for (start, end, kind) in ranges {
+        if n > 0 {
+            let last = &mut map[n - 1];
+            let last_end = (last.starting_gpa_page_number + last.number_of_pages) * PAGE_SIZE;
+            if last.entry_type == kind && last_end == start {
+                last.number_of_pages += (end - start) / PAGE_SIZE;
+                continue;
+            }
+        }
+        // The last entry stays empty: it ends the list.
+        if n + 1 < map.len() {
+            map[n] = MemoryMapEntry {
+                starting_gpa_page_number: start / PAGE_SIZE,
+                number_of_pages: (end - start) / PAGE_SIZE,
+                entry_type: kind,
+                flags: 0,
+                reserved: 0,
+            };
+            n += 1;
+        }
+    }
+    (block, param_page, map)
+}
+
+/// Reads the parameter block and the areas it names back from the machine's memory and
+/// checks them as the kernel does.
+fn read_boot_params(machine: &EmulatedSnp, block_gpa: u64) -> Option<BootParams> {
+    let mut page = [0u8; 4096];
+    machine.peek(block_gpa, &mut page)?;
+    let block = svsm::boot_params::parse_block(&page).ok()?;
+    let mut param_page = [0u8; 4096];
+    machine.peek(block.param_page_gpa, &mut param_page)?;
+    let mut map = vec![0u8; block.memory_map.size as usize];
+    machine.peek(block.memory_map.base, &mut map)?;
+    BootParams::new(block, &param_page, &map, &[]).ok()
 }
 
 fn assign(machine: &EmulatedSnp, start: u64, end: u64) -> Option<()> {

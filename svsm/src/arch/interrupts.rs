@@ -2,10 +2,12 @@
 //!
 //! One 16-byte stub per vector pushes a zero error code where the CPU pushes none, then
 //! the vector number, and jumps to a common path that saves the general-purpose
-//! registers and calls `interrupt_dispatch(&mut InterruptFrame)` (defined by the
-//! kernel). Every IDT gate uses an IST stack (set up by the kernel), so the stubs never
-//! run on the interrupted stack: the C engine's assembly keeps live data in the red zone
-//! below `%rsp`. Kernel Rust code is built soft-float and never touches the SSE
+//! registers, calls `interrupt_enter(&InterruptFrame) -> *mut InterruptFrame` (defined
+//! by the kernel: where the handler runs, see [`crate::nesting`]), moves to the frame it
+//! returns and calls `interrupt_dispatch(&mut InterruptFrame)` there. Every IDT gate
+//! uses an IST stack (set up by the kernel), so the CPU never pushes onto the
+//! interrupted stack: the C engine's assembly keeps live data in the red zone below
+//! `%rsp`, which the copy skips. Kernel Rust code is built soft-float and never touches the SSE
 //! registers, so the stubs need not save them.
 #![allow(
     unsafe_code,
@@ -48,8 +50,11 @@ pub struct InterruptFrame {
 // SAFETY: entered only by the CPU through IDT gates (AMD APM vol. 2 §8.9 "Long-mode
 // interrupt control transfers": the CPU pushes SS, RSP, RFLAGS, CS, RIP and, for vectors
 // 8, 10-14, 17, 21, 29 and 30, an error code, on a 16-byte aligned IST stack). The stubs
-// keep that stack 16-byte aligned at the call (5 + 2 + 15 quadwords = 176 bytes), restore
-// every register and return with IRETQ.
+// keep that stack 16-byte aligned at the call (5 + 2 + 15 quadwords = 176 bytes).
+// `interrupt_enter` returns where the frame is to live from now on: a 16-byte aligned
+// copy below the interrupted stack's red zone (`svsm::nesting`), or the same frame; the
+// stub moves RSP there, so the handler, the register restore and IRETQ (§8.9.5) run
+// off the IST stack, which a nested event may then reuse.
 core::arch::global_asm!(
     r#"
     .section .text.isr, "ax"
@@ -86,6 +91,9 @@ isr_common:
     push %r15
     mov %rsp, %rdi
     cld
+    call interrupt_enter
+    mov %rax, %rsp
+    mov %rax, %rdi
     call interrupt_dispatch
     pop %r15
     pop %r14

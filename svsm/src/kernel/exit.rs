@@ -34,6 +34,9 @@ pub fn exit(code: ExitCode) -> ! {
 pub fn terminate(reason: core::fmt::Arguments<'_>) -> ! {
     interrupts::disable();
     log::error!("SVSM terminated: {reason}");
+    // SEV-SNP: the termination request with the kernel's reason (isa-debug-exit is
+    // QEMU's).
+    svsm::platform::snp::runtime::terminate_if_snp(&svsm::snp::SnpError::Kernel);
     exit(ExitCode::Failure)
 }
 

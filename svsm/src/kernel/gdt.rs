@@ -2,7 +2,9 @@
 //!
 //! Every IDT gate switches to an IST stack (see `idt`): the C engine's assembly keeps
 //! data in the red zone below `%rsp`, which an interrupt pushed onto the interrupted
-//! stack would overwrite. Each IST stack has an unmapped guard page below it.
+//! stack would overwrite. The entry path then moves the handler off it, below that red
+//! zone ([`svsm::nesting`]), so an IST stack only holds an event's first instructions.
+//! Each IST stack has an unmapped guard page below it.
 #![allow(
     unsafe_code,
     reason = "the CPU writes the IST stacks; loading segment registers"
@@ -35,7 +37,7 @@ pub const PAGE: usize = 4096;
 /// Bytes of one IST stack.
 pub const IST_STACK_SIZE: usize = 32 * 1024;
 /// IST stacks per CPU.
-pub const IST_STACKS: usize = 5;
+pub const IST_STACKS: usize = svsm::nesting::IST_SLOTS;
 
 /// Guard page + stack, per IST slot.
 #[repr(C, align(4096))]
@@ -59,6 +61,11 @@ static TABLES: Once<Tables> = Once::new();
 
 fn slot_base(slot: usize) -> u64 {
     IST_AREA.0.get() as u64 + (slot * (PAGE + IST_STACK_SIZE)) as u64
+}
+
+/// The tops of the boot CPU's IST stacks.
+pub fn boot_ist_tops() -> [u64; IST_STACKS] {
+    core::array::from_fn(|slot| slot_base(slot) + (PAGE + IST_STACK_SIZE) as u64)
 }
 
 /// The guard pages below the boot CPU's IST stacks (the page tables leave them
@@ -90,11 +97,7 @@ fn tables_for(tss: &'static TaskStateSegment) -> Tables {
 
 /// Loads the boot CPU's GDT and TSS and reloads the segment registers.
 pub fn init() {
-    let tss = TSS.call_once(|| {
-        tss_with(core::array::from_fn(|slot| {
-            slot_base(slot) + (PAGE + IST_STACK_SIZE) as u64
-        }))
-    });
+    let tss = TSS.call_once(|| tss_with(boot_ist_tops()));
     load(TABLES.call_once(|| tables_for(tss)));
 }
 

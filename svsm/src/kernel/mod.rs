@@ -54,8 +54,8 @@ pub(crate) fn enable_sse() {
 }
 
 /// Fails on purpose when the command line asks (`crash=panic`, `crash=stack-overflow`,
-/// `crash=longjmp`, `crash=abort`), so the host can check that every fatal path ends the
-/// SVSM with its reason on the console.
+/// `crash=longjmp`, `crash=abort`, `crash=nest-depth`, `crash=vc-without-error-code`), so
+/// the host can check that every fatal path ends the SVSM with its reason on the console.
 fn crash_on_request(info: &pvh::BootInfo) {
     unsafe extern "C" {
         fn abort() -> !;
@@ -76,6 +76,12 @@ fn crash_on_request(info: &pvh::BootInfo) {
     }
     if info.has_flag("crash=longjmp") {
         svsm::arch::setjmp::jump_into_dead_frame();
+    }
+    if info.has_flag("crash=nest-depth") {
+        selftest::nesting::crash_too_deep();
+    }
+    if info.has_flag("crash=vc-without-error-code") {
+        selftest::nesting::crash_misframed_vc();
     }
     if info.has_flag("crash=abort") {
         // SAFETY: the C runtime's abort takes no arguments and never returns.
@@ -151,7 +157,6 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     let stack = svsm::arch::entry::boot_stack();
     let mut guards = alloc::vec![stack.guard];
     guards.extend(gdt::guard_pages());
-    guards.extend(smp::guard_pages());
     // Under SEV-SNP the xAPIC's MMIO would need #VC MMIO emulation: left out for now.
     if let Err(e) = paging::init(&info, &guards, (!snp).then(apic::base)) {
         terminate(format_args!("cannot build the page tables: {e:?}"));

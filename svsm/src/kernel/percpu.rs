@@ -6,17 +6,21 @@
 //! overflow cannot reproduce it. `%fs:0` holds the area's own address (how
 //! [`current`] finds it) and `%fs:0x30` the CPU's index in [`svsm::smp::CPUS`].
 //! The boot CPU's area is static; each AP's is allocated by the boot CPU before the AP
-//! starts and lives as long as the kernel.
+//! starts and lives as long as the kernel. The area also names the CPU's stacks and
+//! holds its interrupt-nesting state ([`svsm::nesting`]), which the entry path reads
+//! through `%fs` before it knows anything else.
 #![allow(unsafe_code, reason = "the FS base names this CPU's area")]
 
 use alloc::boxed::Box;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
+use svsm::nesting::{CpuStacks, CpuState, IST_SLOTS};
 use x86_64::registers::model_specific::FsBase;
 use x86_64::VirtAddr;
 
 use super::exit::terminate;
+use super::gdt;
 
 /// One CPU's area.
 #[repr(C, align(64))]
@@ -33,6 +37,14 @@ pub struct PerCpu {
     index: AtomicU64,
     /// The CPU's APIC ID.
     apic_id: AtomicU32,
+    /// Handlers running off their IST stacks ([`svsm::nesting`]).
+    depth: AtomicU32,
+    /// The kernel stack's usable range.
+    kernel_stack: [AtomicU64; 2],
+    /// The IST stacks' tops (index = IST number - 1).
+    ist_tops: [AtomicU64; IST_SLOTS],
+    /// Entry windows recorded by nested events, per IST slot (0: none).
+    windows: [AtomicU64; IST_SLOTS],
 }
 
 const _: () = assert!(offset_of!(PerCpu, stack_canary) == 0x28);
@@ -47,13 +59,28 @@ impl PerCpu {
             stack_canary: AtomicU64::new(0),
             index: AtomicU64::new(0),
             apic_id: AtomicU32::new(0),
+            depth: AtomicU32::new(0),
+            kernel_stack: [const { AtomicU64::new(0) }; 2],
+            ist_tops: [const { AtomicU64::new(0) }; IST_SLOTS],
+            windows: [const { AtomicU64::new(0) }; IST_SLOTS],
         }
     }
 }
 
 static BSP: PerCpu = PerCpu::new();
 
-fn fill(area: &'static PerCpu, index: usize, apic_id: u32) -> u64 {
+/// Where a CPU's stacks are: the kernel stack's usable range and the IST tops.
+#[derive(Debug, Clone, Copy)]
+pub struct StackSet {
+    /// Lowest usable address of the kernel stack.
+    pub bottom: u64,
+    /// Top of the kernel stack.
+    pub top: u64,
+    /// Tops of the IST stacks (each [`gdt::IST_STACK_SIZE`] bytes).
+    pub ist_tops: [u64; IST_SLOTS],
+}
+
+fn fill(area: &'static PerCpu, index: usize, apic_id: u32, stacks: &StackSet) -> u64 {
     let Some(random) = svsm::arch::random::seed64() else {
         terminate(format_args!(
             "no RDSEED/RDRAND randomness for the stack-protector canary"
@@ -64,16 +91,27 @@ fn fill(area: &'static PerCpu, index: usize, apic_id: u32) -> u64 {
     area.stack_canary.store(random & !0xff, Ordering::Relaxed);
     area.index.store(index as u64, Ordering::Relaxed);
     area.apic_id.store(apic_id, Ordering::Relaxed);
+    area.kernel_stack[0].store(stacks.bottom, Ordering::Relaxed);
+    area.kernel_stack[1].store(stacks.top, Ordering::Relaxed);
+    for (slot, top) in area.ist_tops.iter().zip(stacks.ist_tops) {
+        slot.store(top, Ordering::Relaxed);
+    }
     address
 }
 
-fn fill_and_load(area: &'static PerCpu, index: usize, apic_id: u32) {
-    FsBase::write(VirtAddr::new(fill(area, index, apic_id)));
+fn fill_and_load(area: &'static PerCpu, index: usize, apic_id: u32, stacks: &StackSet) {
+    FsBase::write(VirtAddr::new(fill(area, index, apic_id, stacks)));
 }
 
 /// Fills the boot CPU's area (index 0) and points the FS base at it.
 pub fn init_bsp() {
-    fill_and_load(&BSP, 0, 0);
+    let boot = svsm::arch::entry::boot_stack();
+    let stacks = StackSet {
+        bottom: boot.bottom,
+        top: boot.top,
+        ist_tops: gdt::boot_ist_tops(),
+    };
+    fill_and_load(&BSP, 0, 0, &stacks);
 }
 
 /// Records the boot CPU's APIC ID once the APIC is known.
@@ -87,14 +125,14 @@ pub fn allocate() -> &'static PerCpu {
 }
 
 /// Fills this AP's `area` and points the FS base at it (on the AP itself).
-pub fn init_ap(area: &'static PerCpu, index: usize, apic_id: u32) {
-    fill_and_load(area, index, apic_id);
+pub fn init_ap(area: &'static PerCpu, index: usize, apic_id: u32, stacks: &StackSet) {
+    fill_and_load(area, index, apic_id, stacks);
 }
 
 /// Allocates and fills an AP's area on the boot CPU, for a CPU whose FS base is set
 /// from outside (an SEV-SNP VMSA); returns its address.
-pub fn prepare(index: usize, apic_id: u32) -> u64 {
-    fill(allocate(), index, apic_id)
+pub fn prepare(index: usize, apic_id: u32, stacks: &StackSet) -> u64 {
+    fill(allocate(), index, apic_id, stacks)
 }
 
 /// This CPU's area.
@@ -127,6 +165,54 @@ impl PerCpu {
     /// The area's address (what the FS base must hold on its CPU).
     pub fn address(&self) -> u64 {
         self.self_address.load(Ordering::Relaxed)
+    }
+
+    /// This CPU's stacks, as [`svsm::nesting`] sees them.
+    pub fn stacks(&self) -> CpuStacks {
+        CpuStacks {
+            kernel: self.kernel_stack[0].load(Ordering::Relaxed)
+                ..self.kernel_stack[1].load(Ordering::Relaxed),
+            ist: core::array::from_fn(|slot| {
+                let top = self.ist_tops[slot].load(Ordering::Relaxed);
+                top.saturating_sub(gdt::IST_STACK_SIZE as u64)..top
+            }),
+        }
+    }
+
+    /// The nesting state [`svsm::nesting::decide`] reads.
+    pub fn nesting_state(&self) -> CpuState {
+        CpuState {
+            depth: self.depth.load(Ordering::Relaxed),
+            windows: core::array::from_fn(|slot| self.windows[slot].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// A handler switched off its IST stack: records the entry windows it interrupted
+    /// and counts it.
+    pub fn enter_handler(&self, windows: &[Option<u64>; IST_SLOTS]) {
+        for (slot, window) in self.windows.iter().zip(windows) {
+            if let Some(rsp) = window {
+                slot.store(*rsp, Ordering::Relaxed);
+            }
+        }
+        self.depth.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Clears this CPU's recorded entry window of IST `slot` (its handler left it).
+    pub fn leave_window(&self, slot: usize) {
+        if let Some(w) = self.windows.get(slot) {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A handler that switched is about to return.
+    pub fn leave_handler(&self) {
+        self.depth.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Handlers running off their IST stacks now.
+    pub fn depth(&self) -> u32 {
+        self.depth.load(Ordering::Relaxed)
     }
 }
 

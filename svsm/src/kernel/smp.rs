@@ -12,16 +12,19 @@
 //! but for the FS base, which its VMSA already holds), reports on the console and
 //! waits for IPIs.
 //!
-//! Every AP's stacks come from one static area, mapped with 4 KiB pages like the rest
-//! of the image, so each stack has an unmapped guard page below it: a 128 KiB kernel
-//! stack (the vTPM engine may run on it under SEV-SNP) and four 32 KiB IST stacks.
+//! Every AP's stacks come from the heap, allocated by the boot CPU for the CPUs the
+//! firmware lists (the MADT on QEMU, the IGVM parameters under SEV-SNP) just before
+//! each one starts, and are mapped with 4 KiB pages at a fixed place per CPU index in
+//! [`STACK_AREA`]: a 128 KiB kernel stack (the vTPM engine may run on it under SEV-SNP)
+//! and five 32 KiB IST stacks, each with an unmapped page of the area below it as its
+//! guard. Nothing is reserved for CPUs that do not exist.
 #![allow(
     unsafe_code,
     reason = "AP start-up: the trampoline page and the stacks"
 )]
 
+use alloc::alloc::{alloc_zeroed, Layout};
 use alloc::vec::Vec;
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Once;
@@ -33,35 +36,20 @@ use svsm::smp::{SmpError, CPUS, MAX_CPUS};
 use x86_64::registers::control::Cr3;
 
 use super::gdt::{IST_STACKS, IST_STACK_SIZE, PAGE};
+use super::percpu::StackSet;
 use super::{apic, enable_sse, gdt, idt, paging, percpu, time};
 
 /// Bytes of an AP's kernel stack.
 pub const AP_STACK_SIZE: usize = 128 * 1024;
-const APS: usize = MAX_CPUS - 1;
-
-/// One AP's stacks, each above its guard page.
-#[repr(C, align(4096))]
-struct CpuStacks {
-    guard: [u8; PAGE],
-    stack: [u8; AP_STACK_SIZE],
-    ist: [[u8; PAGE + IST_STACK_SIZE]; IST_STACKS],
-}
-
-struct StackArea(UnsafeCell<[CpuStacks; APS]>);
-
-// SAFETY: each AP's stacks are used only by that AP (and by the CPU itself for its IST
-// stacks); Rust code never forms references into them.
-unsafe impl Sync for StackArea {}
-
-static STACKS: StackArea = StackArea(UnsafeCell::new(
-    [const {
-        CpuStacks {
-            guard: [0; PAGE],
-            stack: [0; AP_STACK_SIZE],
-            ist: [[0; PAGE + IST_STACK_SIZE]; IST_STACKS],
-        }
-    }; APS],
-));
+/// Where the APs' stacks are mapped: PML4 slot 480, which the page-table plan leaves
+/// unused (the direct map ends at slot 383, the shared aliases are at slot 496).
+pub const STACK_AREA: u64 = 0xFFFF_F000_0000_0000;
+/// Address space per CPU index in [`STACK_AREA`] (what is not a stack stays unmapped).
+const STRIDE: u64 = 512 * 1024;
+const _: () = assert!(
+    (PAGE + AP_STACK_SIZE + IST_STACKS * (PAGE + IST_STACK_SIZE)) as u64 <= STRIDE
+        && MAX_CPUS as u64 * STRIDE <= 1 << 39
+);
 
 /// Where one CPU's stacks are.
 #[derive(Debug, Clone, Copy)]
@@ -78,10 +66,23 @@ pub struct Stacks {
     pub ist_tops: [u64; IST_STACKS],
 }
 
-/// The stacks of CPU `index` (1..MAX_CPUS; the boot CPU has the entry's stacks).
+impl Stacks {
+    fn set(&self) -> StackSet {
+        StackSet {
+            bottom: self.bottom,
+            top: self.top,
+            ist_tops: self.ist_tops,
+        }
+    }
+}
+
+/// The stack addresses of CPU `index` (1..MAX_CPUS; the boot CPU has the entry's
+/// stacks), whether or not they are allocated yet.
 pub fn stacks(index: usize) -> Option<Stacks> {
-    let ap = index.checked_sub(1).filter(|&i| i < APS)?;
-    let base = STACKS.0.get() as u64 + (ap * core::mem::size_of::<CpuStacks>()) as u64;
+    if index == 0 || index >= MAX_CPUS {
+        return None;
+    }
+    let base = STACK_AREA + index as u64 * STRIDE;
     let ist_base =
         |slot: usize| base + (PAGE + AP_STACK_SIZE + slot * (PAGE + IST_STACK_SIZE)) as u64;
     Some(Stacks {
@@ -93,11 +94,48 @@ pub fn stacks(index: usize) -> Option<Stacks> {
     })
 }
 
-/// Every AP guard page (the page tables leave them unmapped).
-pub fn guard_pages() -> impl Iterator<Item = u64> {
-    (1..MAX_CPUS)
-        .filter_map(stacks)
-        .flat_map(|s| core::iter::once(s.guard).chain(s.ist_guards))
+/// Whether `address` is in the stack area but in none of a CPU's stacks: a guard page
+/// (or the unmapped rest of a CPU's share).
+pub fn in_guard(address: u64) -> bool {
+    let Some(offset) = address.checked_sub(STACK_AREA) else {
+        return false;
+    };
+    let Some(s) = stacks((offset / STRIDE) as usize) else {
+        return offset < STRIDE;
+    };
+    !(s.bottom..s.top).contains(&address)
+        && !(0..IST_STACKS)
+            .any(|k| (s.ist_guards[k] + PAGE as u64..s.ist_tops[k]).contains(&address))
+}
+
+/// Heap bytes one AP's stacks take.
+pub const STACK_BYTES_PER_CPU: usize = AP_STACK_SIZE + IST_STACKS * IST_STACK_SIZE;
+
+/// Allocates CPU `index`'s stacks from the heap and maps them at [`stacks`]`(index)`
+/// (on the boot CPU, before the CPU starts). `None` when the heap or the page tables
+/// cannot take them.
+fn allocate_stacks(index: usize) -> Option<Stacks> {
+    let s = stacks(index)?;
+    let mut regions = Vec::with_capacity(1 + IST_STACKS);
+    regions.push((s.bottom, AP_STACK_SIZE));
+    for k in 0..IST_STACKS {
+        regions.push((s.ist_guards[k] + PAGE as u64, IST_STACK_SIZE));
+    }
+    for (va, size) in regions {
+        let layout = Layout::from_size_align(size, PAGE).ok()?;
+        // SAFETY: a non-zero layout; the block belongs to this CPU's stack for good.
+        let block = unsafe { alloc_zeroed(layout) } as u64;
+        if block == 0 {
+            return None;
+        }
+        for page in (0..size as u64).step_by(PAGE) {
+            // SAFETY: `block` is heap memory (identity mapped, so its physical address
+            // is its address) that only this stack uses; the stack area is unused
+            // address space and this CPU index's share is mapped only here, once.
+            unsafe { paging::map_page(va + page, block + page) }.ok()?;
+        }
+    }
+    Some(s)
 }
 
 /// The per-CPU areas of the APs, by index.
@@ -201,7 +239,10 @@ pub fn start_aps() {
     AREAS.call_once(|| areas);
     let (kernel_pml4, _) = Cr3::read();
     for (index, id) in pending {
-        let Some(s) = stacks(index) else { continue };
+        let Some(s) = allocate_stacks(index) else {
+            log::warn!("smp: no memory for CPU {index}'s stacks; it and later CPUs left halted");
+            break;
+        };
         STARTED.store(false, Ordering::Release);
         // SAFETY: the trampoline page is low RAM that nothing else uses (the loader's
         // boot information was copied at boot), identity mapped writable; the
@@ -237,9 +278,10 @@ pub fn start_aps() {
         core::hint::spin_loop();
     }
     log::info!(
-        "smp: {} of {} CPUs online; TLB shootdowns by {}",
+        "smp: {} of {} CPUs online ({} KiB of stacks from the heap per AP); TLB shootdowns by {}",
         CPUS.online_count(),
         CPUS.count(),
+        STACK_BYTES_PER_CPU / 1024,
         if svsm::smp::broadcast_invalidation() {
             "INVLPGB/TLBSYNC"
         } else {
@@ -257,21 +299,22 @@ pub fn init_this_cpu(index: usize, apic_id: u32) {
             x86_64::instructions::hlt();
         }
     };
+    let area = AREAS
+        .get()
+        .and_then(|a| a.get(index).copied())
+        .unwrap_or_else(percpu::allocate);
+    // The per-CPU area first: the interrupt entry path reads this CPU's stacks there.
+    percpu::init_ap(area, index, apic_id, &s.set());
     gdt::init_ap(s.ist_tops);
     idt::init();
-    if let Some(area) = AREAS.get().and_then(|a| a.get(index)) {
-        percpu::init_ap(area, index, apic_id);
-    } else {
-        percpu::init_ap(percpu::allocate(), index, apic_id);
-    }
     enable_sse();
 }
 
 /// SEV-SNP, on the boot vCPU: the stack top and the filled per-CPU area (the FS base
 /// its VMSA starts with) of SVSM vCPU `index`.
 fn snp_prepare(index: usize, apic_id: u32) -> Option<(u64, u64)> {
-    let s = stacks(index)?;
-    Some((s.top, percpu::prepare(index, apic_id)))
+    let s = allocate_stacks(index)?;
+    Some((s.top, percpu::prepare(index, apic_id, &s.set())))
 }
 
 /// SEV-SNP, on the new vCPU (its FS base already set by its VMSA): own GDT and TSS

@@ -31,8 +31,10 @@ use spin::Mutex;
 
 use tlb::{FlushRequest, TlbFlush};
 
-/// Most CPUs the SVSM runs on (the boot CPU included).
-pub const MAX_CPUS: usize = 16;
+/// Most CPUs the SVSM runs on (the boot CPU included): as many vCPUs as an SEV-SNP
+/// launch can have (the IGVM measure tool's limit). The registry's slots are small;
+/// each CPU's stacks and areas are allocated only for the CPUs that exist.
+pub const MAX_CPUS: usize = 4096;
 /// The vector of SVSM IPIs (calls and shootdowns); also in the SEV-SNP runtime's list
 /// of expected external vectors.
 pub const IPI_VECTOR: u8 = 0xF0;
@@ -95,11 +97,44 @@ struct Slot {
     completed: AtomicU64,
     call_result: AtomicU64,
     flushes: AtomicU64,
+    /// The sequence number the current shootdown waits for (0: not a target).
+    posted: AtomicU64,
+}
+
+/// A flush request waiting in a mailbox; `None` is all zeros, so a registry of
+/// [`MAX_CPUS`] empty slots lives in `.bss`, not in the measured image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(u8)]
+enum PendingFlush {
+    #[default]
+    None = 0,
+    All = 1,
+    Pages {
+        start: u64,
+        count: u32,
+    } = 2,
+}
+
+impl PendingFlush {
+    fn get(self) -> Option<FlushRequest> {
+        match self {
+            Self::None => None,
+            Self::All => Some(FlushRequest::All),
+            Self::Pages { start, count } => Some(FlushRequest::Pages { start, count }),
+        }
+    }
+
+    fn from(request: FlushRequest) -> Self {
+        match request {
+            FlushRequest::All => Self::All,
+            FlushRequest::Pages { start, count } => Self::Pages { start, count },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Mailbox {
-    flush: Option<FlushRequest>,
+    flush: PendingFlush,
     call: Option<(CrossCall, u64)>,
 }
 
@@ -109,13 +144,14 @@ impl Slot {
             state: AtomicU8::new(ABSENT),
             apic_id: AtomicU32::new(0),
             mailbox: Mutex::new(Mailbox {
-                flush: None,
+                flush: PendingFlush::None,
                 call: None,
             }),
             requested: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             call_result: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            posted: AtomicU64::new(0),
         }
     }
 }
@@ -151,7 +187,9 @@ impl Cpus {
             slots: [const { Slot::new() }; MAX_CPUS],
             count: AtomicUsize::new(0),
             requester: AtomicBool::new(false),
-            ack_spins: AtomicU64::new(DEFAULT_ACK_SPINS),
+            // 0: DEFAULT_ACK_SPINS (an all-zero registry lives in .bss, not in the
+            // measured image).
+            ack_spins: AtomicU64::new(0),
         }
     }
 
@@ -228,7 +266,7 @@ impl Cpus {
             *mailbox = Mailbox::default();
             (work, slot.requested.load(Ordering::Acquire))
         };
-        if let Some(request) = work.flush {
+        if let Some(request) = work.flush.get() {
             flush.flush_local(request);
             slot.flushes.fetch_add(1, Ordering::AcqRel);
         }
@@ -279,7 +317,10 @@ impl Cpus {
         flush: &impl TlbFlush,
     ) -> Result<(), SmpError> {
         let slot = self.slot(target)?;
-        let limit = self.ack_spins.load(Ordering::Relaxed);
+        let limit = match self.ack_spins.load(Ordering::Relaxed) {
+            0 => DEFAULT_ACK_SPINS,
+            spins => spins,
+        };
         let mut spins = 0u64;
         while slot.completed.load(Ordering::Acquire) < seq {
             self.service(me, flush);
@@ -319,16 +360,34 @@ impl Cpus {
         ipi: &impl IpiSend,
         flush: &impl TlbFlush,
     ) -> Result<usize, SmpError> {
-        let mut waits = [0u64; MAX_CPUS];
+        let n = self.count();
         let mut sent = 0;
-        for target in (0..self.count()).filter(|&t| t != me && self.is_online(t)) {
-            waits[target] = self.post(target, ipi, |m| {
-                m.flush = Some(m.flush.map_or(request, |old| merge(old, request)));
+        let mut posted = |target: usize| -> Result<bool, SmpError> {
+            if target == me || !self.is_online(target) {
+                return Ok(false);
+            }
+            self.post(target, ipi, |m| {
+                m.flush =
+                    PendingFlush::from(m.flush.get().map_or(request, |old| merge(old, request)));
             })?;
             sent += 1;
+            Ok(true)
+        };
+        // Every target first, so they flush in parallel; a CPU posted to is marked by
+        // its slot's `posted` sequence (only this requester writes it, under the lock).
+        for target in 0..n {
+            let seq = if posted(target)? {
+                self.slots[target].requested.load(Ordering::Acquire)
+            } else {
+                0
+            };
+            self.slots[target].posted.store(seq, Ordering::Relaxed);
         }
-        for (target, &seq) in waits.iter().enumerate().filter(|(_, s)| **s != 0) {
-            self.wait(me, target, seq, flush)?;
+        for target in 0..n {
+            let seq = self.slots[target].posted.load(Ordering::Relaxed);
+            if seq != 0 {
+                self.wait(me, target, seq, flush)?;
+            }
         }
         Ok(sent)
     }

@@ -152,6 +152,8 @@ pub enum SnpError {
     Memory(u64, MemoryError),
     /// A range the firmware metadata names is not acceptable guest memory.
     Address(u64, AddressError),
+    /// The firmware's memory map (at this GPA) cannot be written.
+    FirmwareMemoryMap(u64, launch::FirmwareMapError),
     /// The request loop refused a launch registration.
     Svsm(SvsmError),
     /// A #VC the handler must not resolve.
@@ -164,6 +166,13 @@ pub enum SnpError {
     SvsmVcpus(svsm_vcpus::VcpuPlanError),
     /// A TLB shootdown did not reach every vCPU.
     TlbShootdown(crate::smp::SmpError),
+    /// A handler could not run nested safely ([`crate::nesting`]).
+    Nesting(crate::nesting::NestError),
+    /// A vCPU's GHCB was needed by a handler that interrupted a GHCB call on the same
+    /// vCPU (only a hypervisor injecting into that call can cause it).
+    GhcbReentered,
+    /// The kernel stopped on a fatal error of its own (a panic, a failed check).
+    Kernel,
 }
 
 /// A termination reason (GHCB MSR protocol function 0x100: set in bits 15:12, code in
@@ -206,6 +215,12 @@ pub mod term {
     pub const RUN: u8 = 11;
     /// The #HV doorbell page could not be registered under restricted injection.
     pub const DOORBELL: u8 = 12;
+    /// Interrupt handlers nested unsafely: a frame was overwritten, or too deep.
+    pub const NESTING: u8 = 13;
+    /// A handler needed the GHCB that the interrupted code on the same vCPU held.
+    pub const GHCB_REENTERED: u8 = 14;
+    /// A fatal error of the kernel itself (panic, failed check).
+    pub const KERNEL: u8 = 15;
 }
 
 impl SnpError {
@@ -240,11 +255,15 @@ impl SnpError {
             SnpError::Address(..)
             | SnpError::Svsm(_)
             | SnpError::BootParams
+            | SnpError::FirmwareMemoryMap(..)
             | SnpError::SvsmVcpus(_) => svsm(term::LAUNCH),
             SnpError::Vc(_) => svsm(term::VC),
             SnpError::FatalVector(_) => svsm(term::EXCEPTION),
             SnpError::RunVmpl(_) => svsm(term::RUN),
             SnpError::Doorbell(_) => svsm(term::DOORBELL),
+            SnpError::Nesting(_) => svsm(term::NESTING),
+            SnpError::GhcbReentered => svsm(term::GHCB_REENTERED),
+            SnpError::Kernel => svsm(term::KERNEL),
         }
     }
 }

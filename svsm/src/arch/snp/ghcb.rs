@@ -9,7 +9,8 @@
 //! interrupts stay masked while it is held (as Linux's `local_irq_save` around its
 //! GHCB), so no interrupt handler of this vCPU can find it taken and spin forever; a
 //! handler that runs with interrupts masked (NMI, #HV, an injected vector) checks
-//! [`ArchGhcb::in_use`] before touching it.
+//! [`ArchGhcb::in_use`] before touching it, and a use that still finds it taken (a
+//! vector injected into a GHCB call) stops the VM instead of spinning.
 #![allow(unsafe_code, reason = "the shared GHCB page and VMGEXIT")]
 
 use spin::Mutex;
@@ -60,10 +61,35 @@ fn masked<R>(f: impl FnOnce() -> R) -> R {
     x86_64::instructions::interrupts::without_interrupts(f)
 }
 
+/// The lock of a vCPU's own GHCB is only ever held by that vCPU, with interrupts
+/// masked: finding it taken means a handler interrupted a GHCB call on this vCPU, which
+/// only a hypervisor injecting a vector into that call can cause. Spinning would hang
+/// the vCPU for good and the call cannot be completed on its behalf, so the VM stops
+/// with its reason (straight through the MSR protocol, GHCB spec §2.3.1, which needs no
+/// GHCB page).
+fn lock_or_terminate(lock: &Mutex<()>) -> spin::MutexGuard<'_, ()> {
+    if let Some(guard) = lock.try_lock() {
+        return guard;
+    }
+    let reason = crate::snp::SnpError::GhcbReentered.termination_reason();
+    let request = svsm_protocol::ghcb::MsrRequest::Terminate {
+        set: reason.set,
+        code: reason.code,
+    }
+    .encode();
+    // SAFETY: the termination request of the MSR protocol (GHCB spec §2.3.1): it writes
+    // only the GHCB MSR and nothing runs afterwards.
+    let _ = unsafe { msr_protocol(request) };
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
 impl GhcbTransport for ArchGhcb {
     fn msr_exchange(&self, request: u64) -> u64 {
         masked(|| {
-            let _guard = self.lock.lock();
+            let _guard = lock_or_terminate(&self.lock);
             // SAFETY: `new`'s contract: an SNP guest whose GHCB MSR this value owns. The
             // MSR protocol (GHCB spec §2.3.1) reads and writes only the MSR.
             unsafe { msr_protocol(request) }
@@ -77,7 +103,7 @@ impl GhcbTransport for ArchGhcb {
 
 impl ArchGhcb {
     fn exchange_page(&self, ghcb: &mut Ghcb) {
-        let _guard = self.lock.lock();
+        let _guard = lock_or_terminate(&self.lock);
         let page = self.va as *mut u8;
         let size = core::mem::size_of::<Ghcb>();
         // SAFETY: `page` maps the GHCB page (4 KiB, `new`'s contract), which only this

@@ -7,6 +7,7 @@
 mod guest_memory;
 mod idt_gates;
 mod machine;
+pub(super) mod nesting;
 mod runtime;
 mod smp;
 mod tpm_sequence;
@@ -53,6 +54,7 @@ pub fn run(service: &mut Service<LibTpms>) -> ExitCode {
         .chain(runtime::TESTS)
         .chain(guest_memory::TESTS)
         .chain(idt_gates::TESTS)
+        .chain(nesting::TESTS)
         .chain(smp::TESTS)
     {
         report(name, test());

@@ -9,7 +9,7 @@ use svsm::smp::{call, CPUS};
 use x86_64::registers::model_specific::FsBase;
 
 use super::{ensure, Outcome, Test};
-use crate::kernel::gdt::{self, PAGE};
+use crate::kernel::gdt::PAGE;
 use crate::kernel::smp::{listed, stacks};
 use crate::kernel::{apic, paging, percpu};
 
@@ -93,14 +93,29 @@ fn per_cpu_areas_distinct() -> Outcome {
             "CPU {cpu}: canary {canary:#x}"
         );
         if cpu > 0 {
-            // A call runs in the IPI handler: on the CPU's own interrupt IST stack.
+            // A call runs in the IPI handler, which the entry path moved off the IST
+            // stack onto the interrupted one: the CPU's own kernel stack.
             let s = stacks(cpu).ok_or("no stacks")?;
-            let slot = usize::from(gdt::IST_INTERRUPT - 1);
-            let (low, top) = (s.ist_guards[slot] + PAGE as u64, s.ist_tops[slot]);
             ensure!(
-                (low..top).contains(&rsp),
-                "CPU {cpu}'s IPI handler runs on {rsp:#x}, outside its IST stack {low:#x}..{top:#x}"
+                (s.bottom..s.top).contains(&rsp),
+                "CPU {cpu}'s IPI handler runs on {rsp:#x}, outside its kernel stack {:#x}..{:#x}",
+                s.bottom,
+                s.top
             );
+            // Its stacks are mapped from the heap, each above an unmapped guard page.
+            ensure!(
+                paging::translate(s.guard).is_none() && paging::translate(s.bottom).is_some(),
+                "CPU {cpu}'s kernel stack guard {:#x} is mapped or its stack is not",
+                s.guard
+            );
+            for (guard, top) in s.ist_guards.into_iter().zip(s.ist_tops) {
+                ensure!(
+                    paging::translate(guard).is_none()
+                        && paging::translate(guard + PAGE as u64).is_some()
+                        && paging::translate(top - 8).is_some(),
+                    "CPU {cpu}'s IST guard {guard:#x} is mapped or its stack is not"
+                );
+            }
         }
         bases.push(base);
         canaries.push(canary);

@@ -169,10 +169,25 @@ fn io_size(bytes: u8) -> IoSize {
     }
 }
 
+/// Stops the VM for a fatal error of the kernel itself (a panic, a nesting failure)
+/// with a termination request, when under SEV-SNP; returns otherwise.
+pub fn terminate_if_snp(error: &SnpError) {
+    if let Some(rt) = get() {
+        fail(rt.client(), error)
+    }
+}
+
+/// Whether the console's port I/O must be dropped: the VM is failing, or this vCPU's
+/// GHCB is held by the code a handler interrupted (only an injected vector gets
+/// there; waiting for it would hang the vCPU).
+fn console_blocked(rt: &SnpRuntime) -> bool {
+    FAILING.load(Ordering::SeqCst) || rt.client().transport().in_use()
+}
+
 /// Port output under SEV-SNP (through the GHCB); `false` when not under SEV-SNP.
 pub fn port_out(port: u16, bytes: u8, value: u32) -> bool {
     let Some(rt) = get() else { return false };
-    if FAILING.load(Ordering::SeqCst) {
+    if console_blocked(rt) {
         return true;
     }
     if let Err(e) = rt.client().io_out(port, io_size(bytes), value.into()) {
@@ -184,7 +199,7 @@ pub fn port_out(port: u16, bytes: u8, value: u32) -> bool {
 /// Port input under SEV-SNP (through the GHCB); `None` when not under SEV-SNP.
 pub fn port_in(port: u16, bytes: u8) -> Option<u32> {
     let rt = get()?;
-    if FAILING.load(Ordering::SeqCst) {
+    if console_blocked(rt) {
         return Some(u32::MAX);
     }
     match rt.client().io_in(port, io_size(bytes)) {

@@ -17,7 +17,7 @@ use crate::platform::{PageSize, Vmpl, PAGE_SIZE};
 use crate::requests::{Services, Svsm, SvsmConfig};
 use crate::snp::guest_vmsa::{guest_sev_features, RESET_VECTOR};
 use crate::snp::hypervisor::HvClient;
-use crate::snp::launch::{launch_guest, GuestLaunch};
+use crate::snp::launch::{launch_guest, FirmwareMemoryMap, GuestLaunch};
 use crate::snp::secrets::SvsmSecrets;
 use crate::snp::SnpError;
 
@@ -175,6 +175,8 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
         svsm_size: block.svsm.size,
         guest_features: guest_sev_features(SevFeatures::from_sev_status(status), false),
         reset_address: RESET_VECTOR,
+        // OVMF's IGVM memory-map parameter: the guest's map with the SVSM range reserved.
+        firmware_memory_map: FirmwareMemoryMap::from_params(params).unwrap_or_else(|e| die(e)),
     };
     match launch_guest(svsm, hv, &plan, &secrets, &cpuid) {
         Ok(summary) => log::info!(

@@ -139,7 +139,9 @@ pub fn between_calls() {
 }
 
 /// The GHCB client of the vCPU running this, when it is not the boot vCPU (which
-/// uses the runtime's own).
+/// uses the runtime's own). An SVSM vCPU sets its client first thing in
+/// `snp_ap_main`, before its IDT is loaded, so no code of it ever gets `None` here
+/// and falls back to the boot vCPU's GHCB.
 pub fn current_hv() -> Option<&'static HvClient<ArchGhcb>> {
     if !ACTIVE.load(Ordering::Acquire) {
         return None;
@@ -302,28 +304,34 @@ pub fn start(svsm: &'static Svsm<SnpPlatform>, apic_ids: &[u32], bsp: u32) {
 #[unsafe(no_mangle)]
 extern "C" fn snp_ap_main(index: u64) -> ! {
     let index = index as usize;
-    if let Some(hooks) = HOOKS.get() {
-        (hooks.init)(index);
-    }
     let Some(slot) = SLOTS.get(index) else { halt() };
     let gpa = slot.ghcb_gpa.load(Ordering::Relaxed);
     let alias = slot.ghcb_alias.load(Ordering::Acquire) as usize;
     let apic_id = slot.apic_id.load(Ordering::Relaxed);
+    // The vCPU's own client before anything else (its handlers included) can ask for
+    // one: `current_hv` must never hand this vCPU the boot vCPU's GHCB, whose lock and
+    // registration are the boot vCPU's. Until the page is registered below, only the
+    // MSR protocol works on it; a page exchange before then fails, and the failure
+    // stops the VM.
     // SAFETY: `alias` maps `gpa` shared (map_shared), a page only this vCPU uses, and
     // this is an SEV-SNP guest.
-    let hv = HvClient::new(unsafe { ArchGhcb::new(alias, gpa) });
+    let hv = slot
+        .client
+        .call_once(|| HvClient::new(unsafe { ArchGhcb::new(alias, gpa) }));
+    if let Some(hooks) = HOOKS.get() {
+        (hooks.init)(index);
+    }
     // SAFETY: the GHCB page (SVSM heap, identity mapped private) is unused: rescinding
     // it only makes the private mapping unusable (APM vol. 3 "PVALIDATE").
     if let Err(e) = unsafe { pvalidate(gpa, PageSize::Size4K, false) } {
-        fail(&hv, &SnpError::Pvalidate(gpa, e))
+        fail(hv, &SnpError::Pvalidate(gpa, e))
     }
     if let Err(e) = hv
         .page_state_change(gpa / PAGE_SIZE, PageState::Shared)
         .and_then(|()| hv.register_ghcb(gpa / PAGE_SIZE))
     {
-        fail(&hv, &e)
+        fail(hv, &e)
     }
-    let hv = slot.client.call_once(|| hv);
     let doorbell = slot.doorbell_gpa.load(Ordering::Relaxed);
     if doorbell != 0 {
         let va = slot.doorbell_alias.load(Ordering::Relaxed) as usize;
