@@ -168,11 +168,13 @@ impl MemoryLayout {
     }
 
     /// Whether `[start, end)` touches SVSM memory.
+    #[inline]
     pub fn overlaps_svsm(&self, start: u64, end: u64) -> bool {
         start < self.svsm_end && self.svsm_start < end
     }
 
     /// The region that holds all of `[start, end)`, if one does.
+    #[inline]
     fn region_containing(&self, start: u64, end: u64) -> Option<&GuestRegion> {
         self.regions
             .iter()
@@ -331,6 +333,7 @@ impl GuestState {
 
     /// THE check: `[gpa, gpa + len)` lies inside one region of the guest memory map
     /// (RAM for [`Access::Data`]), outside SVSM memory and outside every registered VMSA.
+    #[inline]
     pub fn check(
         &self,
         gpa: GuestPhysAddr,
@@ -367,6 +370,7 @@ impl GuestState {
     }
 
     /// The vCPU with this APIC ID.
+    #[inline]
     pub fn vcpu(&self, apic_id: u32) -> Option<&VcpuEntry> {
         self.vcpus.iter().find(|v| v.apic_id == apic_id)
     }
@@ -386,11 +390,13 @@ impl GuestState {
     }
 
     /// The registered VMSA at `addr`.
+    #[inline]
     pub fn vmsa(&self, addr: u64) -> Option<&VmsaEntry> {
         self.vmsas.iter().find(|v| v.addr == addr)
     }
 
     /// A handle to the VMSA the vCPU `apic_id` currently runs at the guest VMPL.
+    #[inline]
     pub fn current_vmsa(&self, apic_id: u32) -> Option<VmsaPage> {
         let addr = self.vcpu(apic_id)?.guest_vmsa?;
         self.vmsa(addr).map(|v| VmsaPage { addr: v.addr })
@@ -404,8 +410,17 @@ impl GuestState {
     /// What a call on `apic_id` needs: its current guest VMSA and its calling area
     /// (checked like any guest range).
     pub fn call_target(&self, apic_id: u32) -> Option<(VmsaPage, CheckedRange)> {
-        let ca = self.calling_area(apic_id).ok().flatten()?;
-        Some((self.current_vmsa(apic_id)?, ca))
+        self.vcpu_call_target(self.vcpu(apic_id)?)
+    }
+
+    /// [`GuestState::call_target`] of a vCPU already looked up.
+    #[inline]
+    pub fn vcpu_call_target(&self, vcpu: &VcpuEntry) -> Option<(VmsaPage, CheckedRange)> {
+        let ca = self
+            .check(GuestPhysAddr(vcpu.calling_area?), PAGE_SIZE, Access::Data)
+            .ok()?;
+        let vmsa = self.vmsa(vcpu.guest_vmsa?)?;
+        Some((VmsaPage { addr: vmsa.addr }, ca))
     }
 
     /// The calling area of `apic_id`, checked like any guest range.

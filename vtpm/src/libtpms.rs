@@ -392,6 +392,7 @@ impl LibTpms {
 }
 
 impl Engine for LibTpms {
+    #[inline]
     fn execute(&mut self, locality: u8, command: &mut [u8]) -> Result<(), EngineError> {
         let command_len = u32::try_from(command.len()).map_err(|_| EngineError::Process(0))?;
         LOCALITY.store(locality, Ordering::SeqCst);
@@ -419,6 +420,7 @@ impl Engine for LibTpms {
         Ok(())
     }
 
+    #[inline]
     fn response(&self) -> &[u8] {
         if self.response.is_null() {
             return &[];
@@ -429,6 +431,7 @@ impl Engine for LibTpms {
         unsafe { core::slice::from_raw_parts(self.response, self.response_len as usize) }
     }
 
+    #[inline]
     fn failed(&self) -> bool {
         // SAFETY: a plain read of a C `int` that only libtpms writes, and libtpms runs
         // only inside calls that hold `&mut self`.

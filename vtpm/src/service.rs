@@ -268,6 +268,7 @@ impl<E: Engine> Vtpm for Service<E> {
 
 /// Whether `response` is a whole TPM response of at most `max` bytes: a header whose size
 /// field equals the length.
+#[inline]
 fn well_formed(response: &[u8], max: usize) -> bool {
     response.len() <= max
         && Header::parse(response).is_some_and(|h| h.size as usize == response.len())

@@ -110,12 +110,29 @@ struct Machine {
     memory: Vec<u8>,
     backing: Vec<Backing>,
     rmp: Rmp,
+    /// One byte per page saying which accesses the RMP entry and the backing allow
+    /// ([`allowed`]), recomputed whenever either changes: the O(1) check of an
+    /// access. A refused access is re-examined against the RMP itself for its precise
+    /// fault, so the summary only ever answers "allowed".
+    allowed: Vec<u8>,
     vcpus: Vec<Vcpu>,
     guest_vmpl: Vmpl,
     /// Accesses the SVSM made through the platform (guest memory and VMSAs).
     svsm_accesses: u64,
     /// An armed [`HostRace`] and the access count it was armed at.
     race: Option<(HostRace, u64)>,
+}
+
+/// The accesses a page's summary byte allows.
+mod allowed {
+    /// The SVSM (VMPL0) may read.
+    pub const SVSM_READ: u8 = 1 << 0;
+    /// The SVSM may write.
+    pub const SVSM_WRITE: u8 = 1 << 1;
+    /// The guest, at its VMPL, may read.
+    pub const GUEST_READ: u8 = 1 << 2;
+    /// The guest may write.
+    pub const GUEST_WRITE: u8 = 1 << 3;
 }
 
 /// An emulated SEV-SNP machine.
@@ -143,17 +160,174 @@ fn range_pages(start: u64, len: u64) -> impl Iterator<Item = u64> {
     (first..end).step_by(PAGE_SIZE as usize)
 }
 
+/// What an access by the SVSM does with the bytes it reaches.
+enum SvsmCopy<'a> {
+    /// Copies them into the buffer.
+    Read(&'a mut [u8]),
+    /// Copies the data over them.
+    Write(&'a [u8]),
+    /// Zeroes this many bytes.
+    Zero(usize),
+    /// Only checks that this many bytes could be read.
+    Check(usize),
+}
+
+impl SvsmCopy<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Self::Read(buf) => buf.len(),
+            Self::Write(data) => data.len(),
+            Self::Zero(len) | Self::Check(len) => *len,
+        }
+    }
+
+    #[inline]
+    fn writes(&self) -> bool {
+        matches!(self, Self::Write(_) | Self::Zero(_))
+    }
+}
+
+/// The SVSM's (VMPL0's) access to one page: private, validated, backed.
+#[inline]
+fn svsm_page_access(entry: &RmpEntry, backing: Backing, write: bool) -> Result<(), MemoryError> {
+    if !entry.assigned {
+        return Err(MemoryError::NotPrivate);
+    }
+    if !entry.validated {
+        return Err(MemoryError::NotValidated);
+    }
+    match backing {
+        Backing::Ram => Ok(()),
+        Backing::ReadOnly if !write => Ok(()),
+        Backing::ReadOnly => Err(MemoryError::ReadOnly),
+        Backing::Mmio => Err(MemoryError::NotMemory),
+    }
+}
+
+/// The guest's access at `vmpl` to one page: shared pages are free; private pages must
+/// be validated and grant the access to `vmpl`; VMSA pages never to a VMPL above 0.
+#[inline]
+fn guest_page_access(
+    vmpl: Vmpl,
+    entry: &RmpEntry,
+    backing: Backing,
+    write: bool,
+) -> Result<(), GuestFault> {
+    match backing {
+        Backing::Ram => {}
+        Backing::ReadOnly if !write => {}
+        Backing::ReadOnly | Backing::Mmio => return Err(GuestFault::NoMemory),
+    }
+    if !entry.assigned {
+        return Ok(());
+    }
+    if !entry.validated {
+        return Err(GuestFault::NotValidated);
+    }
+    let need = if write {
+        RmpPermissions::WRITE
+    } else {
+        RmpPermissions::READ
+    };
+    if !entry.perms_of(vmpl).contains(need) || (entry.vmsa && vmpl != Vmpl::VMPL0) {
+        return Err(GuestFault::Permission);
+    }
+    Ok(())
+}
+
 impl Machine {
+    /// Recomputes the summary of the pages `[start, end)` touches.
+    fn refresh(&mut self, start: u64, end: u64) {
+        let first = usize::try_from(start >> 12).unwrap_or(usize::MAX);
+        let end = usize::try_from(end.saturating_add(PAGE_SIZE - 1) >> 12).unwrap_or(usize::MAX);
+        let vmpl = self.guest_vmpl;
+        for index in first..end.min(self.allowed.len()) {
+            let (Some(entry), Some(&backing)) =
+                (self.rmp.entries().get(index), self.backing.get(index))
+            else {
+                continue;
+            };
+            let mut bits = 0;
+            for (ok, bit) in [
+                (
+                    svsm_page_access(entry, backing, false).is_ok(),
+                    allowed::SVSM_READ,
+                ),
+                (
+                    svsm_page_access(entry, backing, true).is_ok(),
+                    allowed::SVSM_WRITE,
+                ),
+                (
+                    guest_page_access(vmpl, entry, backing, false).is_ok(),
+                    allowed::GUEST_READ,
+                ),
+                (
+                    guest_page_access(vmpl, entry, backing, true).is_ok(),
+                    allowed::GUEST_WRITE,
+                ),
+            ] {
+                if ok {
+                    bits |= bit;
+                }
+            }
+            if let Some(slot) = self.allowed.get_mut(index) {
+                *slot = bits;
+            }
+        }
+    }
+
+    /// Recomputes the summary of the page of `size` holding `addr`: all that an RMP
+    /// instruction on it can change (a 4 KiB operation inside a 2 MiB RMP page splits
+    /// it, but the split leaves every other page's state as it was).
+    fn refresh_page(&mut self, addr: u64, size: PageSize) {
+        let start = addr & !(size.bytes() - 1);
+        self.refresh(start, start.saturating_add(size.bytes()));
+    }
+
+    /// Whether the summary allows `need` on every page of `[addr, addr + len)` (`len > 0`,
+    /// inside memory); `false` means "look at the RMP", not "refused".
+    #[inline]
+    fn summary_allows(&self, addr: u64, len: u64, need: u8) -> bool {
+        let Some(last) = len.checked_sub(1).and_then(|n| addr.checked_add(n)) else {
+            return false;
+        };
+        let (Ok(first), Ok(last)) = (usize::try_from(addr >> 12), usize::try_from(last >> 12))
+        else {
+            return false;
+        };
+        self.allowed
+            .get(first..=last)
+            .is_some_and(|pages| pages.iter().all(|&bits| bits & need == need))
+    }
+
     fn page(&self, addr: u64) -> Option<(RmpEntry, Backing)> {
         let index = usize::try_from(addr >> 12).ok()?;
         Some((*self.rmp.entry(addr)?, *self.backing.get(index)?))
     }
 
+    /// The RMP entries and backings of every page `[addr, addr + len)` touches, when
+    /// `len > 0` and all of them exist: the one lookup of a whole access (O(1) for an
+    /// access within a page). `None` sends the caller to the page-by-page walk, which
+    /// finds the same answer, including which page fails first.
+    #[inline]
+    fn span(&self, addr: u64, len: u64) -> Option<(&[RmpEntry], &[Backing])> {
+        let last = addr.checked_add(len.checked_sub(1)?)?;
+        let first = usize::try_from(addr >> 12).ok()?;
+        let last = usize::try_from(last >> 12).ok()?;
+        Some((
+            self.rmp.entries().get(first..=last)?,
+            self.backing.get(first..=last)?,
+        ))
+    }
+
+    #[inline]
     fn bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
         let start = usize::try_from(addr).ok()?;
         self.memory.get(start..start.checked_add(len)?)
     }
 
+    #[inline]
     fn bytes_mut(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
         let start = usize::try_from(addr).ok()?;
         self.memory.get_mut(start..start.checked_add(len)?)
@@ -167,6 +341,7 @@ impl Machine {
                 let assigned = race.change == HostChange::Invalidate;
                 let page = race.page & !(PAGE_SIZE - 1);
                 let _ = self.rmp.rmpupdate(page, PageSize::Size4K, assigned);
+                self.refresh_page(page, PageSize::Size4K);
                 self.race = None;
             }
         }
@@ -174,67 +349,155 @@ impl Machine {
     }
 
     /// An access by VMPL0 (the SVSM): private, validated, backed.
+    #[inline]
     fn svsm_access(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
+        let need = if write {
+            allowed::SVSM_WRITE
+        } else {
+            allowed::SVSM_READ
+        };
+        if self.summary_allows(addr, len, need) {
+            debug_assert_eq!(self.svsm_access_rmp(addr, len, write), Ok(()));
+            return Ok(());
+        }
+        self.svsm_access_rmp(addr, len, write)
+    }
+
+    /// [`Self::svsm_access`] decided from the RMP entries and backings themselves.
+    #[cold]
+    fn svsm_access_rmp(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
+        match self.span(addr, len) {
+            Some((entries, backings)) => {
+                for (entry, &backing) in entries.iter().zip(backings) {
+                    svsm_page_access(entry, backing, write)?;
+                }
+                Ok(())
+            }
+            None => self.svsm_access_walk(addr, len, write),
+        }
+    }
+
+    /// [`Self::svsm_access`] page by page, for ranges that leave memory or are empty.
+    #[cold]
+    fn svsm_access_walk(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
         for page in range_pages(addr, len) {
             let (entry, backing) = self.page(page).ok_or(MemoryError::NotMemory)?;
-            if !entry.assigned {
-                return Err(MemoryError::NotPrivate);
-            }
-            if !entry.validated {
-                return Err(MemoryError::NotValidated);
-            }
-            match backing {
-                Backing::Ram => {}
-                Backing::ReadOnly if !write => {}
-                Backing::ReadOnly => return Err(MemoryError::ReadOnly),
-                Backing::Mmio => return Err(MemoryError::NotMemory),
-            }
+            svsm_page_access(&entry, backing, write)?;
         }
         Ok(())
     }
 
     /// An access by the guest at `vmpl`: shared pages are free; private pages must be
     /// validated and grant the access to `vmpl`; VMSA pages never to a VMPL above 0.
+    #[inline]
     fn guest_access(&self, vmpl: Vmpl, addr: u64, len: u64, write: bool) -> Result<(), GuestFault> {
+        let need = if write {
+            allowed::GUEST_WRITE
+        } else {
+            allowed::GUEST_READ
+        };
+        if vmpl == self.guest_vmpl && self.summary_allows(addr, len, need) {
+            debug_assert_eq!(self.guest_access_rmp(vmpl, addr, len, write), Ok(()));
+            return Ok(());
+        }
+        self.guest_access_rmp(vmpl, addr, len, write)
+    }
+
+    /// [`Self::guest_access`] decided from the RMP entries and backings themselves.
+    #[cold]
+    fn guest_access_rmp(
+        &self,
+        vmpl: Vmpl,
+        addr: u64,
+        len: u64,
+        write: bool,
+    ) -> Result<(), GuestFault> {
+        match self.span(addr, len) {
+            Some((entries, backings)) => {
+                for (entry, &backing) in entries.iter().zip(backings) {
+                    guest_page_access(vmpl, entry, backing, write)?;
+                }
+                Ok(())
+            }
+            None => self.guest_access_walk(vmpl, addr, len, write),
+        }
+    }
+
+    /// [`Self::guest_access`] page by page, for ranges that leave memory or are empty.
+    #[cold]
+    fn guest_access_walk(
+        &self,
+        vmpl: Vmpl,
+        addr: u64,
+        len: u64,
+        write: bool,
+    ) -> Result<(), GuestFault> {
         for page in range_pages(addr, len) {
             let (entry, backing) = self.page(page).ok_or(GuestFault::NoMemory)?;
-            match backing {
-                Backing::Ram => {}
-                Backing::ReadOnly if !write => {}
-                Backing::ReadOnly | Backing::Mmio => return Err(GuestFault::NoMemory),
-            }
-            if !entry.assigned {
-                continue;
-            }
-            if !entry.validated {
-                return Err(GuestFault::NotValidated);
-            }
-            let need = if write {
-                RmpPermissions::WRITE
-            } else {
-                RmpPermissions::READ
-            };
-            if !entry.perms_of(vmpl).contains(need) || (entry.vmsa && vmpl != Vmpl::VMPL0) {
-                return Err(GuestFault::Permission);
-            }
+            guest_page_access(vmpl, &entry, backing, write)?;
         }
         Ok(())
     }
 
+    /// The guest's bytes `[addr, addr + len)` after a guest access check at its VMPL:
+    /// every guest access goes through here.
+    #[inline(never)]
+    fn guest_bytes_mut(
+        &mut self,
+        addr: u64,
+        len: usize,
+        write: bool,
+    ) -> Result<&mut [u8], GuestFault> {
+        self.guest_access(self.guest_vmpl, addr, len as u64, write)?;
+        self.bytes_mut(addr, len).ok_or(GuestFault::NoMemory)
+    }
+
+    /// The guest on `apic_id` exits to VMPL0 with `exit_code` and the registers `regs`
+    /// (the hardware saves them into its guest VMSA).
+    fn exit(
+        &mut self,
+        apic_id: u32,
+        regs: &CallRegisters,
+        exit_code: u64,
+    ) -> Result<(), GuestFault> {
+        let vmsa_addr = self.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
+        let vcpu = self.vcpu_mut(apic_id).ok_or(GuestFault::BadVcpu)?;
+        if vcpu.mode != VcpuMode::Guest {
+            return Err(GuestFault::BadVcpu);
+        }
+        vcpu.mode = VcpuMode::Svsm;
+        for (offset, value) in [
+            (vmsa::RAX, regs.rax),
+            (vmsa::RCX, regs.rcx),
+            (vmsa::RDX, regs.rdx),
+            (vmsa::R8, regs.r8),
+            (vmsa::R9, regs.r9),
+            (vmsa::GUEST_EXIT_CODE, exit_code),
+        ] {
+            self.write_u64(vmsa_addr + offset, value)
+                .ok_or(GuestFault::NoMemory)?;
+        }
+        Ok(())
+    }
+
+    #[inline]
     fn vcpu_mut(&mut self, apic_id: u32) -> Option<&mut Vcpu> {
         self.vcpus.iter_mut().find(|v| v.apic_id == apic_id)
     }
 
+    #[inline]
     fn guest_vmsa(&self, apic_id: u32) -> Option<u64> {
         let vcpu = self.vcpus.iter().find(|v| v.apic_id == apic_id)?;
         *vcpu.vmsas.get(usize::from(self.guest_vmpl.level()))?
     }
 
+    #[inline]
     fn read_u64(&self, addr: u64) -> Option<u64> {
         let bytes: [u8; 8] = self.bytes(addr, 8)?.try_into().ok()?;
         Some(u64::from_le_bytes(bytes))
     }
 
+    #[inline]
     fn write_u64(&mut self, addr: u64, value: u64) -> Option<()> {
         self.bytes_mut(addr, 8)?
             .copy_from_slice(&value.to_le_bytes());
@@ -254,6 +517,7 @@ impl EmulatedSnp {
                 memory,
                 backing: vec![Backing::Ram; pages],
                 rmp: Rmp::new(pages),
+                allowed: Vec::new(),
                 vcpus: apic_ids
                     .iter()
                     .map(|&apic_id| Vcpu {
@@ -268,12 +532,44 @@ impl EmulatedSnp {
             }),
             psp: EmulatedPsp::default(),
         }
+        .summarized()
     }
 
+    /// The machine with its per-page summary computed.
+    fn summarized(self) -> Self {
+        {
+            let mut m = self.lock();
+            let pages = m.backing.len();
+            m.allowed = vec![0; pages];
+            m.refresh(0, (pages as u64) * PAGE_SIZE);
+        }
+        self
+    }
+
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, Machine> {
         // A panic elsewhere while holding the lock poisons it; the state is still the
         // model's state, so keep using it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every access the SVSM (VMPL0) makes to memory: one lock, the RMP check of the
+    /// whole range, then the copy. The platform's reads, writes and checks of guest
+    /// memory and VMSAs all come here, so a call's many small accesses share one piece
+    /// of code.
+    #[inline(never)]
+    fn svsm_copy(&self, addr: u64, op: SvsmCopy<'_>) -> Result<(), MemoryError> {
+        let mut m = self.lock();
+        m.svsm_step();
+        m.svsm_access(addr, op.len() as u64, op.writes())?;
+        let bytes = m.bytes_mut(addr, op.len()).ok_or(MemoryError::NotMemory)?;
+        match op {
+            SvsmCopy::Read(buf) => buf.copy_from_slice(bytes),
+            SvsmCopy::Write(data) => bytes.copy_from_slice(data),
+            SvsmCopy::Zero(_) => bytes.fill(0),
+            SvsmCopy::Check(_) => {}
+        }
+        Ok(())
     }
 
     /// The emulated PSP.
@@ -303,12 +599,16 @@ impl EmulatedSnp {
             {
                 *b = backing;
             }
+            m.refresh(page, page + 1);
         }
     }
 
     /// RMPUPDATE by the hypervisor (see [`Rmp::rmpupdate`]).
     pub fn hv_rmpupdate(&self, addr: u64, size: PageSize, assigned: bool) -> Option<()> {
-        self.lock().rmp.rmpupdate(addr, size, assigned)
+        let mut m = self.lock();
+        let done = m.rmp.rmpupdate(addr, size, assigned);
+        m.refresh_page(addr, size);
+        done
     }
 
     /// Arms `race`: the hypervisor changes a page after the SVSM's next `race.after`
@@ -336,7 +636,9 @@ impl EmulatedSnp {
 
     /// PSMASH by the hypervisor.
     pub fn hv_psmash(&self, addr: u64) {
-        self.lock().rmp.psmash(addr);
+        let mut m = self.lock();
+        m.rmp.psmash(addr);
+        m.refresh_page(addr, PageSize::Size2M);
     }
 
     /// The guest asks the hypervisor to start vCPU `apic_id` at `vmpl` with the VMSA at
@@ -398,7 +700,10 @@ impl EmulatedSnp {
         addr: u64,
         size: PageSize,
     ) -> Result<Validation, PvalidateError> {
-        self.lock().rmp.pvalidate(addr, size, true)
+        let mut m = self.lock();
+        let result = m.rmp.pvalidate(addr, size, true);
+        m.refresh_page(addr, size);
+        result
     }
 
     // ----- the guest's side -----
@@ -414,31 +719,56 @@ impl EmulatedSnp {
     ) -> Result<(), RmpadjustError> {
         let mut m = self.lock();
         let caller = m.guest_vmpl;
-        m.rmp.rmpadjust(caller, addr, size, target, perms, vmsa)
+        let result = m.rmp.rmpadjust(caller, addr, size, target, perms, vmsa);
+        m.refresh_page(addr, size);
+        result
     }
 
     /// A guest read at the guest VMPL.
     pub fn guest_read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
-        let m = self.lock();
-        m.guest_access(m.guest_vmpl, addr, buf.len() as u64, false)?;
-        buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(GuestFault::NoMemory)?);
+        let mut m = self.lock();
+        buf.copy_from_slice(m.guest_bytes_mut(addr, buf.len(), false)?);
         Ok(())
     }
 
     /// A guest write at the guest VMPL.
     pub fn guest_write(&self, addr: u64, data: &[u8]) -> Result<(), GuestFault> {
         let mut m = self.lock();
-        let vmpl = m.guest_vmpl;
-        m.guest_access(vmpl, addr, data.len() as u64, true)?;
-        m.bytes_mut(addr, data.len())
-            .ok_or(GuestFault::NoMemory)?
+        m.guest_bytes_mut(addr, data.len(), true)?
             .copy_from_slice(data);
         Ok(())
+    }
+
+    /// The guest reads its memory `[addr, addr + len)` in place: `f` sees the bytes
+    /// after the same check as [`Self::guest_read`], and copies out only what it uses
+    /// (a driver parsing a response in its buffer page).
+    pub fn guest_read_with<R>(
+        &self,
+        addr: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, GuestFault> {
+        let mut m = self.lock();
+        Ok(f(m.guest_bytes_mut(addr, len, false)?))
+    }
+
+    /// The guest writes its memory `[addr, addr + len)` in place: `f` fills the bytes
+    /// after the same check as [`Self::guest_write`] (a driver building a request in its
+    /// buffer page).
+    pub fn guest_write_with<R>(
+        &self,
+        addr: u64,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, GuestFault> {
+        let mut m = self.lock();
+        Ok(f(m.guest_bytes_mut(addr, len, true)?))
     }
 
     /// The guest half of a call, up to the VMGEXIT: `call_pending = 1` in the calling
     /// area at `ca` (a guest write), the registers saved into the vCPU's guest VMSA by
     /// the hardware, exit code VMGEXIT, and the vCPU switched to VMPL0.
+    #[inline]
     pub fn guest_begin_call(
         &self,
         apic_id: u32,
@@ -446,10 +776,11 @@ impl EmulatedSnp {
         regs: &CallRegisters,
         set_pending: bool,
     ) -> Result<(), GuestFault> {
+        let mut m = self.lock();
         if set_pending {
-            self.guest_write(ca, &[1])?;
+            m.guest_bytes_mut(ca, 1, true)?.fill(1);
         }
-        self.guest_exit(apic_id, regs, vmsa::VMGEXIT_EXIT_CODE)
+        m.exit(apic_id, regs, vmsa::VMGEXIT_EXIT_CODE)
     }
 
     /// The guest exits to VMPL0 with `exit_code` and the registers `regs`.
@@ -459,49 +790,29 @@ impl EmulatedSnp {
         regs: &CallRegisters,
         exit_code: u64,
     ) -> Result<(), GuestFault> {
-        let mut m = self.lock();
-        let vmsa_addr = m.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
-        let vcpu = m.vcpu_mut(apic_id).ok_or(GuestFault::BadVcpu)?;
-        if vcpu.mode != VcpuMode::Guest {
-            return Err(GuestFault::BadVcpu);
-        }
-        vcpu.mode = VcpuMode::Svsm;
-        for (offset, value) in [
-            (vmsa::RAX, regs.rax),
-            (vmsa::RCX, regs.rcx),
-            (vmsa::RDX, regs.rdx),
-            (vmsa::R8, regs.r8),
-            (vmsa::R9, regs.r9),
-            (vmsa::GUEST_EXIT_CODE, exit_code),
-        ] {
-            m.write_u64(vmsa_addr + offset, value)
-                .ok_or(GuestFault::NoMemory)?;
-        }
-        Ok(())
+        self.lock().exit(apic_id, regs, exit_code)
     }
 
     /// The guest half of a call after the SVSM ran: the registers from the guest VMSA,
     /// then `xchg(call_pending, 0)` in the calling area at `ca`.
+    #[inline]
     pub fn guest_end_call(&self, apic_id: u32, ca: u64) -> Result<CallReturn, GuestFault> {
-        let regs = {
-            let m = self.lock();
-            let vmsa_addr = m.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
-            let reg = |offset| m.read_u64(vmsa_addr + offset).ok_or(GuestFault::NoMemory);
-            CallRegisters {
-                rax: reg(vmsa::RAX)?,
-                rcx: reg(vmsa::RCX)?,
-                rdx: reg(vmsa::RDX)?,
-                r8: reg(vmsa::R8)?,
-                r9: reg(vmsa::R9)?,
-            }
+        let mut m = self.lock();
+        let vmsa_addr = m.guest_vmsa(apic_id).ok_or(GuestFault::BadVcpu)?;
+        let reg = |offset| m.read_u64(vmsa_addr + offset).ok_or(GuestFault::NoMemory);
+        let regs = CallRegisters {
+            rax: reg(vmsa::RAX)?,
+            rcx: reg(vmsa::RCX)?,
+            rdx: reg(vmsa::RDX)?,
+            r8: reg(vmsa::R8)?,
+            r9: reg(vmsa::R9)?,
         };
-        let mut pending = [0u8];
-        self.guest_read(ca, &mut pending)?;
-        self.guest_write(ca, &[0])?;
-        Ok(CallReturn {
-            regs,
-            pending: pending[0],
-        })
+        // The exchange is one read-modify-write: the guest needs read and write access.
+        m.guest_access(m.guest_vmpl, ca, 1, false)?;
+        let byte = m.guest_bytes_mut(ca, 1, true)?;
+        let pending = byte.first().copied().unwrap_or(0);
+        byte.fill(0);
+        Ok(CallReturn { regs, pending })
     }
 
     /// The vCPUs.
@@ -537,7 +848,10 @@ impl Platform for EmulatedSnp {
         size: PageSize,
         validate: bool,
     ) -> Result<Validation, PvalidateError> {
-        self.lock().rmp.pvalidate(addr.raw(), size, validate)
+        let mut m = self.lock();
+        let result = m.rmp.pvalidate(addr.raw(), size, validate);
+        m.refresh_page(addr.raw(), size);
+        result
     }
 
     fn rmpadjust(
@@ -548,11 +862,15 @@ impl Platform for EmulatedSnp {
         perms: RmpPermissions,
         vmsa: bool,
     ) -> Result<(), RmpadjustError> {
-        self.lock()
+        let mut m = self.lock();
+        let result = m
             .rmp
-            .rmpadjust(Vmpl::VMPL0, addr.raw(), size, target, perms, vmsa)
+            .rmpadjust(Vmpl::VMPL0, addr.raw(), size, target, perms, vmsa);
+        m.refresh_page(addr.raw(), size);
+        result
     }
 
+    #[inline]
     fn read_guest(
         &self,
         range: &CheckedRange,
@@ -560,23 +878,17 @@ impl Platform for EmulatedSnp {
         buf: &mut [u8],
     ) -> Result<(), MemoryError> {
         let addr = sub_range(range, offset, buf.len())?;
-        let mut m = self.lock();
-        m.svsm_step();
-        m.svsm_access(addr, buf.len() as u64, false)?;
-        buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(MemoryError::NotMemory)?);
-        Ok(())
+        self.svsm_copy(addr, SvsmCopy::Read(buf))
     }
 
+    #[inline]
     fn check_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
         let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
         let addr = sub_range(range, 0, len)?;
-        let mut m = self.lock();
-        m.svsm_step();
-        m.svsm_access(addr, range.len(), false)?;
-        m.bytes(addr, len).ok_or(MemoryError::NotMemory)?;
-        Ok(())
+        self.svsm_copy(addr, SvsmCopy::Check(len))
     }
 
+    #[inline]
     fn write_guest(
         &self,
         range: &CheckedRange,
@@ -584,45 +896,24 @@ impl Platform for EmulatedSnp {
         data: &[u8],
     ) -> Result<(), MemoryError> {
         let addr = sub_range(range, offset, data.len())?;
-        let mut m = self.lock();
-        m.svsm_step();
-        m.svsm_access(addr, data.len() as u64, true)?;
-        m.bytes_mut(addr, data.len())
-            .ok_or(MemoryError::NotMemory)?
-            .copy_from_slice(data);
-        Ok(())
+        self.svsm_copy(addr, SvsmCopy::Write(data))
     }
 
     fn zero_guest(&self, range: &CheckedRange) -> Result<(), MemoryError> {
         let len = usize::try_from(range.len()).map_err(|_| MemoryError::OutOfRange)?;
-        let addr = range.start().raw();
-        let mut m = self.lock();
-        m.svsm_step();
-        m.svsm_access(addr, range.len(), true)?;
-        m.bytes_mut(addr, len)
-            .ok_or(MemoryError::NotMemory)?
-            .fill(0);
-        Ok(())
+        self.svsm_copy(range.start().raw(), SvsmCopy::Zero(len))
     }
 
+    #[inline]
     fn read_vmsa(&self, vmsa: &VmsaPage, offset: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         let addr = vmsa_offset(vmsa, offset, buf.len())?;
-        let mut m = self.lock();
-        m.svsm_step();
-        m.svsm_access(addr, buf.len() as u64, false)?;
-        buf.copy_from_slice(m.bytes(addr, buf.len()).ok_or(MemoryError::NotMemory)?);
-        Ok(())
+        self.svsm_copy(addr, SvsmCopy::Read(buf))
     }
 
+    #[inline]
     fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
         let addr = vmsa_offset(vmsa, offset, data.len())?;
-        let mut m = self.lock();
-        m.svsm_step();
-        m.svsm_access(addr, data.len() as u64, true)?;
-        m.bytes_mut(addr, data.len())
-            .ok_or(MemoryError::NotMemory)?
-            .copy_from_slice(data);
-        Ok(())
+        self.svsm_copy(addr, SvsmCopy::Write(data))
     }
 
     fn vmsa_running(&self, vmsa: &VmsaPage) -> bool {
@@ -645,6 +936,7 @@ impl Platform for EmulatedSnp {
             .map_err(|_| HypervisorError::Refused(1))
     }
 
+    #[inline]
     fn run_guest(&self, apic_id: u32) -> Result<(), HypervisorError> {
         let mut m = self.lock();
         let vmsa_addr = m.guest_vmsa(apic_id).ok_or(HypervisorError::Refused(1))?;
@@ -736,6 +1028,72 @@ mod tests {
         m.set_backing(MB2, MB2 + 0x1000, Backing::Mmio);
         assert_eq!(m.guest_read(MB2, &mut [0]), Err(GuestFault::NoMemory));
         assert_eq!(m.guest_read(4 * MB2, &mut [0]), Err(GuestFault::NoMemory));
+    }
+
+    /// The per-page summary equals a fresh computation from the RMP and the backing.
+    fn summary_in_step(m: &EmulatedSnp) {
+        let mut guard = m.lock();
+        let kept = guard.allowed.clone();
+        let pages = guard.allowed.len() as u64;
+        guard.refresh(0, pages * PAGE_SIZE);
+        assert_eq!(kept, guard.allowed);
+    }
+
+    #[test]
+    fn the_access_summary_follows_every_rmp_and_backing_change() {
+        let m = machine();
+        summary_in_step(&m);
+        m.hv_rmpupdate(MB2, PageSize::Size2M, true).unwrap();
+        summary_in_step(&m);
+        m.launch_pvalidate(MB2, PageSize::Size2M).unwrap();
+        summary_in_step(&m);
+        m.rmpadjust(
+            PhysAddr::new(MB2 + 0x3000),
+            PageSize::Size4K,
+            vmpl(2),
+            RmpPermissions::READ,
+            false,
+        )
+        .unwrap();
+        summary_in_step(&m);
+        m.guest_read(MB2 + 0x3000, &mut [0]).unwrap();
+        assert_eq!(
+            m.guest_write(MB2 + 0x3000, b"x"),
+            Err(GuestFault::Permission)
+        );
+        m.hv_psmash(MB2);
+        summary_in_step(&m);
+        m.pvalidate(PhysAddr::new(MB2 + 0x5000), PageSize::Size4K, false)
+            .unwrap();
+        summary_in_step(&m);
+        m.rmpadjust(
+            PhysAddr::new(MB2 + 0x6000),
+            PageSize::Size4K,
+            vmpl(1),
+            RmpPermissions::empty(),
+            true,
+        )
+        .unwrap();
+        summary_in_step(&m);
+        m.guest_rmpadjust(
+            MB2 + 0x3000,
+            PageSize::Size4K,
+            vmpl(3),
+            RmpPermissions::READ,
+            false,
+        )
+        .unwrap_or_default();
+        summary_in_step(&m);
+        m.set_backing(0x1000, 0x3000, Backing::ReadOnly);
+        summary_in_step(&m);
+        m.set_backing(MB2 + 0x3000, MB2 + 0x4000, Backing::Mmio);
+        summary_in_step(&m);
+        assert_eq!(
+            m.guest_read(MB2 + 0x3000, &mut [0]),
+            Err(GuestFault::NoMemory)
+        );
+        m.hv_rmpupdate(MB2, PageSize::Size4K, false).unwrap();
+        summary_in_step(&m);
     }
 
     #[test]

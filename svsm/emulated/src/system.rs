@@ -260,6 +260,7 @@ impl EmulatedSystem {
     }
 
     /// One complete call from vCPU `apic_id` whose calling area is at `ca`.
+    #[inline]
     pub fn call(
         &self,
         apic_id: u32,
@@ -273,6 +274,7 @@ impl EmulatedSystem {
 
     /// The SVSM side of a call on `apic_id`: one request-loop step, then back to the
     /// guest VMPL.
+    #[inline]
     pub fn service(&self, apic_id: u32) -> Result<RequestOutcome, GuestFault> {
         let outcome = self.svsm.handle_request(apic_id);
         self.machine

@@ -60,7 +60,7 @@ use crate::address::{
     Access, AddressError, CheckedRange, GuestPhysAddr, GuestState, MemoryLayout, PhysAddr, VmsaPage,
 };
 use crate::error::SvsmError;
-use crate::platform::{Platform, Vmpl};
+use crate::platform::{MemoryError, Platform, Vmpl};
 
 /// Byte offsets of the VMSA fields the request path reads and writes one by one,
 /// taken from the [`Vmsa`] layout (Linux
@@ -90,16 +90,21 @@ pub mod vmsa {
     /// Guest exit code (u64).
     pub const GUEST_EXIT_CODE: u64 = offset_of!(Vmsa, guest_exit_code) as u64;
 
-    /// The end of the fields a call reads from the guest VMSA (EFER, RAX, RCX, RDX, R8,
-    /// R9, the exit code): the request loop copies only the VMSA's first bytes up to it.
-    pub const CALL_FIELDS_END: usize = offset_of!(Vmsa, guest_exit_code) + 8;
+    /// The fields a call reads from the guest VMSA lie in three places: EFER, RAX, and
+    /// the window from RCX to the exit code (RCX, RDX, R8, R9, exit code), which the
+    /// request loop reads in one copy.
+    pub const CALL_WINDOW_START: u64 = RCX;
+    /// One past the end of the window (the end of the exit code).
+    pub const CALL_WINDOW_END: u64 = GUEST_EXIT_CODE + 8;
+    /// Bytes in the window.
+    pub const CALL_WINDOW_LEN: usize = (CALL_WINDOW_END - CALL_WINDOW_START) as usize;
     const _: () = assert!(
-        offset_of!(Vmsa, efer) + 8 <= CALL_FIELDS_END
-            && offset_of!(Vmsa, rax) + 8 <= CALL_FIELDS_END
-            && offset_of!(Vmsa, rcx) + 8 <= CALL_FIELDS_END
-            && offset_of!(Vmsa, rdx) + 8 <= CALL_FIELDS_END
-            && offset_of!(Vmsa, r8) + 8 <= CALL_FIELDS_END
-            && offset_of!(Vmsa, r9) + 8 <= CALL_FIELDS_END
+        RCX >= CALL_WINDOW_START
+            && RDX + 8 <= CALL_WINDOW_END
+            && R8 >= CALL_WINDOW_START
+            && R9 + 8 <= CALL_WINDOW_END
+            && GUEST_EXIT_CODE >= CALL_WINDOW_START
+            && RDX == RCX + 8
     );
 }
 
@@ -234,15 +239,17 @@ pub enum RequestOutcome {
     NotServiced(NotServiced),
 }
 
-/// The first [`vmsa::CALL_FIELDS_END`] bytes of a guest VMSA: all a call reads from it.
-struct CallFields([u8; vmsa::CALL_FIELDS_END]);
+/// The guest VMSA's bytes from [`vmsa::CALL_WINDOW_START`] to
+/// [`vmsa::CALL_WINDOW_END`]: RCX, RDX, R8, R9 and the exit code of a call.
+struct CallWindow([u8; vmsa::CALL_WINDOW_LEN]);
 
-impl CallFields {
-    /// The u64 field at byte `offset` (one of the [`vmsa`] offsets below
-    /// [`vmsa::CALL_FIELDS_END`]).
+impl CallWindow {
+    /// The u64 field at VMSA offset `offset` (inside the window).
+    #[inline]
     fn u64_at(&self, offset: u64) -> u64 {
-        usize::try_from(offset)
-            .ok()
+        offset
+            .checked_sub(vmsa::CALL_WINDOW_START)
+            .and_then(|start| usize::try_from(start).ok())
             .and_then(|start| self.0.get(start..start.checked_add(8)?))
             .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
             .map_or(0, u64::from_le_bytes)
@@ -320,10 +327,7 @@ impl<'a, P: Platform> CallContext<'a, P> {
     /// range in [`crate::address`] (under the state lock, so no VMSA can appear there
     /// between check and copy). Parse the copy, never guest memory.
     pub fn read_guest(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), SvsmError> {
-        let state = self.svsm.state.read();
-        let range = state.check(gpa, buf.len() as u64, Access::Data)?;
-        self.svsm.platform.read_guest(&range, 0, buf)?;
-        Ok(())
+        self.checked(gpa, buf.len() as u64)?.read(0, buf)
     }
 
     /// Checks, under the same lock and without copying, that `len` bytes of guest RAM
@@ -331,22 +335,74 @@ impl<'a, P: Platform> CallContext<'a, P> {
     /// needs a whole buffer usable before it acts but copies only part of it; each later
     /// copy is checked again.
     pub fn check_guest(&self, gpa: GuestPhysAddr, len: u64) -> Result<(), SvsmError> {
-        let state = self.svsm.state.read();
-        let range = state.check(gpa, len, Access::Data)?;
-        self.svsm.platform.check_guest(&range)?;
-        Ok(())
+        self.guest_buffer(gpa, len).map(drop)
     }
 
     /// Copies `data` into guest RAM at `gpa`, after the same check.
     pub fn write_guest(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), SvsmError> {
+        self.checked(gpa, data.len() as u64)?.write(0, data)
+    }
+
+    /// Checks `len` bytes of guest RAM at `gpa` once, as [`check_guest`](Self::check_guest)
+    /// does, and keeps the state lock while the handler copies from and to them at
+    /// offsets inside the range (each copy still goes through the platform's check).
+    /// For a handler that reads a request in several pieces: no VMSA can appear in the
+    /// buffer between the pieces. Drop it before long work.
+    pub fn guest_buffer(
+        &self,
+        gpa: GuestPhysAddr,
+        len: u64,
+    ) -> Result<GuestBuffer<'a, P>, SvsmError> {
+        let buffer = self.checked(gpa, len)?;
+        self.svsm.platform.check_guest(&buffer.range)?;
+        Ok(buffer)
+    }
+
+    /// The range `[gpa, gpa + len)` after [`GuestState::check`], with the state lock
+    /// held: the one address check every guest access of a handler goes through.
+    #[inline(never)]
+    fn checked(&self, gpa: GuestPhysAddr, len: u64) -> Result<GuestBuffer<'a, P>, SvsmError> {
         let state = self.svsm.state.read();
-        let range = state.check(gpa, data.len() as u64, Access::Data)?;
-        self.svsm.platform.write_guest(&range, 0, data)?;
-        Ok(())
+        let range = state.check(gpa, len, Access::Data)?;
+        Ok(GuestBuffer {
+            platform: &self.svsm.platform,
+            range,
+            _state: state,
+        })
     }
 
     pub(crate) fn svsm(&self) -> &'a Svsm<P> {
         self.svsm
+    }
+}
+
+/// A checked range of guest RAM, held under the SVSM's state lock (see
+/// [`CallContext::guest_buffer`]).
+pub struct GuestBuffer<'a, P: Platform> {
+    platform: &'a P,
+    range: CheckedRange,
+    _state: RwLockReadGuard<'a, GuestState>,
+}
+
+impl<P: Platform> ::core::fmt::Debug for GuestBuffer<'_, P> {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("GuestBuffer")
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Platform> GuestBuffer<'_, P> {
+    /// Copies the bytes at `offset` in the buffer into `buf`.
+    #[inline]
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), SvsmError> {
+        Ok(self.platform.read_guest(&self.range, offset, buf)?)
+    }
+
+    /// Copies `data` into the buffer at `offset`.
+    #[inline]
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), SvsmError> {
+        Ok(self.platform.write_guest(&self.range, offset, data)?)
     }
 }
 
@@ -399,21 +455,26 @@ impl<P: Platform> Svsm<P> {
 
     /// Services the call the guest on vCPU `apic_id` made, if it made one.
     pub fn handle_request(&self, apic_id: u32) -> RequestOutcome {
-        let (vmsa, guest) = {
+        let (vmsa, efer, mut regs) = {
             let state = self.state.read();
-            if state.vcpu(apic_id).is_none() {
+            let Some(vcpu) = state.vcpu(apic_id) else {
                 return RequestOutcome::NotServiced(NotServiced::UnknownVcpu);
-            }
-            let Some((vmsa, ca)) = state.call_target(apic_id) else {
+            };
+            let Some((vmsa, ca)) = state.vcpu_call_target(vcpu) else {
                 return RequestOutcome::NotServiced(NotServiced::NoGuestVmsa);
             };
-            // One copy of the part of the guest VMSA a call uses: EFER, the registers
-            // and the exit code.
-            let mut guest = CallFields([0; vmsa::CALL_FIELDS_END]);
-            if self.platform.read_vmsa(&vmsa, 0, &mut guest.0).is_err() {
+            // What a call reads from the guest VMSA, each field once: the window from
+            // RCX to the exit code, then RAX and EFER.
+            let mut window = CallWindow([0; vmsa::CALL_WINDOW_LEN]);
+            let (Ok(()), Ok(rax), Ok(efer)) = (
+                self.platform
+                    .read_vmsa(&vmsa, vmsa::CALL_WINDOW_START, &mut window.0),
+                self.read_vmsa_u64(&vmsa, vmsa::RAX),
+                self.read_vmsa_u64(&vmsa, vmsa::EFER),
+            ) else {
                 return RequestOutcome::NotServiced(NotServiced::VmsaUnreadable);
-            }
-            if guest.u64_at(vmsa::GUEST_EXIT_CODE) != vmsa::VMGEXIT_EXIT_CODE {
+            };
+            if window.u64_at(vmsa::GUEST_EXIT_CODE) != vmsa::VMGEXIT_EXIT_CODE {
                 return RequestOutcome::NotServiced(NotServiced::NotVmgexit);
             }
             // Take call_pending in the calling area that is current now, before the
@@ -423,27 +484,23 @@ impl<P: Platform> Svsm<P> {
                 Ok(false) => return RequestOutcome::NotServiced(NotServiced::NotPending),
                 Err(_) => return RequestOutcome::NotServiced(NotServiced::NoCallingArea),
             }
-            (vmsa, guest)
+            let regs = CallRegisters {
+                rax,
+                rcx: window.u64_at(vmsa::RCX),
+                rdx: window.u64_at(vmsa::RDX),
+                r8: window.u64_at(vmsa::R8),
+                r9: window.u64_at(vmsa::R9),
+            };
+            (vmsa, efer, regs)
         };
 
         // While the SVSM works on the call the hypervisor must not run this VMSA. If the
         // write fails, so will the write-back: the call then has no visible result.
-        let efer = guest.u64_at(vmsa::EFER);
         let _ = self.write_vmsa_u64(&vmsa, vmsa::EFER, efer & !vmsa::EFER_SVME);
 
-        let mut regs = CallRegisters {
-            rax: guest.u64_at(vmsa::RAX),
-            rcx: guest.u64_at(vmsa::RCX),
-            rdx: guest.u64_at(vmsa::RDX),
-            r8: guest.u64_at(vmsa::R8),
-            r9: guest.u64_at(vmsa::R9),
-        };
         let code = match self.dispatch(apic_id, &mut regs) {
             Ok(()) => SvsmResultCode::SUCCESS,
-            Err(e) => {
-                log::debug!("vCPU {apic_id}: call {:#x} failed: {e}", regs.rax);
-                e.into()
-            }
+            Err(e) => call_failed(apic_id, regs.rax, e),
         };
         self.write_back(apic_id, &vmsa, code, &regs, efer);
         RequestOutcome::Serviced(code)
@@ -479,19 +536,23 @@ impl<P: Platform> Svsm<P> {
     ) {
         let state = self.state.read();
         if state.current_vmsa(apic_id).as_ref() != Some(vmsa) {
-            log::warn!("vCPU {apic_id}: VMSA gone during the call; result {code} dropped");
+            vmsa_gone(apic_id, code);
             return;
         }
-        let writes = [
-            (vmsa::RAX, code.raw()),
-            (vmsa::RCX, regs.rcx),
-            (vmsa::RDX, regs.rdx),
-            (vmsa::R8, regs.r8),
-            (vmsa::EFER, efer),
+        // RCX and RDX are adjacent in the VMSA: one write.
+        let mut rcx_rdx = [0u8; 16];
+        let (rcx, rdx) = rcx_rdx.split_at_mut(8);
+        rcx.copy_from_slice(&regs.rcx.to_le_bytes());
+        rdx.copy_from_slice(&regs.rdx.to_le_bytes());
+        let writes: [(u64, &[u8]); 4] = [
+            (vmsa::RAX, &code.raw().to_le_bytes()),
+            (vmsa::RCX, &rcx_rdx),
+            (vmsa::R8, &regs.r8.to_le_bytes()),
+            (vmsa::EFER, &efer.to_le_bytes()),
         ];
-        for (offset, value) in writes {
-            if let Err(e) = self.write_vmsa_u64(vmsa, offset, value) {
-                log::warn!("vCPU {apic_id}: cannot write the VMSA: {e:?}");
+        for (offset, bytes) in writes {
+            if let Err(e) = self.platform.write_vmsa(vmsa, offset, bytes) {
+                vmsa_unwritable(apic_id, e);
             }
         }
     }
@@ -554,4 +615,24 @@ impl<P: Platform> Svsm<P> {
             .write_vmsa(vmsa, offset, &value.to_le_bytes())
             .map_err(|_| SvsmError::Address(AddressError::Inaccessible))
     }
+}
+
+/// The guest-visible code of a failed call (out of line: the error path).
+#[cold]
+#[inline(never)]
+fn call_failed(apic_id: u32, rax: u64, e: SvsmError) -> SvsmResultCode {
+    log::debug!("vCPU {apic_id}: call {rax:#x} failed: {e}");
+    e.into()
+}
+
+#[cold]
+#[inline(never)]
+fn vmsa_gone(apic_id: u32, code: SvsmResultCode) {
+    log::warn!("vCPU {apic_id}: VMSA gone during the call; result {code} dropped");
+}
+
+#[cold]
+#[inline(never)]
+fn vmsa_unwritable(apic_id: u32, e: MemoryError) {
+    log::warn!("vCPU {apic_id}: cannot write the VMSA: {e:?}");
 }

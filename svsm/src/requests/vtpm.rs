@@ -136,15 +136,17 @@ fn send_command<P: Platform, V: Vtpm>(
 ) -> Result<(), SvsmError> {
     let gpa = GuestPhysAddr::new(call.regs().rcx);
     let Inner { vtpm, buffer } = inner;
-    call.check_guest(gpa, VTPM_BUFFER_MAX as u64)?;
-    let (header, rest) = buffer.split_at_mut(SEND_COMMAND_REQUEST_HEADER_SIZE);
-    call.read_guest(gpa, header)?;
-    let (request, _) =
-        SendCommandRequestHeader::read_from_prefix(header).map_err(|_| SvsmError::InvalidFormat)?;
-    let size = request.size.get() as usize;
-    if let Some(command) = rest.get_mut(..size).filter(|c| !c.is_empty()) {
-        let at = GuestPhysAddr::new(gpa.raw() + SEND_COMMAND_REQUEST_HEADER_SIZE as u64);
-        call.read_guest(at, command)?;
+    {
+        // One check of the whole buffer; the request's pieces are copied under it.
+        let guest = call.guest_buffer(gpa, VTPM_BUFFER_MAX as u64)?;
+        let (header, rest) = buffer.split_at_mut(SEND_COMMAND_REQUEST_HEADER_SIZE);
+        guest.read(0, header)?;
+        let (request, _) = SendCommandRequestHeader::read_from_prefix(header)
+            .map_err(|_| SvsmError::InvalidFormat)?;
+        let size = request.size.get() as usize;
+        if let Some(command) = rest.get_mut(..size).filter(|c| !c.is_empty()) {
+            guest.read(SEND_COMMAND_REQUEST_HEADER_SIZE as u64, command)?;
+        }
     }
     // The response is written over the request in the same private buffer.
     let len = vtpm.handle_request(&mut buffer[..]).map_err(vtpm_error)?;

@@ -37,7 +37,6 @@ struct Booted<E: Engine> {
     ek: Vec<u8>,
     bsp: u32,
     ca: u64,
-    request: Box<[u8; VTPM_BUFFER_MAX]>,
 }
 
 /// Starts a vTPM service for a new boot.
@@ -81,7 +80,6 @@ impl<E: Engine + Send + 'static> Booted<E> {
             ek,
             bsp,
             ca,
-            request: Box::new([0; VTPM_BUFFER_MAX]),
         };
         let query = booted.call(VtpmCall::Query, 0)?;
         let commands = PlatformCommands::from_bits_retain(query.rcx);
@@ -116,44 +114,56 @@ impl<E: Engine + Send + 'static> Booted<E> {
         Err(transport("the SVSM stayed busy"))
     }
 
-    fn command(&mut self, locality: u8, command: &[u8]) -> Result<Vec<u8>, BackendError> {
+    /// One TPM command as `tpm_svsm` sends it: the request is built in place in the
+    /// driver's buffer page, the call made, and the response's bytes copied out of the
+    /// page into `response` (cleared first; its allocation is reused).
+    fn command_into(
+        &self,
+        locality: u8,
+        command: &[u8],
+        response: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
         if command.len() > MAX_COMMAND_SIZE {
             return Err(BackendError::CommandTooLarge(command.len()));
         }
-        let len = SEND_COMMAND_REQUEST_HEADER_SIZE + command.len();
-        let request = &mut self.request[..len];
-        request[..4].copy_from_slice(&TPM_SEND_COMMAND.to_le_bytes());
-        request[4] = locality;
-        request[5..9].copy_from_slice(&(command.len() as u32).to_le_bytes());
-        request[9..].copy_from_slice(command);
         let machine = self.system.machine();
+        let len = SEND_COMMAND_REQUEST_HEADER_SIZE + command.len();
         machine
-            .guest_write(BUFFER_GPA, request)
-            .map_err(|e| transport(format!("guest fault: {e:?}")))?;
+            .guest_write_with(BUFFER_GPA, len, |request| {
+                let (header, body) = request.split_at_mut(SEND_COMMAND_REQUEST_HEADER_SIZE);
+                header[..4].copy_from_slice(&TPM_SEND_COMMAND.to_le_bytes());
+                header[4] = locality;
+                header[5..].copy_from_slice(&(command.len() as u32).to_le_bytes());
+                body.copy_from_slice(command);
+            })
+            .map_err(guest_fault)?;
         match self.call(VtpmCall::Cmd, BUFFER_GPA) {
             Ok(_) => {}
             // The SVSM refuses localities other than 0 (INVALID_PARAMETER).
             Err(_) if locality != 0 => return Err(BackendError::Locality(locality)),
             Err(e) => return Err(e),
         }
-        let mut size = [0u8; SEND_COMMAND_RESPONSE_HEADER_SIZE];
+        response.clear();
         machine
-            .guest_read(BUFFER_GPA, &mut size)
-            .map_err(|e| transport(format!("guest fault: {e:?}")))?;
-        let size = u32::from_le_bytes(size) as usize;
-        // Linux rejects a response over 4092 bytes.
-        if size > MAX_RESPONSE_SIZE {
-            return Err(transport(format!("a {size}-byte response from the SVSM")));
-        }
-        let mut response = vec![0u8; size];
-        machine
-            .guest_read(
-                BUFFER_GPA + SEND_COMMAND_RESPONSE_HEADER_SIZE as u64,
-                &mut response,
-            )
-            .map_err(|e| transport(format!("guest fault: {e:?}")))?;
-        Ok(response)
+            .guest_read_with(BUFFER_GPA, VTPM_BUFFER_MAX, |page| {
+                let (size, rest) = page.split_at(SEND_COMMAND_RESPONSE_HEADER_SIZE);
+                let size = u32::from_le_bytes([size[0], size[1], size[2], size[3]]) as usize;
+                // Linux rejects a response over 4092 bytes.
+                match rest.get(..size).filter(|_| size <= MAX_RESPONSE_SIZE) {
+                    Some(bytes) => {
+                        response.extend_from_slice(bytes);
+                        Ok(())
+                    }
+                    None => Err(transport(format!("a {size}-byte response from the SVSM"))),
+                }
+            })
+            .map_err(guest_fault)?
     }
+}
+
+#[cold]
+fn guest_fault(e: svsm_emulated::GuestFault) -> BackendError {
+    transport(format!("guest fault: {e:?}"))
 }
 
 impl SvsmBackend {
@@ -182,6 +192,21 @@ impl<E: Engine + Send + 'static> SvsmBackend<E> {
         self.booted.as_ref().map(|b| b.ek.clone())
     }
 
+    /// [`TpmBackend::command`] with the response copied into `response` (cleared first;
+    /// its allocation is reused, so a caller that keeps one buffer allocates nothing
+    /// per command).
+    pub fn command_into(
+        &mut self,
+        locality: u8,
+        command: &[u8],
+        response: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.booted
+            .as_ref()
+            .ok_or(BackendError::PoweredOff)?
+            .command_into(locality, command, response)
+    }
+
     /// Runs `f` on the engine inside this boot's SVSM, bypassing the SVSM path (for the
     /// benchmark's direct measurement on the same engine).
     pub fn with_engine<R>(&self, f: impl FnOnce(&mut E) -> R) -> Option<R> {
@@ -193,10 +218,9 @@ impl<E: Engine + Send + 'static> SvsmBackend<E> {
 
 impl<E: Engine + Send + 'static> TpmBackend for SvsmBackend<E> {
     fn command(&mut self, locality: u8, command: &[u8]) -> Result<Vec<u8>, BackendError> {
-        self.booted
-            .as_mut()
-            .ok_or(BackendError::PoweredOff)?
-            .command(locality, command)
+        let mut response = Vec::new();
+        self.command_into(locality, command, &mut response)?;
+        Ok(response)
     }
 
     fn power_on(&mut self) -> Result<(), BackendError> {

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use vtpm::tpm::{self, CommandBuilder, Header};
 use vtpm::{Engine, EngineError, LibTpms, OsEntropy, Service};
 use vtpm_daemon::svsm_backend::SvsmBackend;
-use vtpm_daemon::{BackendError, TpmBackend};
+use vtpm_daemon::BackendError;
 
 /// One way to reach a TPM: runs a command, returns its response code and the time the
 /// command took on this path; the response stays readable until the next command.
@@ -55,7 +55,9 @@ impl Engine for Timed {
 type Backend = SvsmBackend<Timed>;
 
 /// (a) the engine inside the SVSM, called directly (no service, no SVSM path): the
-/// same engine instance that (b) reaches, so the two are measured side by side.
+/// same engine instance that (b) reaches, so the two are measured side by side. It is
+/// called through the same stopwatch wrapper ([`Timed`]) that (b)'s service calls, so
+/// both paths pay the wrapper's two clock reads and (b)-(a) is the SVSM path alone.
 struct Direct<'a> {
     backend: &'a RefCell<Backend>,
     response: Vec<u8>,
@@ -67,10 +69,10 @@ impl Path for Direct<'_> {
         let (result, elapsed) = backend
             .with_engine(|engine| {
                 let start = Instant::now();
-                let result = engine.inner.execute(0, command);
+                let result = engine.execute(0, command);
                 let elapsed = start.elapsed();
                 self.response.clear();
-                self.response.extend_from_slice(engine.inner.response());
+                self.response.extend_from_slice(engine.response());
                 (result, elapsed)
             })
             .context("the SVSM is powered off")?;
@@ -96,9 +98,8 @@ impl Path for Svsm<'_> {
     fn run(&mut self, command: &mut [u8]) -> Result<(u32, Duration)> {
         let mut backend = self.backend.borrow_mut();
         let start = Instant::now();
-        let response = svsm_round_trip(&mut backend, command)?;
+        svsm_round_trip(&mut backend, command, &mut self.response)?;
         let elapsed = start.elapsed();
-        self.response = response;
         if let Some(index) = self.sampling {
             let engine = backend.with_engine(|e| e.last).context("powered off")?;
             self.path_cost[index].push(elapsed.saturating_sub(engine));
@@ -116,9 +117,10 @@ impl Path for Svsm<'_> {
 /// One command through the whole SVSM path (guest driver to engine and back). Never
 /// inlined, so that an instruction counter (`--count` under callgrind) can tell the
 /// path's instructions from the engine's (`TPMLIB_Process`).
+/// The response lands in `response`, whose allocation is reused (as (a) reuses its own).
 #[inline(never)]
-fn svsm_round_trip(backend: &mut Backend, command: &[u8]) -> Result<Vec<u8>> {
-    Ok(backend.command(0, command)?)
+fn svsm_round_trip(backend: &mut Backend, command: &[u8], response: &mut Vec<u8>) -> Result<()> {
+    Ok(backend.command_into(0, command, response)?)
 }
 
 /// (c) swtpm's data channel: raw TPM commands over TCP.
@@ -609,8 +611,9 @@ fn count(which: &str, n: &str) -> Result<()> {
 #[inline(never)]
 fn count_loop(backend: &RefCell<Backend>, command: &[u8], n: usize) -> Result<()> {
     let mut backend = backend.borrow_mut();
+    let mut response = Vec::new();
     for _ in 0..n {
-        let response = svsm_round_trip(&mut backend, command)?;
+        svsm_round_trip(&mut backend, command, &mut response)?;
         let rc = code(&response)?;
         if rc != 0 {
             bail!("the counted command failed with {rc:#x}");
@@ -691,7 +694,8 @@ fn main() -> Result<()> {
     println!("vTPM per-command latency, medians in microseconds (release build)");
     println!(
         "Method: (a) is the libtpms engine called directly (TPMLIB_Process, no service, no \
-         SVSM);\n  (b) is the whole SVSM path on the emulated machine, on the same engine \
+         SVSM), through the\n  stopwatch wrapper that (b)'s service also calls (so both pay \
+         its clock reads);\n  (b) is the whole SVSM path on the emulated machine, on the same engine \
          instance: guest driver, calling area,\n  SVSM_VTPM_CMD, request loop, vTPM service, \
          engine and back. Each round runs a command once on (a) and once on (b),\n  \
          alternating which goes first; both get the same warm-up (5 runs). Columns: \
