@@ -21,7 +21,9 @@ pub fn bench() -> Result<()> {
         "vTPM latency (engine, SVSM path, swtpm)",
         cargo(&[
             "run",
-            "--release",
+            // Release with fat LTO and one codegen unit (the workspace's Cargo.toml).
+            "--profile",
+            "bench-release",
             "-q",
             "-p",
             "vtpm-daemon",

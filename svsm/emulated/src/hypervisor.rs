@@ -568,6 +568,16 @@ impl Platform for GhcbPlatform {
     fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
         self.machine.write_vmsa(vmsa, offset, data)
     }
+    fn read_vmsa_u64s(
+        &self,
+        vmsa: &VmsaPage,
+        fields: &mut [(u64, u64)],
+    ) -> Result<(), MemoryError> {
+        self.machine.read_vmsa_u64s(vmsa, fields)
+    }
+    fn write_vmsa_u64s(&self, vmsa: &VmsaPage, fields: &[(u64, u64)]) -> Result<(), MemoryError> {
+        self.machine.write_vmsa_u64s(vmsa, fields)
+    }
     fn vmsa_running(&self, vmsa: &VmsaPage) -> bool {
         self.machine.vmsa_running(vmsa)
     }

@@ -170,6 +170,20 @@ enum SvsmCopy<'a> {
     Zero(usize),
     /// Only checks that this many bytes could be read.
     Check(usize),
+    /// Reads 8-byte little-endian fields of the `len` bytes reached, which lie at
+    /// `start` in their page: each `(offset, value)` gets the field at page offset
+    /// `offset`.
+    ReadU64s {
+        start: u64,
+        len: usize,
+        fields: &'a mut [(u64, u64)],
+    },
+    /// Writes 8-byte little-endian fields, as [`Self::ReadU64s`] reads them.
+    WriteU64s {
+        start: u64,
+        len: usize,
+        fields: &'a [(u64, u64)],
+    },
 }
 
 impl SvsmCopy<'_> {
@@ -179,13 +193,27 @@ impl SvsmCopy<'_> {
             Self::Read(buf) => buf.len(),
             Self::Write(data) => data.len(),
             Self::Zero(len) | Self::Check(len) => *len,
+            Self::ReadU64s { len, .. } | Self::WriteU64s { len, .. } => *len,
         }
     }
 
     #[inline]
     fn writes(&self) -> bool {
-        matches!(self, Self::Write(_) | Self::Zero(_))
+        matches!(
+            self,
+            Self::Write(_) | Self::Zero(_) | Self::WriteU64s { .. }
+        )
     }
+}
+
+/// The 8 bytes at `offset` in `bytes`.
+#[inline]
+fn field_bytes(bytes: &mut [u8], offset: Option<u64>) -> Result<&mut [u8; 8], MemoryError> {
+    offset
+        .and_then(|offset| usize::try_from(offset).ok())
+        .and_then(|start| bytes.get_mut(start..start.checked_add(8)?))
+        .and_then(|field| <&mut [u8; 8]>::try_from(field).ok())
+        .ok_or(MemoryError::OutOfRange)
 }
 
 /// The SVSM's (VMPL0's) access to one page: private, validated, backed.
@@ -568,6 +596,17 @@ impl EmulatedSnp {
             SvsmCopy::Write(data) => bytes.copy_from_slice(data),
             SvsmCopy::Zero(_) => bytes.fill(0),
             SvsmCopy::Check(_) => {}
+            SvsmCopy::ReadU64s { start, fields, .. } => {
+                for (offset, value) in fields {
+                    let field = field_bytes(bytes, offset.checked_sub(start))?;
+                    *value = u64::from_le_bytes(*field);
+                }
+            }
+            SvsmCopy::WriteU64s { start, fields, .. } => {
+                for &(offset, value) in fields {
+                    *field_bytes(bytes, offset.checked_sub(start))? = value.to_le_bytes();
+                }
+            }
         }
         Ok(())
     }
@@ -916,6 +955,24 @@ impl Platform for EmulatedSnp {
         self.svsm_copy(addr, SvsmCopy::Write(data))
     }
 
+    /// One SVSM access: the span of the page the fields occupy is checked once.
+    #[inline]
+    fn read_vmsa_u64s(
+        &self,
+        vmsa: &VmsaPage,
+        fields: &mut [(u64, u64)],
+    ) -> Result<(), MemoryError> {
+        let (addr, start, len) = vmsa_span(vmsa, fields.iter().map(|f| f.0))?;
+        self.svsm_copy(addr, SvsmCopy::ReadU64s { start, len, fields })
+    }
+
+    /// One SVSM access: the span of the page the fields occupy is checked once.
+    #[inline]
+    fn write_vmsa_u64s(&self, vmsa: &VmsaPage, fields: &[(u64, u64)]) -> Result<(), MemoryError> {
+        let (addr, start, len) = vmsa_span(vmsa, fields.iter().map(|f| f.0))?;
+        self.svsm_copy(addr, SvsmCopy::WriteU64s { start, len, fields })
+    }
+
     fn vmsa_running(&self, vmsa: &VmsaPage) -> bool {
         let m = self.lock();
         let level = usize::from(m.guest_vmpl.level());
@@ -976,6 +1033,23 @@ fn vmsa_offset(vmsa: &VmsaPage, offset: u64, len: usize) -> Result<u64, MemoryEr
         return Err(MemoryError::OutOfRange);
     }
     Ok(vmsa.addr().raw() + offset)
+}
+
+/// Where 8-byte fields at `offsets` of a VMSA page lie: the address of the span from
+/// the lowest field's start to the highest field's end, that span's offset in the page,
+/// and its length (0 if there are no fields).
+fn vmsa_span(
+    vmsa: &VmsaPage,
+    offsets: impl Iterator<Item = u64>,
+) -> Result<(u64, u64, usize), MemoryError> {
+    let mut span: Option<(u64, u64)> = None;
+    for offset in offsets {
+        vmsa_offset(vmsa, offset, 8)?;
+        let (lo, hi) = span.unwrap_or((offset, offset + 8));
+        span = Some((lo.min(offset), hi.max(offset + 8)));
+    }
+    let (lo, hi) = span.unwrap_or((0, 0));
+    Ok((vmsa.addr().raw() + lo, lo, (hi - lo) as usize))
 }
 
 #[cfg(test)]

@@ -286,6 +286,35 @@ pub trait Platform: Send + Sync {
     /// Copies `data` into a registered VMSA page at `offset`.
     fn write_vmsa(&self, vmsa: &VmsaPage, offset: u64, data: &[u8]) -> Result<(), MemoryError>;
 
+    /// Reads the 8-byte little-endian fields of a registered VMSA page: for every
+    /// `(offset, value)` in `fields`, `value` becomes the field at `offset` (the request
+    /// loop's reads of a call's registers). By default one
+    /// [`read_vmsa`](Self::read_vmsa) per field; a platform whose VMSA accesses are
+    /// costly makes it one access.
+    fn read_vmsa_u64s(
+        &self,
+        vmsa: &VmsaPage,
+        fields: &mut [(u64, u64)],
+    ) -> Result<(), MemoryError> {
+        for (offset, value) in fields {
+            let mut bytes = [0u8; 8];
+            self.read_vmsa(vmsa, *offset, &mut bytes)?;
+            *value = u64::from_le_bytes(bytes);
+        }
+        Ok(())
+    }
+
+    /// Writes the 8-byte little-endian fields of a registered VMSA page, in order: for
+    /// every `(offset, value)` in `fields`, `value` into the field at `offset` (the
+    /// request loop's write-back of a call's results). By default one
+    /// [`write_vmsa`](Self::write_vmsa) per field.
+    fn write_vmsa_u64s(&self, vmsa: &VmsaPage, fields: &[(u64, u64)]) -> Result<(), MemoryError> {
+        for (offset, value) in fields {
+            self.write_vmsa(vmsa, *offset, &value.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Whether a vCPU is executing this VMSA at the guest VMPL right now (DELETE_VCPU
     /// must wait until it is not). A VMSA whose vCPU is inside an SVSM call is not
     /// running. The kernel answers from its per-CPU record of which guest VMSA each
@@ -371,6 +400,20 @@ macro_rules! forward_platform {
                 data: &[u8],
             ) -> Result<(), MemoryError> {
                 (**self).write_vmsa(vmsa, offset, data)
+            }
+            fn read_vmsa_u64s(
+                &self,
+                vmsa: &VmsaPage,
+                fields: &mut [(u64, u64)],
+            ) -> Result<(), MemoryError> {
+                (**self).read_vmsa_u64s(vmsa, fields)
+            }
+            fn write_vmsa_u64s(
+                &self,
+                vmsa: &VmsaPage,
+                fields: &[(u64, u64)],
+            ) -> Result<(), MemoryError> {
+                (**self).write_vmsa_u64s(vmsa, fields)
             }
             fn vmsa_running(&self, vmsa: &VmsaPage) -> bool {
                 (**self).vmsa_running(vmsa)

@@ -90,22 +90,9 @@ pub mod vmsa {
     /// Guest exit code (u64).
     pub const GUEST_EXIT_CODE: u64 = offset_of!(Vmsa, guest_exit_code) as u64;
 
-    /// The fields a call reads from the guest VMSA lie in three places: EFER, RAX, and
-    /// the window from RCX to the exit code (RCX, RDX, R8, R9, exit code), which the
-    /// request loop reads in one copy.
-    pub const CALL_WINDOW_START: u64 = RCX;
-    /// One past the end of the window (the end of the exit code).
-    pub const CALL_WINDOW_END: u64 = GUEST_EXIT_CODE + 8;
-    /// Bytes in the window.
-    pub const CALL_WINDOW_LEN: usize = (CALL_WINDOW_END - CALL_WINDOW_START) as usize;
-    const _: () = assert!(
-        RCX >= CALL_WINDOW_START
-            && RDX + 8 <= CALL_WINDOW_END
-            && R8 >= CALL_WINDOW_START
-            && R9 + 8 <= CALL_WINDOW_END
-            && GUEST_EXIT_CODE >= CALL_WINDOW_START
-            && RDX == RCX + 8
-    );
+    /// What the request loop reads from the guest VMSA for a call, in one access:
+    /// RAX, RCX, RDX, R8, R9, the exit code and EFER, in this order.
+    pub const CALL_FIELDS: [u64; 7] = [RAX, RCX, RDX, R8, R9, GUEST_EXIT_CODE, EFER];
 }
 
 /// The registers of one call: inputs on entry, outputs (as a handler leaves them) on
@@ -237,23 +224,6 @@ pub enum RequestOutcome {
     Serviced(SvsmResultCode),
     /// There was no call to service; the guest's registers are untouched.
     NotServiced(NotServiced),
-}
-
-/// The guest VMSA's bytes from [`vmsa::CALL_WINDOW_START`] to
-/// [`vmsa::CALL_WINDOW_END`]: RCX, RDX, R8, R9 and the exit code of a call.
-struct CallWindow([u8; vmsa::CALL_WINDOW_LEN]);
-
-impl CallWindow {
-    /// The u64 field at VMSA offset `offset` (inside the window).
-    #[inline]
-    fn u64_at(&self, offset: u64) -> u64 {
-        offset
-            .checked_sub(vmsa::CALL_WINDOW_START)
-            .and_then(|start| usize::try_from(start).ok())
-            .and_then(|start| self.0.get(start..start.checked_add(8)?))
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-            .map_or(0, u64::from_le_bytes)
-    }
 }
 
 /// The SVSM: a platform, the registry of guest vCPUs, and the protocol services.
@@ -463,18 +433,14 @@ impl<P: Platform> Svsm<P> {
             let Some((vmsa, ca)) = state.vcpu_call_target(vcpu) else {
                 return RequestOutcome::NotServiced(NotServiced::NoGuestVmsa);
             };
-            // What a call reads from the guest VMSA, each field once: the window from
-            // RCX to the exit code, then RAX and EFER.
-            let mut window = CallWindow([0; vmsa::CALL_WINDOW_LEN]);
-            let (Ok(()), Ok(rax), Ok(efer)) = (
-                self.platform
-                    .read_vmsa(&vmsa, vmsa::CALL_WINDOW_START, &mut window.0),
-                self.read_vmsa_u64(&vmsa, vmsa::RAX),
-                self.read_vmsa_u64(&vmsa, vmsa::EFER),
-            ) else {
+            // What a call reads from the guest VMSA, each field once, in one access.
+            let mut fields = vmsa::CALL_FIELDS.map(|offset| (offset, 0u64));
+            if self.platform.read_vmsa_u64s(&vmsa, &mut fields).is_err() {
                 return RequestOutcome::NotServiced(NotServiced::VmsaUnreadable);
-            };
-            if window.u64_at(vmsa::GUEST_EXIT_CODE) != vmsa::VMGEXIT_EXIT_CODE {
+            }
+            let [(_, rax), (_, rcx), (_, rdx), (_, r8), (_, r9), (_, exit_code), (_, efer)] =
+                fields;
+            if exit_code != vmsa::VMGEXIT_EXIT_CODE {
                 return RequestOutcome::NotServiced(NotServiced::NotVmgexit);
             }
             // Take call_pending in the calling area that is current now, before the
@@ -486,10 +452,10 @@ impl<P: Platform> Svsm<P> {
             }
             let regs = CallRegisters {
                 rax,
-                rcx: window.u64_at(vmsa::RCX),
-                rdx: window.u64_at(vmsa::RDX),
-                r8: window.u64_at(vmsa::R8),
-                r9: window.u64_at(vmsa::R9),
+                rcx,
+                rdx,
+                r8,
+                r9,
             };
             (vmsa, efer, regs)
         };
@@ -539,21 +505,16 @@ impl<P: Platform> Svsm<P> {
             vmsa_gone(apic_id, code);
             return;
         }
-        // RCX and RDX are adjacent in the VMSA: one write.
-        let mut rcx_rdx = [0u8; 16];
-        let (rcx, rdx) = rcx_rdx.split_at_mut(8);
-        rcx.copy_from_slice(&regs.rcx.to_le_bytes());
-        rdx.copy_from_slice(&regs.rdx.to_le_bytes());
-        let writes: [(u64, &[u8]); 4] = [
-            (vmsa::RAX, &code.raw().to_le_bytes()),
-            (vmsa::RCX, &rcx_rdx),
-            (vmsa::R8, &regs.r8.to_le_bytes()),
-            (vmsa::EFER, &efer.to_le_bytes()),
+        // One access; EFER (SVME set again) last.
+        let fields = [
+            (vmsa::RAX, code.raw()),
+            (vmsa::RCX, regs.rcx),
+            (vmsa::RDX, regs.rdx),
+            (vmsa::R8, regs.r8),
+            (vmsa::EFER, efer),
         ];
-        for (offset, bytes) in writes {
-            if let Err(e) = self.platform.write_vmsa(vmsa, offset, bytes) {
-                vmsa_unwritable(apic_id, e);
-            }
+        if let Err(e) = self.platform.write_vmsa_u64s(vmsa, &fields) {
+            vmsa_unwritable(apic_id, e);
         }
     }
 

@@ -154,7 +154,9 @@ fn send_command<P: Platform, V: Vtpm>(
     call.write_guest(gpa, response)
 }
 
-/// The guest-visible code of a refused vTPM request.
+/// The guest-visible code of a refused vTPM request (out of line: the error path).
+#[cold]
+#[inline(never)]
 fn vtpm_error(e: VtpmError) -> SvsmError {
     match e {
         VtpmError::UnsupportedCommand(_) => SvsmError::UnsupportedCall,

@@ -101,17 +101,17 @@ impl<E: Engine + Send + 'static> Booted<E> {
             let ret = self
                 .system
                 .call(self.bsp, self.ca, &regs)
-                .map_err(|e| transport(format!("guest fault: {e:?}")))?;
+                .map_err(guest_fault)?;
             if ret.pending != 0 {
-                return Err(transport("the SVSM did not service the call"));
+                return Err(cold_transport("the SVSM did not service the call"));
             }
             match SvsmResultCode::from_raw(ret.regs.rax) {
                 SvsmResultCode::SUCCESS => return Ok(ret.regs),
                 SvsmResultCode::BUSY | SvsmResultCode::INCOMPLETE => continue,
-                code => return Err(BackendError::Transport(format!("SVSM call failed: {code}"))),
+                code => return Err(call_failed(code)),
             }
         }
-        Err(transport("the SVSM stayed busy"))
+        Err(cold_transport("the SVSM stayed busy"))
     }
 
     /// One TPM command as `tpm_svsm` sends it: the request is built in place in the
@@ -154,16 +154,37 @@ impl<E: Engine + Send + 'static> Booted<E> {
                         response.extend_from_slice(bytes);
                         Ok(())
                     }
-                    None => Err(transport(format!("a {size}-byte response from the SVSM"))),
+                    None => Err(bad_response_size(size)),
                 }
             })
             .map_err(guest_fault)?
     }
 }
 
+// The error paths of a command, out of line so that the path's code stays small.
+
 #[cold]
+#[inline(never)]
 fn guest_fault(e: svsm_emulated::GuestFault) -> BackendError {
     transport(format!("guest fault: {e:?}"))
+}
+
+#[cold]
+#[inline(never)]
+fn cold_transport(what: &'static str) -> BackendError {
+    transport(what)
+}
+
+#[cold]
+#[inline(never)]
+fn call_failed(code: SvsmResultCode) -> BackendError {
+    transport(format!("SVSM call failed: {code}"))
+}
+
+#[cold]
+#[inline(never)]
+fn bad_response_size(size: usize) -> BackendError {
+    transport(format!("a {size}-byte response from the SVSM"))
 }
 
 impl SvsmBackend {

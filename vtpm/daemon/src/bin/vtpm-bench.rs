@@ -3,7 +3,7 @@
 //! same in-process client and the same command bytes; plus OpenSSL's raw sign time.
 //!
 //! A benchmark, not a test: it prints medians and asserts nothing about time. Build it
-//! in release mode (`cargo xtask bench` does).
+//! with the `bench-release` profile (`cargo xtask bench` does).
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -267,6 +267,23 @@ fn pcr_read() -> Vec<u8> {
         .u16(ALG_SHA256)
         .bytes(&[3, 0, 0, 1])
         .build()
+}
+
+/// The cargo profile this binary was built with, named after its directory under
+/// `target/` (`cargo xtask bench` builds with `bench-release`: the release profile with
+/// fat LTO and one codegen unit, see the workspace's Cargo.toml).
+fn build_profile() -> String {
+    let dir = std::env::current_exe().ok().and_then(|exe| {
+        exe.parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+    });
+    let dir = dir.unwrap_or_else(|| "unknown".into());
+    match (cfg!(debug_assertions), dir.as_str()) {
+        (true, _) => format!("{dir} (debug assertions on: not a benchmark build)"),
+        (false, "bench-release") => "bench-release (release, fat LTO, codegen-units = 1)".into(),
+        (false, _) => format!("{dir} (optimized)"),
+    }
 }
 
 /// The commands measured, in order.
@@ -691,7 +708,10 @@ fn main() -> Result<()> {
     let b: Vec<f64> = b.iter().map(|s| median(s)).collect();
     let c: Vec<f64> = c.iter().map(|s| median(s)).collect();
 
-    println!("vTPM per-command latency, medians in microseconds (release build)");
+    println!(
+        "vTPM per-command latency, medians in microseconds (build profile: {})",
+        build_profile()
+    );
     println!(
         "Method: (a) is the libtpms engine called directly (TPMLIB_Process, no service, no \
          SVSM), through the\n  stopwatch wrapper that (b)'s service also calls (so both pay \
