@@ -36,10 +36,7 @@ pub fn kdfa(
     context_v: &[u8],
     bits: u32,
 ) -> Result<Vec<u8>, Error> {
-    let bytes = bits.div_ceil(8) as usize;
-    let mut out = Vec::with_capacity(bytes + 64);
-    let mut counter: u32 = 1;
-    while out.len() < bytes {
+    counter_kdf(bits, |counter| {
         let parts: [&[u8]; 6] = [
             &counter.to_be_bytes(),
             label,
@@ -48,14 +45,8 @@ pub fn kdfa(
             context_v,
             &bits.to_be_bytes(),
         ];
-        out.extend(hmac(alg, key, &parts)?);
-        counter += 1;
-    }
-    out.truncate(bytes);
-    if bits % 8 != 0 {
-        out[0] &= (1u8 << (bits % 8)) - 1;
-    }
-    Ok(out)
+        hmac(alg, key, &parts)
+    })
 }
 
 /// KDFe (TPM 2.0 Part 1 §11.4.10.3, SP 800-56A concatenation KDF): `bits` of key
@@ -69,10 +60,7 @@ pub fn kdfe(
     party_v: &[u8],
     bits: u32,
 ) -> Result<Vec<u8>, Error> {
-    let bytes = bits.div_ceil(8) as usize;
-    let mut out = Vec::with_capacity(bytes + 64);
-    let mut counter: u32 = 1;
-    while out.len() < bytes {
+    counter_kdf(bits, |counter| {
         let parts: [&[u8]; 6] = [
             &counter.to_be_bytes(),
             z,
@@ -81,7 +69,22 @@ pub fn kdfe(
             party_u,
             party_v,
         ];
-        out.extend(tpm::hash(alg, &parts)?);
+        tpm::hash(alg, &parts)
+    })
+}
+
+/// The counter loop both KDFs share: blocks for counter 1, 2, ... until `bits` are
+/// covered, cut to whole bytes, and the excess high bits of the first byte cleared
+/// (TPM 2.0 Part 1 §11.4.10).
+fn counter_kdf(
+    bits: u32,
+    mut block: impl FnMut(u32) -> Result<Vec<u8>, Error>,
+) -> Result<Vec<u8>, Error> {
+    let bytes = bits.div_ceil(8) as usize;
+    let mut out = Vec::with_capacity(bytes + 64);
+    let mut counter: u32 = 1;
+    while out.len() < bytes {
+        out.extend(block(counter)?);
         counter += 1;
     }
     out.truncate(bytes);
