@@ -57,41 +57,52 @@ type Backend = SvsmBackend<Timed>;
 /// (a) the engine inside the SVSM, called directly (no service, no SVSM path): the
 /// same engine instance that (b) reaches, so the two are measured side by side. It is
 /// called through the same stopwatch wrapper ([`Timed`]) that (b)'s service calls, so
-/// both paths pay the wrapper's two clock reads and (b)-(a) is the SVSM path alone.
+/// both paths pay the wrapper's two clock reads, and its time includes copying the
+/// response into the client's buffer, as (b)'s does. Besides the whole command it
+/// records, for every sample, its time outside the engine (the whole minus the
+/// engine's own time): (b)'s time outside the engine minus this is the SVSM path's
+/// overhead, free of the engine's run-to-run noise.
 struct Direct<'a> {
     backend: &'a RefCell<Backend>,
     response: Vec<u8>,
+    sampling: Option<usize>,
+    outside: Vec<Vec<Duration>>,
 }
 
 impl Path for Direct<'_> {
     fn run(&mut self, command: &mut [u8]) -> Result<(u32, Duration)> {
         let backend = self.backend.borrow();
-        let (result, elapsed) = backend
+        let (result, elapsed, engine) = backend
             .with_engine(|engine| {
                 let start = Instant::now();
                 let result = engine.execute(0, command);
-                let elapsed = start.elapsed();
                 self.response.clear();
                 self.response.extend_from_slice(engine.response());
-                (result, elapsed)
+                (result, start.elapsed(), engine.last)
             })
             .context("the SVSM is powered off")?;
         result?;
+        if let Some(index) = self.sampling {
+            self.outside[index].push(elapsed.saturating_sub(engine));
+        }
         Ok((code(&self.response)?, elapsed))
     }
     fn response(&self) -> &[u8] {
         &self.response
     }
+    fn sampling(&mut self, index: Option<usize>) {
+        self.sampling = index;
+    }
 }
 
 /// (b) the full SVSM path on the emulated machine. Besides the whole round trip it
-/// records, for every sample, the path's own cost: the round trip minus the time the
-/// engine spent on the command within it.
+/// records, for every sample, its time outside the engine: the round trip minus the
+/// time the engine spent on the command within it.
 struct Svsm<'a> {
     backend: &'a RefCell<Backend>,
     response: Vec<u8>,
     sampling: Option<usize>,
-    path_cost: Vec<Vec<Duration>>,
+    outside: Vec<Vec<Duration>>,
 }
 
 impl Path for Svsm<'_> {
@@ -102,7 +113,7 @@ impl Path for Svsm<'_> {
         let elapsed = start.elapsed();
         if let Some(index) = self.sampling {
             let engine = backend.with_engine(|e| e.last).context("powered off")?;
-            self.path_cost[index].push(elapsed.saturating_sub(engine));
+            self.outside[index].push(elapsed.saturating_sub(engine));
         }
         Ok((code(&self.response)?, elapsed))
     }
@@ -484,7 +495,7 @@ fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64;
         }
     }
     ok(direct, tpm::flush_context(rsa))?;
-    let cost = |i: usize| median(&svsm.path_cost[COMMANDS.len() + i]);
+    let cost = |i: usize| median(&svsm.outside[COMMANDS.len() + i]);
     Ok([cost(0), cost(1), cost(2)])
 }
 
@@ -596,7 +607,7 @@ fn count(which: &str, n: &str) -> Result<()> {
         backend: &backend,
         response: Vec::new(),
         sampling: None,
-        path_cost: Vec::new(),
+        outside: Vec::new(),
     };
     let key = |path: &mut Svsm<'_>, template: Vec<u8>| -> Result<u32> {
         Ok(
@@ -654,23 +665,25 @@ fn main() -> Result<()> {
 
     // (a) and (b): one SVSM on the emulated machine; its engine is measured directly
     // and through the whole SVSM path, alternately.
-    let (a, b, path_cost, probe) = {
+    let (a, b, outside_a, outside_b, probe) = {
         let backend = RefCell::new(new_backend()?);
         let mut direct = Direct {
             backend: &backend,
             response: Vec::new(),
+            sampling: None,
+            outside: vec![Vec::new(); COMMANDS.len()],
         };
         let mut svsm = Svsm {
             backend: &backend,
             response: Vec::new(),
             sampling: None,
-            path_cost: vec![Vec::new(); COMMANDS.len() + PROBES.len()],
+            outside: vec![Vec::new(); COMMANDS.len() + PROBES.len()],
         };
         let mut m = measure(&mut [&mut svsm, &mut direct], scale)?;
         let a = m.pop().context("direct samples")?;
         let b = m.pop().context("SVSM samples")?;
         let probe = probe(&mut direct, &mut svsm, 200 * scale)?;
-        (a, b, svsm.path_cost, probe)
+        (a, b, direct.outside, svsm.outside, probe)
     };
 
     // (c) swtpm over its TCP data channel, with the same commands.
@@ -683,30 +696,31 @@ fn main() -> Result<()> {
 
     let (openssl_rsa, openssl_ecdsa) = openssl_sign_times()?;
 
-    // Overhead of (b) over (a), three ways: the difference of the medians; the median
-    // of paired differences (each (b) sample minus the (a) sample taken next to it);
-    // and the path's own cost, measured exactly: each (b) round trip minus the time the
-    // engine spent inside that same round trip. For commands that take milliseconds the
-    // first two carry the machine's noise; the third does not.
-    let paired: Vec<f64> = a
-        .iter()
-        .zip(&b)
-        .map(|(a, b)| {
-            let mut d: Vec<f64> = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (y.as_secs_f64() - x.as_secs_f64()) * 1e6)
-                .collect();
-            median_f64(&mut d)
-        })
-        .collect();
-    let cost: Vec<f64> = path_cost[..COMMANDS.len()]
-        .iter()
-        .map(|s| median(s))
-        .collect();
-    let a: Vec<f64> = a.iter().map(|s| median(s)).collect();
-    let b: Vec<f64> = b.iter().map(|s| median(s)).collect();
-    let c: Vec<f64> = c.iter().map(|s| median(s)).collect();
+    // The overhead of (b) over (a). Both run the same engine instance, so (b)'s time
+    // minus (a)'s is the SVSM path, plus the engine's run-to-run noise, which for a
+    // command of milliseconds is far larger than the path. Each sample of either path
+    // therefore also records its time outside the engine (the whole minus the engine's
+    // own time in it); the overhead is the median, over the rounds, of (b)'s time
+    // outside the engine minus (a)'s in the same round: the time the SVSM path adds,
+    // with no engine time in it. The plain differences are printed beside it.
+    let paired = |x: &[Vec<Duration>], y: &[Vec<Duration>]| -> Vec<f64> {
+        x.iter()
+            .zip(y)
+            .map(|(x, y)| {
+                let mut d: Vec<f64> = x
+                    .iter()
+                    .zip(y)
+                    .map(|(x, y)| (y.as_secs_f64() - x.as_secs_f64()) * 1e6)
+                    .collect();
+                median_f64(&mut d)
+            })
+            .collect()
+    };
+    let overhead = paired(&outside_a, &outside_b[..COMMANDS.len()]);
+    let paired_whole = paired(&a, &b);
+    let medians = |v: &[Vec<Duration>]| -> Vec<f64> { v.iter().map(|s| median(s)).collect() };
+    let (out_a, out_b) = (medians(&outside_a), medians(&outside_b[..COMMANDS.len()]));
+    let (a, b, c) = (medians(&a), medians(&b), medians(&c));
 
     println!(
         "vTPM per-command latency, medians in microseconds (build profile: {})",
@@ -714,53 +728,61 @@ fn main() -> Result<()> {
     );
     println!(
         "Method: (a) is the libtpms engine called directly (TPMLIB_Process, no service, no \
-         SVSM), through the\n  stopwatch wrapper that (b)'s service also calls (so both pay \
-         its clock reads);\n  (b) is the whole SVSM path on the emulated machine, on the same engine \
-         instance: guest driver, calling area,\n  SVSM_VTPM_CMD, request loop, vTPM service, \
-         engine and back. Each round runs a command once on (a) and once on (b),\n  \
-         alternating which goes first; both get the same warm-up (5 runs). Columns: \
-         (b)-(a) = difference of the medians;\n  paired = median of (b) minus the (a) \
-         sample of the same round; path = median of each (b) round trip minus the\n  \
-         engine's own time inside that round trip (the SVSM path's cost, free of the \
-         engine's run-to-run noise)."
+         SVSM) by an in-process client\n  that copies the response into its buffer; (b) is \
+         the whole SVSM path on the emulated machine, on the same engine instance:\n  guest \
+         driver, calling area, SVSM_VTPM_CMD, request loop, vTPM service, engine and back, \
+         the response copied into\n  the same kind of client buffer; (c) is swtpm over its \
+         socket with the same client. The engine runs inside a stopwatch\n  (two clock reads) \
+         on both (a) and (b). Each round runs a command once on (a) and once on (b), \
+         alternating\n  which goes first; both get the same warm-up (5 runs). overhead = \
+         median over the rounds of (b)'s time outside\n  the engine minus (a)'s in the same \
+         round: what the SVSM path adds, free of the engine's run-to-run noise."
     );
     println!(
-        "{:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>7}",
-        "command",
-        "(a) engine",
-        "(b) SVSM",
-        "(b)-(a)",
-        "paired",
-        "path",
-        "(b)/(a)",
-        "(c) swtpm",
-        "(c)/(a)"
+        "{:<24} {:>10} {:>10} {:>9} {:>7} {:>10} {:>7}",
+        "command", "(a) engine", "(b) SVSM", "overhead", "(b)/(a)", "(c) swtpm", "(c)/(a)"
     );
     for (i, name) in COMMANDS.iter().enumerate() {
         println!(
-            "{:<24} {:>10.2} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>7.3} {:>10.2} {:>7.3}",
+            "{:<24} {:>10.2} {:>10.2} {:>9.2} {:>7.3} {:>10.2} {:>7.3}",
             name,
             a[i],
             b[i],
-            b[i] - a[i],
-            paired[i],
-            cost[i],
+            overhead[i],
             b[i] / a[i],
             c[i],
             c[i] / a[i]
         );
     }
-    let mut costs = cost.clone();
-    let worst = costs.iter().copied().fold(f64::MIN, f64::max);
+    let mut sorted = overhead.clone();
+    let worst = sorted.iter().copied().fold(f64::MIN, f64::max);
     println!(
-        "SVSM path cost per command ((b) round trip minus the engine's time in it), \
-         median over the commands: {:.2} µs; worst command: {:.2} µs",
-        median_f64(&mut costs),
+        "Overhead of (b) over (a): median over the commands {:.2} µs; worst command {:.2} µs",
+        median_f64(&mut sorted),
         worst
     );
     println!(
-        "Path cost of GetRandom(32) through (b) (median µs), depending on what ran just \
-         before it:"
+        "Beside it (µs): time outside the engine on (a) and on (b), the difference of the \
+         whole medians, and the median\n  of the paired whole differences (both carry the \
+         engine's noise):"
+    );
+    println!(
+        "{:<24} {:>10} {:>10} {:>10} {:>10}",
+        "command", "(a) out", "(b) out", "(b)-(a)", "paired"
+    );
+    for (i, name) in COMMANDS.iter().enumerate() {
+        println!(
+            "{:<24} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            name,
+            out_a[i],
+            out_b[i],
+            b[i] - a[i],
+            paired_whole[i]
+        );
+    }
+    println!(
+        "Time outside the engine of GetRandom(32) through (b) (median µs), depending on \
+         what ran just before it:"
     );
     for (name, cost) in PROBES.iter().zip(probe) {
         println!("  {name:<48} {cost:>6.2}");
