@@ -448,18 +448,23 @@ fn time(
 }
 
 /// What runs before each probe of [`probe`].
-const PROBES: [&str; 3] = [
+const PROBES: [&str; 5] = [
     "a GetRandom(32) on (a)",
     "a Sign RSA-2048 on (a)",
     "32 MiB of memory traffic (no TPM work)",
+    "1 MiB of traffic, 4 times (caches, 256 pages)",
+    "one line in each of 4096 pages (TLBs, 4096 lines)",
 ];
 
-/// Where the SVSM path's cost after a heavy command comes from: the path cost of the
-/// same cheap command (GetRandom) through (b), `n` times after each of [`PROBES`],
-/// round-robin. If it rises after an RSA sign as much as after memory traffic that runs
-/// no TPM code at all, the extra cost is the cache state the path finds, not work the
-/// path does for heavy commands.
-fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64; 3]> {
+/// Where the SVSM path's cost after a heavy command comes from: the time outside the
+/// engine of the same cheap command (GetRandom) through (b), `n` times after each of
+/// [`PROBES`], round-robin. If it rises after an RSA sign as much as after memory
+/// traffic that runs no TPM code at all, the extra cost is the state the path finds its
+/// caches and TLBs in, not work the path does for heavy commands. The last two tell the
+/// two apart: 1 MiB swept four times evicts the data and code caches but touches only
+/// 256 pages; one line in each of 4096 pages evicts the TLBs (and the page-walk caches)
+/// while filling only the few cache sets that page offset 0 maps to.
+fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64; 5]> {
     let rsa = tpm::parse_create_primary(&ok(
         direct,
         tpm::create_primary(RH_OWNER, &rsa_signing_template()),
@@ -478,12 +483,9 @@ fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64;
                 1 => {
                     ok(direct, sign.clone())?;
                 }
-                _ => {
-                    for line in traffic.chunks_mut(64) {
-                        line[0] = line[0].wrapping_add(1);
-                    }
-                    std::hint::black_box(&mut traffic);
-                }
+                2 => touch(&mut traffic, 64, 1),
+                3 => touch(&mut traffic[..1 << 20], 64, 4),
+                _ => touch(&mut traffic[..4096 * 4096], 4096, 1),
             }
             // The first rounds are a warm-up.
             svsm.sampling((round >= 5).then_some(COMMANDS.len() + i));
@@ -496,7 +498,17 @@ fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64;
     }
     ok(direct, tpm::flush_context(rsa))?;
     let cost = |i: usize| median(&svsm.outside[COMMANDS.len() + i]);
-    Ok([cost(0), cost(1), cost(2)])
+    Ok([cost(0), cost(1), cost(2), cost(3), cost(4)])
+}
+
+/// Writes the first byte of every `stride` bytes of `memory`, `times` times over.
+fn touch(memory: &mut [u8], stride: usize, times: usize) {
+    for _ in 0..times {
+        for chunk in memory.chunks_mut(stride) {
+            chunk[0] = chunk[0].wrapping_add(1);
+        }
+    }
+    std::hint::black_box(memory);
 }
 
 /// A free TCP port on loopback.
