@@ -448,12 +448,13 @@ fn time(
 }
 
 /// What runs before each probe of [`probe`].
-const PROBES: [&str; 5] = [
+const PROBES: [&str; 6] = [
     "a GetRandom(32) on (a)",
     "a Sign RSA-2048 on (a)",
     "32 MiB of memory traffic (no TPM work)",
     "1 MiB of traffic, 4 times (caches, 256 pages)",
     "one line in each of 4096 pages (TLBs, 4096 lines)",
+    "3 ms of spinning on the clock (no memory traffic)",
 ];
 
 /// Where the SVSM path's cost after a heavy command comes from: the time outside the
@@ -463,8 +464,10 @@ const PROBES: [&str; 5] = [
 /// caches and TLBs in, not work the path does for heavy commands. The last two tell the
 /// two apart: 1 MiB swept four times evicts the data and code caches but touches only
 /// 256 pages; one line in each of 4096 pages evicts the TLBs (and the page-walk caches)
-/// while filling only the few cache sets that page offset 0 maps to.
-fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64; 5]> {
+/// while filling only the few cache sets that page offset 0 maps to. The last one
+/// touches no memory at all: it shows what the machine itself (other tenants, the host)
+/// does to the caches and TLBs while time passes, as long as an RSA sign takes.
+fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64; 6]> {
     let rsa = tpm::parse_create_primary(&ok(
         direct,
         tpm::create_primary(RH_OWNER, &rsa_signing_template()),
@@ -485,7 +488,13 @@ fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64;
                 }
                 2 => touch(&mut traffic, 64, 1),
                 3 => touch(&mut traffic[..1 << 20], 64, 4),
-                _ => touch(&mut traffic[..4096 * 4096], 4096, 1),
+                4 => touch(&mut traffic[..4096 * 4096], 4096, 1),
+                _ => {
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_millis(3) {
+                        std::hint::spin_loop();
+                    }
+                }
             }
             // The first rounds are a warm-up.
             svsm.sampling((round >= 5).then_some(COMMANDS.len() + i));
@@ -498,7 +507,7 @@ fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64;
     }
     ok(direct, tpm::flush_context(rsa))?;
     let cost = |i: usize| median(&svsm.outside[COMMANDS.len() + i]);
-    Ok([cost(0), cost(1), cost(2), cost(3), cost(4)])
+    Ok([cost(0), cost(1), cost(2), cost(3), cost(4), cost(5)])
 }
 
 /// Writes the first byte of every `stride` bytes of `memory`, `times` times over.
