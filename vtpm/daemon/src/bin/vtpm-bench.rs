@@ -448,14 +448,20 @@ fn time(
 }
 
 /// What runs before each probe of [`probe`].
-const PROBES: [&str; 6] = [
+const PROBES: [&str; 9] = [
     "a GetRandom(32) on (a)",
     "a Sign RSA-2048 on (a)",
     "32 MiB of memory traffic (no TPM work)",
     "1 MiB of traffic, 4 times (caches, 256 pages)",
     "one line in each of 4096 pages (TLBs, 4096 lines)",
-    "3 ms of spinning on the clock (no memory traffic)",
+    "0.1 ms of spinning on the clock (no memory traffic)",
+    "0.5 ms of spinning on the clock",
+    "1 ms of spinning on the clock",
+    "3 ms of spinning on the clock",
 ];
+
+/// How long each spinning probe of [`PROBES`] spins, in µs (the probes from index 5).
+const SPINS_US: [u64; 4] = [100, 500, 1000, 3000];
 
 /// Where the SVSM path's cost after a heavy command comes from: the time outside the
 /// engine of the same cheap command (GetRandom) through (b), `n` times after each of
@@ -464,10 +470,11 @@ const PROBES: [&str; 6] = [
 /// caches and TLBs in, not work the path does for heavy commands. The last two tell the
 /// two apart: 1 MiB swept four times evicts the data and code caches but touches only
 /// 256 pages; one line in each of 4096 pages evicts the TLBs (and the page-walk caches)
-/// while filling only the few cache sets that page offset 0 maps to. The last one
-/// touches no memory at all: it shows what the machine itself (other tenants, the host)
-/// does to the caches and TLBs while time passes, as long as an RSA sign takes.
-fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64; 6]> {
+/// while filling only the few cache sets that page offset 0 maps to. The last four
+/// touch no memory at all: they show what the machine itself (the kernel, the host,
+/// other tenants) does to the caches and TLBs while time passes, up to as long as an RSA
+/// sign takes.
+fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64; 9]> {
     let rsa = tpm::parse_create_primary(&ok(
         direct,
         tpm::create_primary(RH_OWNER, &rsa_signing_template()),
@@ -490,8 +497,9 @@ fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64;
                 3 => touch(&mut traffic[..1 << 20], 64, 4),
                 4 => touch(&mut traffic[..4096 * 4096], 4096, 1),
                 _ => {
+                    let spin = Duration::from_micros(SPINS_US[i - 5]);
                     let start = Instant::now();
-                    while start.elapsed() < Duration::from_millis(3) {
+                    while start.elapsed() < spin {
                         std::hint::spin_loop();
                     }
                 }
@@ -507,7 +515,7 @@ fn probe(direct: &mut Direct<'_>, svsm: &mut Svsm<'_>, n: usize) -> Result<[f64;
     }
     ok(direct, tpm::flush_context(rsa))?;
     let cost = |i: usize| median(&svsm.outside[COMMANDS.len() + i]);
-    Ok([cost(0), cost(1), cost(2), cost(3), cost(4), cost(5)])
+    Ok(std::array::from_fn(cost))
 }
 
 /// Writes the first byte of every `stride` bytes of `memory`, `times` times over.
