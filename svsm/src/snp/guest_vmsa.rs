@@ -77,6 +77,16 @@ pub fn reset_vmsa(reset_address: u64, vmpl: Vmpl, features: SevFeatures) -> Vmsa
     v.ldtr = system(LDT_ATTRIB);
     v.tr = system(TR_ATTRIB);
     v.cr0 = RESET_CR0;
+    set_reset_flags_debug_fpu(&mut v);
+    v.efer = EFER_SVME;
+    v.vmpl = vmpl.level();
+    v.sev_features = features.bits();
+    v
+}
+
+/// The reset values of RFLAGS, DR6, DR7, PAT, XCR0, MXCSR and the x87 control and tag
+/// words: what every VMSA the SVSM builds starts from, whatever mode it then runs in.
+pub fn set_reset_flags_debug_fpu(v: &mut Vmsa) {
     v.rflags = 0x2;
     v.dr6 = 0xFFFF_0FF0;
     v.dr7 = 0x400;
@@ -85,10 +95,6 @@ pub fn reset_vmsa(reset_address: u64, vmpl: Vmpl, features: SevFeatures) -> Vmsa
     v.mxcsr = 0x1F80;
     v.x87_ftw = 0x5555;
     v.x87_fcw = 0x40;
-    v.efer = EFER_SVME;
-    v.vmpl = vmpl.level();
-    v.sev_features = features.bits();
-    v
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ use alloc::vec::Vec;
 use svsm_protocol::vmsa::{SevFeatures, Vmsa, VmsaSegment, EFER_SVME};
 use zerocopy::IntoBytes;
 
+use super::guest_vmsa::set_reset_flags_debug_fpu;
 use super::hypervisor::HvClient;
 use super::{GhcbTransport, SnpError};
 use crate::address::PhysAddr;
@@ -66,8 +67,6 @@ pub const CR4_OSXSAVE: u64 = 1 << 18;
 pub const EFER_LME: u64 = 1 << 8;
 /// EFER.LMA.
 pub const EFER_LMA: u64 = 1 << 10;
-/// PAT at reset (the kernel keeps it).
-pub const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
 
 /// Why the SVSM vCPUs cannot be planned or created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,14 +256,8 @@ pub fn svsm_vcpu_vmsa(r: &ApRegisters) -> Result<Vmsa, VcpuPlanError> {
     v.rip = r.rip;
     v.rsp = r.rsp;
     v.rdi = r.cpu_index;
-    v.rflags = 0x2;
-    v.dr6 = 0xFFFF_0FF0;
-    v.dr7 = 0x400;
-    v.g_pat = DEFAULT_PAT;
-    v.xcr0 = 1;
-    v.mxcsr = 0x1F80;
-    v.x87_ftw = 0x5555;
-    v.x87_fcw = 0x40;
+    // The kernel keeps the reset PAT.
+    set_reset_flags_debug_fpu(&mut v);
     v.vmpl = 0;
     v.cpl = 0;
     v.sev_features = r.sev_features.bits();
@@ -382,7 +375,7 @@ mod tests {
         assert_eq!(u64_at(0x1D8), 0x500_0000);
         assert_eq!(offset_of!(Vmsa, rdi), 0x338);
         assert_eq!(u64_at(0x338), 3);
-        assert_eq!(u64_at(0x268), DEFAULT_PAT);
+        assert_eq!(u64_at(0x268), super::super::guest_vmsa::RESET_PAT);
         assert_eq!(u64_at(0x3B0), 0b1001);
         assert_eq!(u64_at(0x3E8), 1);
         assert!(v.is_runnable());
