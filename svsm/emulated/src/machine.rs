@@ -334,21 +334,6 @@ impl Machine {
         Some((*self.rmp.entry(addr)?, *self.backing.get(index)?))
     }
 
-    /// The RMP entries and backings of every page `[addr, addr + len)` touches, when
-    /// `len > 0` and all of them exist: the one lookup of a whole access (O(1) for an
-    /// access within a page). `None` sends the caller to the page-by-page walk, which
-    /// finds the same answer, including which page fails first.
-    #[inline]
-    fn span(&self, addr: u64, len: u64) -> Option<(&[RmpEntry], &[Backing])> {
-        let last = addr.checked_add(len.checked_sub(1)?)?;
-        let first = usize::try_from(addr >> 12).ok()?;
-        let last = usize::try_from(last >> 12).ok()?;
-        Some((
-            self.rmp.entries().get(first..=last)?,
-            self.backing.get(first..=last)?,
-        ))
-    }
-
     #[inline]
     fn bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
         let start = usize::try_from(addr).ok()?;
@@ -391,23 +376,10 @@ impl Machine {
         self.svsm_access_rmp(addr, len, write)
     }
 
-    /// [`Self::svsm_access`] decided from the RMP entries and backings themselves.
+    /// [`Self::svsm_access`] decided page by page from the RMP entries and backings
+    /// themselves (the first page that refuses gives the fault).
     #[cold]
     fn svsm_access_rmp(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
-        match self.span(addr, len) {
-            Some((entries, backings)) => {
-                for (entry, &backing) in entries.iter().zip(backings) {
-                    svsm_page_access(entry, backing, write)?;
-                }
-                Ok(())
-            }
-            None => self.svsm_access_walk(addr, len, write),
-        }
-    }
-
-    /// [`Self::svsm_access`] page by page, for ranges that leave memory or are empty.
-    #[cold]
-    fn svsm_access_walk(&self, addr: u64, len: u64, write: bool) -> Result<(), MemoryError> {
         for page in range_pages(addr, len) {
             let (entry, backing) = self.page(page).ok_or(MemoryError::NotMemory)?;
             svsm_page_access(&entry, backing, write)?;
@@ -431,29 +403,10 @@ impl Machine {
         self.guest_access_rmp(vmpl, addr, len, write)
     }
 
-    /// [`Self::guest_access`] decided from the RMP entries and backings themselves.
+    /// [`Self::guest_access`] decided page by page from the RMP entries and backings
+    /// themselves (the first page that refuses gives the fault).
     #[cold]
     fn guest_access_rmp(
-        &self,
-        vmpl: Vmpl,
-        addr: u64,
-        len: u64,
-        write: bool,
-    ) -> Result<(), GuestFault> {
-        match self.span(addr, len) {
-            Some((entries, backings)) => {
-                for (entry, &backing) in entries.iter().zip(backings) {
-                    guest_page_access(vmpl, entry, backing, write)?;
-                }
-                Ok(())
-            }
-            None => self.guest_access_walk(vmpl, addr, len, write),
-        }
-    }
-
-    /// [`Self::guest_access`] page by page, for ranges that leave memory or are empty.
-    #[cold]
-    fn guest_access_walk(
         &self,
         vmpl: Vmpl,
         addr: u64,
