@@ -1,32 +1,69 @@
-//! Links the TPM 2.0 engine (libtpms) and the crypto library it uses (OpenSSL's
-//! libcrypto), both as static archives.
+//! Links the TPM 2.0 engine (libtpms 0.10) and the crypto library it uses (OpenSSL's
+//! libcrypto), both as static archives, and records which ones.
 //!
-//! Only link directives are emitted, for the host and for `x86_64-unknown-none` alike:
-//! the archives hold position-independent code, and the bare-metal kernel supplies the
-//! C runtime they call into. `VTPM_LIB_DIR` overrides where the archives are looked up.
+//! The archives are Debian forky's, pinned and unpacked by `cargo xtask setup` into
+//! `target/engine/lib` (`scripts/xtask/src/engine.rs`); `VTPM_LIB_DIR` overrides where
+//! they are looked up. Only link directives are emitted, for the host and for
+//! `x86_64-unknown-none` alike: the archives hold position-independent code, and the
+//! bare-metal kernel supplies the C runtime they call into.
+//!
+//! The engine is part of the SVSM's launch measurement, so the crate embeds what it was
+//! linked with (`VTPM_ENGINE`: the packages and .deb digests from the xtask's manifest,
+//! and the SHA-256 of each archive as read here).
 
-use std::path::Path;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
-const DEFAULT_LIB_DIR: &str = "/usr/lib/x86_64-linux-gnu";
+use sha2::{Digest, Sha256};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=VTPM_LIB_DIR");
-    let dir = std::env::var("VTPM_LIB_DIR").unwrap_or_else(|_| DEFAULT_LIB_DIR.to_string());
+    let dir = std::env::var_os("VTPM_LIB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // vtpm/ sits in the workspace root; xtask unpacks into its target/.
+            let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it");
+            Path::new(&manifest).join("../target/engine/lib")
+        });
+    let mut engine = String::new();
+    let manifest = dir.join("ENGINE");
+    println!("cargo:rerun-if-changed={}", manifest.display());
+    if let Ok(text) = std::fs::read_to_string(&manifest) {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let _ = write!(engine, "{}; ", line.trim());
+        }
+    }
     for archive in ["libtpms.a", "libcrypto.a"] {
-        let path = Path::new(&dir).join(archive);
-        if !path.exists() {
+        let path = dir.join(archive);
+        let Ok(bytes) = std::fs::read(&path) else {
             panic!(
-                "{} not found: install the Debian packages libtpms-dev and libssl-dev \
-                 (`cargo xtask setup`), or point VTPM_LIB_DIR at a directory holding \
-                 libtpms.a and libcrypto.a",
+                "{} not found: run `cargo xtask setup` (it fetches Debian forky's pinned \
+                 libtpms-dev and libssl-dev into target/engine/lib), or point VTPM_LIB_DIR \
+                 at a directory holding libtpms.a and libcrypto.a",
                 path.display()
             );
-        }
+        };
         println!("cargo:rerun-if-changed={}", path.display());
+        let digest = Sha256::digest(&bytes);
+        let _ = write!(engine, "{archive} sha256:");
+        for b in digest {
+            let _ = write!(engine, "{b:02x}");
+        }
+        engine.push_str("; ");
     }
-    println!("cargo:rustc-link-search=native={dir}");
+    let engine = engine.trim_end_matches("; ");
+    println!("cargo:rustc-env=VTPM_ENGINE={engine}");
+    let dir = dir.canonicalize().unwrap_or(dir);
+    println!("cargo:rustc-link-search=native={}", dir.display());
     // Not bundled into the rlib: the final link (test binary, daemon, kernel) takes them
     // from the search path, libtpms first because it calls into libcrypto.
     println!("cargo:rustc-link-lib=static:-bundle=tpms");
     println!("cargo:rustc-link-lib=static:-bundle=crypto");
+    // Forky's libcrypto is built with zlib and zstd compression methods. On the host they
+    // come from bookworm's own libraries (priority "required": dpkg needs them); the
+    // kernel's C runtime refuses them.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-link-lib=dylib:+verbatim=libz.so.1");
+        println!("cargo:rustc-link-lib=dylib:+verbatim=libzstd.so.1");
+    }
 }

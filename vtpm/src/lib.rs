@@ -19,6 +19,8 @@ extern crate alloc;
 pub mod ek;
 pub mod engine;
 pub mod entropy;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc_compat;
 pub mod libtpms;
 pub mod service;
 pub mod tpm;
@@ -30,6 +32,11 @@ pub use entropy::OsEntropy;
 pub use entropy::{EntropyError, EntropySource};
 pub use libtpms::LibTpms;
 pub use service::{Service, StartupError, Vtpm, VtpmError};
+
+/// The engine this crate was linked with: the pinned Debian packages with their .deb
+/// digests (`scripts/xtask/src/engine.rs`) and the SHA-256 of `libtpms.a` and
+/// `libcrypto.a` as linked. The engine is part of the launch measurement.
+pub const ENGINE: &str = env!("VTPM_ENGINE");
 
 /// Powers on the engine with `entropy` and starts the vTPM service on it.
 pub fn start(

@@ -1,4 +1,4 @@
-//! The TPM 2.0 engine: FFI to the TCG reference code as built by libtpms 0.9.
+//! The TPM 2.0 engine: FFI to the TCG reference code as built by libtpms 0.10.
 #![allow(unsafe_code)] // Calls into the libtpms and libcrypto C archives and serves their callbacks.
 //!
 //! Invariants:
@@ -12,6 +12,8 @@
 //!   power-on, installed as OpenSSL's RAND method. When it fails, libtpms would quietly
 //!   fall back to `rand()`; `ENTROPY_FAILED` records the failure and the engine reports
 //!   itself failed, so nothing computed from weak bytes is ever handed out.
+//! - The engine runs the [`PROFILE`] profile, set before initialization: without one,
+//!   libtpms 0.10 runs its "null" profile, which offers only libtpms 0.9's commands.
 //! - No floating-point value crosses this boundary (the kernel target is soft-float):
 //!   the RAND method's `add` entry, which takes a double, is left empty.
 
@@ -40,6 +42,23 @@ const TPMLIB_TPM_VERSION_2: c_int = 1;
 /// TPM_PT_MAX_RESPONSE_SIZE. 4087 is the largest command the SVSM transport carries, and
 /// responses of that size fit its 4092-byte response area.
 pub const ENGINE_BUFFER_SIZE: u32 = 4087;
+
+/// The libtpms profile the TPM is manufactured with (`TPMLIB_SetProfile`'s JSON).
+///
+/// "default-v1" enables every command and algorithm libtpms 0.10 implements (TPM 2.0
+/// revision 1.83: among others TPM2_PolicyCapability, TPM2_PolicyParameters,
+/// TPM2_NV_DefineSpace2 and TPM2_NV_ReadPublic2, which "null" lacks), a superset of what
+/// Linux, OVMF and tpm2-tools send. Its StateFormatLevel is stored with the permanent
+/// state, so a persisted state keeps its profile.
+pub const PROFILE: &str = "default-v1";
+
+/// [`PROFILE`] as libtpms takes it.
+const PROFILE_JSON: &CStr = c"{\"Name\":\"default-v1\"}";
+
+/// TPMLIB_GetInfo's flag for the active profile (`TPMLIB_INFO_ACTIVE_PROFILE`).
+const TPMLIB_INFO_ACTIVE_PROFILE: c_uint = 32;
+/// TPMLIB_GetInfo's flags for the TPM specification and its attributes.
+const TPMLIB_INFO_SPECIFICATION: c_uint = 1 | 2;
 
 /// The `struct libtpms_callbacks` of `<libtpms/tpm_library.h>`.
 #[repr(C)]
@@ -70,6 +89,7 @@ extern "C" {
     fn TPMLIB_ChooseTPMVersion(version: c_int) -> u32;
     fn TPMLIB_RegisterCallbacks(callbacks: *mut Callbacks) -> u32;
     fn TPMLIB_SetBufferSize(wanted: u32, min: *mut u32, max: *mut u32) -> u32;
+    fn TPMLIB_SetProfile(profile: *const c_char) -> u32;
     fn TPMLIB_MainInit() -> u32;
     fn TPMLIB_Terminate();
     fn TPMLIB_Process(
@@ -338,6 +358,11 @@ impl LibTpms {
         if rc != TPM_SUCCESS {
             return Err(EngineError::Init(rc));
         }
+        // SAFETY: a NUL-terminated 'static string; libtpms copies what it keeps.
+        let rc = unsafe { TPMLIB_SetProfile(PROFILE_JSON.as_ptr()) };
+        if rc != TPM_SUCCESS {
+            return Err(EngineError::Init(rc));
+        }
         let (mut min, mut max) = (0u32, 0u32);
         // SAFETY: the out-pointers are valid locals.
         let size = unsafe { TPMLIB_SetBufferSize(ENGINE_BUFFER_SIZE, &mut min, &mut max) };
@@ -374,9 +399,19 @@ impl LibTpms {
     /// libtpms' description of itself (a JSON document with the TPM specification and
     /// attributes), if it can produce one.
     pub fn info() -> Option<String> {
+        Self::get_info(TPMLIB_INFO_SPECIFICATION)
+    }
+
+    /// The profile the engine runs, as libtpms reports it (a JSON document:
+    /// `{"ActiveProfile":{"Name":"default-v1","StateFormatLevel":..,"Commands":..}}`).
+    pub fn active_profile(&self) -> Option<String> {
+        Self::get_info(TPMLIB_INFO_ACTIVE_PROFILE)
+    }
+
+    fn get_info(flags: c_uint) -> Option<String> {
         // SAFETY: TPMLIB_GetInfo returns a malloc'ed NUL-terminated string or NULL; it
-        // only reads static tables.
-        let ptr = unsafe { TPMLIB_GetInfo(1 | 2) };
+        // only reads libtpms' tables.
+        let ptr = unsafe { TPMLIB_GetInfo(flags) };
         if ptr.is_null() {
             return None;
         }

@@ -311,3 +311,41 @@ fn malformed_tpm_commands_get_whole_responses() {
     assert!(!vtpm.is_failed(), "malformed commands do not break the TPM");
     assert_eq!(rc(&send(&mut vtpm, &get_random(8))), 0);
 }
+
+/// GetCapability(TPM_CAP_COMMANDS, code, 1): whether the TPM lists command `code`.
+fn implements_command(vtpm: &mut impl Vtpm, code: u32) -> bool {
+    let cmd = CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17A)
+        .u32(2)
+        .u32(code)
+        .u32(1)
+        .build();
+    let r = send(vtpm, &cmd);
+    assert_eq!(rc(&r), 0);
+    // header, moreData u8, capability u32, count u32, then TPMA_CC (index in bits 0..15).
+    let count = u32::from_be_bytes(r[15..19].try_into().unwrap());
+    count == 1 && u32::from_be_bytes(r[19..23].try_into().unwrap()) & 0xFFFF == code
+}
+
+#[test]
+fn runs_revision_1_83_with_the_default_v1_profile() {
+    let _g = lock();
+    let engine = LibTpms::power_on(os()).expect("powers on");
+    let profile = engine.active_profile().expect("libtpms reports its profile");
+    assert!(
+        profile.starts_with(r#"{"ActiveProfile":{"Name":"default-v1","StateFormatLevel":"#),
+        "{profile}"
+    );
+    let mut vtpm = vtpm::Service::start(engine).expect("starts");
+    // TPM_PT_REVISION: 1.83 or later.
+    let revision = property(&mut vtpm, 0x102);
+    assert!(revision >= 183, "TPM2_PT_REVISION {revision}");
+    // Commands the "null" profile (libtpms 0.9's set) lacks: TPM2_ECC_Encrypt (0x199),
+    // TPM2_PolicyCapability (0x19B).
+    assert!(implements_command(&mut vtpm, 0x199));
+    assert!(implements_command(&mut vtpm, 0x19B));
+    // And what Linux, OVMF and tpm2-tools rely on is still there: PCR_Extend (0x182),
+    // CreatePrimary (0x131), Quote (0x158), NV_Read (0x14E), HierarchyChangeAuth (0x129).
+    for code in [0x182, 0x131, 0x158, 0x14E, 0x129] {
+        assert!(implements_command(&mut vtpm, code), "command {code:#x}");
+    }
+}

@@ -12,6 +12,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::debian::PrivateApt;
+
 /// The `sev-snp-measure` release the cross-check uses (PyPI).
 const SEV_SNP_MEASURE: &str = "sev-snp-measure==0.0.13";
 
@@ -45,45 +47,10 @@ fn debian_ovmf(release: &str) -> Result<PathBuf> {
     if fd.exists() {
         return Ok(fd);
     }
-    let apt = dir.join("apt");
-    for sub in ["lists/partial", "cache/archives/partial", "deb"] {
-        fs::create_dir_all(apt.join(sub))
-            .with_context(|| format!("cannot create {}", apt.join(sub).display()))?;
-    }
-    let mirror = debian_mirror()?;
-    let sources = apt.join("sources.list");
-    fs::write(&sources, format!("deb {mirror} {release} main\n"))?;
-    let abs =
-        |p: &Path| -> Result<String> { Ok(fs::canonicalize(p)?.to_string_lossy().into_owned()) };
-    let opts = vec![
-        format!("-o=Dir::Etc::SourceList={}", abs(&sources)?),
-        "-o=Dir::Etc::SourceParts=-".to_string(),
-        format!("-o=Dir::State::Lists={}", abs(&apt.join("lists"))?),
-        format!("-o=Dir::Cache={}", abs(&apt.join("cache"))?),
-        "-o=APT::Get::List-Cleanup=0".to_string(),
-        "-o=Debug::NoLocking=1".to_string(),
-        "-o=APT::Sandbox::User=root".to_string(),
-    ];
-    run(
-        Command::new("apt-get").args(&opts).args(["-q", "update"]),
-        "apt-get update",
-    )?;
-    run(
-        Command::new("apt-get")
-            .args(&opts)
-            .args(["-q", "download", package])
-            .current_dir(apt.join("deb")),
-        &format!("apt-get download {package} ({release})"),
-    )?;
-    let deb = fs::read_dir(apt.join("deb"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .context("apt-get download left no .deb")?;
-    let unpacked = apt.join("unpacked");
-    run(
-        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked),
-        "dpkg-deb -x",
-    )?;
+    let mut apt = PrivateApt::new(&dir.join("apt"), release)?;
+    let deb = apt.download(package)?;
+    let unpacked = dir.join("apt").join("unpacked");
+    crate::debian::unpack(&deb, &unpacked)?;
     let src = unpacked.join("usr/share/ovmf/OVMF.fd");
     fs::copy(&src, &fd)
         .with_context(|| format!("{} has no usr/share/ovmf/OVMF.fd", deb.display()))?;
@@ -95,36 +62,6 @@ fn debian_ovmf(release: &str) -> Result<PathBuf> {
         ),
     )?;
     Ok(fd)
-}
-
-/// The Debian mirror this machine's apt uses (first `URIs:` or `deb` line).
-fn debian_mirror() -> Result<String> {
-    let mut files: Vec<PathBuf> = vec![PathBuf::from("/etc/apt/sources.list")];
-    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
-        let mut more: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        more.sort();
-        files.extend(more);
-    }
-    for f in files {
-        let Ok(text) = fs::read_to_string(&f) else {
-            continue;
-        };
-        for line in text.lines().map(str::trim) {
-            let uri = if let Some(rest) = line.strip_prefix("URIs:") {
-                rest.split_whitespace().next()
-            } else if let Some(rest) = line.strip_prefix("deb ") {
-                rest.split_whitespace().find(|w| w.contains("://"))
-            } else {
-                None
-            };
-            if let Some(uri) = uri.filter(|u| u.trim_end_matches('/').ends_with("/debian")) {
-                return Ok(uri.to_string());
-            }
-        }
-    }
-    bail!(
-        "no Debian archive found in /etc/apt/sources.list(.d): cannot fetch Debian's ovmf packages"
-    )
 }
 
 /// `target/sev-snp-measure/` holding the unpacked `sevsnpmeasure` package.

@@ -6,6 +6,8 @@
 
 mod attest;
 mod core;
+mod debian;
+mod engine;
 mod igvm;
 mod kernel;
 mod linux;
@@ -23,6 +25,11 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(about)]
 struct Cli {
+    /// Build with the newest libtpms 0.10.x / OpenSSL 3.x that Debian forky offers
+    /// instead of the pinned engine (scripts/xtask/src/engine.rs), and print the new
+    /// digests. The engine is part of the launch measurement: never the default.
+    #[arg(long, global = true)]
+    allow_engine_drift: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -54,6 +61,9 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if cli.allow_engine_drift {
+        engine::allow_drift();
+    }
     let root = workspace_root();
     std::env::set_current_dir(&root)
         .with_context(|| format!("cannot enter the workspace root {}", root.display()))?;

@@ -7,8 +7,6 @@ use anyhow::{bail, Context, Result};
 /// Debian packages the build and the test levels need.
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
-    "libtpms-dev",
-    "libssl-dev",
     "tpm2-tools",
     "libtss2-tcti-mssim0",
     "swtpm",
@@ -20,7 +18,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "libtss2-tcti-device0",
 ];
 
-/// Makes sure every package in [`APT_PACKAGES`] and the Rust target are present.
+/// Makes sure every package in [`APT_PACKAGES`], the Rust target and the TPM engine's
+/// archives (Debian forky's, pinned: [`crate::engine`]) are present.
 pub fn ensure() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
@@ -30,7 +29,8 @@ pub fn ensure() -> Result<()> {
     if !missing.is_empty() {
         install_apt(&missing)?;
     }
-    ensure_rust_target()
+    ensure_rust_target()?;
+    crate::engine::ensure()
 }
 
 fn dpkg_installed(package: &str) -> bool {

@@ -1,0 +1,208 @@
+//! The TPM engine's archives: libtpms 0.10 and OpenSSL's libcrypto, from Debian forky,
+//! pinned by version and by the SHA-256 of each .deb.
+//!
+//! The engine is linked into the kernel, so it is part of the launch measurement: it must
+//! never change silently. The pins below are the one place that says which engine is
+//! built. The .debs are cached under `target/engine/`, so repeat runs are offline. When
+//! forky (Debian's testing release) drops a pinned version, the build stops and names the
+//! versions on offer; `--allow-engine-drift` builds with the newest instead and prints
+//! its digests, to be pinned here.
+//!
+//! `target/engine/lib/` then holds `libtpms.a`, `libcrypto.a` and `ENGINE`, a manifest
+//! (package, version, .deb digest per line) that the vtpm crate's build script embeds
+//! together with the digests of the archives it links.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::debian::{self, PrivateApt};
+
+/// One pinned Debian package and the archive the engine takes from it.
+#[derive(Debug)]
+pub struct Pinned {
+    pub package: &'static str,
+    pub version: &'static str,
+    /// SHA-256 of the .deb, as forky's Packages file lists it.
+    pub sha256: &'static str,
+    /// The static archive inside the package.
+    pub archive: &'static str,
+    /// Versions `--allow-engine-drift` may move to start with this.
+    pub drift_prefix: &'static str,
+}
+
+/// The engine. Change a version here (and its digest) to change the engine.
+pub const PINNED: &[Pinned] = &[
+    Pinned {
+        package: "libtpms-dev",
+        version: "0.10.2-5",
+        sha256: "de53d091e099403c207793cbcd52f9da58d8c8eff874649096013936d67835a0",
+        archive: "usr/lib/x86_64-linux-gnu/libtpms.a",
+        drift_prefix: "0.10.",
+    },
+    Pinned {
+        package: "libssl-dev",
+        version: "3.6.5-1",
+        sha256: "83c567b06fa1344075e80f7e24320ac52d9103986eab908d38809e84c7b00236",
+        archive: "usr/lib/x86_64-linux-gnu/libcrypto.a",
+        drift_prefix: "3.",
+    },
+];
+
+/// The Debian release the engine comes from.
+const RELEASE: &str = "forky";
+
+/// Set by `--allow-engine-drift`.
+static ALLOW_DRIFT: AtomicBool = AtomicBool::new(false);
+
+/// Lets the next [`ensure`] build with the newest versions forky offers.
+pub fn allow_drift() {
+    ALLOW_DRIFT.store(true, Ordering::SeqCst);
+}
+
+fn root() -> PathBuf {
+    PathBuf::from("target/engine")
+}
+
+/// Where the vtpm crate's build script finds the archives (its default).
+pub fn lib_dir() -> PathBuf {
+    root().join("lib")
+}
+
+/// Makes sure `target/engine/lib` holds the pinned engine (or, with drift allowed, the
+/// newest one) and prints what it is.
+pub fn ensure() -> Result<()> {
+    let drift = ALLOW_DRIFT.load(Ordering::SeqCst);
+    let mut apt: Option<PrivateApt> = None;
+    let mut manifest = String::new();
+    let mut chosen = Vec::new();
+    for pin in PINNED {
+        let (version, deb) = if drift {
+            let apt = open_apt(&mut apt)?;
+            let version = newest(apt, pin)?;
+            let deb = apt.download(&format!("{}={version}", pin.package))?;
+            (version, deb)
+        } else {
+            (pin.version.to_string(), pinned_deb(&mut apt, pin)?)
+        };
+        let digest = sha256_file(&deb)?;
+        if !drift && digest != pin.sha256 {
+            bail!(
+                "{} has SHA-256 {digest}, but scripts/xtask/src/engine.rs pins {} {} at {}: \
+                 the archive changed under the same version; refusing to build with it",
+                deb.display(),
+                pin.package,
+                pin.version,
+                pin.sha256
+            );
+        }
+        writeln!(manifest, "{} {version} sha256:{digest}", pin.package)?;
+        chosen.push((pin, version, digest, deb));
+    }
+    let lib = lib_dir();
+    let current = fs::read_to_string(lib.join("ENGINE")).unwrap_or_default();
+    if current != manifest {
+        fs::create_dir_all(&lib)?;
+        let unpacked = root().join("unpacked");
+        let _ = fs::remove_dir_all(&unpacked);
+        for (pin, _, _, deb) in &chosen {
+            debian::unpack(deb, &unpacked)?;
+            let src = unpacked.join(pin.archive);
+            let name = Path::new(pin.archive)
+                .file_name()
+                .context("archive path has no file name")?;
+            fs::copy(&src, lib.join(name))
+                .with_context(|| format!("{} has no {}", deb.display(), pin.archive))?;
+        }
+        fs::write(lib.join("ENGINE"), &manifest)?;
+    }
+    for (pin, version, digest, _) in &chosen {
+        println!(
+            "xtask: engine: {} {version} (Debian {RELEASE}), .deb sha256 {digest}",
+            pin.package
+        );
+        if drift && (version != pin.version || digest != pin.sha256) {
+            println!(
+                "xtask: engine DRIFT: {} {version} is not the pinned {}; to pin it, set in \
+                 scripts/xtask/src/engine.rs: version: \"{version}\", sha256: \"{digest}\"",
+                pin.package, pin.version
+            );
+        }
+    }
+    Ok(())
+}
+
+fn open_apt(apt: &mut Option<PrivateApt>) -> Result<&mut PrivateApt> {
+    if apt.is_none() {
+        *apt = Some(PrivateApt::new(&root().join("apt"), RELEASE)?);
+    }
+    Ok(apt.as_mut().expect("just set"))
+}
+
+/// The cached .deb of a pin, downloaded when missing.
+fn pinned_deb(apt: &mut Option<PrivateApt>, pin: &Pinned) -> Result<PathBuf> {
+    let cached = root()
+        .join("debs")
+        .join(format!("{}_{}_amd64.deb", pin.package, pin.version));
+    if cached.exists() && sha256_file(&cached)? == pin.sha256 {
+        return Ok(cached);
+    }
+    let apt = open_apt(apt)?;
+    let deb = match apt.download(&format!("{}={}", pin.package, pin.version)) {
+        Ok(deb) => deb,
+        Err(err) => {
+            let offered = apt.versions(pin.package).unwrap_or_default();
+            bail!(
+                "the pinned engine package {} {} cannot be fetched from Debian {RELEASE} ({err:#}).\n\
+                 Versions on offer: {}.\n\
+                 The engine is part of the launch measurement, so it never changes silently: \
+                 change the one line `version: \"{}\"` (and its sha256) of {} in \
+                 scripts/xtask/src/engine.rs, or build once with `cargo xtask --allow-engine-drift ...` \
+                 to fetch the newest {}x and print its digest.",
+                pin.package,
+                pin.version,
+                if offered.is_empty() { "none".to_string() } else { offered.join(", ") },
+                pin.version,
+                pin.package,
+                pin.drift_prefix,
+            );
+        }
+    };
+    fs::create_dir_all(cached.parent().context("no parent")?)?;
+    fs::copy(&deb, &cached)
+        .with_context(|| format!("cannot cache {} as {}", deb.display(), cached.display()))?;
+    Ok(cached)
+}
+
+/// The newest version forky offers within the pin's line.
+fn newest(apt: &mut PrivateApt, pin: &Pinned) -> Result<String> {
+    let offered = apt.versions(pin.package)?;
+    offered
+        .iter()
+        .find(|v| v.starts_with(pin.drift_prefix))
+        .cloned()
+        .with_context(|| {
+            format!(
+                "Debian {RELEASE} offers no {} {}x (versions on offer: {})",
+                pin.package,
+                pin.drift_prefix,
+                offered.join(", ")
+            )
+        })
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
