@@ -22,4 +22,6 @@ pub mod setjmp;
 pub mod snp;
 pub mod tlb;
 pub mod tsc;
+#[cfg(target_os = "none")]
+pub mod varargs;
 pub mod x2apic;

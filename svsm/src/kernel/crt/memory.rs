@@ -1,9 +1,9 @@
 //! `malloc` and friends on the kernel heap: 16-byte aligned, the size kept in a header.
 
 use alloc::alloc::{alloc, alloc_zeroed, dealloc, realloc as heap_realloc, Layout};
-use core::ffi::c_void;
+use core::ffi::{c_int, c_void};
 
-use super::errno::ENOMEM;
+use super::errno::{EINVAL, ENOMEM};
 use super::fail_null;
 
 /// Bytes before each block: the requested size, keeping the block 16-byte aligned.
@@ -101,7 +101,28 @@ unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     }
 }
 
-/// `malloc` for the string functions.
-pub(super) fn malloc_for_strdup(size: usize) -> *mut c_void {
+/// `posix_memalign` for alignments up to 16 (every block is 16-byte aligned); a larger
+/// alignment gets `ENOMEM` (blocks keep their size in a header, so they cannot be
+/// over-aligned), and OpenSSL's aligned allocator then aligns a larger `malloc` block
+/// itself.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if out.is_null() || !align.is_power_of_two() || align < core::mem::size_of::<usize>() {
+        return EINVAL;
+    }
+    if align > ALIGN {
+        return ENOMEM;
+    }
+    let p = allocate(size, false);
+    if p.is_null() {
+        return ENOMEM;
+    }
+    // SAFETY: C's contract: `out` is writable.
+    unsafe { *out = p };
+    0
+}
+
+/// `malloc` for the C runtime's own functions (strdup, asprintf, posix_memalign).
+pub(super) fn crt_malloc(size: usize) -> *mut c_void {
     allocate(size, false)
 }

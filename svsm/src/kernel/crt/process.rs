@@ -100,6 +100,17 @@ extern "C" fn setcontext(_context: *const c_void) -> c_int {
 }
 
 #[unsafe(no_mangle)]
+extern "C" fn swapcontext(_save: *mut c_void, _switch_to: *const c_void) -> c_int {
+    fail(ENOSYS)
+}
+
+/// No sleeping: nothing in the SVSM can wake it (OpenSSL retries without one).
+#[unsafe(no_mangle)]
+extern "C" fn nanosleep(_request: *const c_void, _remaining: *mut c_void) -> c_int {
+    fail(ENOSYS)
+}
+
+#[unsafe(no_mangle)]
 extern "C" fn makecontext(_context: *mut c_void, _function: *mut c_void, _argc: c_int) {
     terminate(format_args!("makecontext() is not supported"))
 }

@@ -2,15 +2,19 @@
 //! the way the C library documents (OpenSSL probes for its config file and copes; libtpms
 //! keeps its state through the NV callbacks the vTPM registers, never in files).
 //!
-//! The printf family is not implemented: the engine formats through OpenSSL's own
-//! `BIO_snprintf`. A call here returns failure with an empty string and logs the format,
-//! so an unexpected use shows on the console.
+//! Formatting into memory (`snprintf`, `asprintf` and their `v`-variants) works: libtpms
+//! 0.10 formats its profile descriptions with them ([`svsm::cfmt`]; the variadic entry
+//! points are in `arch::varargs`). Formatting to files and descriptors fails, logging
+//! the format, so an unexpected use shows on the console.
 
-use core::ffi::{c_char, c_int, c_long, c_void};
+use alloc::vec::Vec;
+use core::ffi::{c_char, c_int, c_long, c_void, CStr};
 use core::ptr;
 
-use super::errno::{EBADF, ENOENT, ENOSYS};
+use super::errno::{EBADF, EINVAL, ENOENT, ENOSYS, EOVERFLOW};
+use super::memory::crt_malloc;
 use super::{c_str, fail, fail_null};
+use svsm::cfmt::{self, CArgs, FormatError};
 
 /// `FILE *` objects the archives reference by name: NULL, so every stdio call on them
 /// fails.
@@ -222,45 +226,6 @@ unsafe fn refuse_format(name: &str, buf: *mut c_char, len: usize, format: *const
 }
 
 #[unsafe(no_mangle)]
-unsafe extern "C" fn __snprintf_chk(
-    buf: *mut c_char,
-    len: usize,
-    _flag: c_int,
-    _buf_len: usize,
-    format: *const c_char,
-) -> c_int {
-    // SAFETY: C's contract for snprintf.
-    unsafe { refuse_format("snprintf", buf, len, format) }
-}
-
-#[unsafe(no_mangle)]
-unsafe extern "C" fn __vsnprintf_chk(
-    buf: *mut c_char,
-    len: usize,
-    _flag: c_int,
-    _buf_len: usize,
-    format: *const c_char,
-    _args: *mut c_void,
-) -> c_int {
-    // SAFETY: C's contract for vsnprintf.
-    unsafe { refuse_format("vsnprintf", buf, len, format) }
-}
-
-#[unsafe(no_mangle)]
-unsafe extern "C" fn __asprintf_chk(
-    out: *mut *mut c_char,
-    _flag: c_int,
-    format: *const c_char,
-) -> c_int {
-    if !out.is_null() {
-        // SAFETY: C's contract: `out` is writable.
-        unsafe { *out = ptr::null_mut() };
-    }
-    // SAFETY: C's contract for asprintf.
-    unsafe { refuse_format("asprintf", ptr::null_mut(), 0, format) }
-}
-
-#[unsafe(no_mangle)]
 unsafe extern "C" fn __fprintf_chk(_f: *mut c_void, _flag: c_int, format: *const c_char) -> c_int {
     // SAFETY: C's contract for fprintf.
     unsafe { refuse_format("fprintf", ptr::null_mut(), 0, format) }
@@ -294,10 +259,155 @@ unsafe extern "C" fn __vdprintf_chk(
     unsafe { refuse_format("vdprintf", ptr::null_mut(), 0, format) }
 }
 
+/// A System V AMD64 `va_list` (ABI §3.5.7): what `va_list` arguments point at.
+#[repr(C)]
+#[derive(Debug)]
+pub struct VaList {
+    gp_offset: u32,
+    fp_offset: u32,
+    overflow_arg_area: *const u64,
+    reg_save_area: *const u8,
+}
+
+/// The formatter's arguments, taken from a `va_list`.
+struct VaArgs(*mut VaList);
+
+impl CArgs for VaArgs {
+    fn next_word(&mut self) -> u64 {
+        // SAFETY: the C caller's contract: the va_list is live and holds an INTEGER-class
+        // argument for every conversion of its format, in the register save area while
+        // gp_offset < 48 and in the overflow area after.
+        unsafe {
+            let va = &mut *self.0;
+            if va.gp_offset < 48 {
+                let v = va
+                    .reg_save_area
+                    .add(va.gp_offset as usize)
+                    .cast::<u64>()
+                    .read_unaligned();
+                va.gp_offset += 8;
+                v
+            } else {
+                let v = va.overflow_arg_area.read_unaligned();
+                va.overflow_arg_area = va.overflow_arg_area.add(1);
+                v
+            }
+        }
+    }
+
+    fn append_string(&self, address: u64, limit: usize, out: &mut Vec<u8>) {
+        if address == 0 {
+            out.extend(b"(null)".iter().take(limit));
+            return;
+        }
+        let mut p = address as *const u8;
+        for _ in 0..limit {
+            // SAFETY: the C caller's contract for %s: a NUL-terminated string (or at
+            // least `limit` readable bytes when a precision is given).
+            let b = unsafe { p.read() };
+            if b == 0 {
+                break;
+            }
+            out.push(b);
+            // SAFETY: still inside the string (its NUL not yet reached).
+            p = unsafe { p.add(1) };
+        }
+    }
+}
+
+/// Formats `format` with the arguments in `ap`.
+///
+/// # Safety
+/// `format` is NUL-terminated and `ap` a live va_list with its arguments.
+unsafe fn vformat(format: *const c_char, ap: *mut VaList) -> Result<Vec<u8>, FormatError> {
+    // SAFETY: the caller's contract.
+    let fmt = unsafe { CStr::from_ptr(format) }.to_bytes();
+    let mut out = Vec::new();
+    cfmt::format(fmt, &mut VaArgs(ap), &mut out)?;
+    Ok(out)
+}
+
+/// `vsnprintf` with FORTIFY's check that `len` fits the destination (`slen`).
+#[unsafe(no_mangle)]
+unsafe extern "C" fn __vsnprintf_chk(
+    buf: *mut c_char,
+    len: usize,
+    _flag: c_int,
+    slen: usize,
+    format: *const c_char,
+    ap: *mut VaList,
+) -> c_int {
+    if len > slen {
+        crate::kernel::exit::terminate(format_args!(
+            "vsnprintf: {len} bytes into a {slen}-byte buffer"
+        ));
+    }
+    // SAFETY: C's contract for vsnprintf.
+    let text = match unsafe { vformat(format, ap) } {
+        Ok(text) => text,
+        // SAFETY: as above.
+        Err(_) => return unsafe { refuse_format("vsnprintf", buf, len, format) },
+    };
+    let Ok(n) = c_int::try_from(text.len()) else {
+        return fail(EOVERFLOW);
+    };
+    if len > 0 {
+        let copied = text.len().min(len - 1);
+        // SAFETY: `buf` has `len` bytes; `copied + 1 <= len`.
+        unsafe {
+            ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), copied);
+            *buf.add(copied) = 0;
+        }
+    }
+    n
+}
+
+/// `vasprintf`: the formatted string in a fresh `malloc` block.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn __vasprintf_chk(
+    out: *mut *mut c_char,
+    _flag: c_int,
+    format: *const c_char,
+    ap: *mut VaList,
+) -> c_int {
+    if out.is_null() {
+        return fail(EINVAL);
+    }
+    // SAFETY: C's contract: `out` is writable.
+    unsafe { *out = ptr::null_mut() };
+    // SAFETY: C's contract for vasprintf.
+    let text = match unsafe { vformat(format, ap) } {
+        Ok(text) => text,
+        // SAFETY: as above.
+        Err(_) => return unsafe { refuse_format("vasprintf", ptr::null_mut(), 0, format) },
+    };
+    let Ok(n) = c_int::try_from(text.len()) else {
+        return fail(EOVERFLOW);
+    };
+    let block = crt_malloc(text.len() + 1).cast::<u8>();
+    if block.is_null() {
+        return -1;
+    }
+    // SAFETY: `block` has text.len() + 1 fresh bytes; `out` is writable.
+    unsafe {
+        ptr::copy_nonoverlapping(text.as_ptr(), block, text.len());
+        *block.add(text.len()) = 0;
+        *out = block.cast();
+    }
+    n
+}
+
 /// `sscanf` converts nothing: returns EOF (input failure).
 #[unsafe(no_mangle)]
 unsafe extern "C" fn __isoc99_sscanf(_s: *const c_char, format: *const c_char) -> c_int {
     // SAFETY: C's contract: `format` is NUL-terminated.
     log::warn!("crt: sscanf({:?}) refused", unsafe { c_str(format) });
     EOF
+}
+
+/// glibc 2.38's C23 `sscanf` (what forky's archives call): refused like the C99 one.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn __isoc23_sscanf(s: *const c_char, format: *const c_char) -> c_int {
+    // SAFETY: forwarded unchanged.
+    unsafe { __isoc99_sscanf(s, format) }
 }

@@ -6,7 +6,7 @@ use core::ffi::{c_char, c_int, c_long, c_ulong, c_void};
 use core::ptr;
 
 use super::errno::EINVAL;
-use super::memory::malloc_for_strdup;
+use super::memory::crt_malloc;
 use crate::kernel::exit::terminate;
 
 unsafe extern "C" {
@@ -275,7 +275,7 @@ unsafe extern "C" fn strdup(s: *const c_char) -> *mut c_char {
     // SAFETY: `s` is NUL-terminated; the copy gets its length plus the NUL.
     unsafe {
         let n = strlen(s) + 1;
-        let copy = malloc_for_strdup(n);
+        let copy = crt_malloc(n);
         if !copy.is_null() {
             memcpy(copy, s.cast(), n);
         }
@@ -398,4 +398,49 @@ unsafe extern "C" fn __xpg_strerror_r(_errnum: c_int, buf: *mut c_char, len: usi
         *buf.add(n) = 0;
     }
     0
+}
+
+/// BSD's name for `strchr`.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn index(s: *const c_char, c: c_int) -> *mut c_char {
+    // SAFETY: forwarded unchanged.
+    unsafe { strchr(s, c) }
+}
+
+#[unsafe(no_mangle)]
+unsafe extern "C" fn strndup(s: *const c_char, n: usize) -> *mut c_char {
+    // SAFETY: `s` is NUL-terminated or has at least `n` bytes; the copy gets at most `n`
+    // of them plus a NUL.
+    unsafe {
+        let len = (0..n).find(|&i| *s.add(i) == 0).unwrap_or(n);
+        let copy = crt_malloc(len + 1).cast::<c_char>();
+        if !copy.is_null() {
+            memcpy(copy.cast(), s.cast(), len);
+            *copy.add(len) = 0;
+        }
+        copy
+    }
+}
+
+/// glibc 2.38's C23 `strtol` (what forky's archives call): C23 adds `0b` binary
+/// numbers, which the engine never parses; the C99 parser serves.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn __isoc23_strtol(
+    s: *const c_char,
+    end: *mut *mut c_char,
+    base: c_int,
+) -> c_long {
+    // SAFETY: forwarded unchanged.
+    unsafe { strtol(s, end, base) }
+}
+
+/// glibc 2.38's C23 `strtoul`, as [`__isoc23_strtol`].
+#[unsafe(no_mangle)]
+unsafe extern "C" fn __isoc23_strtoul(
+    s: *const c_char,
+    end: *mut *mut c_char,
+    base: c_int,
+) -> c_ulong {
+    // SAFETY: forwarded unchanged.
+    unsafe { strtoul(s, end, base) }
 }

@@ -29,7 +29,13 @@ refuse_on_descriptor!(
     getsockopt,
     setsockopt,
     recvmsg,
-    sendmsg
+    sendmsg,
+    getpeername,
+    recvfrom,
+    sendto,
+    recvmmsg,
+    sendmmsg,
+    poll
 );
 
 /// `EAI_FAIL`.
