@@ -175,19 +175,14 @@ mod tests {
             let mut glibc: libc::regex_t = unsafe { core::mem::zeroed() };
             let p = CString::new(*pattern).unwrap();
             // SAFETY: valid regex_t and NUL-terminated pattern.
-            assert_eq!(
-                unsafe { libc::regcomp(&mut glibc, p.as_ptr(), REG_EXTENDED) },
-                0
-            );
+            let rc = unsafe { libc::regcomp(&mut glibc, p.as_ptr(), REG_EXTENDED) };
+            assert_eq!(rc, 0);
             assert_eq!(core::mem::size_of::<libc::regex_t>(), REGEX_T_SIZE);
+            let at = core::ptr::addr_of!(glibc)
+                .cast::<u8>()
+                .wrapping_add(RE_NSUB_OFFSET);
             // SAFETY: reads a usize inside the 64-byte regex_t regcomp initialized.
-            let re_nsub = unsafe {
-                core::ptr::addr_of!(glibc)
-                    .cast::<u8>()
-                    .add(RE_NSUB_OFFSET)
-                    .cast::<usize>()
-                    .read_unaligned()
-            };
+            let re_nsub = unsafe { at.cast::<usize>().read_unaligned() };
             assert_eq!(re_nsub, ours.groups(), "{pattern}");
             for subject in SUBJECTS {
                 let s = CString::new(*subject).unwrap();
@@ -199,7 +194,7 @@ mod tests {
                 let rc = unsafe { libc::regexec(&glibc, s.as_ptr(), 6, m.as_mut_ptr(), 0) };
                 let theirs: Option<Vec<Option<(usize, usize)>>> = (rc == 0).then(|| {
                     m.iter()
-                        .map(|r| (r.rm_so >= 0).then(|| (r.rm_so as usize, r.rm_eo as usize)))
+                        .map(|r| (r.rm_so >= 0).then_some((r.rm_so as usize, r.rm_eo as usize)))
                         .collect()
                 });
                 assert_eq!(
