@@ -344,6 +344,19 @@ pub fn test_tpm2_tools() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("svsm-tpm2-tools-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
 
+    // The in-kernel engine is libtpms 0.10 (revision 1.83) with the default-v1 profile,
+    // which has TPM2_ECC_Encrypt (0x199) and TPM2_PolicyCapability (0x19B).
+    let fixed = tpm2(port, &dir, &["tpm2_getcap", "properties-fixed"])?;
+    if !fixed.contains("TPM2_PT_REVISION:\n  raw: 0xB7\n  value: 1.83") {
+        bail!("the in-kernel vTPM does not report revision 1.83:\n{fixed}");
+    }
+    let commands = tpm2(port, &dir, &["tpm2_getcap", "commands"])?;
+    for index in ["0x199", "0x19b"] {
+        if !commands.contains(&format!("commandIndex: {index}")) {
+            bail!("the in-kernel vTPM lacks command {index}: not the default-v1 profile");
+        }
+    }
+    println!("xtask: in-kernel vTPM: revision 1.83, default-v1 profile commands present");
     let random = tpm2(port, &dir, &["tpm2_getrandom", "--hex", "16"])?;
     if random.trim().len() != 32 || !random.trim().chars().all(|c| c.is_ascii_hexdigit()) {
         bail!("tpm2_getrandom printed {random:?}");

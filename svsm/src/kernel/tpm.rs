@@ -52,8 +52,21 @@ pub fn require_aesni() {
 /// Powers on the engine and starts the vTPM service.
 pub fn start() -> Service<LibTpms> {
     require_aesni();
-    match vtpm::start(Box::new(CpuEntropy)) {
+    let mut service = match vtpm::start(Box::new(CpuEntropy)) {
         Ok(service) => service,
         Err(e) => terminate(format_args!("the vTPM did not start: {e}")),
+    };
+    log::info!("vtpm: engine {}", vtpm::ENGINE);
+    match service.engine_mut().active_profile() {
+        Some(profile)
+            if profile.contains(&alloc::format!("\"Name\":\"{}\"", vtpm::libtpms::PROFILE)) =>
+        {
+            log::info!("vtpm: profile {}", vtpm::libtpms::PROFILE);
+        }
+        other => terminate(format_args!(
+            "the engine does not run the {} profile: {other:?}",
+            vtpm::libtpms::PROFILE
+        )),
     }
+    service
 }

@@ -65,7 +65,16 @@ fn startup_selftest_and_capabilities() {
         "max response size is 4087:\n{fixed}"
     );
     assert!(fixed.contains("TPM2_PT_FAMILY_INDICATOR:\n  raw: 0x322E3000"));
+    // libtpms 0.10: TPM 2.0 revision 1.83 (0xB7).
+    assert!(
+        fixed.contains("TPM2_PT_REVISION:\n  raw: 0xB7\n  value: 1.83"),
+        "revision 1.83:\n{fixed}"
+    );
     let commands = d.tool("tpm2_getcap", &["commands"]);
+    // The default-v1 profile is active: TPM2_ECC_Encrypt (0x199) and
+    // TPM2_PolicyCapability (0x19B) exist in it, not in the "null" profile.
+    assert!(commands.contains("commandIndex: 0x199"), "{commands}");
+    assert!(commands.contains("commandIndex: 0x19b"), "{commands}");
     assert!(commands.contains("TPM2_CC_CreatePrimary"), "{commands}");
     assert!(commands.contains("TPM2_CC_Quote"), "{commands}");
     let pcrs = d.tool("tpm2_getcap", &["pcrs"]);

@@ -31,6 +31,24 @@ unsafe extern "C" {
     fn time(out: *mut i64) -> i64;
     fn gmtime_r(time: *const i64, out: *mut [c_int; 14]) -> *mut c_void;
     fn __ctype_b_loc() -> *const *const u16;
+    fn __snprintf_chk(
+        buf: *mut c_char,
+        len: usize,
+        flag: c_int,
+        slen: usize,
+        format: *const c_char,
+        ...
+    ) -> c_int;
+    fn __asprintf_chk(out: *mut *mut c_char, flag: c_int, format: *const c_char, ...) -> c_int;
+    fn regcomp(preg: *mut u8, pattern: *const c_char, cflags: c_int) -> c_int;
+    fn regexec(
+        preg: *const u8,
+        s: *const c_char,
+        n: usize,
+        m: *mut [c_int; 2],
+        flags: c_int,
+    ) -> c_int;
+    fn regfree(preg: *mut u8);
 }
 
 pub const TESTS: &[(&str, Test)] = &[
@@ -56,7 +74,141 @@ pub const TESTS: &[(&str, Test)] = &[
     ("crt_qsort_sorts", crt_qsort_sorts),
     ("crt_time_from_tsc", crt_time_from_tsc),
     ("crt_ctype_table", crt_ctype_table),
+    (
+        "crt_printf_formats_register_and_stack_arguments",
+        crt_printf_formats_register_and_stack_arguments,
+    ),
+    (
+        "crt_regex_takes_apart_a_profile",
+        crt_regex_takes_apart_a_profile,
+    ),
 ];
+
+/// `snprintf` and `asprintf` as the engine calls them (FORTIFY's `_chk` entries), with
+/// more arguments than registers, so both halves of the `va_list` are read.
+fn crt_printf_formats_register_and_stack_arguments() -> Outcome {
+    let expected = b"default-v1|7|0x11f|18446744073709551615|Z|end|-3|42";
+    let mut buf = [0u8; 80];
+    // SAFETY: a NUL-terminated format whose conversions match the arguments' types; the
+    // destination has `buf.len()` bytes.
+    let n = unsafe {
+        __snprintf_chk(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            1,
+            buf.len(),
+            c"%s|%d|%#x|%lu|%c|%s|%d|%u".as_ptr(),
+            c"default-v1".as_ptr(),
+            7 as c_int,
+            0x11f as c_int,
+            u64::MAX,
+            c_int::from(b'Z'),
+            c"end".as_ptr(),
+            -3 as c_int,
+            42 as c_int,
+        )
+    };
+    ensure!(n as usize == expected.len(), "snprintf returned {n}");
+    ensure!(
+        buf[..expected.len()] == expected[..] && buf[expected.len()] == 0,
+        "snprintf wrote {:?}",
+        core::str::from_utf8(&buf[..expected.len()])
+    );
+    // Truncation: the full length is returned, the buffer holds len - 1 bytes and a NUL.
+    let mut small = [0xffu8; 5];
+    // SAFETY: as above, into 5 bytes.
+    let n = unsafe {
+        __snprintf_chk(
+            small.as_mut_ptr().cast(),
+            small.len(),
+            1,
+            small.len(),
+            c"%s-%d".as_ptr(),
+            c"abcdef".as_ptr(),
+            12 as c_int,
+        )
+    };
+    ensure!(
+        n == 9 && small == *b"abcd\0",
+        "truncated snprintf: {n}, {small:?}"
+    );
+    let mut out: *mut c_char = core::ptr::null_mut();
+    // SAFETY: a writable out-pointer; the result is a malloc block, freed below.
+    let n = unsafe {
+        __asprintf_chk(
+            &mut out,
+            1,
+            c"{\"Name\":\"%s\",\"StateFormatLevel\":%d,%s%s%s%.*s}".as_ptr(),
+            c"default-v1".as_ptr(),
+            7 as c_int,
+            c"\"a\":".as_ptr(),
+            c"1".as_ptr(),
+            c",".as_ptr(),
+            3 as c_int,
+            c"\"b\":2xyz".as_ptr(),
+        )
+    };
+    let text = br#"{"Name":"default-v1","StateFormatLevel":7,"a":1,"b"}"#;
+    ensure!(
+        !out.is_null() && n as usize == text.len(),
+        "asprintf returned {n}"
+    );
+    // SAFETY: asprintf's block holds n bytes and a NUL.
+    let got = unsafe { core::slice::from_raw_parts(out.cast::<u8>(), text.len() + 1) };
+    let same = got[..text.len()] == text[..] && got[text.len()] == 0;
+    // SAFETY: asprintf's block, freed once.
+    unsafe { free(out.cast()) };
+    ensure!(same, "asprintf wrote {:?}", core::str::from_utf8(got));
+    // A refused conversion fails the call: -1 and an empty string.
+    // SAFETY: as above.
+    let n = unsafe {
+        __snprintf_chk(
+            buf.as_mut_ptr().cast(),
+            8,
+            1,
+            buf.len(),
+            c"%n".as_ptr(),
+            0usize,
+        )
+    };
+    ensure!(n == -1 && buf[0] == 0, "%n was not refused: {n}");
+    Ok(())
+}
+
+/// `regcomp`/`regexec`/`regfree` on the pattern libtpms uses for a profile's name.
+fn crt_regex_takes_apart_a_profile() -> Outcome {
+    let mut preg = [0u64; 8];
+    let pattern = c"^\\{.*[[:space:]]*\"Name\"[[:space:]]*:[[:space:]]*\"([^\"]+)\".*\\}$";
+    let subject = c"{\"Name\":\"default-v1\",\"StateFormatLevel\":7}";
+    // SAFETY: a 64-byte regex_t, NUL-terminated pattern; REG_EXTENDED.
+    let rc = unsafe { regcomp(preg.as_mut_ptr().cast(), pattern.as_ptr(), 1) };
+    ensure!(rc == 0, "regcomp: {rc}");
+    ensure!(preg[6] == 1, "re_nsub {}", preg[6]);
+    let mut m = [[-1 as c_int; 2]; 3];
+    // SAFETY: the compiled expression, a NUL-terminated subject, 3 match slots.
+    let rc = unsafe { regexec(preg.as_ptr().cast(), subject.as_ptr(), 3, m.as_mut_ptr(), 0) };
+    ensure!(rc == 0, "regexec: {rc}");
+    ensure!(m == [[0, 42], [9, 19], [-1, -1]], "matches {m:?}");
+    // SAFETY: as above.
+    let rc = unsafe {
+        regexec(
+            preg.as_ptr().cast(),
+            c"{}".as_ptr(),
+            0,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    ensure!(rc == 1, "regexec on \"{{}}\": {rc} (REG_NOMATCH is 1)");
+    // SAFETY: compiled above; freed once, which empties the slot.
+    unsafe { regfree(preg.as_mut_ptr().cast()) };
+    ensure!(preg[0] == 0, "regfree left the expression");
+    // Basic (non-extended) syntax is refused: REG_BADPAT.
+    // SAFETY: as above.
+    let rc = unsafe { regcomp(preg.as_mut_ptr().cast(), c"a".as_ptr(), 0) };
+    ensure!(rc == 2, "basic regcomp: {rc}");
+    Ok(())
+}
 
 fn errno_value() -> c_int {
     // SAFETY: `__errno_location` returns the per-CPU errno.
