@@ -75,9 +75,38 @@ pub fn vmsa_listing(v: &SevVmsa) -> String {
     out
 }
 
+/// The vTPM engine the SVSM image carries (its packages, versions and archive digests):
+/// found behind its marker in the measured page data, which is laid out by address.
+pub fn engine(file: &IgvmFile) -> Option<String> {
+    let mut pages: Vec<(u64, &[u8])> = file
+        .directives()
+        .iter()
+        .filter_map(|h| match h {
+            IgvmDirectiveHeader::PageData {
+                gpa, flags, data, ..
+            } if !flags.unmeasured() && !data.is_empty() => Some((*gpa, data.as_slice())),
+            _ => None,
+        })
+        .collect();
+    pages.sort_by_key(|(gpa, _)| *gpa);
+    let mut image = Vec::new();
+    for (_, data) in pages {
+        let at = image.len();
+        image.extend_from_slice(data);
+        // Each page is PAGE_SIZE in the guest; shorter data is zero-filled.
+        image.resize(at + data.len().max(PAGE_SIZE as usize), 0);
+    }
+    svsm_protocol::vtpm::find_engine_id(&image).map(str::to_string)
+}
+
 /// The whole listing.
 pub fn listing(file: &IgvmFile) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "vTPM engine (in the measured SVSM image): {}",
+        engine(file).unwrap_or_else(|| "not found".to_string())
+    );
     out.push_str("platforms:\n");
     for p in file.platforms() {
         let IgvmPlatformHeader::SupportedPlatform(p) = p;

@@ -169,6 +169,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                 host.vcpus,
                 measure::hex(&m.digest)
             );
+            println!(
+                "vTPM engine (part of that digest): {}",
+                inspect::engine(&built.file).unwrap_or_else(|| "not found in the kernel".into())
+            );
             if built.layout.params.flags & svsm_protocol::igvm_params::PARAM_FLAG_FIRMWARE != 0 {
                 let map = built.layout.params.firmware_memory_map;
                 if map.size == 0 {

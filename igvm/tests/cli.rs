@@ -405,3 +405,74 @@ fn the_firmware_memory_map_is_reported_and_its_absence_warned_about() {
     );
     assert!(stderr.contains("0x40000000+0x1000000"), "{stderr}");
 }
+
+/// The engine's identity in the kernel image (behind its marker, here across a page
+/// boundary) is printed by `build` and `inspect`; a kernel without one says so.
+#[test]
+fn the_vtpm_engine_in_the_image_is_reported() {
+    let dir = scratch("cli-engine");
+    let mut data = vec![0u8; 0x1100];
+    let id = [
+        svsm_protocol::vtpm::ENGINE_ID_MARKER,
+        b"libtpms-dev 9.9-1 sha256:00ff\0",
+    ]
+    .concat();
+    data[0xff8..0xff8 + id.len()].copy_from_slice(&id);
+    let code: Vec<u8> = (0..0x1800u32).map(|i| (i * 7 + 3) as u8).collect();
+    let kernel = put(
+        &dir,
+        "k.elf",
+        &common::elf(
+            0x10_0010,
+            &[
+                common::Seg {
+                    paddr: 0x10_0000,
+                    bytes: code,
+                    mem_size: 0x2000,
+                },
+                common::Seg {
+                    paddr: 0x10_2000,
+                    bytes: data,
+                    mem_size: 0x3000,
+                },
+            ],
+        ),
+    );
+    let out = dir.join("svsm.igvm");
+    let args = [
+        "build",
+        "--kernel",
+        s(&kernel),
+        "--output",
+        s(&out),
+        "--svsm-size",
+        "1M",
+    ];
+    let o = tool(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("vTPM engine (part of that digest): libtpms-dev 9.9-1 sha256:00ff\n"),
+        "{stdout}"
+    );
+    let i = tool(&["inspect", s(&out)]);
+    let listing = String::from_utf8_lossy(&i.stdout);
+    assert!(
+        listing
+            .contains("vTPM engine (in the measured SVSM image): libtpms-dev 9.9-1 sha256:00ff\n"),
+        "{listing}"
+    );
+    let plain = put(&dir, "plain.elf", &small_kernel(0x10_0000));
+    let o = tool(&[
+        "build",
+        "--kernel",
+        s(&plain),
+        "--output",
+        s(&out),
+        "--svsm-size",
+        "1M",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("vTPM engine (part of that digest): not found")
+    );
+}

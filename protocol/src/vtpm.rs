@@ -25,6 +25,23 @@ pub const MAX_COMMAND_SIZE: usize = VTPM_BUFFER_MAX - SEND_COMMAND_REQUEST_HEADE
 /// Largest TPM response that fits: 4096 - 4.
 pub const MAX_RESPONSE_SIZE: usize = VTPM_BUFFER_MAX - SEND_COMMAND_RESPONSE_HEADER_SIZE;
 
+/// Precedes the vTPM engine's identity (its packages, versions and archive digests, as
+/// UTF-8, NUL-terminated) in the SVSM image, where `svsm-igvm inspect` finds it: the
+/// engine is part of the launch measurement, and a verifier must know which it is.
+pub const ENGINE_ID_MARKER: &[u8] = b"SVSM-VTPM-ENGINE:";
+
+/// The engine identity that follows [`ENGINE_ID_MARKER`] in `image`, if the marker is
+/// there and the text up to its NUL is UTF-8 (at most 1 KiB).
+pub fn find_engine_id(image: &[u8]) -> Option<&str> {
+    let at = image
+        .windows(ENGINE_ID_MARKER.len())
+        .position(|w| w == ENGINE_ID_MARKER)?
+        + ENGINE_ID_MARKER.len();
+    let rest = &image[at..image.len().min(at + 1024)];
+    let end = rest.iter().position(|&b| b == 0)?;
+    core::str::from_utf8(&rest[..end]).ok()
+}
+
 const _: () = assert!(MAX_COMMAND_SIZE == 4087);
 const _: () = assert!(MAX_RESPONSE_SIZE == 4092);
 
@@ -281,6 +298,27 @@ impl TpmHeader {
     /// The command or response code.
     pub fn code(&self) -> u32 {
         self.code.get()
+    }
+}
+
+#[cfg(test)]
+mod engine_id_tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_id_is_found_after_its_marker() {
+        let mut image = [0u8; 64].to_vec();
+        image.extend_from_slice(ENGINE_ID_MARKER);
+        image.extend_from_slice(b"libtpms-dev 0.10.2-5\0tail");
+        assert_eq!(find_engine_id(&image), Some("libtpms-dev 0.10.2-5"));
+        // No marker, no NUL within 1 KiB, not UTF-8: nothing.
+        assert_eq!(find_engine_id(&[0u8; 64]), None);
+        let mut open = ENGINE_ID_MARKER.to_vec();
+        open.extend_from_slice(&[b'x'; 2000]);
+        assert_eq!(find_engine_id(&open), None);
+        let mut bad = ENGINE_ID_MARKER.to_vec();
+        bad.extend_from_slice(&[0xff, 0xfe, 0]);
+        assert_eq!(find_engine_id(&bad), None);
     }
 }
 

@@ -38,6 +38,27 @@ pub use service::{Service, StartupError, Vtpm, VtpmError};
 /// `libcrypto.a` as linked. The engine is part of the launch measurement.
 pub const ENGINE: &str = env!("VTPM_ENGINE");
 
+const ENGINE_ID_LEN: usize = svsm_protocol::vtpm::ENGINE_ID_MARKER.len() + ENGINE.len() + 1;
+
+/// [`ENGINE`] behind its marker and NUL-terminated, as the kernel carries it in its image
+/// (`svsm_protocol::vtpm::find_engine_id` reads it back, for `svsm-igvm inspect`).
+pub static ENGINE_ID: [u8; ENGINE_ID_LEN] = {
+    let marker = svsm_protocol::vtpm::ENGINE_ID_MARKER;
+    let engine = ENGINE.as_bytes();
+    let mut id = [0u8; ENGINE_ID_LEN];
+    let mut i = 0;
+    while i < marker.len() {
+        id[i] = marker[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < engine.len() {
+        id[i + j] = engine[j];
+        j += 1;
+    }
+    id
+};
+
 /// Powers on the engine with `entropy` and starts the vTPM service on it.
 pub fn start(
     entropy: alloc::boxed::Box<dyn EntropySource>,

@@ -56,7 +56,12 @@ pub fn start() -> Service<LibTpms> {
         Ok(service) => service,
         Err(e) => terminate(format_args!("the vTPM did not start: {e}")),
     };
-    log::info!("vtpm: engine {}", vtpm::ENGINE);
+    // Read through the image's copy, which keeps it in the image for `svsm-igvm inspect`.
+    let id = core::hint::black_box(&vtpm::ENGINE_ID[..]);
+    log::info!(
+        "vtpm: engine {}",
+        svsm_protocol::vtpm::find_engine_id(id).unwrap_or("(unreadable)")
+    );
     match service.engine_mut().active_profile() {
         Some(profile)
             if profile.contains(&alloc::format!("\"Name\":\"{}\"", vtpm::libtpms::PROFILE)) =>
