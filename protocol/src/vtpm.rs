@@ -37,9 +37,9 @@ pub fn find_engine_id(image: &[u8]) -> Option<&str> {
         .windows(ENGINE_ID_MARKER.len())
         .position(|w| w == ENGINE_ID_MARKER)?
         + ENGINE_ID_MARKER.len();
-    let rest = &image[at..image.len().min(at + 1024)];
+    let rest = image.get(at..image.len().min(at + 1024))?;
     let end = rest.iter().position(|&b| b == 0)?;
-    core::str::from_utf8(&rest[..end]).ok()
+    core::str::from_utf8(rest.get(..end)?).ok()
 }
 
 const _: () = assert!(MAX_COMMAND_SIZE == 4087);
