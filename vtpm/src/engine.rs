@@ -52,6 +52,13 @@ pub trait Engine {
     /// The largest command and response sizes the engine advertises
     /// (TPM_PT_MAX_COMMAND_SIZE, TPM_PT_MAX_RESPONSE_SIZE).
     fn buffer_size(&self) -> u32;
+
+    /// Whether TPM2_Clear leaves the persistent objects of the storage and endorsement
+    /// hierarchies in place, against TPM 2.0 Part 3's TPM2_Clear (an engine bug), so the
+    /// service must evict them itself.
+    fn clear_keeps_persistent_objects(&self) -> bool {
+        false
+    }
 }
 
 impl core::error::Error for EngineError {}

@@ -132,6 +132,8 @@ pub trait Vtpm {
 pub struct Service<E: Engine> {
     engine: E,
     failed: bool,
+    /// A response kept while the service runs commands of its own after it (TPM2_Clear's).
+    held: Vec<u8>,
     ek_rsa: Vec<u8>,
     ek_ecc: Vec<u8>,
 }
@@ -156,6 +158,7 @@ impl<E: Engine> Service<E> {
         Ok(Self {
             engine,
             failed: false,
+            held: Vec::new(),
             ek_rsa,
             ek_ecc,
         })
@@ -214,6 +217,8 @@ impl<E: Engine> Service<E> {
     /// Runs a command on the engine unless it has failed; returns the response to hand
     /// out: the engine's, when it is whole and fits `max` bytes, else TPM_RC_FAILURE.
     fn run(&mut self, command: &mut [u8], max: usize) -> &[u8] {
+        // Read before the engine may use the command buffer as scratch.
+        let clear = tpm::command_code(command) == Some(tpm::CC_CLEAR);
         if !self.failed {
             let healthy = self.engine.execute(0, command).is_ok()
                 && !self.engine.failed()
@@ -224,10 +229,58 @@ impl<E: Engine> Service<E> {
             }
         }
         if self.failed {
-            &tpm::FAILURE_RESPONSE
-        } else {
-            self.engine.response()
+            return &tpm::FAILURE_RESPONSE;
         }
+        if clear
+            && self.engine.clear_keeps_persistent_objects()
+            && Header::parse(self.engine.response()).is_some_and(|h| h.code == tpm::RC_SUCCESS)
+        {
+            self.held.clear();
+            self.held.extend_from_slice(self.engine.response());
+            if self.evict_after_clear().is_err() {
+                self.failed = true;
+                log::error!("vTPM: engine failure after TPM2_Clear; every later command gets TPM_RC_FAILURE");
+                return &tpm::FAILURE_RESPONSE;
+            }
+            return &self.held;
+        }
+        self.engine.response()
+    }
+
+    /// Completes a successful TPM2_Clear on an engine that leaves persistent objects in
+    /// place ([`Engine::clear_keeps_persistent_objects`]): evicts every persistent object
+    /// the owner may evict. Clear has just reset ownerAuth to empty, so the empty password
+    /// authorizes it; platform objects refuse (TPM_RC_HIERARCHY) and stay, as TPM2_Clear
+    /// keeps them. Fails only when the engine does.
+    fn evict_after_clear(&mut self) -> Result<(), EngineError> {
+        let mut handles = Vec::new();
+        let mut next = tpm::PERSISTENT_FIRST;
+        loop {
+            let mut query = tpm::get_handles(next, 64);
+            self.engine.execute(0, &mut query)?;
+            let (more, found) =
+                tpm::parse_handles(self.engine.response()).ok_or(EngineError::FailureMode)?;
+            let persistent: Vec<u32> = found
+                .into_iter()
+                .filter(|h| h >> 24 == tpm::PERSISTENT_FIRST >> 24)
+                .collect();
+            let Some(&last) = persistent.last() else {
+                break;
+            };
+            handles.extend_from_slice(&persistent);
+            if !more || last == u32::MAX {
+                break;
+            }
+            next = last + 1;
+        }
+        for handle in handles {
+            let mut evict = tpm::evict_persistent(handle);
+            self.engine.execute(0, &mut evict)?;
+            if self.engine.failed() || !well_formed(self.engine.response(), MAX_RESPONSE_SIZE) {
+                return Err(EngineError::FailureMode);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -345,6 +398,7 @@ mod tests {
                 calls: 0,
             },
             failed: false,
+            held: Vec::new(),
             ek_rsa: Vec::new(),
             ek_ecc: Vec::new(),
         }

@@ -132,6 +132,68 @@ pub fn create_primary(hierarchy: u32, template: &[u8]) -> Vec<u8> {
         .build()
 }
 
+/// TPM_CC_Clear.
+pub const CC_CLEAR: u32 = 0x0000_0126;
+/// TPM_CC_EvictControl.
+pub const CC_EVICT_CONTROL: u32 = 0x0000_0120;
+/// TPM_CC_GetCapability.
+pub const CC_GET_CAPABILITY: u32 = 0x0000_017A;
+/// TPM_RH_OWNER.
+pub const RH_OWNER: u32 = 0x4000_0001;
+/// TPM_CAP_HANDLES.
+pub const CAP_HANDLES: u32 = 1;
+/// The first persistent object handle (TPM_HT_PERSISTENT << 24).
+pub const PERSISTENT_FIRST: u32 = 0x8100_0000;
+
+/// The command code of a command, if it has a header.
+pub fn command_code(command: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(command.get(6..10)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+fn clear_probe() -> Vec<u8> {
+    CommandBuilder::new(ST_SESSIONS, CC_CLEAR)
+        .u32(0x4000_000A)
+        .build()
+}
+
+/// TPM2_GetCapability(TPM_CAP_HANDLES, `first`, `count`).
+pub fn get_handles(first: u32, count: u32) -> Vec<u8> {
+    CommandBuilder::new(ST_NO_SESSIONS, CC_GET_CAPABILITY)
+        .u32(CAP_HANDLES)
+        .u32(first)
+        .u32(count)
+        .build()
+}
+
+/// Parses a TPM2_GetCapability(TPM_CAP_HANDLES) response: (moreData, handles).
+pub fn parse_handles(response: &[u8]) -> Option<(bool, Vec<u32>)> {
+    let header = Header::parse(response)?;
+    if header.code != RC_SUCCESS || header.size as usize != response.len() {
+        return None;
+    }
+    // header, moreData u8, capability u32, TPML_HANDLE { count u32, handles }.
+    let more = *response.get(10)? != 0;
+    let count = u32::from_be_bytes(response.get(15..19)?.try_into().ok()?) as usize;
+    let list = response.get(19..19usize.checked_add(count.checked_mul(4)?)?)?;
+    let handles = list
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Some((more, handles))
+}
+
+/// TPM2_EvictControl(TPM_RH_OWNER with an empty password, `handle`, `handle`): removes
+/// the persistent object at `handle`.
+pub fn evict_persistent(handle: u32) -> Vec<u8> {
+    CommandBuilder::new(ST_SESSIONS, CC_EVICT_CONTROL)
+        .u32(RH_OWNER)
+        .u32(handle)
+        .password_auth()
+        .u32(handle)
+        .build()
+}
+
 /// TPM2_FlushContext(handle).
 pub fn flush_context(handle: u32) -> Vec<u8> {
     CommandBuilder::new(ST_NO_SESSIONS, CC_FLUSH_CONTEXT)
@@ -163,6 +225,31 @@ pub fn parse_create_primary(response: &[u8]) -> Option<CreatedPrimary> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn handle_lists_parse_and_malformed_ones_are_refused() {
+        let mut r = vec![
+            0x80, 0x01, 0, 0, 0, 27, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2,
+        ];
+        r.extend_from_slice(&[0x81, 0, 0, 1, 0x81, 1, 0, 1]);
+        assert_eq!(
+            super::parse_handles(&r),
+            Some((true, vec![0x8100_0001, 0x8101_0001]))
+        );
+        // A count beyond the data, a wrong size field, an error code.
+        let mut long = r.clone();
+        long[18] = 3;
+        assert_eq!(super::parse_handles(&long), None);
+        assert_eq!(super::parse_handles(&r[..r.len() - 1]), None);
+        let mut error = r.clone();
+        error[9] = 1;
+        assert_eq!(super::parse_handles(&error), None);
+        assert_eq!(
+            super::command_code(&super::clear_probe()),
+            Some(super::CC_CLEAR)
+        );
+        assert_eq!(super::command_code(&[0; 9]), None);
+    }
+
     use super::*;
 
     #[test]
