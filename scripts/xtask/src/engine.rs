@@ -156,26 +156,36 @@ fn pinned_deb(apt: &mut Option<PrivateApt>, pin: &Pinned) -> Result<PathBuf> {
         Ok(deb) => deb,
         Err(err) => {
             let offered = apt.versions(pin.package).unwrap_or_default();
-            bail!(
-                "the pinned engine package {} {} cannot be fetched from Debian {RELEASE} ({err:#}).\n\
-                 Versions on offer: {}.\n\
-                 The engine is part of the launch measurement, so it never changes silently: \
-                 change the one line `version: \"{}\"` (and its sha256) of {} in \
-                 scripts/xtask/src/engine.rs, or build once with `cargo xtask --allow-engine-drift ...` \
-                 to fetch the newest {}x and print its digest.",
-                pin.package,
-                pin.version,
-                if offered.is_empty() { "none".to_string() } else { offered.join(", ") },
-                pin.version,
-                pin.package,
-                pin.drift_prefix,
-            );
+            bail!("{}", pin_gone(pin, &format!("{err:#}"), &offered));
         }
     };
     fs::create_dir_all(cached.parent().context("no parent")?)?;
     fs::copy(&deb, &cached)
         .with_context(|| format!("cannot cache {} as {}", deb.display(), cached.display()))?;
     Ok(cached)
+}
+
+/// What the build says when a pinned package cannot be fetched: the versions on offer
+/// and the one line to change.
+fn pin_gone(pin: &Pinned, why: &str, offered: &[String]) -> String {
+    format!(
+        "the pinned engine package {} {} cannot be fetched from Debian {RELEASE} ({why}).\n\
+         Versions on offer: {}.\n\
+         The engine is part of the launch measurement, so it never changes silently: change \
+         the one line `version: \"{}\"` (and its sha256) of {} in scripts/xtask/src/engine.rs, \
+         or build once with `cargo xtask --allow-engine-drift ...` to fetch the newest {}x and \
+         print its digest.",
+        pin.package,
+        pin.version,
+        if offered.is_empty() {
+            "none".to_string()
+        } else {
+            offered.join(", ")
+        },
+        pin.version,
+        pin.package,
+        pin.drift_prefix,
+    )
 }
 
 /// The newest version forky offers within the pin's line.
@@ -205,4 +215,34 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vanished_pin_names_the_offer_and_the_line_to_change() {
+        let pin = &PINNED[0];
+        let text = pin_gone(
+            pin,
+            "E: Version '0.10.2-5' for 'libtpms-dev' was not found",
+            &["0.10.3-1".to_string(), "0.10.2-6".to_string()],
+        );
+        assert!(text.contains("libtpms-dev 0.10.2-5 cannot be fetched from Debian forky"));
+        assert!(text.contains("Versions on offer: 0.10.3-1, 0.10.2-6."));
+        assert!(text.contains("change the one line `version: \"0.10.2-5\"`"));
+        assert!(text.contains("scripts/xtask/src/engine.rs"));
+        assert!(text.contains("--allow-engine-drift"));
+        assert!(pin_gone(pin, "gone", &[]).contains("Versions on offer: none."));
+    }
+
+    #[test]
+    fn every_pin_has_a_version_in_its_drift_line_and_a_sha256() {
+        for pin in PINNED {
+            assert!(pin.version.starts_with(pin.drift_prefix), "{pin:?}");
+            assert_eq!(pin.sha256.len(), 64, "{pin:?}");
+            assert!(pin.sha256.bytes().all(|b| b.is_ascii_hexdigit()), "{pin:?}");
+        }
+    }
 }

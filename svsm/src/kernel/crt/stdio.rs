@@ -232,6 +232,12 @@ unsafe extern "C" fn __fprintf_chk(_f: *mut c_void, _flag: c_int, format: *const
 }
 
 #[unsafe(no_mangle)]
+unsafe extern "C" fn vfprintf(_f: *mut c_void, format: *const c_char, _args: *mut c_void) -> c_int {
+    // SAFETY: C's contract for vfprintf.
+    unsafe { refuse_format("vfprintf", ptr::null_mut(), 0, format) }
+}
+
+#[unsafe(no_mangle)]
 unsafe extern "C" fn __vfprintf_chk(
     _f: *mut c_void,
     _flag: c_int,

@@ -135,3 +135,15 @@ extern "C" fn sleep(_seconds: c_uint) -> c_uint {
 extern "C" fn usleep(_microseconds: c_uint) -> c_int {
     0
 }
+
+/// `gmtime`'s one static result (one thread of C execution: see the module above).
+static GMTIME: spin::Mutex<[u64; 7]> = spin::Mutex::new([0; 7]);
+
+/// `gmtime`: [`gmtime_r`] into a static `struct tm`, as the C library's.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn gmtime(time: *const i64) -> *mut c_void {
+    const _: () = assert!(core::mem::size_of::<Tm>() <= core::mem::size_of::<[u64; 7]>());
+    let out = GMTIME.lock().as_mut_ptr().cast::<c_void>();
+    // SAFETY: forwarded; `out` is a static buffer large and aligned enough for a Tm.
+    unsafe { gmtime_r(time, out) }
+}
