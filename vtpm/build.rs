@@ -1,8 +1,9 @@
 //! Links the TPM 2.0 engine (libtpms 0.10) and the crypto library it uses (OpenSSL's
 //! libcrypto), both as static archives, and records which ones.
 //!
-//! The archives are Debian forky's, pinned and unpacked by `cargo xtask setup` into
-//! `target/engine/lib` (`scripts/xtask/src/engine.rs`); `VTPM_LIB_DIR` overrides where
+//! `cargo xtask setup` puts them in `target/engine/lib` (`scripts/xtask/src/engine.rs`):
+//! Debian forky's libtpms.a, pinned, and libcrypto.a built from the `openssl-src` crate's
+//! OpenSSL; `VTPM_LIB_DIR` overrides where
 //! they are looked up. Only link directives are emitted, for the host and for
 //! `x86_64-unknown-none` alike: the archives hold position-independent code, and the
 //! bare-metal kernel supplies the C runtime they call into.
@@ -38,8 +39,8 @@ fn main() {
         let Ok(bytes) = std::fs::read(&path) else {
             panic!(
                 "{} not found: run `cargo xtask setup` (it fetches Debian forky's pinned \
-                 libtpms-dev and libssl-dev into target/engine/lib), or point VTPM_LIB_DIR \
-                 at a directory holding libtpms.a and libcrypto.a",
+                 libtpms-dev and builds OpenSSL into target/engine/lib), or point \
+                 VTPM_LIB_DIR at a directory holding libtpms.a and libcrypto.a",
                 path.display()
             );
         };
@@ -59,11 +60,4 @@ fn main() {
     // from the search path, libtpms first because it calls into libcrypto.
     println!("cargo:rustc-link-lib=static:-bundle=tpms");
     println!("cargo:rustc-link-lib=static:-bundle=crypto");
-    // Forky's libcrypto is built with zlib and zstd compression methods. On the host they
-    // come from bookworm's own libraries (priority "required": dpkg needs them); the
-    // kernel's C runtime refuses them.
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        println!("cargo:rustc-link-lib=dylib:+verbatim=libz.so.1");
-        println!("cargo:rustc-link-lib=dylib:+verbatim=libzstd.so.1");
-    }
 }

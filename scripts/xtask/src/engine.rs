@@ -1,20 +1,26 @@
-//! The TPM engine's archives: libtpms 0.10 and OpenSSL's libcrypto, from Debian forky,
-//! pinned by version and by the SHA-256 of each .deb.
+//! The TPM engine's archives: libtpms 0.10 from Debian forky, pinned by version and by
+//! the SHA-256 of its .deb, and OpenSSL 3's libcrypto built from the `openssl-src`
+//! crate's sources (pinned with its checksum by Cargo.lock).
 //!
 //! The engine is linked into the kernel, so it is part of the launch measurement: it must
 //! never change silently. The pins below are the one place that says which engine is
-//! built. The .debs are cached under `target/engine/`, so repeat runs are offline. When
+//! built. Everything is cached under `target/engine/`, so repeat runs are offline. When
 //! forky (Debian's testing release) drops a pinned version, the build stops and names the
 //! versions on offer; `--allow-engine-drift` builds with the newest instead and prints
 //! its digests, to be pinned here.
 //!
+//! OpenSSL is configured lean, for the kernel and the host alike ([`OPENSSL_CONFIGURE`]):
+//! `linux-x86_64` with its assembly (the crate has no `x86_64-unknown-none`
+//! configuration), static, without threads, sockets, DSO, engines, compression or async.
+//!
 //! `target/engine/lib/` then holds `libtpms.a`, `libcrypto.a` and `ENGINE`, a manifest
-//! (package, version, .deb digest per line) that the vtpm crate's build script embeds
-//! together with the digests of the archives it links.
+//! (one line per component: what, version, digest or configuration) that the vtpm
+//! crate's build script embeds together with the digests of the archives it links.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
@@ -35,22 +41,38 @@ pub struct Pinned {
     pub drift_prefix: &'static str,
 }
 
-/// The engine. Change a version here (and its digest) to change the engine.
-pub const PINNED: &[Pinned] = &[
-    Pinned {
-        package: "libtpms-dev",
-        version: "0.10.2-5",
-        sha256: "de53d091e099403c207793cbcd52f9da58d8c8eff874649096013936d67835a0",
-        archive: "usr/lib/x86_64-linux-gnu/libtpms.a",
-        drift_prefix: "0.10.",
-    },
-    Pinned {
-        package: "libssl-dev",
-        version: "3.6.5-1",
-        sha256: "83c567b06fa1344075e80f7e24320ac52d9103986eab908d38809e84c7b00236",
-        archive: "usr/lib/x86_64-linux-gnu/libcrypto.a",
-        drift_prefix: "3.",
-    },
+/// The engine's Debian packages. Change a version here (and its digest) to change them.
+pub const PINNED: &[Pinned] = &[Pinned {
+    package: "libtpms-dev",
+    version: "0.10.2-5",
+    sha256: "de53d091e099403c207793cbcd52f9da58d8c8eff874649096013936d67835a0",
+    archive: "usr/lib/x86_64-linux-gnu/libtpms.a",
+    drift_prefix: "0.10.",
+}];
+
+/// OpenSSL's `Configure` arguments: its x86-64 Linux target with the assembly, static,
+/// position-independent (host binaries are PIE; the kernel links it at a fixed address
+/// all the same), each function in its own section (the kernel's `--gc-sections` drops
+/// what the engine never calls), and nothing the engine does not use.
+pub const OPENSSL_CONFIGURE: &[&str] = &[
+    "linux-x86_64",
+    "no-shared",
+    "no-module",
+    "no-dso",
+    "no-engine",
+    "no-threads",
+    "no-sock",
+    "no-async",
+    "no-comp",
+    "no-zlib",
+    "no-ui-console",
+    "no-legacy",
+    "no-tests",
+    "no-apps",
+    "no-docs",
+    "-fPIC",
+    "-ffunction-sections",
+    "-fdata-sections",
 ];
 
 /// The Debian release the engine comes from.
@@ -103,10 +125,19 @@ pub fn ensure() -> Result<()> {
         writeln!(manifest, "{} {version} sha256:{digest}", pin.package)?;
         chosen.push((pin, version, digest, deb));
     }
+    let openssl = format!(
+        "openssl-src {} configure: {}",
+        openssl_src::version(),
+        OPENSSL_CONFIGURE.join(" ")
+    );
+    writeln!(manifest, "{openssl}")?;
     let lib = lib_dir();
     let current = fs::read_to_string(lib.join("ENGINE")).unwrap_or_default();
     if current != manifest {
+        let libcrypto = build_openssl(&openssl)?;
         fs::create_dir_all(&lib)?;
+        fs::copy(&libcrypto, lib.join("libcrypto.a"))
+            .with_context(|| format!("cannot copy {}", libcrypto.display()))?;
         let unpacked = root().join("unpacked");
         let _ = fs::remove_dir_all(&unpacked);
         for (pin, _, _, deb) in &chosen {
@@ -120,6 +151,12 @@ pub fn ensure() -> Result<()> {
         }
         fs::write(lib.join("ENGINE"), &manifest)?;
     }
+    println!(
+        "xtask: engine: OpenSSL {} from openssl-src {}, configured {}",
+        openssl_version(),
+        openssl_src::version(),
+        OPENSSL_CONFIGURE.join(" ")
+    );
     for (pin, version, digest, _) in &chosen {
         println!(
             "xtask: engine: {} {version} (Debian {RELEASE}), .deb sha256 {digest}",
@@ -134,6 +171,68 @@ pub fn ensure() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// OpenSSL's own version, from the crate's version string (`300.6.1+3.6.3`).
+fn openssl_version() -> &'static str {
+    openssl_src::version()
+        .split_once('+')
+        .map_or("3", |(_, v)| v)
+}
+
+/// Builds libcrypto.a from the `openssl-src` sources with [`OPENSSL_CONFIGURE`] in
+/// `target/engine/openssl` and returns its path; a build whose stamp says `what` (the
+/// crate's version and the configuration) is kept.
+fn build_openssl(what: &str) -> Result<PathBuf> {
+    let dir = root().join("openssl");
+    let stamp = dir.join("BUILT");
+    let libcrypto = dir.join("libcrypto.a");
+    if libcrypto.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == what) {
+        return Ok(libcrypto);
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    println!(
+        "xtask: building OpenSSL {} for the engine (once; cached in target/engine)",
+        openssl_version()
+    );
+    let status = Command::new("cp")
+        .arg("-R")
+        .arg(openssl_src::source_dir().join("."))
+        .arg(&dir)
+        .status()
+        .context("cannot run cp")?;
+    if !status.success() {
+        bail!(
+            "cannot copy OpenSSL's sources from {}",
+            openssl_src::source_dir().display()
+        );
+    }
+    let run = |cmd: &mut Command, what: &str| -> Result<()> {
+        let status = cmd
+            .current_dir(&dir)
+            .status()
+            .with_context(|| format!("cannot start {what}"))?;
+        if !status.success() {
+            bail!("{what} failed ({status})");
+        }
+        Ok(())
+    };
+    run(
+        Command::new("perl")
+            .arg("./Configure")
+            .args(OPENSSL_CONFIGURE),
+        "OpenSSL's Configure (perl)",
+    )?;
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    run(
+        Command::new("make")
+            .arg(format!("-j{jobs}"))
+            .arg("build_libs"),
+        "OpenSSL's make build_libs",
+    )?;
+    fs::write(&stamp, what)?;
+    Ok(libcrypto)
 }
 
 fn open_apt(apt: &mut Option<PrivateApt>) -> Result<&mut PrivateApt> {

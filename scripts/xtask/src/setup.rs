@@ -7,6 +7,9 @@ use anyhow::{bail, Context, Result};
 /// Debian packages the build and the test levels need.
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
+    // OpenSSL's build for the engine (scripts/xtask/src/engine.rs).
+    "perl",
+    "make",
     "tpm2-tools",
     "libtss2-tcti-mssim0",
     "swtpm",

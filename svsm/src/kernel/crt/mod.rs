@@ -29,7 +29,6 @@
               contract, which its SAFETY comment names"
 )]
 
-mod compression;
 mod ctype;
 mod memory;
 mod process;
@@ -59,7 +58,6 @@ pub mod errno {
     pub const EINVAL: c_int = 22;
     pub const ENOSYS: c_int = 38;
     pub const EOVERFLOW: c_int = 75;
-    pub const ESRCH: c_int = 3;
     pub const EAFNOSUPPORT: c_int = 97;
     /// pthread functions return their error instead of setting errno.
     pub const EAGAIN_KEYS: c_int = 11;

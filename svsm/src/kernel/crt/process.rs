@@ -99,11 +99,6 @@ extern "C" fn setcontext(_context: *const c_void) -> c_int {
     fail(ENOSYS)
 }
 
-#[unsafe(no_mangle)]
-extern "C" fn swapcontext(_save: *mut c_void, _switch_to: *const c_void) -> c_int {
-    fail(ENOSYS)
-}
-
 /// No sleeping: nothing in the SVSM can wake it (OpenSSL retries without one).
 #[unsafe(no_mangle)]
 extern "C" fn nanosleep(_request: *const c_void, _remaining: *mut c_void) -> c_int {

@@ -1,16 +1,12 @@
-//! The pthread calls OpenSSL and libtpms make: once, keys, rwlocks, mutexes, condition
-//! variables, threads.
+//! The pthread calls OpenSSL and libtpms make: once, keys, rwlocks, self.
 //!
 //! There is one thread of C execution (see the module above), so locks are no-ops that
-//! succeed. `pthread_once` runs its routine exactly once; keys store one value each. No
-//! thread can be created; waiting on a condition, which only another thread could end,
-//! stops the SVSM with the reason.
+//! succeed. `pthread_once` runs its routine exactly once; keys store one value each.
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
-use super::errno::{EAGAIN_KEYS, EINVAL_KEYS, ESRCH};
-use crate::kernel::exit::terminate;
+use super::errno::{EAGAIN_KEYS, EINVAL_KEYS};
 
 /// `PTHREAD_ONCE_INIT` is 0; 1 while the routine runs; 2 once it returned.
 const ONCE_RUNNING: i32 = 1;
@@ -125,83 +121,4 @@ extern "C" fn pthread_rwlock_wrlock(_lock: *mut c_void) -> c_int {
 #[unsafe(no_mangle)]
 extern "C" fn pthread_rwlock_unlock(_lock: *mut c_void) -> c_int {
     0
-}
-
-/// Mutexes (OpenSSL 3.6's `CRYPTO_MUTEX`, its thread pool): no-ops that succeed, like the
-/// rwlocks above.
-macro_rules! no_op_lock {
-    ($($name:ident),* $(,)?) => {$(
-        #[unsafe(no_mangle)]
-        extern "C" fn $name(_object: *mut c_void) -> c_int {
-            0
-        }
-    )*};
-}
-
-no_op_lock!(
-    pthread_mutex_destroy,
-    pthread_mutex_lock,
-    pthread_mutex_trylock,
-    pthread_mutex_unlock,
-    pthread_cond_destroy,
-    pthread_cond_signal,
-    pthread_cond_broadcast,
-    pthread_attr_init,
-    pthread_attr_destroy,
-);
-
-#[unsafe(no_mangle)]
-extern "C" fn pthread_mutex_init(_mutex: *mut c_void, _attr: *const c_void) -> c_int {
-    0
-}
-
-#[unsafe(no_mangle)]
-extern "C" fn pthread_cond_init(_cond: *mut c_void, _attr: *const c_void) -> c_int {
-    0
-}
-
-#[unsafe(no_mangle)]
-extern "C" fn pthread_attr_setdetachstate(_attr: *mut c_void, _state: c_int) -> c_int {
-    0
-}
-
-/// No thread can be created: OpenSSL's thread pool then runs its work on the caller.
-#[unsafe(no_mangle)]
-extern "C" fn pthread_create(
-    _thread: *mut u64,
-    _attr: *const c_void,
-    _start: *const c_void,
-    _arg: *mut c_void,
-) -> c_int {
-    EAGAIN_KEYS
-}
-
-#[unsafe(no_mangle)]
-extern "C" fn pthread_join(_thread: u64, _result: *mut *mut c_void) -> c_int {
-    ESRCH
-}
-
-/// With one thread of execution and no other to signal it, a wait would never end: the
-/// SVSM stops with the reason instead of hanging.
-#[unsafe(no_mangle)]
-extern "C" fn pthread_cond_wait(_cond: *mut c_void, _mutex: *mut c_void) -> c_int {
-    terminate(format_args!(
-        "pthread_cond_wait: no other thread can signal"
-    ))
-}
-
-#[unsafe(no_mangle)]
-extern "C" fn pthread_cond_timedwait(
-    _cond: *mut c_void,
-    _mutex: *mut c_void,
-    _deadline: *const c_void,
-) -> c_int {
-    terminate(format_args!(
-        "pthread_cond_timedwait: no other thread can signal"
-    ))
-}
-
-#[unsafe(no_mangle)]
-extern "C" fn pthread_exit(_result: *mut c_void) -> ! {
-    terminate(format_args!("pthread_exit on the only thread"))
 }

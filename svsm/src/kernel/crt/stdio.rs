@@ -410,10 +410,3 @@ unsafe extern "C" fn __isoc99_sscanf(_s: *const c_char, format: *const c_char) -
     log::warn!("crt: sscanf({:?}) refused", unsafe { c_str(format) });
     EOF
 }
-
-/// glibc 2.38's C23 `sscanf` (what forky's archives call): refused like the C99 one.
-#[unsafe(no_mangle)]
-unsafe extern "C" fn __isoc23_sscanf(s: *const c_char, format: *const c_char) -> c_int {
-    // SAFETY: forwarded unchanged.
-    unsafe { __isoc99_sscanf(s, format) }
-}

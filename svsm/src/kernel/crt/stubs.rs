@@ -29,13 +29,7 @@ refuse_on_descriptor!(
     getsockopt,
     setsockopt,
     recvmsg,
-    sendmsg,
-    getpeername,
-    recvfrom,
-    sendto,
-    recvmmsg,
-    sendmmsg,
-    poll
+    sendmsg
 );
 
 /// `EAI_FAIL`.
