@@ -1,9 +1,10 @@
-//! PSP guest messages: the encrypted-message header, the report request/response and
-//! the SNP attestation report.
+//! PSP guest messages: the encrypted-message header, the report request/response, the
+//! derived-key request/response and the SNP attestation report.
 //!
 //! Layouts from the SEV-SNP firmware ABI spec (56860), "SNP_GUEST_REQUEST" (message
-//! header), "MSG_REPORT_REQ", "MSG_REPORT_RSP" and "ATTESTATION_REPORT"; they match
-//! Linux's `struct snp_guest_msg_hdr` and `struct snp_report_req` and virtee's
+//! header), "MSG_REPORT_REQ", "MSG_REPORT_RSP", "MSG_KEY_REQ", "MSG_KEY_RSP" and
+//! "ATTESTATION_REPORT"; they match Linux's `struct snp_guest_msg_hdr`,
+//! `struct snp_report_req`, `struct snp_derived_key_req` and virtee's
 //! `AttestationReport`. Messages are AES-256-GCM sealed with a VMPCK: the AAD is header
 //! bytes 0x30..0x60 and the 96-bit IV is the message sequence number, little-endian, in
 //! its first eight bytes. Reusing an IV breaks GCM, so a caller that loses track of the
@@ -251,6 +252,114 @@ impl ReportRequest {
     }
 }
 
+/// MSG_KEY_REQ payload (56860, "MSG_KEY_REQ", table "MSG_KEY_REQ Message Structure";
+/// Linux `struct snp_derived_key_req`): asks the PSP for a key derived from a root key
+/// and the guest's launch, mixing in the fields [`GuestFieldSelect`] names.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct KeyRequest {
+    /// Bit 0: the root key, 0 the chip's VCEK-derivation key, 1 the VM root key
+    /// (VMRK, only with a migration agent). Bits 2:1 (KEY_SEL): 0 the VLEK where one is
+    /// installed and the VCEK otherwise, 1 the VCEK, 2 the VLEK.
+    pub root_key_select: U32,
+    /// Reserved, zero.
+    pub reserved: U32,
+    /// Which launch fields are mixed in ([`GuestFieldSelect`]).
+    pub guest_field_select: U64,
+    /// The VMPL mixed in: at least the VMPL of the VMPCK that sealed the request.
+    pub vmpl: U32,
+    /// The guest SVN mixed in (at most the launch's), if selected.
+    pub guest_svn: U32,
+    /// The TCB version mixed in (no component above the current TCB's), if selected.
+    pub tcb_version: U64,
+}
+
+/// Size of [`KeyRequest`].
+pub const KEY_REQUEST_SIZE: usize = 0x20;
+const _: () = assert!(core::mem::size_of::<KeyRequest>() == KEY_REQUEST_SIZE);
+const _: () = assert!(core::mem::offset_of!(KeyRequest, guest_field_select) == 0x08);
+const _: () = assert!(core::mem::offset_of!(KeyRequest, vmpl) == 0x10);
+const _: () = assert!(core::mem::offset_of!(KeyRequest, guest_svn) == 0x14);
+const _: () = assert!(core::mem::offset_of!(KeyRequest, tcb_version) == 0x18);
+
+/// MSG_KEY_REQ's ROOT_KEY_SELECT: derive from the VM root key (VMRK) instead.
+pub const ROOT_KEY_VMRK: u32 = 1;
+/// MSG_KEY_REQ's KEY_SEL (bits 2:1): the VCEK even where a VLEK is installed.
+pub const KEY_SEL_VCEK: u32 = 1 << 1;
+/// MSG_KEY_REQ's KEY_SEL (bits 2:1): the VLEK.
+pub const KEY_SEL_VLEK: u32 = 2 << 1;
+
+bitflags::bitflags! {
+    /// MSG_KEY_REQ's GUEST_FIELD_SELECT (56860, table "GUEST_FIELD_SELECT Field"):
+    /// which launch fields the PSP mixes into the derived key. There is no bit for the
+    /// ID key or the author key, so a key bound to IMAGE_ID or FAMILY_ID alone can be
+    /// derived by any launch whose ID block, signed by anyone, carries those IDs.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct GuestFieldSelect: u64 {
+        /// The guest policy.
+        const GUEST_POLICY = 1 << 0;
+        /// The image ID of the ID block.
+        const IMAGE_ID = 1 << 1;
+        /// The family ID of the ID block.
+        const FAMILY_ID = 1 << 2;
+        /// The launch measurement.
+        const MEASUREMENT = 1 << 3;
+        /// The guest SVN given in the request.
+        const GUEST_SVN = 1 << 4;
+        /// The TCB version given in the request.
+        const TCB_VERSION = 1 << 5;
+    }
+}
+
+impl KeyRequest {
+    /// A request for a key from the VCEK (or the VLEK, where the host installed one)
+    /// for `vmpl`, mixing in `fields`, `guest_svn` and `tcb_version`.
+    pub fn new(fields: GuestFieldSelect, vmpl: u32, guest_svn: u32, tcb_version: u64) -> Self {
+        Self {
+            root_key_select: U32::new(0),
+            reserved: U32::new(0),
+            guest_field_select: U64::new(fields.bits()),
+            vmpl: U32::new(vmpl),
+            guest_svn: U32::new(guest_svn),
+            tcb_version: U64::new(tcb_version),
+        }
+    }
+}
+
+/// MSG_KEY_RSP payload (56860, table "MSG_KEY_RSP Message Structure"; Linux
+/// `struct snp_derived_key_resp`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct KeyResponse {
+    /// 0 on success, otherwise a firmware error (0x16 INVALID_PARAM).
+    pub status: U32,
+    /// Reserved.
+    pub reserved: [u8; 0x1C],
+    /// The derived key.
+    pub derived_key: [u8; 32],
+}
+
+/// Size of [`KeyResponse`].
+pub const KEY_RESPONSE_SIZE: usize = 0x40;
+const _: () = assert!(core::mem::size_of::<KeyResponse>() == KEY_RESPONSE_SIZE);
+const _: () = assert!(core::mem::offset_of!(KeyResponse, derived_key) == 0x20);
+
+impl KeyResponse {
+    /// Parses a decrypted MSG_KEY_RSP payload (a non-zero status is returned as is).
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        Self::read_from_prefix(bytes)
+            .map(|(r, _)| r)
+            .map_err(|_| ParseError::ShortBuffer {
+                need: KEY_RESPONSE_SIZE,
+                got: bytes.len(),
+            })
+    }
+}
+
 /// SNP TCB version as stored in reports (raw; field layout differs per CPU family).
 pub type TcbVersion = U64;
 
@@ -450,6 +559,32 @@ impl ReportResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The MSG_KEY_REQ that asks for a key bound to the measurement and the policy at
+    /// VMPL0 with a TCB, byte for byte as Linux's `struct snp_derived_key_req` lays it
+    /// out.
+    #[test]
+    fn key_request_layout() {
+        let fields = GuestFieldSelect::MEASUREMENT | GuestFieldSelect::GUEST_POLICY;
+        let r = KeyRequest::new(fields, 0, 0, 0x0300_0000_0000_0008);
+        let mut expected = [0u8; 0x20];
+        expected[0x08] = 0x09;
+        expected[0x18] = 0x08;
+        expected[0x1F] = 0x03;
+        assert_eq!(r.as_bytes(), &expected);
+        let r = KeyRequest {
+            root_key_select: U32::new(KEY_SEL_VCEK),
+            ..KeyRequest::new(GuestFieldSelect::all(), 2, 7, 0)
+        };
+        assert_eq!(r.as_bytes()[0], 0x02);
+        assert_eq!(r.as_bytes()[0x08], 0x3F);
+        assert_eq!(&r.as_bytes()[0x10..0x18], &[2, 0, 0, 0, 7, 0, 0, 0]);
+        let mut rsp = [0u8; 0x40];
+        rsp[0x20..].copy_from_slice(&[0xAB; 32]);
+        let parsed = KeyResponse::parse(&rsp).unwrap();
+        assert_eq!((parsed.status.get(), parsed.derived_key), (0, [0xAB; 32]));
+        assert!(KeyResponse::parse(&rsp[..0x3F]).is_err());
+    }
 
     const MILAN_REPORT: &[u8] = include_bytes!("../tests/data/snp-milan-report.bin");
 

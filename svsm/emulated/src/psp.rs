@@ -1,6 +1,6 @@
-//! The emulated PSP: decrypts SNP guest messages with VMPCK0, enforces the message
-//! sequence, and answers MSG_REPORT_REQ with a report signed by a P-384 test key that
-//! stands in for the VCEK.
+//! The emulated PSP: decrypts SNP guest messages with the VMPCKs, enforces each one's
+//! message sequence, answers MSG_REPORT_REQ with a report signed by a P-384 test key that
+//! stands in for the VCEK, and MSG_KEY_REQ with a key derived from a per-machine secret.
 //!
 //! It models what the firmware and the hypervisor do with a guest request (SEV-SNP ABI,
 //! pub. 56860, "SNP_GUEST_REQUEST"; GHCB, pub. 56421, "SNP Guest Request" and "SNP
@@ -13,6 +13,15 @@
 //! - an extended request whose certificate buffer is too small is refused by the
 //!   hypervisor before it reaches the PSP, with the size it needs.
 //!
+//! - MSG_KEY_REQ (56860, "MSG_KEY_REQ"): the key is HMAC-SHA-256 under the machine's
+//!   secret (standing in for the chip's root key) of the VMPL, the field selection and
+//!   each selected field. The VMPL must be at least the VMPL of the VMPCK that sealed the
+//!   request (a guest at VMPL2 holds only VMPCK2 and VMPCK3, so it can never derive a
+//!   VMPL0 key); the guest SVN may not exceed the launch's, no TCB component may exceed
+//!   the current TCB's (an older TCB is accepted: that is how a state sealed before a
+//!   firmware update is still opened); the VMRK, undefined selection bits and a VMPL
+//!   above 3 are refused with INVALID_PARAM.
+//!
 //! The test key is not secret and must never sign anything but emulated reports. A test
 //! chain ARK → ASK → VCEK (RSA-PSS, SHA-384, salt 48; the VCEK with serial number 0 like
 //! AMD's) is built with the `x509-cert` builder so the verifier's chain check runs on
@@ -22,15 +31,18 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use hmac::{Hmac, KeyInit, Mac};
 use p384::ecdsa::signature::Signer;
 use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 use rsa::pkcs8::DecodePrivateKey;
+use sha2::Sha256;
 use sha2::Sha384;
 use svsm::platform::{MessagePage, PspError};
 use svsm::psp::msg::{self, MessageError, ReportRequest, REPORT_REQUEST_SIZE};
 use svsm::psp::{ExtendedError, PspTransport};
 use svsm_protocol::guest_msg::{
-    AttestationReport, MessageType, ReportResponse, SIGNATURE_ALGO_ECDSA_P384_SHA384,
+    AttestationReport, GuestFieldSelect, KeyRequest, KeyResponse, MessageType, ReportResponse,
+    KEY_REQUEST_SIZE, KEY_SEL_VCEK, KEY_SEL_VLEK, SIGNATURE_ALGO_ECDSA_P384_SHA384,
 };
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder};
@@ -89,6 +101,12 @@ pub mod cert_guid {
 /// The emulation's VMPCK0 (a fixed test value: the emulated secrets page hands it to the
 /// SVSM).
 pub const TEST_VMPCK0: [u8; 32] = *b"emulated-psp-vmpck0-test-key-32b";
+/// The emulation's VMPCK2 (a fixed test value: what the guest at VMPL2 holds).
+pub const TEST_VMPCK2: [u8; 32] = *b"emulated-psp-vmpck2-test-key-32b";
+/// The emulated machine's secret that derived keys come from (a fixed test value, so a
+/// restarted emulated machine is the same machine; [`EmulatedPsp::set_machine_secret`]
+/// makes another).
+pub const TEST_MACHINE_SECRET: [u8; 32] = *b"emulated-psp-chip-root-secret-32";
 
 /// The fixed scalar of the test VCEK (never a real key).
 const TEST_VCEK_SCALAR: [u8; 48] = [
@@ -115,6 +133,10 @@ pub struct LaunchInfo {
     pub tcb: u64,
     /// Guest security version number.
     pub guest_svn: u32,
+    /// The ID block's image ID.
+    pub image_id: [u8; 16],
+    /// The ID block's family ID.
+    pub family_id: [u8; 16],
 }
 
 impl Default for LaunchInfo {
@@ -127,15 +149,21 @@ impl Default for LaunchInfo {
             chip_id: [0xC1; 64],
             tcb: 0x0300_0000_0000_0008,
             guest_svn: 0,
+            image_id: [0; 16],
+            family_id: [0; 16],
         }
     }
 }
 
 #[derive(Debug)]
 struct State {
-    vmpck0: [u8; 32],
-    /// The last sequence number used (the last response's).
-    seqno: u64,
+    /// VMPCK0..3; a zero key is not installed.
+    vmpcks: [[u8; 32]; 4],
+    /// Per VMPCK, the last sequence number used (the last response's).
+    seqnos: [u64; 4],
+    /// What derived keys come from.
+    machine_secret: [u8; 32],
+    keys_derived: u64,
     launch: LaunchInfo,
     vcek: SigningKey,
     busy: u32,
@@ -162,8 +190,10 @@ impl EmulatedPsp {
         let vcek = test_vcek();
         EmulatedPsp {
             state: Mutex::new(State {
-                vmpck0,
-                seqno: 0,
+                vmpcks: [vmpck0, [0; 32], TEST_VMPCK2, [0; 32]],
+                seqnos: [0; 4],
+                machine_secret: TEST_MACHINE_SECRET,
+                keys_derived: 0,
                 launch,
                 vcek,
                 busy: 0,
@@ -179,7 +209,22 @@ impl EmulatedPsp {
 
     /// VMPCK0 as the secrets page gives it to the SVSM.
     pub fn vmpck0(&self) -> [u8; 32] {
-        self.lock().vmpck0
+        self.lock().vmpcks[0]
+    }
+
+    /// VMPCK `n` (0..=3; all zero when not installed).
+    pub fn vmpck(&self, n: usize) -> [u8; 32] {
+        self.lock().vmpcks.get(n).copied().unwrap_or([0; 32])
+    }
+
+    /// Makes this another machine: derived keys come from `secret`.
+    pub fn set_machine_secret(&self, secret: [u8; 32]) {
+        self.lock().machine_secret = secret;
+    }
+
+    /// How many keys the PSP has derived.
+    pub fn keys_derived(&self) -> u64 {
+        self.lock().keys_derived
     }
 
     /// The public key of the key that signs reports.
@@ -207,9 +252,9 @@ impl EmulatedPsp {
         self.lock().cert_table = table;
     }
 
-    /// The last sequence number the PSP used.
+    /// The last sequence number the PSP used with VMPCK0.
     pub fn seqno(&self) -> u64 {
-        self.lock().seqno
+        self.lock().seqnos[0]
     }
 
     /// How many reports the PSP has signed.
@@ -270,44 +315,108 @@ impl PspTransport for EmulatedPsp {
 impl State {
     fn handle(&mut self, request: &MessagePage) -> Result<MessagePage, PspError> {
         let refuse = PspError::Firmware(FW_ERR_REFUSED);
-        let expected_seqno = self.seqno.checked_add(1).ok_or(refuse)?;
+        let header = msg::read_header(request).map_err(|_| refuse)?;
+        let vmpck = header.msg_vmpck;
+        let slot = usize::from(vmpck);
+        let key = *self.vmpcks.get(slot).ok_or(refuse)?;
+        if key == [0; 32] {
+            return Err(refuse);
+        }
+        let expected_seqno = self.seqnos[slot].checked_add(1).ok_or(refuse)?;
+        let msg_type = MessageType::from_u8(header.msg_type).ok_or(refuse)?;
+        let (want, reply_type) = match msg_type {
+            MessageType::ReportRequest => (REPORT_REQUEST_SIZE, MessageType::ReportResponse),
+            MessageType::KeyRequest => (KEY_REQUEST_SIZE, MessageType::KeyResponse),
+            _ => return Err(refuse),
+        };
         let mut payload = [0u8; REPORT_REQUEST_SIZE];
-        match msg::open(
-            &self.vmpck0,
-            request,
-            MessageType::ReportRequest,
-            expected_seqno,
-            0,
-            &mut payload,
-        ) {
-            Ok(REPORT_REQUEST_SIZE) => {}
+        match msg::open(&key, request, msg_type, expected_seqno, vmpck, &mut payload) {
+            Ok(n) if n == want => {}
             Ok(_) | Err(MessageError::BadSize) => {
                 return Err(PspError::Firmware(STATUS_INVALID_PARAM))
             }
             Err(_) => return Err(refuse),
         }
-        let req = ReportRequest::read_from_bytes(&payload).map_err(|_| refuse)?;
-        let vmpl = req.vmpl.get();
-
-        let mut rsp = ReportResponse::new_zeroed();
-        if vmpl > 3 {
-            rsp.status.set(STATUS_INVALID_PARAM);
-        } else {
-            rsp.report = self.build_report(&req.user_data, vmpl);
-            rsp.report_size.set(msg::REPORT_SIZE as u32);
-            self.reports += 1;
-        }
+        let payload = &payload[..want];
+        let reply = match msg_type {
+            MessageType::KeyRequest => {
+                let req = KeyRequest::read_from_bytes(payload).map_err(|_| refuse)?;
+                self.derive_key(&req, u32::from(vmpck)).as_bytes().to_vec()
+            }
+            _ => {
+                let req = ReportRequest::read_from_bytes(payload).map_err(|_| refuse)?;
+                let vmpl = req.vmpl.get();
+                let mut rsp = ReportResponse::new_zeroed();
+                if vmpl > 3 || vmpl < u32::from(vmpck) {
+                    rsp.status.set(STATUS_INVALID_PARAM);
+                } else {
+                    rsp.report = self.build_report(&req.user_data, vmpl);
+                    rsp.report_size.set(msg::REPORT_SIZE as u32);
+                    self.reports += 1;
+                }
+                rsp.as_bytes().to_vec()
+            }
+        };
         let rsp_seqno = expected_seqno + 1;
-        let page = msg::seal(
-            &self.vmpck0,
-            rsp_seqno,
-            MessageType::ReportResponse,
-            0,
-            rsp.as_bytes(),
-        )
-        .map_err(|_| refuse)?;
-        self.seqno = rsp_seqno;
+        let page = msg::seal(&key, rsp_seqno, reply_type, vmpck, &reply).map_err(|_| refuse)?;
+        self.seqnos[slot] = rsp_seqno;
         Ok(page)
+    }
+
+    /// MSG_KEY_RSP for `req`, sealed with the VMPCK of `requester_vmpl`.
+    fn derive_key(&mut self, req: &KeyRequest, requester_vmpl: u32) -> KeyResponse {
+        let mut rsp = KeyResponse::new_zeroed();
+        let l = &self.launch;
+        let select = req.root_key_select.get();
+        let fields = GuestFieldSelect::from_bits(req.guest_field_select.get());
+        let vmpl = req.vmpl.get();
+        let tcb = req.tcb_version.get();
+        // No TCB component may be newer than the current TCB's (byte-wise: each byte of
+        // the TCB version is one component's SVN).
+        let tcb_newer = tcb
+            .to_le_bytes()
+            .iter()
+            .zip(l.tcb.to_le_bytes())
+            .any(|(asked, current)| *asked > current);
+        let valid = select & !(KEY_SEL_VCEK | KEY_SEL_VLEK) == 0
+            && select & (KEY_SEL_VCEK | KEY_SEL_VLEK) != (KEY_SEL_VCEK | KEY_SEL_VLEK)
+            // The emulated host installs no VLEK.
+            && select & KEY_SEL_VLEK == 0
+            && req.reserved.get() == 0
+            && (requester_vmpl..=3).contains(&vmpl)
+            && req.guest_svn.get() <= l.guest_svn
+            && !tcb_newer;
+        let Some(fields) = fields.filter(|_| valid) else {
+            rsp.status.set(STATUS_INVALID_PARAM);
+            return rsp;
+        };
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.machine_secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(b"emulated SNP derived key, VCEK root");
+        mac.update(&vmpl.to_le_bytes());
+        mac.update(&fields.bits().to_le_bytes());
+        if fields.contains(GuestFieldSelect::GUEST_POLICY) {
+            mac.update(&l.policy.to_le_bytes());
+        }
+        if fields.contains(GuestFieldSelect::IMAGE_ID) {
+            mac.update(&l.image_id);
+        }
+        if fields.contains(GuestFieldSelect::FAMILY_ID) {
+            mac.update(&l.family_id);
+        }
+        if fields.contains(GuestFieldSelect::MEASUREMENT) {
+            mac.update(&l.measurement);
+        }
+        if fields.contains(GuestFieldSelect::GUEST_SVN) {
+            mac.update(&req.guest_svn.get().to_le_bytes());
+        }
+        if fields.contains(GuestFieldSelect::TCB_VERSION) {
+            mac.update(&tcb.to_le_bytes());
+        }
+        rsp.derived_key
+            .copy_from_slice(&mac.finalize().into_bytes());
+        self.keys_derived += 1;
+        rsp
     }
 
     /// An ATTESTATION_REPORT, version 2, signed with ECDSA P-384/SHA-384 over bytes
@@ -494,6 +603,202 @@ pub fn cert_table(chain: &TestChain) -> Result<Vec<u8>, ChainError> {
 mod tests {
     use super::*;
     use svsm::psp::{GuestMessageError, GuestMessenger};
+    use svsm_protocol::guest_msg::{KEY_RESPONSE_SIZE, ROOT_KEY_VMRK};
+
+    /// What the vTPM's sealing key asks for: the measurement and the policy, at VMPL0,
+    /// with the current TCB.
+    fn state_key_request(tcb: u64) -> KeyRequest {
+        KeyRequest::new(
+            GuestFieldSelect::MEASUREMENT
+                | GuestFieldSelect::GUEST_POLICY
+                | GuestFieldSelect::TCB_VERSION,
+            0,
+            0,
+            tcb,
+        )
+    }
+
+    fn launched(measurement: u8, policy: u64) -> EmulatedPsp {
+        let psp = EmulatedPsp::default();
+        psp.set_launch(LaunchInfo {
+            measurement: [measurement; 48],
+            policy,
+            ..LaunchInfo::default()
+        });
+        psp
+    }
+
+    fn svsm_key(psp: &EmulatedPsp, request: &KeyRequest) -> Result<[u8; 32], GuestMessageError> {
+        let mut m = GuestMessenger::new(psp.vmpck0(), psp.seqno());
+        m.derive_key(psp, request).map(|k| *k)
+    }
+
+    #[test]
+    fn derived_keys_depend_on_the_launch_the_vmpl_and_the_machine() {
+        let tcb = LaunchInfo::default().tcb;
+        let psp = launched(0xAB, 0x3_0000);
+        let key = svsm_key(&psp, &state_key_request(tcb)).unwrap();
+        assert_eq!(psp.keys_derived(), 1);
+        // The same machine and launch (a reboot): the same key.
+        assert_eq!(
+            svsm_key(&launched(0xAB, 0x3_0000), &state_key_request(tcb)).unwrap(),
+            key
+        );
+        // Another image, a debuggable launch of the same image, another machine, another
+        // VMPL, fewer fields: other keys.
+        assert_ne!(
+            svsm_key(&launched(0xAC, 0x3_0000), &state_key_request(tcb)).unwrap(),
+            key
+        );
+        assert_ne!(
+            svsm_key(&launched(0xAB, 0xB_0000), &state_key_request(tcb)).unwrap(),
+            key
+        );
+        let other = launched(0xAB, 0x3_0000);
+        other.set_machine_secret([7; 32]);
+        assert_ne!(svsm_key(&other, &state_key_request(tcb)).unwrap(), key);
+        let mut vmpl1 = state_key_request(tcb);
+        vmpl1.vmpl.set(1);
+        assert_ne!(svsm_key(&psp, &vmpl1).unwrap(), key);
+        let measurement_only = KeyRequest::new(
+            GuestFieldSelect::MEASUREMENT | GuestFieldSelect::TCB_VERSION,
+            0,
+            0,
+            tcb,
+        );
+        assert_ne!(svsm_key(&psp, &measurement_only).unwrap(), key);
+    }
+
+    #[test]
+    fn an_older_tcb_is_accepted_a_newer_one_refused() {
+        let tcb = LaunchInfo::default().tcb; // SNP SVN 3, microcode... as bytes
+        let psp = launched(0xAB, 0x3_0000);
+        let current = svsm_key(&psp, &state_key_request(tcb)).unwrap();
+        // One component (the low byte) older: a different key, still derivable.
+        let older = svsm_key(&psp, &state_key_request(tcb - 1)).unwrap();
+        assert_ne!(older, current);
+        // After a firmware update the old TCB still derives the old key.
+        psp.set_launch(LaunchInfo {
+            measurement: [0xAB; 48],
+            tcb: tcb + 1,
+            ..LaunchInfo::default()
+        });
+        assert_eq!(svsm_key(&psp, &state_key_request(tcb)).unwrap(), current);
+        // Any component newer than the current TCB: INVALID_PARAM.
+        assert_eq!(
+            svsm_key(&psp, &state_key_request(tcb + 2)),
+            Err(GuestMessageError::Firmware(STATUS_INVALID_PARAM))
+        );
+        assert_eq!(
+            svsm_key(&psp, &state_key_request((tcb + 1) | 1 << 40)),
+            Err(GuestMessageError::Firmware(STATUS_INVALID_PARAM))
+        );
+    }
+
+    #[test]
+    fn bad_key_requests_are_refused_and_the_channel_survives() {
+        let tcb = LaunchInfo::default().tcb;
+        let psp = launched(0xAB, 0x3_0000);
+        let mut m = GuestMessenger::new(psp.vmpck0(), 0);
+        let good = state_key_request(tcb);
+        let mut bad = Vec::new();
+        let mut r = good;
+        r.root_key_select.set(ROOT_KEY_VMRK);
+        bad.push(r);
+        r = good;
+        r.root_key_select.set(KEY_SEL_VLEK);
+        bad.push(r);
+        r = good;
+        r.guest_field_select.set(1 << 6);
+        bad.push(r);
+        r = good;
+        r.vmpl.set(4);
+        bad.push(r);
+        r = good;
+        r.guest_svn.set(1);
+        bad.push(r);
+        r = good;
+        r.reserved.set(1);
+        bad.push(r);
+        for request in &bad {
+            assert_eq!(
+                m.derive_key(&psp, request).map(|k| *k),
+                Err(GuestMessageError::Firmware(STATUS_INVALID_PARAM)),
+                "{request:?}"
+            );
+        }
+        // Refusals are answers: the key and the sequence are intact.
+        assert!(m.has_key());
+        assert_eq!(m.seqno(), 2 * bad.len() as u64);
+        let mut vcek = good;
+        vcek.root_key_select.set(KEY_SEL_VCEK);
+        assert_eq!(
+            *m.derive_key(&psp, &vcek).unwrap(),
+            *m.derive_key(&psp, &good).unwrap()
+        );
+        assert_eq!(psp.keys_derived(), 2);
+    }
+
+    /// The guest at VMPL2 holds VMPCK2 only (the SVSM zeroes VMPCK0 and VMPCK1 in its
+    /// copy of the secrets page): it cannot ask for a VMPL0 key, and the keys it can ask
+    /// for are other keys.
+    #[test]
+    fn the_guest_at_vmpl2_cannot_derive_the_svsm_key() {
+        let tcb = LaunchInfo::default().tcb;
+        let psp = launched(0xAB, 0x3_0000);
+        let svsm = svsm_key(&psp, &state_key_request(tcb)).unwrap();
+        let vmpck2 = psp.vmpck(2);
+        let mut seqno = 0;
+        let mut guest_asks = |vmpl: u32| -> KeyResponse {
+            let mut request = state_key_request(tcb);
+            request.vmpl.set(vmpl);
+            let page = msg::seal(
+                &vmpck2,
+                seqno + 1,
+                MessageType::KeyRequest,
+                2,
+                request.as_bytes(),
+            )
+            .unwrap();
+            let reply = psp.guest_request(&page).unwrap();
+            let mut out = [0u8; KEY_RESPONSE_SIZE];
+            let n = msg::open(
+                &vmpck2,
+                &reply,
+                MessageType::KeyResponse,
+                seqno + 2,
+                2,
+                &mut out,
+            )
+            .unwrap();
+            seqno += 2;
+            KeyResponse::parse(&out[..n]).unwrap()
+        };
+        for vmpl in [0, 1] {
+            let rsp = guest_asks(vmpl);
+            assert_eq!(rsp.status.get(), STATUS_INVALID_PARAM);
+            assert_eq!(rsp.derived_key, [0; 32]);
+        }
+        for vmpl in [2, 3] {
+            let rsp = guest_asks(vmpl);
+            assert_eq!(rsp.status.get(), 0);
+            assert_ne!(rsp.derived_key, svsm);
+        }
+        // Nor can it seal with VMPCK0, which it does not hold: a message under any other
+        // key fails authentication.
+        let forged = msg::seal(
+            &vmpck2,
+            1,
+            MessageType::KeyRequest,
+            0,
+            state_key_request(tcb).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            psp.guest_request(&forged),
+            Err(PspError::Firmware(FW_ERR_REFUSED))
+        );
+    }
 
     #[test]
     fn answers_a_report_request_from_the_svsm_messenger() {

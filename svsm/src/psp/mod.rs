@@ -1,4 +1,5 @@
-//! The SVSM's channel to the PSP: attestation reports requested with VMPCK0.
+//! The SVSM's channel to the PSP: attestation reports and derived keys requested with
+//! VMPCK0.
 //!
 //! Invariants:
 //! - a sequence number is used once: a request uses `seqno + 1`, its response `seqno + 2`,
@@ -25,7 +26,7 @@ use crate::platform::{MessagePage, Platform, PspError};
 
 use alloc::boxed::Box;
 
-use svsm_protocol::guest_msg::MessageType;
+use svsm_protocol::guest_msg::{KeyRequest, KeyResponse, MessageType, KEY_RESPONSE_SIZE};
 use zerocopy::IntoBytes;
 
 pub use msg::{MessageError, REPORT_SIZE};
@@ -117,8 +118,9 @@ pub struct GuestMessenger {
     key: Option<[u8; 32]>,
     /// The last sequence number used (0 before the first message).
     seqno: u64,
-    /// A request (sealed with `seqno + 1`) the hypervisor was shown but never forwarded.
-    pending: Option<Box<MessagePage>>,
+    /// A request (sealed with `seqno + 1`) the hypervisor was shown but never forwarded,
+    /// and the type of its answer.
+    pending: Option<(Box<MessagePage>, MessageType)>,
 }
 
 impl core::fmt::Debug for GuestMessenger {
@@ -184,8 +186,34 @@ impl GuestMessenger {
         vmpl: u32,
     ) -> Result<[u8; REPORT_SIZE], GuestMessageError> {
         let payload = msg::ReportRequest::new(*user_data, vmpl);
-        let (rsp, size) = self.exchange(psp, payload.as_bytes(), None)?;
+        let (rsp, size) =
+            self.exchange(psp, MessageType::ReportRequest, payload.as_bytes(), None)?;
         self.decode_report(&rsp[..size])
+    }
+
+    /// Asks the PSP for the key MSG_KEY_REQ `request` derives (sealed with VMPCK0, so
+    /// any VMPL may be asked for). The key is handed out in a buffer that wipes itself.
+    pub fn derive_key<T: PspTransport + ?Sized>(
+        &mut self,
+        psp: &T,
+        request: &KeyRequest,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, GuestMessageError> {
+        let (mut rsp, size) =
+            self.exchange(psp, MessageType::KeyRequest, request.as_bytes(), None)?;
+        let decoded = KeyResponse::parse(&rsp[..size]);
+        let result = match decoded {
+            Ok(r) if size == KEY_RESPONSE_SIZE && r.status.get() == 0 => {
+                Ok(zeroize::Zeroizing::new(r.derived_key))
+            }
+            Ok(r) if r.status.get() != 0 => Err(GuestMessageError::Firmware(r.status.get())),
+            _ => {
+                // Authenticated but nonsensical: the PSP is not behaving; stop using it.
+                self.wipe();
+                Err(GuestMessageError::Response(MessageError::BadSize))
+            }
+        };
+        rsp.zeroize();
+        result
     }
 
     /// Like [`Self::get_report`] through an extended request that also fetches the
@@ -199,7 +227,12 @@ impl GuestMessenger {
     ) -> Result<([u8; REPORT_SIZE], usize), GuestMessageError> {
         let payload = msg::ReportRequest::new(*user_data, vmpl);
         let mut certs_len = 0;
-        let (rsp, size) = self.exchange(psp, payload.as_bytes(), Some((certs, &mut certs_len)))?;
+        let (rsp, size) = self.exchange(
+            psp,
+            MessageType::ReportRequest,
+            payload.as_bytes(),
+            Some((certs, &mut certs_len)),
+        )?;
         Ok((self.decode_report(&rsp[..size])?, certs_len))
     }
 
@@ -215,36 +248,42 @@ impl GuestMessenger {
         }
     }
 
-    /// One MSG_REPORT_REQ/RSP exchange. On return the sequence number has moved past
-    /// both messages, or the key is wiped, or (BUSY) the request is pending and the
-    /// sequence number has not moved.
+    /// One request/response exchange (MSG_REPORT_REQ or MSG_KEY_REQ and its answer). On
+    /// return the sequence number has moved past both messages, or the key is wiped, or
+    /// (BUSY) the request is pending and the sequence number has not moved.
     fn exchange<T: PspTransport + ?Sized>(
         &mut self,
         psp: &T,
+        msg_type: MessageType,
         payload: &[u8],
         certs: Option<(&mut [u8], &mut usize)>,
     ) -> Result<([u8; msg::REPORT_RESPONSE_SIZE], usize), GuestMessageError> {
         // A working copy that is wiped when this exchange ends, however it ends.
         let key = zeroize::Zeroizing::new(self.key.ok_or(GuestMessageError::KeyWiped)?);
-        let mut request = self.seal(&key, payload)?;
-        if let Some(pending) = self.pending.take() {
+        let reply = match msg_type {
+            MessageType::KeyRequest => MessageType::KeyResponse,
+            _ => MessageType::ReportResponse,
+        };
+        let mut request = self.seal(&key, msg_type, payload)?;
+        if let Some((pending, pending_reply)) = self.pending.take() {
             if pending[..] == request[..] {
                 // The guest asked again for exactly what is pending (same key, sequence
                 // number and plaintext give the same bytes): send it, use its answer.
-                return self.transmit(psp, &key, pending, certs);
+                return self.transmit(psp, &key, pending, reply, certs);
             }
             // Something else is wanted. The pending bytes go out first, so the PSP
             // consumes their sequence number; their answer is of no use any more.
-            self.transmit(psp, &key, pending, None)?;
-            request = self.seal(&key, payload)?;
+            self.transmit(psp, &key, pending, pending_reply, None)?;
+            request = self.seal(&key, msg_type, payload)?;
         }
-        self.transmit(psp, &key, request, certs)
+        self.transmit(psp, &key, request, reply, certs)
     }
 
-    /// Seals a MSG_REPORT_REQ with the next sequence number.
+    /// Seals a request of `msg_type` with the next sequence number.
     fn seal(
         &mut self,
         key: &[u8; 32],
+        msg_type: MessageType,
         payload: &[u8],
     ) -> Result<Box<MessagePage>, GuestMessageError> {
         let req_seqno = self
@@ -252,7 +291,7 @@ impl GuestMessenger {
             .checked_add(1)
             .filter(|s| s.checked_add(1).is_some())
             .ok_or(GuestMessageError::SequenceExhausted)?;
-        match msg::seal(key, req_seqno, MessageType::ReportRequest, 0, payload) {
+        match msg::seal(key, req_seqno, msg_type, 0, payload) {
             Ok(page) => Ok(Box::new(page)),
             Err(e) => {
                 self.wipe();
@@ -268,6 +307,7 @@ impl GuestMessenger {
         psp: &T,
         key: &[u8; 32],
         request: Box<MessagePage>,
+        reply: MessageType,
         mut certs: Option<(&mut [u8], &mut usize)>,
     ) -> Result<([u8; msg::REPORT_RESPONSE_SIZE], usize), GuestMessageError> {
         let rsp_seqno = self
@@ -307,7 +347,7 @@ impl GuestMessenger {
             Ok(page) => page,
             Err(PspError::Busy) => {
                 // Never forwarded: keep the exact bytes for next time.
-                self.pending = Some(request);
+                self.pending = Some((request, reply));
                 return Err(GuestMessageError::Busy);
             }
             Err(e) => {
@@ -319,14 +359,7 @@ impl GuestMessenger {
         };
         self.seqno = rsp_seqno;
         let mut out = [0u8; msg::REPORT_RESPONSE_SIZE];
-        let size = match msg::open(
-            key,
-            &response,
-            MessageType::ReportResponse,
-            rsp_seqno,
-            0,
-            &mut out,
-        ) {
+        let size = match msg::open(key, &response, reply, rsp_seqno, 0, &mut out) {
             Ok(size) => size,
             Err(e) => {
                 self.wipe();
