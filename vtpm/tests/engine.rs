@@ -330,7 +330,9 @@ fn implements_command(vtpm: &mut impl Vtpm, code: u32) -> bool {
 fn runs_revision_1_83_with_the_default_v1_profile() {
     let _g = lock();
     let engine = LibTpms::power_on(os()).expect("powers on");
-    let profile = engine.active_profile().expect("libtpms reports its profile");
+    let profile = engine
+        .active_profile()
+        .expect("libtpms reports its profile");
     assert!(
         profile.starts_with(r#"{"ActiveProfile":{"Name":"default-v1","StateFormatLevel":"#),
         "{profile}"
