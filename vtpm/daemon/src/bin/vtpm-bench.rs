@@ -1,6 +1,8 @@
 //! `vtpm-bench`: per-command latency of the vTPM through (a) the engine called directly,
-//! (b) the full SVSM path on the emulated machine and (c) swtpm over its socket, with the
-//! same in-process client and the same command bytes; plus OpenSSL's raw sign time.
+//! (b) the full SVSM path on the emulated machine, (c) this machine's swtpm (Debian
+//! bookworm's) and (d) the current swtpm (Debian forky's, run with `chroot` from a forky
+//! root that `cargo xtask bench` builds) over their sockets, with the same in-process
+//! client and the same command bytes; plus OpenSSL's raw sign time.
 //!
 //! A benchmark, not a test: it prints medians and asserts nothing about time. Build it
 //! with the `bench-release` profile (`cargo xtask bench` does).
@@ -8,10 +10,12 @@
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path as FsPath, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use vtpm::tpm::{self, CommandBuilder, Header};
 use vtpm::{Engine, EngineError, LibTpms, OsEntropy, Service};
 use vtpm_daemon::svsm_backend::SvsmBackend;
@@ -134,7 +138,7 @@ fn svsm_round_trip(backend: &mut Backend, command: &[u8], response: &mut Vec<u8>
     Ok(backend.command_into(0, command, response)?)
 }
 
-/// (c) swtpm's data channel: raw TPM commands over TCP.
+/// (c) and (d): swtpm's data channel, raw TPM commands over TCP.
 struct Swtpm {
     stream: TcpStream,
     buffer: Vec<u8>,
@@ -536,7 +540,7 @@ fn free_port() -> Result<u16> {
 /// swtpm in socket mode with a scratch state directory; killed on drop.
 struct SwtpmProcess {
     child: Child,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
 }
 
 impl Drop for SwtpmProcess {
@@ -547,19 +551,68 @@ impl Drop for SwtpmProcess {
     }
 }
 
-fn start_swtpm() -> Result<(SwtpmProcess, Swtpm)> {
-    let dir = std::env::temp_dir().join(format!("vtpm-bench-swtpm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+/// The `swtpm` command: this machine's, or (`root`) the one in a Debian root, run with
+/// `chroot`; with the state directory to create (on this side) and the one to name to
+/// swtpm (as it sees it).
+fn swtpm_command(root: Option<&FsPath>, name: &str) -> (Command, PathBuf, PathBuf) {
+    let scratch = format!("vtpm-bench-{name}-{}", std::process::id());
+    match root {
+        None => {
+            let dir = std::env::temp_dir().join(scratch);
+            (Command::new("swtpm"), dir.clone(), dir)
+        }
+        Some(root) => {
+            let mut cmd = Command::new("chroot");
+            cmd.arg(root).arg("swtpm");
+            (
+                cmd,
+                root.join("tmp").join(&scratch),
+                PathBuf::from("/tmp").join(scratch),
+            )
+        }
+    }
+}
+
+/// `swtpm --version`'s first line.
+fn swtpm_version(root: Option<&FsPath>) -> String {
+    let (mut cmd, _, _) = swtpm_command(root, "version");
+    cmd.arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                // "TPM emulator version 0.10.2, Copyright (c) ...": the version.
+                .and_then(|l| l.split(',').next())
+                .map(|l| l.trim().to_string())
+        })
+        .unwrap_or_else(|| "version unknown".into())
+}
+
+/// Starts swtpm (this machine's, or the one in `root`) with the same options either way.
+fn start_swtpm(root: Option<&FsPath>) -> Result<(SwtpmProcess, Swtpm)> {
+    let name = if root.is_some() {
+        "swtpm-root"
+    } else {
+        "swtpm"
+    };
+    let (mut cmd, dir, seen_as) = swtpm_command(root, name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (port, ctrl) = (free_port()?, free_port()?);
-    let child = Command::new("swtpm")
+    let child = cmd
         .args(["socket", "--tpm2"])
         .args(["--server", &format!("type=tcp,port={port}")])
         .args(["--ctrl", &format!("type=tcp,port={ctrl}")])
         .args(["--flags", "not-need-init,startup-clear"])
-        .args(["--tpmstate", &format!("dir={}", dir.display())])
+        .args(["--tpmstate", &format!("dir={}", seen_as.display())])
         .stdout(Stdio::null())
         .spawn()
-        .context("cannot run swtpm (install the swtpm package)")?;
+        .with_context(|| match root {
+            None => "cannot run swtpm (install the swtpm package)".to_string(),
+            Some(r) => format!("cannot run chroot {} swtpm", r.display()),
+        })?;
     let process = SwtpmProcess { child, dir };
     let deadline = Instant::now() + Duration::from_secs(10);
     let stream = loop {
@@ -679,12 +732,25 @@ fn count_loop(backend: &RefCell<Backend>, command: &[u8], n: usize) -> Result<()
     Ok(())
 }
 
+/// Per-command latency of the vTPM: engine, SVSM path, swtpm (bookworm's and forky's).
+#[derive(Debug, Parser)]
+struct Args {
+    /// Only run N of one command through (b), printing nothing (for callgrind):
+    /// get-random, pcr-extend, pcr-read, sign-ecc, sign-rsa or quote.
+    #[arg(long, num_args = 2, value_names = ["COMMAND", "N"])]
+    count: Option<Vec<String>>,
+    /// A Debian forky root holding swtpm 0.10.x: column (d) runs `chroot <root> swtpm`.
+    #[arg(long, value_name = "DIR")]
+    forky_root: Option<PathBuf>,
+    /// Why there is no forky root (printed in place of column (d)).
+    #[arg(long, value_name = "REASON", conflicts_with = "forky_root")]
+    forky_skipped: Option<String>,
+}
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => {}
-        [flag, which, n] if flag == "--count" => return count(which, n),
-        _ => bail!("usage: vtpm-bench [--count <command> <n>]"),
+    let args = Args::parse();
+    if let Some([which, n]) = args.count.as_deref() {
+        return count(which, n);
     }
     let scale = std::env::var("VTPM_BENCH_SCALE")
         .ok()
@@ -715,12 +781,21 @@ fn main() -> Result<()> {
         (a, b, direct.outside, svsm.outside, probe)
     };
 
-    // (c) swtpm over its TCP data channel, with the same commands.
-    let c = {
-        let (_process, mut path) = start_swtpm()?;
-        measure(&mut [&mut path], scale)?
+    // (c) this machine's swtpm over its TCP data channel, with the same commands; (d)
+    // forky's, the same way.
+    let swtpm = |root: Option<&FsPath>| -> Result<Vec<f64>> {
+        let (_process, mut path) = start_swtpm(root)?;
+        let samples = measure(&mut [&mut path], scale)?
             .pop()
-            .context("swtpm samples")?
+            .context("swtpm samples")?;
+        Ok(samples.iter().map(|s| median(s)).collect())
+    };
+    let c_version = swtpm_version(None);
+    let c = swtpm(None)?;
+    let d = match (&args.forky_root, &args.forky_skipped) {
+        (Some(root), _) => Ok((swtpm_version(Some(root)), swtpm(Some(root))?)),
+        (None, Some(why)) => Err(why.clone()),
+        (None, None) => Err("no --forky-root given (`cargo xtask bench` builds one)".into()),
     };
 
     let (openssl_rsa, openssl_ecdsa) = openssl_sign_times()?;
@@ -749,7 +824,7 @@ fn main() -> Result<()> {
     let paired_whole = paired(&a, &b);
     let medians = |v: &[Vec<Duration>]| -> Vec<f64> { v.iter().map(|s| median(s)).collect() };
     let (out_a, out_b) = (medians(&outside_a), medians(&outside_b[..COMMANDS.len()]));
-    let (a, b, c) = (medians(&a), medians(&b), medians(&c));
+    let (a, b) = (medians(&a), medians(&b));
 
     println!(
         "vTPM per-command latency, medians in microseconds (build profile: {})",
@@ -765,22 +840,47 @@ fn main() -> Result<()> {
          on both (a) and (b). Each round runs a command once on (a) and once on (b), \
          alternating\n  which goes first; both get the same warm-up (5 runs). overhead = \
          median over the rounds of (b)'s time outside\n  the engine minus (a)'s in the same \
-         round: what the SVSM path adds, free of the engine's run-to-run noise."
+         round: what the SVSM path adds, free of the engine's run-to-run noise.\n  (c) and \
+         (d) run the same commands, rounds and warm-up, one swtpm at a time, each with a \
+         fresh state directory."
     );
     println!(
-        "{:<24} {:>10} {:>10} {:>9} {:>7} {:>10} {:>7}",
-        "command", "(a) engine", "(b) SVSM", "overhead", "(b)/(a)", "(c) swtpm", "(c)/(a)"
+        "  (a), (b): {}",
+        vtpm::ENGINE.lines().collect::<Vec<_>>().join("; ")
+    );
+    println!("  (c) bookworm's swtpm: {c_version}");
+    match &d {
+        Ok((version, _)) => println!("  (d) forky's swtpm (chroot into the forky root): {version}"),
+        Err(why) => println!("  (d) forky's swtpm: skipped: {why}"),
+    }
+    println!(
+        "{:<24} {:>10} {:>10} {:>9} {:>7} {:>10} {:>7} {:>10} {:>7}",
+        "command",
+        "(a) engine",
+        "(b) SVSM",
+        "overhead",
+        "(b)/(a)",
+        "(c) swtpm",
+        "(c)/(a)",
+        "(d) swtpm",
+        "(a)/(d)"
     );
     for (i, name) in COMMANDS.iter().enumerate() {
+        let (d_median, a_over_d) = match &d {
+            Ok((_, d)) => (format!("{:.2}", d[i]), format!("{:.3}", a[i] / d[i])),
+            Err(_) => ("-".into(), "-".into()),
+        };
         println!(
-            "{:<24} {:>10.2} {:>10.2} {:>9.2} {:>7.3} {:>10.2} {:>7.3}",
+            "{:<24} {:>10.2} {:>10.2} {:>9.2} {:>7.3} {:>10.2} {:>7.3} {:>10} {:>7}",
             name,
             a[i],
             b[i],
             overhead[i],
             b[i] / a[i],
             c[i],
-            c[i] / a[i]
+            c[i] / a[i],
+            d_median,
+            a_over_d
         );
     }
     let mut sorted = overhead.clone();
@@ -816,22 +916,33 @@ fn main() -> Result<()> {
     for (name, cost) in PROBES.iter().zip(probe) {
         println!("  {name:<48} {cost:>6.2}");
     }
-    println!("Sign against OpenSSL's raw sign (`openssl speed`):");
-    println!(
-        "  RSA-2048:   openssl {:.2} µs, (a) engine {:.2} µs ({:.2}x), (b) SVSM path {:.2} µs ({:.2}x)",
-        openssl_rsa,
-        a[4],
-        a[4] / openssl_rsa,
-        b[4],
-        b[4] / openssl_rsa
-    );
-    println!(
-        "  ECDSA P-256: openssl {:.2} µs, (a) engine {:.2} µs ({:.2}x), (b) SVSM path {:.2} µs ({:.2}x)",
-        openssl_ecdsa,
-        a[5],
-        a[5] / openssl_ecdsa,
-        b[5],
-        b[5] / openssl_ecdsa
-    );
+    println!("Sign against OpenSSL's raw sign (`openssl speed`), each path's time over it:");
+    for (label, index, raw) in [
+        ("RSA-2048:   ", 4, openssl_rsa),
+        ("ECDSA P-256:", 5, openssl_ecdsa),
+    ] {
+        let forky = match &d {
+            Ok((_, d)) => format!(", (d) {:.2} µs ({:.2}x)", d[index], d[index] / raw),
+            Err(_) => String::new(),
+        };
+        println!(
+            "  {label} openssl {raw:.2} µs, (a) engine {:.2} µs ({:.2}x), (b) SVSM path {:.2} µs \
+             ({:.2}x), (c) {:.2} µs ({:.2}x){forky}",
+            a[index],
+            a[index] / raw,
+            b[index],
+            b[index] / raw,
+            c[index],
+            c[index] / raw
+        );
+    }
+    match &d {
+        Ok((_, d)) => println!(
+            "Sign RSA-2048, (a) engine over (d) forky's swtpm: {:.3} (issue 14's target: at \
+             most 1.15)",
+            a[4] / d[4]
+        ),
+        Err(_) => println!("Sign RSA-2048, (a) over (d): no column (d)"),
+    }
     Ok(())
 }
