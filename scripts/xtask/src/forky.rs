@@ -23,8 +23,8 @@ const SCRIPT: &str = "/usr/share/debootstrap/scripts/sid";
 /// Where the bench finds swtpm for column (d).
 #[derive(Debug)]
 pub enum Peer {
-    /// The root (absolute) and its `swtpm --version`.
-    Root(PathBuf, String),
+    /// The root (absolute path); its swtpm's version is printed when it is made ready.
+    Root(PathBuf),
     /// Why there is no column (d).
     Skipped(String),
 }
@@ -49,12 +49,12 @@ pub fn peer() -> Peer {
         return Peer::Skipped("not root (debootstrap and chroot need root)".into());
     }
     match ensure() {
-        Ok((dir, version)) => Peer::Root(dir, version),
+        Ok(dir) => Peer::Root(dir),
         Err(e) => Peer::Skipped(format!("cannot build the forky root: {e:#}")),
     }
 }
 
-fn ensure() -> Result<(PathBuf, String)> {
+fn ensure() -> Result<PathBuf> {
     let dir = root();
     if let Ok(version) = fs::read_to_string(marker()) {
         if dir.join("usr/bin/swtpm").exists() {
@@ -64,7 +64,7 @@ fn ensure() -> Result<(PathBuf, String)> {
                 dir.display(),
                 version.trim()
             );
-            return Ok((abs, version.trim().to_string()));
+            return Ok(abs);
         }
     }
     setup::ensure_packages(&["debootstrap"])?;
@@ -125,7 +125,7 @@ fn ensure() -> Result<(PathBuf, String)> {
     }
     fs::write(marker(), format!("{version}\n"))?;
     println!("xtask: forky root ready: {version}");
-    Ok((abs, version))
+    Ok(abs)
 }
 
 /// `swtpm --version` inside the root.
