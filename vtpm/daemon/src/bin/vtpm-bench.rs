@@ -591,8 +591,10 @@ fn swtpm_version(root: Option<&FsPath>) -> String {
         .unwrap_or_else(|| "version unknown".into())
 }
 
-/// Starts swtpm (this machine's, or the one in `root`) with the same options either way.
-fn start_swtpm(root: Option<&FsPath>) -> Result<(SwtpmProcess, Swtpm)> {
+/// Starts swtpm (this machine's, or the one in `root`) with the same options either way,
+/// and libtpms's `profile` when given (swtpm 0.10; without one, libtpms 0.10 runs a new
+/// state with its "null" profile, 0.9's).
+fn start_swtpm(root: Option<&FsPath>, profile: Option<&str>) -> Result<(SwtpmProcess, Swtpm)> {
     let name = if root.is_some() {
         "swtpm-root"
     } else {
@@ -601,8 +603,11 @@ fn start_swtpm(root: Option<&FsPath>) -> Result<(SwtpmProcess, Swtpm)> {
     let (mut cmd, dir, seen_as) = swtpm_command(root, name);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (port, ctrl) = (free_port()?, free_port()?);
+    cmd.args(["socket", "--tpm2"]);
+    if let Some(name) = profile {
+        cmd.args(["--profile", &format!("name={name}")]);
+    }
     let child = cmd
-        .args(["socket", "--tpm2"])
         .args(["--server", &format!("type=tcp,port={port}")])
         .args(["--ctrl", &format!("type=tcp,port={ctrl}")])
         .args(["--flags", "not-need-init,startup-clear"])
@@ -782,18 +787,24 @@ fn main() -> Result<()> {
     };
 
     // (c) this machine's swtpm over its TCP data channel, with the same commands; (d)
-    // forky's, the same way.
-    let swtpm = |root: Option<&FsPath>| -> Result<Vec<f64>> {
-        let (_process, mut path) = start_swtpm(root)?;
+    // forky's, the same way, with the engine's profile (the one (a) runs), and again
+    // without a profile (libtpms's "null" profile, which a swtpm 0.10 started without
+    // --profile on a new state runs).
+    let swtpm = |root: Option<&FsPath>, profile: Option<&str>| -> Result<Vec<f64>> {
+        let (_process, mut path) = start_swtpm(root, profile)?;
         let samples = measure(&mut [&mut path], scale)?
             .pop()
             .context("swtpm samples")?;
         Ok(samples.iter().map(|s| median(s)).collect())
     };
     let c_version = swtpm_version(None);
-    let c = swtpm(None)?;
+    let c = swtpm(None, None)?;
     let d = match (&args.forky_root, &args.forky_skipped) {
-        (Some(root), _) => Ok((swtpm_version(Some(root)), swtpm(Some(root))?)),
+        (Some(root), _) => Ok((
+            swtpm_version(Some(root)),
+            swtpm(Some(root), Some(vtpm::libtpms::PROFILE))?,
+            swtpm(Some(root), None)?,
+        )),
         (None, Some(why)) => Err(why.clone()),
         (None, None) => Err("no --forky-root given (`cargo xtask bench` builds one)".into()),
     };
@@ -850,11 +861,15 @@ fn main() -> Result<()> {
     );
     println!("  (c) bookworm's swtpm: {c_version}");
     match &d {
-        Ok((version, _)) => println!("  (d) forky's swtpm (chroot into the forky root): {version}"),
+        Ok((version, _, _)) => println!(
+            "  (d) forky's swtpm (chroot into the forky root): {version}, --profile \
+             name={}, the engine's; \"(d) null\": the same swtpm without --profile",
+            vtpm::libtpms::PROFILE
+        ),
         Err(why) => println!("  (d) forky's swtpm: skipped: {why}"),
     }
     println!(
-        "{:<24} {:>10} {:>10} {:>9} {:>7} {:>10} {:>7} {:>10} {:>7}",
+        "{:<24} {:>10} {:>10} {:>9} {:>7} {:>10} {:>7} {:>10} {:>7} {:>10}",
         "command",
         "(a) engine",
         "(b) SVSM",
@@ -863,15 +878,20 @@ fn main() -> Result<()> {
         "(c) swtpm",
         "(c)/(a)",
         "(d) swtpm",
-        "(a)/(d)"
+        "(a)/(d)",
+        "(d) null"
     );
     for (i, name) in COMMANDS.iter().enumerate() {
-        let (d_median, a_over_d) = match &d {
-            Ok((_, d)) => (format!("{:.2}", d[i]), format!("{:.3}", a[i] / d[i])),
-            Err(_) => ("-".into(), "-".into()),
+        let (d_median, a_over_d, d_null) = match &d {
+            Ok((_, d, null)) => (
+                format!("{:.2}", d[i]),
+                format!("{:.3}", a[i] / d[i]),
+                format!("{:.2}", null[i]),
+            ),
+            Err(_) => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:<24} {:>10.2} {:>10.2} {:>9.2} {:>7.3} {:>10.2} {:>7.3} {:>10} {:>7}",
+            "{:<24} {:>10.2} {:>10.2} {:>9.2} {:>7.3} {:>10.2} {:>7.3} {:>10} {:>7} {:>10}",
             name,
             a[i],
             b[i],
@@ -880,7 +900,8 @@ fn main() -> Result<()> {
             c[i],
             c[i] / a[i],
             d_median,
-            a_over_d
+            a_over_d,
+            d_null
         );
     }
     let mut sorted = overhead.clone();
@@ -922,7 +943,13 @@ fn main() -> Result<()> {
         ("ECDSA P-256:", 5, openssl_ecdsa),
     ] {
         let forky = match &d {
-            Ok((_, d)) => format!(", (d) {:.2} µs ({:.2}x)", d[index], d[index] / raw),
+            Ok((_, d, null)) => format!(
+                ", (d) {:.2} µs ({:.2}x), (d) null {:.2} µs ({:.2}x)",
+                d[index],
+                d[index] / raw,
+                null[index],
+                null[index] / raw
+            ),
             Err(_) => String::new(),
         };
         println!(
@@ -937,7 +964,7 @@ fn main() -> Result<()> {
         );
     }
     match &d {
-        Ok((_, d)) => println!(
+        Ok((_, d, _)) => println!(
             "Sign RSA-2048, (a) engine over (d) forky's swtpm: {:.3} (issue 14's target: at \
              most 1.15)",
             a[4] / d[4]
