@@ -243,35 +243,54 @@ fn rsa_signing_template_unique(unique: &[u8]) -> Vec<u8> {
 const RSA_KEYS: u8 = 24;
 const SIGNS_PER_KEY: usize = 20;
 
-/// Sign RSA-2048 with [`RSA_KEYS`] different primary keys on one path: for each key the
-/// median of [`SIGNS_PER_KEY`] signs (after a warm-up), sorted. One key's sign time is
-/// not the TPM's: with libtpms 0.10 it is one of two figures about four times apart,
-/// depending on the key (the main table's figures use one key per TPM, which each run
-/// draws anew), so the two groups are compared apart ([`KeyGroups`]).
-fn sign_rsa_per_key(path: &mut dyn Path) -> Result<Vec<f64>> {
-    let mut medians = Vec::new();
+/// Sign RSA-2048 with [`RSA_KEYS`] different primary keys on each of `paths` (each its
+/// own TPM): for each key the median of [`SIGNS_PER_KEY`] signs (after a warm-up),
+/// sorted, per path. The paths take turns round by round, as in [`time`], so that all
+/// see the same machine load. One key's sign time is not the TPM's: with libtpms 0.10 it
+/// is one of two figures about four times apart, depending on the key (the main table's
+/// figures use one key per TPM, which each run draws anew), so the two groups are
+/// compared apart ([`KeyGroups`]).
+fn sign_rsa_per_key(paths: &mut [&mut dyn Path]) -> Result<Vec<Vec<f64>>> {
+    let n = paths.len();
+    let mut medians = vec![Vec::new(); n];
     for k in 0..RSA_KEYS {
-        let key = tpm::parse_create_primary(&ok(
-            path,
-            tpm::create_primary(RH_OWNER, &rsa_signing_template_unique(&[k; 16])),
-        )?)
-        .context("RSA key")?
-        .handle;
-        let command = sign(key, 0x0014);
-        let mut samples = Vec::with_capacity(SIGNS_PER_KEY);
-        for i in 0..SIGNS_PER_KEY + 3 {
-            let (rc, t) = path.run(&mut command.clone())?;
-            if rc != 0 && !(i < 3 && rc == RC_RETRY) {
-                bail!("Sign RSA-2048 failed with {rc:#x}");
-            }
-            if i >= 3 {
-                samples.push(t);
+        let template = rsa_signing_template_unique(&[k; 16]);
+        let mut keys = Vec::with_capacity(n);
+        for path in paths.iter_mut() {
+            let response = ok(&mut **path, tpm::create_primary(RH_OWNER, &template))?;
+            let key = tpm::parse_create_primary(&response)
+                .context("RSA key")?
+                .handle;
+            keys.push((key, sign(key, 0x0014)));
+        }
+        for (path, (_, command)) in paths.iter_mut().zip(&keys) {
+            for _ in 0..3 {
+                let (rc, _) = path.run(&mut command.clone())?;
+                if rc != 0 && rc != RC_RETRY {
+                    bail!("Sign RSA-2048 failed with {rc:#x}");
+                }
             }
         }
-        medians.push(median(&samples));
-        ok(path, tpm::flush_context(key))?;
+        let mut samples = vec![Vec::with_capacity(SIGNS_PER_KEY); n];
+        for round in 0..SIGNS_PER_KEY {
+            for i in order(round, n) {
+                let (rc, t) = paths[i].run(&mut keys[i].1.clone())?;
+                if rc != 0 {
+                    bail!("Sign RSA-2048 failed with {rc:#x}");
+                }
+                samples[i].push(t);
+            }
+        }
+        for (i, samples) in samples.iter().enumerate() {
+            medians[i].push(median(samples));
+        }
+        for (path, (key, _)) in paths.iter_mut().zip(&keys) {
+            ok(&mut **path, tpm::flush_context(*key))?;
+        }
     }
-    medians.sort_by(f64::total_cmp);
+    for m in &mut medians {
+        m.sort_by(f64::total_cmp);
+    }
     Ok(medians)
 }
 
@@ -836,9 +855,25 @@ fn main() -> Result<()> {
         .unwrap_or(1usize)
         .max(1);
 
+    // (c) this machine's swtpm; (d) forky's, with the engine's profile (the one (a)
+    // runs), and again without a profile (libtpms's "null" profile, which a swtpm 0.10
+    // started without --profile on a new state runs). Started first, so that the
+    // per-key Sign RSA-2048 runs on every TPM in the same rounds.
+    let c_version = swtpm_version(None);
+    let mut c_tpm = start_swtpm(None, None)?;
+    let mut forky = match (&args.forky_root, &args.forky_skipped) {
+        (Some(root), _) => Ok((
+            swtpm_version(Some(root)),
+            start_swtpm(Some(root), Some(vtpm::libtpms::PROFILE))?,
+            start_swtpm(Some(root), None)?,
+        )),
+        (None, Some(why)) => Err(why.clone()),
+        (None, None) => Err("no --forky-root given (`cargo xtask bench` builds one)".to_string()),
+    };
+
     // (a) and (b): one SVSM on the emulated machine; its engine is measured directly
     // and through the whole SVSM path, alternately.
-    let (a, b, outside_a, outside_b, probe, a_keys) = {
+    let (a, b, outside_a, outside_b, probe, mut keys) = {
         let backend = RefCell::new(new_backend()?);
         let mut direct = Direct {
             backend: &backend,
@@ -856,33 +891,39 @@ fn main() -> Result<()> {
         let a = m.pop().context("direct samples")?;
         let b = m.pop().context("SVSM samples")?;
         let probe = probe(&mut direct, &mut svsm, 200 * scale)?;
-        let a_keys = sign_rsa_per_key(&mut direct)?;
-        (a, b, direct.outside, svsm.outside, probe, a_keys)
+        let mut paths: Vec<&mut dyn Path> = vec![&mut direct, &mut c_tpm.1];
+        if let Ok((_, d, null)) = &mut forky {
+            paths.push(&mut d.1);
+            paths.push(&mut null.1);
+        }
+        let keys = sign_rsa_per_key(&mut paths)?;
+        (a, b, direct.outside, svsm.outside, probe, keys)
     };
 
-    // (c) this machine's swtpm over its TCP data channel, with the same commands; (d)
-    // forky's, the same way, with the engine's profile (the one (a) runs), and again
-    // without a profile (libtpms's "null" profile, which a swtpm 0.10 started without
-    // --profile on a new state runs).
-    let swtpm = |root: Option<&FsPath>, profile: Option<&str>| -> Result<(Vec<f64>, Vec<f64>)> {
-        let (_process, mut path) = start_swtpm(root, profile)?;
-        let samples = measure(&mut [&mut path], scale)?
+    // The swtpms over their TCP data channel, with the same commands, one at a time.
+    let swtpm = |path: &mut Swtpm| -> Result<Vec<f64>> {
+        let samples = measure(&mut [path], scale)?
             .pop()
             .context("swtpm samples")?;
-        let keys = sign_rsa_per_key(&mut path)?;
-        Ok((samples.iter().map(|s| median(s)).collect(), keys))
+        Ok(samples.iter().map(|s| median(s)).collect())
     };
-    let c_version = swtpm_version(None);
-    let (c, c_keys) = swtpm(None, None)?;
-    let d = match (&args.forky_root, &args.forky_skipped) {
-        (Some(root), _) => {
-            let version = swtpm_version(Some(root));
-            let (d, d_keys) = swtpm(Some(root), Some(vtpm::libtpms::PROFILE))?;
-            let (null, null_keys) = swtpm(Some(root), None)?;
+    let c = swtpm(&mut c_tpm.1)?;
+    drop(c_tpm);
+    let mut keys = keys.drain(..);
+    let (a_keys, c_keys) = (
+        keys.next().context("per-key (a)")?,
+        keys.next().context("per-key (c)")?,
+    );
+    let d = match forky {
+        Ok((version, mut d_tpm, mut null_tpm)) => {
+            let d = swtpm(&mut d_tpm.1)?;
+            drop(d_tpm);
+            let null = swtpm(&mut null_tpm.1)?;
+            let d_keys = keys.next().context("per-key (d)")?;
+            let null_keys = keys.next().context("per-key (d) null")?;
             Ok((version, d, null, d_keys, null_keys))
         }
-        (None, Some(why)) => Err(why.clone()),
-        (None, None) => Err("no --forky-root given (`cargo xtask bench` builds one)".into()),
+        Err(why) => Err(why),
     };
 
     let (openssl_rsa, openssl_ecdsa) = openssl_sign_times()?;
