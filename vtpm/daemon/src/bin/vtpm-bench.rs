@@ -687,12 +687,13 @@ fn swtpm_version(root: Option<&FsPath>) -> String {
 /// and libtpms's `profile` when given (swtpm 0.10; without one, libtpms 0.10 runs a new
 /// state with its "null" profile, 0.9's).
 fn start_swtpm(root: Option<&FsPath>, profile: Option<&str>) -> Result<(SwtpmProcess, Swtpm)> {
-    let name = if root.is_some() {
-        "swtpm-root"
-    } else {
-        "swtpm"
-    };
-    let (mut cmd, dir, seen_as) = swtpm_command(root, name);
+    // Each swtpm its own state directory: several run at once.
+    let name = format!(
+        "swtpm-{}-{}",
+        if root.is_some() { "root" } else { "host" },
+        profile.unwrap_or("no-profile")
+    );
+    let (mut cmd, dir, seen_as) = swtpm_command(root, &name);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (port, ctrl) = (free_port()?, free_port()?);
     cmd.args(["socket", "--tpm2"]);
