@@ -971,7 +971,8 @@ fn main() -> Result<()> {
          median over the rounds of (b)'s time outside\n  the engine minus (a)'s in the same \
          round: what the SVSM path adds, free of the engine's run-to-run noise.\n  (c) and \
          (d) run the same commands, rounds and warm-up, one swtpm at a time, each with a \
-         fresh state directory."
+         fresh state directory.\n  Sign RSA-2048 and Quote use one RSA key per TPM, whose \
+         sign time depends on the key (see the per-key figures after the table)."
     );
     println!(
         "  (a), (b): {}",
