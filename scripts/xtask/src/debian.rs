@@ -130,7 +130,7 @@ pub fn unpack(deb: &Path, into: &Path) -> Result<()> {
 }
 
 /// The Debian mirror this machine's apt uses (first `URIs:` or `deb` line).
-fn debian_mirror() -> Result<String> {
+pub fn debian_mirror() -> Result<String> {
     let mut files: Vec<PathBuf> = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
         let mut more: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();

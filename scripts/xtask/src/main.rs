@@ -8,6 +8,7 @@ mod attest;
 mod core;
 mod debian;
 mod engine;
+mod forky;
 mod igvm;
 mod kernel;
 mod linux;

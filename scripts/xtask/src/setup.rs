@@ -24,16 +24,37 @@ pub const APT_PACKAGES: &[&str] = &[
 /// Makes sure every package in [`APT_PACKAGES`], the Rust target and the TPM engine's
 /// archives (Debian forky's, pinned: [`crate::engine`]) are present.
 pub fn ensure() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    ensure_packages(APT_PACKAGES)?;
+    ensure_rust_target()?;
+    crate::engine::ensure()
+}
+
+/// Installs those of `packages` that are missing (as root on Debian), or says what to
+/// install.
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !dpkg_installed(p))
         .collect();
-    if !missing.is_empty() {
-        install_apt(&missing)?;
+    if missing.is_empty() {
+        return Ok(());
     }
-    ensure_rust_target()?;
-    crate::engine::ensure()
+    install_apt(&missing)
+}
+
+/// Whether this machine is Debian (or a derivative that keeps `/etc/debian_version`).
+pub fn is_debian() -> bool {
+    std::path::Path::new("/etc/debian_version").exists()
+}
+
+/// Whether xtask runs as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 fn dpkg_installed(package: &str) -> bool {
@@ -49,16 +70,10 @@ fn dpkg_installed(package: &str) -> bool {
 
 fn install_apt(missing: &[&str]) -> Result<()> {
     let list = missing.join(" ");
-    let is_debian = std::path::Path::new("/etc/debian_version").exists();
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !is_debian {
+    if !is_debian() {
         bail!("this machine is not Debian; install the equivalents of these Debian packages and retry: {list}");
     }
-    if !is_root {
+    if !is_root() {
         bail!("missing packages; run as root: apt-get update && apt-get install -y {list}");
     }
     println!("xtask: installing {list}");

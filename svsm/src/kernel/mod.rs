@@ -92,6 +92,8 @@ fn crash_on_request(info: &pvh::BootInfo) {
 /// The 64-bit entry point, called once by the boot CPU.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_start(boot_info: u32) -> ! {
+    // Read first, for the time from kernel entry to vTPM ready (logged below).
+    let entry_tsc = svsm::arch::tsc::rdtsc();
     // SEV-SNP (the entry found a C-bit): the GHCB first, since port I/O goes through it.
     let snp = svsm::platform::snp::runtime::early_init(boot_info);
     serial::init_console();
@@ -184,10 +186,14 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
     );
     let mut service = tpm::start();
     let stats = heap::stats();
+    let ready_us = time::micros_since(entry_tsc);
     log::info!(
-        "memory: vTPM started (EK manufactured); heap {} KiB allocated, high-water {} KiB",
+        "memory: vTPM started (EK manufactured); heap {} KiB allocated, high-water {} KiB; \
+         ready {}.{:03} ms after kernel entry",
         stats.allocated / 1024,
-        stats.high_water / 1024
+        stats.high_water / 1024,
+        ready_us / 1000,
+        ready_us % 1000
     );
     if snp {
         smp::register_snp_hooks();

@@ -60,6 +60,12 @@ pub fn monotonic_nanos() -> u64 {
     (u128::from(ticks) * 1_000_000_000 / u128::from(tsc_hz())) as u64
 }
 
+/// Microseconds since the TSC read `tsc` (e.g. at kernel entry, before [`init`]).
+pub fn micros_since(tsc: u64) -> u64 {
+    let ticks = rdtsc().wrapping_sub(tsc);
+    (u128::from(ticks) * 1_000_000 / u128::from(tsc_hz())) as u64
+}
+
 /// Nanoseconds since the Unix epoch.
 pub fn realtime_nanos() -> u64 {
     BOOT_EPOCH_SECONDS.load(Ordering::Relaxed) * 1_000_000_000 + monotonic_nanos()
