@@ -19,6 +19,8 @@ pub enum EngineError {
     Process(u32),
     /// The engine is in failure mode.
     FailureMode,
+    /// The persistent state could not be loaded or stored.
+    State(crate::state::StateError),
 }
 
 impl core::fmt::Display for EngineError {
@@ -32,6 +34,7 @@ impl core::fmt::Display for EngineError {
             Self::Init(rc) => write!(f, "TPM engine initialization failed (code {rc:#x})"),
             Self::Process(rc) => write!(f, "the TPM engine could not process a command ({rc:#x})"),
             Self::FailureMode => f.write_str("the TPM engine is in failure mode"),
+            Self::State(e) => write!(f, "the TPM's persistent state: {e}"),
         }
     }
 }

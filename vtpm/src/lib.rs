@@ -23,6 +23,7 @@ pub mod entropy;
 mod glibc_compat;
 pub mod libtpms;
 pub mod service;
+pub mod state;
 pub mod tpm;
 
 pub use ek::EkTemplate;
@@ -64,5 +65,15 @@ pub fn start(
     entropy: alloc::boxed::Box<dyn EntropySource>,
 ) -> Result<Service<LibTpms>, StartupError> {
     let engine = LibTpms::power_on(entropy)?;
+    Service::start(engine)
+}
+
+/// Like [`start`], with the TPM's permanent state kept in `store` between boots
+/// ([`LibTpms::power_on_with_state`]).
+pub fn start_with_state(
+    entropy: alloc::boxed::Box<dyn EntropySource>,
+    store: alloc::boxed::Box<dyn state::StateStore>,
+) -> Result<Service<LibTpms>, StartupError> {
+    let engine = LibTpms::power_on_with_state(entropy, store)?;
     Service::start(engine)
 }

@@ -6,8 +6,12 @@
 //!   there is at most one engine per process: [`LibTpms::power_on`] takes a process-wide
 //!   flag and [`Drop`] releases it. Every call into the engine goes through `&mut LibTpms`,
 //!   so calls are serialized. (The kernel has exactly one TPM.)
-//! - Engine state lives only in memory owned here: the NV callbacks keep each state blob
-//!   in `NV_STORE`; libtpms never opens an `NVChip` file.
+//! - Engine state lives in memory owned here: the NV callbacks keep each state blob in
+//!   `NV_STORE`; libtpms never opens an `NVChip` file. With a [`StateStore`]
+//!   ([`LibTpms::power_on_with_state`]) the permanent state ("permall") is also loaded
+//!   from it at power-on and handed to it at every commit, which returns only once it is
+//!   kept; a store that fails makes the callback fail, and libtpms then enters its
+//!   failure mode.
 //! - All randomness, libtpms' and OpenSSL's, comes from the [`EntropySource`] given at
 //!   power-on, installed as OpenSSL's RAND method. When it fails, libtpms would quietly
 //!   fall back to `rand()`; `ENTROPY_FAILED` records the failure and the engine reports
@@ -28,6 +32,10 @@ use spin::Mutex;
 
 use crate::engine::{Engine, EngineError};
 use crate::entropy::EntropySource;
+use crate::state::{StateError, StateStore};
+
+/// libtpms' name for its permanent state blob.
+const PERMANENT_STATE: &str = "permall";
 
 /// TPM_SUCCESS.
 const TPM_SUCCESS: u32 = 0;
@@ -114,6 +122,19 @@ extern "C" {
 static IN_USE: AtomicBool = AtomicBool::new(false);
 /// The state blobs libtpms stores through its NV callbacks, by name.
 static NV_STORE: Mutex<BTreeMap<String, Vec<u8>>> = Mutex::new(BTreeMap::new());
+/// Where the permanent state is kept between boots, if anywhere.
+static STATE_STORE: Mutex<Option<Box<dyn StateStore>>> = Mutex::new(None);
+/// Why the state store failed, if it did since power-on (the engine is then failed).
+static STATE_ERROR: Mutex<Option<StateError>> = Mutex::new(None);
+/// Set with [`STATE_ERROR`]: read on every command, so an atomic rather than the lock.
+static STATE_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Records a state store failure.
+fn state_failed(e: StateError) {
+    *STATE_ERROR.lock() = Some(e);
+    STATE_FAILED.store(true, Ordering::SeqCst);
+}
+
 /// The locality of the command being processed (read by `tpm_io_getlocality`).
 static LOCALITY: AtomicU8 = AtomicU8::new(0);
 /// The entropy source of the live engine.
@@ -195,6 +216,21 @@ extern "C" fn nvram_loaddata(
     if data.is_null() || length.is_null() {
         return TPM_FAIL;
     }
+    if name == PERMANENT_STATE && !NV_STORE.lock().contains_key(&name) {
+        if let Some(state_store) = STATE_STORE.lock().as_mut() {
+            match state_store.load() {
+                Ok(Some(state)) => {
+                    NV_STORE.lock().insert(name.clone(), state.to_vec());
+                }
+                // Nothing kept yet: libtpms manufactures the TPM.
+                Ok(None) => {}
+                Err(e) => {
+                    state_failed(e);
+                    return TPM_FAIL;
+                }
+            }
+        }
+    }
     let store = NV_STORE.lock();
     let Some(blob) = store.get(&name) else {
         // No such blob: on first power-on this makes libtpms manufacture the TPM.
@@ -240,6 +276,14 @@ extern "C" fn nvram_storedata(
         // SAFETY: libtpms passes `length` readable bytes at `data` for this call.
         unsafe { core::slice::from_raw_parts(data, length as usize) }.to_vec()
     };
+    if name == PERMANENT_STATE {
+        if let Some(state_store) = STATE_STORE.lock().as_mut() {
+            if let Err(e) = state_store.store(&blob) {
+                state_failed(e);
+                return TPM_FAIL;
+            }
+        }
+    }
     NV_STORE.lock().insert(name, blob);
     TPM_SUCCESS
 }
@@ -309,6 +353,28 @@ impl LibTpms {
     /// Fails with [`EngineError::Busy`] while another engine is alive in this process and
     /// with [`EngineError::Entropy`] when the source cannot deliver.
     pub fn power_on(entropy: Box<dyn EntropySource>) -> Result<Self, EngineError> {
+        Self::power_on_inner(entropy, None)
+    }
+
+    /// Like [`Self::power_on`], with the permanent state kept in `store`: the TPM
+    /// kept there is loaded (seeds, NV indices, persistent objects, authorizations,
+    /// dictionary-attack state; PCRs start fresh), or a new one manufactured and stored
+    /// when the store is empty, and every later commit is stored before the command that
+    /// made it returns.
+    ///
+    /// A state that cannot be loaded or opened fails with [`EngineError::State`] and
+    /// nothing of it is used: the TPM is never silently re-manufactured.
+    pub fn power_on_with_state(
+        entropy: Box<dyn EntropySource>,
+        store: Box<dyn StateStore>,
+    ) -> Result<Self, EngineError> {
+        Self::power_on_inner(entropy, Some(store))
+    }
+
+    fn power_on_inner(
+        entropy: Box<dyn EntropySource>,
+        store: Option<Box<dyn StateStore>>,
+    ) -> Result<Self, EngineError> {
         if IN_USE
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
@@ -324,6 +390,9 @@ impl LibTpms {
             buffer_size: 0,
         };
         NV_STORE.lock().clear();
+        *STATE_STORE.lock() = store;
+        *STATE_ERROR.lock() = None;
+        STATE_FAILED.store(false, Ordering::SeqCst);
         LOCALITY.store(0, Ordering::SeqCst);
         ENTROPY_FAILED.store(false, Ordering::SeqCst);
         *ENTROPY.lock() = Some(entropy);
@@ -376,6 +445,9 @@ impl LibTpms {
         if ENTROPY_FAILED.load(Ordering::SeqCst) {
             return Err(EngineError::Entropy);
         }
+        if let Some(e) = *STATE_ERROR.lock() {
+            return Err(EngineError::State(e));
+        }
         if rc != TPM_SUCCESS {
             return Err(EngineError::Init(rc));
         }
@@ -394,6 +466,11 @@ impl LibTpms {
         // initialization (which MainInit triggered) and only read afterwards.
         let caps = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(OPENSSL_ia32cap_P)) };
         caps[1] & (1 << 25) != 0
+    }
+
+    /// Why the state store failed since power-on, if it did.
+    pub fn state_error(&self) -> Option<StateError> {
+        *STATE_ERROR.lock()
     }
 
     /// libtpms' description of itself (a JSON document with the TPM specification and
@@ -471,7 +548,9 @@ impl Engine for LibTpms {
         // SAFETY: a plain read of a C `int` that only libtpms writes, and libtpms runs
         // only inside calls that hold `&mut self`.
         let in_failure = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(g_inFailureMode)) };
-        in_failure != 0 || ENTROPY_FAILED.load(Ordering::SeqCst)
+        in_failure != 0
+            || ENTROPY_FAILED.load(Ordering::SeqCst)
+            || STATE_FAILED.load(Ordering::SeqCst)
     }
 
     fn buffer_size(&self) -> u32 {
@@ -501,6 +580,7 @@ impl Drop for LibTpms {
             self.response = core::ptr::null_mut();
         }
         NV_STORE.lock().clear();
+        *STATE_STORE.lock() = None;
         *ENTROPY.lock() = None;
         IN_USE.store(false, Ordering::SeqCst);
     }

@@ -409,3 +409,225 @@ fn clear_evicts_persistent_objects_though_libtpms_0_10_2_does_not() {
     assert_eq!(persistent_handles(&mut vtpm), Vec::<u32>::new());
     assert!(!vtpm.is_failed());
 }
+
+mod persistence {
+    //! The permanent state kept between power cycles through a sealed store.
+
+    use super::*;
+    use vtpm::state::{BlobStore, KeySelection, KeySource, SealedStore, StateError};
+    use vtpm::StartupError;
+    use zeroize::Zeroizing;
+
+    /// A host store in memory, shared across power cycles; can be told to fail.
+    #[derive(Clone, Default)]
+    struct Host {
+        blob: Arc<Mutex<Option<Vec<u8>>>>,
+        fail: Arc<AtomicBool>,
+        stores: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl BlobStore for Host {
+        fn load(&mut self) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(self.blob.lock().unwrap().clone())
+        }
+        fn store(&mut self, blob: &[u8]) -> Result<(), StateError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StateError::Store);
+            }
+            self.stores.fetch_add(1, Ordering::SeqCst);
+            *self.blob.lock().unwrap() = Some(blob.to_vec());
+            Ok(())
+        }
+    }
+
+    /// Keys as a launch derives them: from a per-launch secret.
+    struct Launch(u8);
+
+    impl KeySource for Launch {
+        fn current(&self) -> KeySelection {
+            KeySelection {
+                fields: 0x29,
+                vmpl: 0,
+                guest_svn: 0,
+                tcb_version: 8,
+            }
+        }
+        fn key(&mut self, _s: &KeySelection) -> Result<Zeroizing<[u8; 32]>, StateError> {
+            Ok(Zeroizing::new([self.0; 32]))
+        }
+        fn nonce(&mut self) -> Result<[u8; 12], StateError> {
+            let mut n = [0u8; 12];
+            getrandom::getrandom(&mut n).map_err(|_| StateError::Entropy)?;
+            Ok(n)
+        }
+    }
+
+    fn boot(host: &Host, launch: u8) -> Result<vtpm::Service<LibTpms>, StartupError> {
+        vtpm::start_with_state(
+            os(),
+            Box::new(SealedStore::new(host.clone(), Launch(launch))),
+        )
+    }
+
+    const INDEX: u32 = 0x0150_0001;
+
+    fn nv_define(vtpm: &mut impl Vtpm) -> u32 {
+        // OWNERWRITE | OWNERREAD | NO_DA, 32 bytes.
+        let public = CommandBuilder::new(0, 0) // scratch: only its body is used
+            .u32(INDEX)
+            .u16(0x000B)
+            .u32(0x0202_0002)
+            .u16(0)
+            .u16(32)
+            .build()[10..]
+            .to_vec();
+        let cmd = CommandBuilder::new(tpm::ST_SESSIONS, 0x12A)
+            .u32(tpm::RH_OWNER)
+            .password_auth()
+            .u16(0)
+            .sized(&public)
+            .build();
+        rc(&send(vtpm, &cmd))
+    }
+
+    fn nv_write(vtpm: &mut impl Vtpm, data: &[u8]) -> u32 {
+        let cmd = CommandBuilder::new(tpm::ST_SESSIONS, 0x137)
+            .u32(tpm::RH_OWNER)
+            .u32(INDEX)
+            .password_auth()
+            .sized(data)
+            .u16(0)
+            .build();
+        rc(&send(vtpm, &cmd))
+    }
+
+    fn nv_read(vtpm: &mut impl Vtpm, len: u16) -> Option<Vec<u8>> {
+        let cmd = CommandBuilder::new(tpm::ST_SESSIONS, 0x14E)
+            .u32(tpm::RH_OWNER)
+            .u32(INDEX)
+            .password_auth()
+            .u16(len)
+            .u16(0)
+            .build();
+        let r = send(vtpm, &cmd);
+        (rc(&r) == 0).then(|| r[16..16 + usize::from(len)].to_vec())
+    }
+
+    #[test]
+    fn the_tpm_survives_a_power_cycle_and_pcrs_start_fresh() {
+        let _g = lock();
+        let host = Host::default();
+        let (ek, ecc) = {
+            let mut vtpm = boot(&host, 1).expect("first boot manufactures");
+            assert!(
+                host.blob.lock().unwrap().is_some(),
+                "the new TPM is stored at once"
+            );
+            assert_eq!(nv_define(&mut vtpm), 0);
+            assert_eq!(nv_write(&mut vtpm, b"kept across boots"), 0);
+            persist_primary(&mut vtpm, 0x8100_0002);
+            let pcr16 = CommandBuilder::new(tpm::ST_SESSIONS, 0x182)
+                .u32(16)
+                .password_auth()
+                .u32(1)
+                .u16(0x000B)
+                .bytes(&[0x11; 32])
+                .build();
+            assert_eq!(rc(&send(&mut vtpm, &pcr16)), 0);
+            (
+                vtpm.ek_public().to_vec(),
+                vtpm.endorsement_key(EkTemplate::EccL2).to_vec(),
+            )
+        };
+        let blob = host.blob.lock().unwrap().clone().unwrap();
+        assert!(
+            !blob.windows(17).any(|w| w == b"kept across boots"),
+            "the host sees ciphertext"
+        );
+        let mut vtpm = boot(&host, 1).expect("second boot loads the state");
+        assert_eq!(vtpm.ek_public(), &ek[..], "the same RSA EK");
+        assert_eq!(
+            vtpm.endorsement_key(EkTemplate::EccL2),
+            &ecc[..],
+            "the same ECC EK"
+        );
+        assert_eq!(
+            nv_read(&mut vtpm, 17).as_deref(),
+            Some(&b"kept across boots"[..])
+        );
+        assert_eq!(persistent_handles(&mut vtpm), [0x8100_0002]);
+        // PCR 16 is back to zero: PCRs are not part of the permanent state.
+        let read = CommandBuilder::new(tpm::ST_NO_SESSIONS, 0x17E)
+            .u32(1)
+            .u16(0x000B)
+            .bytes(&[3, 0, 0, 1])
+            .build();
+        let r = send(&mut vtpm, &read);
+        assert_eq!(&r[r.len() - 32..], &[0u8; 32]);
+    }
+
+    #[test]
+    fn another_launch_or_a_corrupted_state_is_refused_and_nothing_is_replaced() {
+        let _g = lock();
+        let host = Host::default();
+        drop(boot(&host, 1).expect("manufactures"));
+        let kept = host.blob.lock().unwrap().clone().unwrap();
+        let stores = host.stores.load(Ordering::SeqCst);
+        assert_eq!(
+            boot(&host, 2).err(),
+            Some(StartupError::Engine(EngineError::State(
+                StateError::Authentication
+            )))
+        );
+        let mut corrupt = kept.clone();
+        corrupt[200] ^= 0x40;
+        *host.blob.lock().unwrap() = Some(corrupt);
+        assert_eq!(
+            boot(&host, 1).err(),
+            Some(StartupError::Engine(EngineError::State(
+                StateError::Authentication
+            )))
+        );
+        *host.blob.lock().unwrap() = Some(kept[..100].to_vec());
+        assert_eq!(
+            boot(&host, 1).err(),
+            Some(StartupError::Engine(EngineError::State(
+                StateError::Authentication
+            )))
+        );
+        *host.blob.lock().unwrap() = Some(b"a libtpms NVChip file".to_vec());
+        assert_eq!(
+            boot(&host, 1).err(),
+            Some(StartupError::Engine(EngineError::State(
+                StateError::Foreign
+            )))
+        );
+        // Nothing was stored over the kept state by any refused boot.
+        assert_eq!(host.stores.load(Ordering::SeqCst), stores);
+        *host.blob.lock().unwrap() = Some(kept);
+        assert!(boot(&host, 1).is_ok());
+    }
+
+    #[test]
+    fn a_failed_store_fails_the_command_and_the_tpm_stays_failed() {
+        let _g = lock();
+        let host = Host::default();
+        let mut vtpm = boot(&host, 1).expect("manufactures");
+        assert_eq!(nv_define(&mut vtpm), 0);
+        let kept = host.blob.lock().unwrap().clone();
+        host.fail.store(true, Ordering::SeqCst);
+        assert_eq!(nv_write(&mut vtpm, b"lost"), tpm::RC_FAILURE);
+        assert!(vtpm.is_failed());
+        host.fail.store(false, Ordering::SeqCst);
+        assert_eq!(rc(&send(&mut vtpm, &get_random(8))), tpm::RC_FAILURE);
+        // The host still has the previous generation.
+        assert_eq!(*host.blob.lock().unwrap(), kept);
+        drop(vtpm);
+        let mut again = boot(&host, 1).expect("the previous state loads");
+        assert_eq!(
+            nv_read(&mut again, 4),
+            None,
+            "the index exists, never written"
+        );
+    }
+}
