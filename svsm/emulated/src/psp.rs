@@ -902,3 +902,77 @@ mod tests {
             .all(|&b| b == 0));
     }
 }
+
+#[cfg(test)]
+mod state_key_tests {
+    //! The vTPM state sealed under the PSP-derived key, end to end on the emulated PSP.
+
+    use super::*;
+    use svsm::psp::state_key::{PspKeySource, STATE_KEY_FIELDS};
+    use svsm::psp::GuestMessenger;
+    use vtpm::state::{BlobStore, KeySource, SealedStore, StateError, StateStore};
+
+    #[derive(Default)]
+    struct Memory(Option<Vec<u8>>);
+
+    impl BlobStore for &mut Memory {
+        fn load(&mut self) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(self.0.clone())
+        }
+        fn store(&mut self, blob: &[u8]) -> Result<(), StateError> {
+            self.0 = Some(blob.to_vec());
+            Ok(())
+        }
+    }
+
+    fn keys(psp: &EmulatedPsp) -> PspKeySource<&EmulatedPsp> {
+        let messenger = GuestMessenger::new(psp.vmpck0(), psp.seqno());
+        PspKeySource::new(psp, messenger, Box::new(vtpm::OsEntropy)).unwrap()
+    }
+
+    fn launch(measurement: u8, policy: u64, tcb: u64) -> EmulatedPsp {
+        let psp = EmulatedPsp::default();
+        psp.set_launch(LaunchInfo {
+            measurement: [measurement; 48],
+            policy,
+            tcb,
+            ..LaunchInfo::default()
+        });
+        psp
+    }
+
+    #[test]
+    fn the_state_opens_only_in_the_same_launch_and_survives_a_tcb_update() {
+        let tcb = LaunchInfo::default().tcb;
+        let mut host = Memory::default();
+        let psp = launch(0xAB, 0x3_0000, tcb);
+        let source = keys(&psp);
+        let current = source.current();
+        assert_eq!(current.fields, STATE_KEY_FIELDS.bits());
+        assert_eq!((current.vmpl, current.tcb_version), (0, tcb));
+        let mut store = SealedStore::new(&mut host, source);
+        store.store(b"the TPM").unwrap();
+        // The same launch after a reboot opens it.
+        let psp = launch(0xAB, 0x3_0000, tcb);
+        let mut again = SealedStore::new(&mut host, keys(&psp));
+        assert_eq!(&again.load().unwrap().unwrap()[..], b"the TPM");
+        // Another image, or the same image launched debuggable: refused.
+        for other in [launch(0xAC, 0x3_0000, tcb), launch(0xAB, 0xB_0000, tcb)] {
+            let mut store = SealedStore::new(&mut host, keys(&other));
+            assert_eq!(store.load().err(), Some(StateError::Authentication));
+        }
+        // A firmware update: the old TCB's key still opens it; the next seal uses the
+        // new TCB.
+        let updated = launch(0xAB, 0x3_0000, tcb + 1);
+        let mut store = SealedStore::new(&mut host, keys(&updated));
+        assert_eq!(&store.load().unwrap().unwrap()[..], b"the TPM");
+        store.store(b"the TPM, later").unwrap();
+        let header = vtpm::state::read_header(host.0.as_deref().unwrap()).unwrap();
+        assert_eq!(header.key_selection().tcb_version, tcb + 1);
+        assert_eq!(header.generation.get(), 2);
+        // Back on the older firmware, the state sealed under the newer TCB does not open.
+        let downgraded = launch(0xAB, 0x3_0000, tcb);
+        let mut store = SealedStore::new(&mut host, keys(&downgraded));
+        assert_eq!(store.load().err(), Some(StateError::Key));
+    }
+}

@@ -19,6 +19,7 @@
 //!   reported.
 
 pub mod msg;
+pub mod state_key;
 
 use zeroize::Zeroize;
 
@@ -63,6 +64,20 @@ pub trait PspTransport {
     ) -> Result<(MessagePage, usize), ExtendedError> {
         let _ = (page, certs);
         Err(ExtendedError::Psp(PspError::Unavailable))
+    }
+}
+
+impl<T: PspTransport + ?Sized> PspTransport for &T {
+    fn request(&self, page: &MessagePage) -> Result<MessagePage, PspError> {
+        (**self).request(page)
+    }
+
+    fn extended_request(
+        &self,
+        page: &MessagePage,
+        certs: &mut [u8],
+    ) -> Result<(MessagePage, usize), ExtendedError> {
+        (**self).extended_request(page, certs)
     }
 }
 

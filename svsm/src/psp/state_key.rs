@@ -1,0 +1,102 @@
+//! The vTPM state's sealing key, derived by the PSP (MSG_KEY_REQ) at VMPL0.
+//!
+//! The key is derived from the chip's VCEK root (the VLEK where the host installed one:
+//! KEY_SEL 0) and always mixes in the launch MEASUREMENT and the GUEST_POLICY: the
+//! measurement does not cover the policy, so without the policy a debuggable launch of
+//! the same image would derive the same key. It also mixes in the TCB version (the
+//! current one for new seals; the one a sealed state's header names when it is opened,
+//! which the PSP accepts while it is not newer than the current TCB) and VMPL 0, which
+//! the guest (holding VMPCK2 and VMPCK3 only) can never ask for. IMAGE_ID and FAMILY_ID
+//! are never selected: GUEST_FIELD_SELECT has no bit for the ID or author key, so a key
+//! bound to those IDs alone could be derived by any launch whose ID block, signed by
+//! anyone, names them (SEV-SNP firmware ABI, pub. 56860, "MSG_KEY_REQ" and
+//! "GUEST_FIELD_SELECT").
+
+use alloc::boxed::Box;
+
+use svsm_protocol::guest_msg::{AttestationReport, GuestFieldSelect, KeyRequest};
+use vtpm::state::{KeySelection, KeySource, StateError};
+use vtpm::EntropySource;
+use zeroize::Zeroizing;
+
+use super::{GuestMessageError, GuestMessenger, PspTransport};
+
+/// The launch fields every state key mixes in.
+pub const STATE_KEY_FIELDS: GuestFieldSelect = GuestFieldSelect::MEASUREMENT
+    .union(GuestFieldSelect::GUEST_POLICY)
+    .union(GuestFieldSelect::TCB_VERSION);
+
+/// Sealing keys from the PSP, through the SVSM's VMPCK0 messenger.
+pub struct PspKeySource<T> {
+    psp: T,
+    messenger: GuestMessenger,
+    current: KeySelection,
+    entropy: Box<dyn EntropySource>,
+}
+
+impl<T> core::fmt::Debug for PspKeySource<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PspKeySource")
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: PspTransport> PspKeySource<T> {
+    /// Reads the current TCB from a report of this launch (VMPL0) and keeps the
+    /// messenger for the key requests.
+    pub fn new(
+        psp: T,
+        mut messenger: GuestMessenger,
+        entropy: Box<dyn EntropySource>,
+    ) -> Result<Self, GuestMessageError> {
+        let report = messenger.get_report(&psp, &[0; 64], 0)?;
+        let tcb = AttestationReport::parse(&report)
+            .map_err(|_| GuestMessageError::Response(super::MessageError::BadSize))?
+            .reported_tcb
+            .get();
+        Ok(Self {
+            psp,
+            messenger,
+            current: KeySelection {
+                fields: STATE_KEY_FIELDS.bits(),
+                vmpl: 0,
+                guest_svn: 0,
+                tcb_version: tcb,
+            },
+            entropy,
+        })
+    }
+}
+
+impl<T: PspTransport + Send> KeySource for PspKeySource<T> {
+    fn current(&self) -> KeySelection {
+        self.current
+    }
+
+    fn key(&mut self, selection: &KeySelection) -> Result<Zeroizing<[u8; 32]>, StateError> {
+        // Only what this SVSM seals with: a header naming other fields (an ID-only
+        // binding, another VMPL) is not this SVSM's state.
+        if selection.fields != STATE_KEY_FIELDS.bits() || selection.vmpl != 0 {
+            return Err(StateError::Key);
+        }
+        let fields = GuestFieldSelect::from_bits(selection.fields).ok_or(StateError::Key)?;
+        let request = KeyRequest::new(
+            fields,
+            selection.vmpl,
+            selection.guest_svn,
+            selection.tcb_version,
+        );
+        self.messenger
+            .derive_key(&self.psp, &request)
+            .map_err(|_| StateError::Key)
+    }
+
+    fn nonce(&mut self) -> Result<[u8; 12], StateError> {
+        let mut nonce = [0u8; 12];
+        self.entropy
+            .fill(&mut nonce)
+            .map_err(|_| StateError::Entropy)?;
+        Ok(nonce)
+    }
+}
