@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use sha2::{Digest, Sha256};
 use vtpm_daemon::engine_backend::EngineBackend;
@@ -56,11 +56,48 @@ struct Cli {
     /// Also listen for swtpm data-channel clients here (QEMU brings its own).
     #[arg(long, value_name = "ENDPOINT", requires = "swtpm_ctrl")]
     swtpm_data: Option<vtpm_daemon::swtpm::Endpoint>,
+    /// Keep the vTPM's state between runs, sealed, in this file (`--backend svsm`): the
+    /// same TPM (EK, NV indices, persistent keys) after every restart. A file that does
+    /// not open (another launch's, corrupted, truncated, foreign) stops the daemon.
+    #[arg(long, value_name = "PATH")]
+    state: Option<std::path::PathBuf>,
+    /// With `--state`: when the file does not open, move it aside (PATH.rejected) and
+    /// manufacture a new TPM, with a new identity, instead of stopping.
+    #[arg(long, requires = "state")]
+    remanufacture: bool,
 }
 
 /// An opened backend and, when it knows it, the endorsement key (TPMT_PUBLIC of
 /// template L-1).
 type Opened = (Box<dyn TpmBackend>, Option<Vec<u8>>);
+
+/// Opens the SVSM backend with its state in `path`; a state that does not open stops
+/// the daemon, unless `remanufacture` says to set it aside and start a new TPM.
+fn open_with_state(path: &std::path::Path, remanufacture: bool) -> Result<Opened> {
+    let backend = match SvsmBackend::with_state(path) {
+        Ok(backend) => backend,
+        Err(e) if remanufacture && path.exists() => {
+            let mut aside = path.as_os_str().to_os_string();
+            aside.push(".rejected");
+            std::fs::rename(path, &aside)
+                .with_context(|| format!("cannot move {} aside", path.display()))?;
+            eprintln!(
+                "vtpm-daemon: the state in {} did not open ({e}); moved to {} and                  manufacturing a new TPM (--remanufacture): its endorsement key is new",
+                path.display(),
+                std::path::Path::new(&aside).display()
+            );
+            SvsmBackend::with_state(path).context("cannot start a new vTPM")?
+        }
+        Err(e) => bail!(
+            "the vTPM state in {} cannot be used: {e}. The vTPM does not start, so its \
+             identity is never silently replaced; --remanufacture sets the file aside and \
+             starts a new TPM",
+            path.display()
+        ),
+    };
+    let ek = backend.ek_public();
+    Ok((Box::new(backend), ek))
+}
 
 /// Opens the backend of `kind`.
 fn open_backend(kind: BackendKind, serial: &std::path::Path) -> Result<Opened> {
@@ -102,7 +139,13 @@ fn main() -> Result<()> {
             .context("cannot install the signal handlers")?;
     }
 
-    let (backend, ek) = open_backend(cli.backend, &cli.serial)?;
+    let (backend, ek) = match &cli.state {
+        Some(_) if cli.backend != BackendKind::Svsm => {
+            bail!("--state keeps the state of the SVSM backend only (--backend svsm)")
+        }
+        Some(path) => open_with_state(path, cli.remanufacture)?,
+        None => open_backend(cli.backend, &cli.serial)?,
+    };
     if let Some(ek) = ek {
         // The TPM name of the EK (nameAlg || SHA-256(TPMT_PUBLIC)), as tpm2_readpublic
         // prints it: this vTPM's identity for this boot.

@@ -195,6 +195,25 @@ impl SvsmBackend {
             vtpm::start(Box::new(OsEntropy)).map_err(transport)
         }))
     }
+
+    /// Like [`Self::new`], with the vTPM's permanent state sealed into the file at
+    /// `path` under the key the emulated PSP derives for this launch (MSG_KEY_REQ from
+    /// VMPL0, as on SNP), loaded at every power-on and stored at every commit.
+    ///
+    /// The emulated machine is always the same test machine with the same test launch,
+    /// so every daemon derives the same key: this shows the mechanism, not secrecy.
+    pub fn with_state(path: &std::path::Path) -> Result<Self, BackendError> {
+        let path = path.to_path_buf();
+        Self::with_service(Box::new(move || {
+            let psp = svsm_emulated::psp::EmulatedPsp::default();
+            let messenger = svsm::psp::GuestMessenger::new(psp.vmpck0(), psp.seqno());
+            let keys = svsm::psp::state_key::PspKeySource::new(psp, messenger, Box::new(OsEntropy))
+                .map_err(|e| transport(format!("cannot derive the state key: {e:?}")))?;
+            let store =
+                vtpm::state::SealedStore::new(crate::state_file::StateFile::new(&path), keys);
+            vtpm::start_with_state(Box::new(OsEntropy), Box::new(store)).map_err(transport)
+        }))
+    }
 }
 
 impl<E: Engine + Send + 'static> SvsmBackend<E> {
