@@ -16,10 +16,13 @@
 #![cfg_attr(not(test), no_std)]
 extern crate alloc;
 
+pub mod certs;
 pub mod ek;
 pub mod engine;
 pub mod entropy;
 pub mod libtpms;
+pub mod nv;
+pub mod provision;
 pub mod service;
 pub mod tpm;
 
@@ -29,6 +32,7 @@ pub use engine::{Engine, EngineError};
 pub use entropy::OsEntropy;
 pub use entropy::{EntropyError, EntropySource};
 pub use libtpms::LibTpms;
+pub use provision::{HardwareEvidence, Provisioned, ReportSource};
 pub use service::{Service, StartupError, Vtpm, VtpmError};
 
 /// Powers on the engine with `entropy` and starts the vTPM service on it.
