@@ -214,7 +214,7 @@ mod amd_oid {
 }
 
 /// The value of the extension `oid` (its extnValue's contents), if present.
-fn extension_value<'c>(cert: &'c Certificate, oid: ObjectIdentifier) -> Option<&'c [u8]> {
+fn extension_value(cert: &Certificate, oid: ObjectIdentifier) -> Option<&[u8]> {
     cert.tbs_certificate()
         .extensions()?
         .iter()

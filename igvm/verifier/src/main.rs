@@ -295,6 +295,9 @@ fn run(cli: Cli) -> Result<()> {
                 verified.version(),
                 verified.vmpl()
             );
+            if report.no_measurement_check {
+                println!("measurement: NOT CHECKED (--no-measurement-check)");
+            }
             println!("measurement: {}", hex::encode(verified.measurement()));
             if binding.is_some() {
                 println!("REPORT_DATA: binds the nonce and the services manifest");
@@ -370,6 +373,9 @@ fn run(cli: Cli) -> Result<()> {
             };
             let verified = svsm_verifier::verify(&policy, &load_challenge(&challenge)?, &evidence)?;
             println!("attestation: OK");
+            if report.no_measurement_check {
+                println!("measurement: NOT CHECKED (--no-measurement-check)");
+            }
             println!(
                 "measurement: {}",
                 hex::encode(verified.report.measurement())
@@ -494,6 +500,21 @@ mod tests {
         assert!(expected_pcrs(&[]).is_err());
         let z384 = "00".repeat(48);
         assert!(expected_pcrs(&[format!("sha256:1={zero}"), format!("sha384:2={z384}")]).is_err());
+    }
+
+    #[test]
+    fn a_missing_measurement_is_refused_unless_opted_out() {
+        let err = measurement(None, false).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<svsm_verifier::Error>(),
+            Some(&svsm_verifier::Error::MeasurementRequired)
+        );
+        assert_eq!(measurement(None, true).unwrap(), None);
+        assert_eq!(
+            measurement(Some(&"ab".repeat(48)), false).unwrap(),
+            Some([0xAB; 48])
+        );
+        assert!(measurement(Some("abcd"), false).is_err());
     }
 
     #[test]

@@ -77,6 +77,75 @@ fn read(dir: &Path, name: &str) -> Result<String> {
         .with_context(|| format!("cannot read {}", p.display()))
 }
 
+/// `svsm-verify ek` on the NV evidence the `ek_evidence` suite left: accepted with the
+/// test chain and the measurement, refused without a measurement, with another one, with
+/// AMD's chain, and with an EK that is not the certified one.
+fn ek_checks(target: &Path, milan: &dyn Fn(&str) -> String) -> Result<()> {
+    let dir = target.join("tmp").join("ek-evidence");
+    if !dir.join("0x01C00110.bin").exists() {
+        bail!(
+            "no NV evidence in {}: the ek_evidence suite did not run before this step",
+            dir.display()
+        );
+    }
+    let measurement = read(&dir, "measurement.hex")?;
+    let ek = |measurement: Option<&str>, chain: (&str, &str, &str), rsa_pub: &str| {
+        let mut a = s(&["ek"]);
+        for (flag, file) in [
+            ("--rsa-ek-cert", "0x01C00002.der"),
+            ("--ecc-ek-cert", "0x01C0000A.der"),
+            ("--ca-cert", "0x01C00100.der"),
+            ("--report", "0x01C00110.bin"),
+            ("--ek-ecc-public", "ek-ecc.pub"),
+        ] {
+            a.push(flag.into());
+            a.push(path(&dir, file));
+        }
+        a.extend(["--ek-rsa-public".into(), path(&dir, rsa_pub)]);
+        a.extend(["--vcek".into(), chain.0.to_string()]);
+        a.extend(["--ask".into(), chain.1.to_string()]);
+        a.extend(["--ark".into(), chain.2.to_string()]);
+        if let Some(m) = measurement {
+            a.extend(["--measurement".into(), m.to_string()]);
+        }
+        a
+    };
+    let (vcek, ask, ark) = (
+        path(&dir, "0x01C00101.der"),
+        path(&dir, "ask.pem"),
+        path(&dir, "ark.pem"),
+    );
+    let test = (vcek.as_str(), ask.as_str(), ark.as_str());
+    expect_pass(
+        "NV endorsement evidence, test chain",
+        &ek(Some(&measurement), test, "ek-rsa.pub"),
+    )?;
+    expect_fail(
+        "NV endorsement evidence without a measurement",
+        &ek(None, test, "ek-rsa.pub"),
+        "launch measurement: none given",
+    )?;
+    let mut wrong = measurement.clone();
+    wrong.replace_range(0..2, if wrong.starts_with("00") { "01" } else { "00" });
+    expect_fail(
+        "NV endorsement evidence, other measurement",
+        &ek(Some(&wrong), test, "ek-rsa.pub"),
+        "launch measurement",
+    )?;
+    let amd = (milan("vcek.der"), milan("ask.pem"), milan("ark.pem"));
+    expect_fail(
+        "NV endorsement evidence against AMD's chain",
+        &ek(Some(&measurement), (&amd.0, &amd.1, &amd.2), "ek-rsa.pub"),
+        "report signature",
+    )?;
+    expect_fail(
+        "NV endorsement evidence, the TPM presents another EK",
+        &ek(Some(&measurement), test, "ek-ecc.pub"),
+        "certifies another key",
+    )?;
+    Ok(())
+}
+
 /// The checks; run after the host tests.
 pub fn cli_checks() -> Result<()> {
     println!("xtask: == attestation CLI ==");
@@ -241,6 +310,24 @@ pub fn cli_checks() -> Result<()> {
         &a,
         "TPM structure",
     )?;
+    // The audit's finding: without --measurement, `full` must refuse unless told not to.
+    let mut unmeasured = full(&nonce, &chain);
+    let at = unmeasured
+        .iter()
+        .position(|a| a == "--measurement")
+        .context("no --measurement")?;
+    unmeasured.drain(at..at + 2);
+    expect_fail(
+        "full attestation without a measurement",
+        &unmeasured,
+        "launch measurement: none given",
+    )?;
+    unmeasured.push("--no-measurement-check".into());
+    expect_pass(
+        "full attestation, measurement explicitly unchecked",
+        &unmeasured,
+    )?;
+    ek_checks(&target, &milan)?;
     expect_fail(
         "bad command line",
         &s(&[
