@@ -8,6 +8,10 @@ mod common;
 use std::process::Command;
 
 use common::Daemon;
+use svsm_emulated::psp::{test_chain, test_vcek, LaunchInfo};
+use svsm_verifier::chain::Chain;
+use svsm_verifier::ek_nv::{verify_nv_evidence, EkPolicy, MeasurementCheck, NvEvidence};
+use svsm_verifier::VcekTrust;
 
 /// The indices the SVSM writes (protocol/src/ek_evidence.rs).
 const INDICES: [&str; 5] = [
@@ -129,6 +133,61 @@ fn ek_certificates_in_nv_carry_the_keys_tpm2_createek_makes() {
     // The report is whole.
     d.tool("tpm2_nvread", &["0x01C00110", "-o", "report.bin"]);
     assert_eq!(d.read("report.bin").len(), 0x4A0);
+
+    // svsm-verifier accepts the chain from what tpm2_nvread returned: the VCEK from NV
+    // 0x01C00101, ASK and ARK of the emulated PSP's test chain, the emulated launch's
+    // measurement (zeros), and the EKs tpm2_createek made.
+    d.tool("tpm2_nvread", &["0x01C00101", "-o", "vcek.der"]);
+    let chain = test_chain(&test_vcek().verifying_key().clone()).unwrap();
+    let policy = EkPolicy {
+        vcek: VcekTrust::Chain(Box::new(
+            Chain::parse(
+                &d.read("vcek.der"),
+                chain.ask_pem.as_bytes(),
+                chain.ark_pem.as_bytes(),
+            )
+            .unwrap(),
+        )),
+        measurement: MeasurementCheck::Expect(LaunchInfo::default().measurement),
+        min_tcb: None,
+    };
+    let (rsa, ecc, ca, report) = (
+        d.read("rsa.der"),
+        d.read("ecc.der"),
+        d.read("ca.der"),
+        d.read("report.bin"),
+    );
+    let evidence = NvEvidence {
+        rsa_ek_cert: &rsa,
+        ecc_ek_cert: &ecc,
+        ca_cert: &ca,
+        report: &report,
+    };
+    let (rsa_pub, ecc_pub) = (d.read("rsa.pub"), d.read("ecc.pub"));
+    // tpm2_createek -f der wrote SubjectPublicKeyInfo; the TPM's own TPM2B_PUBLIC:
+    d.tool_flush(
+        "tpm2_createek",
+        &["-G", "rsa", "-c", "ek.ctx", "-u", "rsa.tpm"],
+    );
+    d.tool_flush(
+        "tpm2_createek",
+        &["-G", "ecc", "-c", "ek.ctx", "-u", "ecc.tpm"],
+    );
+    assert!(!rsa_pub.is_empty() && !ecc_pub.is_empty());
+    let verified = verify_nv_evidence(
+        &policy,
+        &evidence,
+        Some((&d.read("rsa.tpm"), &d.read("ecc.tpm"))),
+    )
+    .expect("svsm-verifier accepts the NV evidence");
+    assert_eq!(verified.report.vmpl(), 0);
+    // And refuses it with the ECC EK in the RSA EK's place.
+    assert!(verify_nv_evidence(
+        &policy,
+        &evidence,
+        Some((&d.read("ecc.tpm"), &d.read("ecc.tpm")))
+    )
+    .is_err());
 }
 
 #[test]
