@@ -18,7 +18,7 @@ use svsm_protocol::ek_evidence::{
     VCEK_CERT_INDEX,
 };
 use svsm_verifier::chain::Chain;
-use svsm_verifier::ek_nv::{verify_nv_evidence, EkPolicy, MeasurementCheck, NvEvidence};
+use svsm_verifier::ek_nv::{verify_nv_evidence, EkPolicy, MeasurementCheck, NvEvidence, TpmEks};
 use svsm_verifier::report::Tcb;
 use svsm_verifier::{CertRole, Error, VcekTrust};
 use vtpm::certs::{self, TpmIdentity};
@@ -160,7 +160,10 @@ fn check(e: &Evidence, p: &EkPolicy) -> Result<(), Error> {
             ca_cert: &e.ca,
             report: &e.report,
         },
-        Some((&e.ek_rsa, &e.ek_ecc)),
+        TpmEks {
+            rsa: Some(&e.ek_rsa),
+            ecc: Some(&e.ek_ecc),
+        },
     )
     .map(|_| ())
 }
@@ -177,7 +180,7 @@ fn the_chain_from_nv_contents_alone_is_accepted() {
             ca_cert: &e.ca,
             report: &e.report,
         },
-        None,
+        TpmEks::default(),
     )
     .expect("the genuine evidence verifies");
     // The EKs the verifier rebuilt from the certificates are the TPM's own.

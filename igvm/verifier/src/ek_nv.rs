@@ -87,12 +87,21 @@ pub struct EkVerified {
     pub ek_ecc: Vec<u8>,
 }
 
-/// Checks the NV evidence link by link; `tpm_eks` (RSA, ECC TPMT_PUBLIC or TPM2B_PUBLIC),
-/// when given, must be the certified EKs.
+/// The EKs the TPM presents (TPMT_PUBLIC or TPM2B_PUBLIC, as `tpm2_createek -u` writes
+/// them); each one given must be the certified one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TpmEks<'a> {
+    /// The RSA EK (template L-1).
+    pub rsa: Option<&'a [u8]>,
+    /// The ECC EK (template L-2).
+    pub ecc: Option<&'a [u8]>,
+}
+
+/// Checks the NV evidence link by link; each EK in `tpm_eks` must be the certified one.
 pub fn verify_nv_evidence(
     policy: &EkPolicy,
     evidence: &NvEvidence<'_>,
-    tpm_eks: Option<(&[u8], &[u8])>,
+    tpm_eks: TpmEks<'_>,
 ) -> Result<EkVerified, Error> {
     let report =
         crate::verify_hardware_report(&policy.vcek, evidence.report, policy.min_tcb.as_ref())?;
@@ -201,14 +210,12 @@ pub fn verify_nv_evidence(
         return Err(Error::EkBinding);
     }
 
-    if let Some((rsa, ecc)) = tpm_eks {
-        for (role, given, certified) in [
-            (CertRole::RsaEk, rsa, &ek_rsa),
-            (CertRole::EccEk, ecc, &ek_ecc),
-        ] {
-            if strip_tpm2b(given) != certified.as_slice() {
-                return Err(Error::EkPublicMismatch(role));
-            }
+    for (role, given, certified) in [
+        (CertRole::RsaEk, tpm_eks.rsa, &ek_rsa),
+        (CertRole::EccEk, tpm_eks.ecc, &ek_ecc),
+    ] {
+        if given.is_some_and(|g| strip_tpm2b(g) != certified.as_slice()) {
+            return Err(Error::EkPublicMismatch(role));
         }
     }
     Ok(EkVerified {

@@ -121,10 +121,10 @@ enum Command {
         #[arg(long)]
         min_tcb: Option<String>,
         /// The RSA EK as the TPM presents it (tpm2_createek -G rsa -u FILE).
-        #[arg(long, requires = "ek_ecc_public")]
+        #[arg(long)]
         ek_rsa_public: Option<PathBuf>,
         /// The ECC EK as the TPM presents it (tpm2_createek -G ecc -u FILE).
-        #[arg(long, requires = "ek_rsa_public")]
+        #[arg(long)]
         ek_ecc_public: Option<PathBuf>,
     },
 }
@@ -424,10 +424,8 @@ fn run(cli: Cli) -> Result<()> {
                         .map_err(|e| anyhow::anyhow!("--min-tcb: {e}"))
                 })
                 .transpose()?;
-            let eks = match (&ek_rsa_public, &ek_ecc_public) {
-                (Some(r), Some(e)) => Some((read(r)?, read(e)?)),
-                _ => None,
-            };
+            let ek_rsa = ek_rsa_public.as_deref().map(read).transpose()?;
+            let ek_ecc = ek_ecc_public.as_deref().map(read).transpose()?;
             let verified = ek_nv::verify_nv_evidence(
                 &EkPolicy {
                     vcek: trust,
@@ -440,7 +438,10 @@ fn run(cli: Cli) -> Result<()> {
                     ca_cert: &ca,
                     report: &report,
                 },
-                eks.as_ref().map(|(r, e)| (r.as_slice(), e.as_slice())),
+                ek_nv::TpmEks {
+                    rsa: ek_rsa.as_deref(),
+                    ecc: ek_ecc.as_deref(),
+                },
             )?;
             println!("endorsement evidence: OK");
             if no_measurement_check {
@@ -457,8 +458,10 @@ fn run(cli: Cli) -> Result<()> {
                     hex::encode(tpm::Public::parse(public)?.name()?)
                 );
             }
-            if eks.is_some() {
-                println!("EKs: equal to the TPM's (tpm2_createek)");
+            for (what, given) in [("RSA", &ek_rsa), ("ECC", &ek_ecc)] {
+                if given.is_some() {
+                    println!("{what} EK: equal to the TPM's (tpm2_createek)");
+                }
             }
         }
     }

@@ -31,7 +31,7 @@ fn verify_cmd(args: &[String]) -> Command {
 }
 
 /// Runs `svsm-verify` and requires success.
-fn expect_pass(what: &str, args: &[String]) -> Result<()> {
+pub(crate) fn expect_pass(what: &str, args: &[String]) -> Result<()> {
     let out = verify_cmd(args)
         .output()
         .with_context(|| format!("{what}: cannot run svsm-verify"))?;
@@ -143,7 +143,137 @@ fn ek_checks(target: &Path, milan: &dyn Fn(&str) -> String) -> Result<()> {
         &ek(Some(&measurement), test, "ek-ecc.pub"),
         "certifies another key",
     )?;
+    keylime_checks(&dir, &measurement)
+}
+
+/// The Keylime `ek_check_script` (scripts/keylime/ek_check_svsm.sh) with the environment
+/// Keylime's tenant gives it: accepts the registered RSA EK, refuses a certificate that
+/// is not the SVSM's, another EK, and a missing measurement.
+fn keylime_checks(dir: &Path, measurement: &str) -> Result<()> {
+    let agent = "d432fbb3-d2f1-4a97-9ef7-75bd81c00000";
+    let evidence = dir.join("keylime");
+    let agent_dir = evidence.join(agent);
+    std::fs::create_dir_all(&agent_dir)?;
+    for name in [
+        "0x01C00002.der",
+        "0x01C0000A.der",
+        "0x01C00100.der",
+        "0x01C00101.der",
+        "0x01C00110.bin",
+    ] {
+        std::fs::copy(dir.join(name), agent_dir.join(name))
+            .with_context(|| format!("cannot copy {name}"))?;
+    }
+    let file =
+        |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("cannot read {name}"));
+    let verify = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("debug")
+        .join("svsm-verify");
+    let run =
+        |ek_cert: &[u8], ek_tpm: &[u8], measurement: Option<&str>| -> Result<(bool, String)> {
+            let mut cmd = Command::new("scripts/keylime/ek_check_svsm.sh");
+            cmd.env("AGENT_UUID", agent)
+                .env("EK_CERT", base64(ek_cert))
+                .env("EK_TPM", base64(ek_tpm))
+                .env("SVSM_EVIDENCE_DIR", &evidence)
+                .env("SVSM_ASK", dir.join("ask.pem"))
+                .env("SVSM_ARK", dir.join("ark.pem"))
+                .env("SVSM_VERIFY", &verify)
+                .env_remove("SVSM_MEASUREMENT");
+            if let Some(m) = measurement {
+                cmd.env("SVSM_MEASUREMENT", m);
+            }
+            let out = cmd
+                .output()
+                .context("cannot run scripts/keylime/ek_check_svsm.sh")?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok((out.status.success(), text))
+        };
+    let (rsa_cert, ecc_cert) = (file("0x01C00002.der")?, file("0x01C0000A.der")?);
+    let (rsa, ecc) = (file("ek-rsa.pub")?, file("ek-ecc.pub")?);
+    // (what, EK_CERT, EK_TPM, SVSM_MEASUREMENT, accepted, what the output says)
+    type Case<'a> = (&'a str, &'a [u8], &'a [u8], Option<&'a str>, bool, &'a str);
+    let cases: [Case<'_>; 5] = [
+        (
+            "RSA EK registered",
+            &rsa_cert,
+            &rsa,
+            Some(measurement),
+            true,
+            "evidence: OK",
+        ),
+        (
+            "ECC EK registered",
+            &ecc_cert,
+            &ecc,
+            Some(measurement),
+            true,
+            "evidence: OK",
+        ),
+        (
+            "a certificate the SVSM did not write",
+            &rsa_cert[..rsa_cert.len() - 1],
+            &rsa,
+            Some(measurement),
+            false,
+            "not one the SVSM wrote",
+        ),
+        (
+            "another EK than the certified one",
+            &rsa_cert,
+            &ecc,
+            Some(measurement),
+            false,
+            "certifies another key",
+        ),
+        (
+            "no measurement",
+            &rsa_cert,
+            &rsa,
+            None,
+            false,
+            "SVSM_MEASUREMENT",
+        ),
+    ];
+    for (what, cert, tpm, m, pass, needle) in cases {
+        let (ok, text) = run(cert, tpm, m)?;
+        if ok != pass || !text.contains(needle) {
+            bail!("keylime ek_check_script, {what}: exit ok={ok}, expected {pass} and {needle:?}:\n{text}");
+        }
+        println!(
+            "xtask: attest: keylime ek_check_script, {what}: {}",
+            if ok { "accepted" } else { "refused" }
+        );
+    }
     Ok(())
+}
+
+/// Standard base64 (RFC 4648) with padding.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The checks; run after the host tests.
@@ -340,4 +470,17 @@ pub fn cli_checks() -> Result<()> {
         "cannot read",
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_is_rfc4648() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(super::base64(&[0xFB, 0xFF]), "+/8=");
+    }
 }

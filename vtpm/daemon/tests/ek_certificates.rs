@@ -10,7 +10,7 @@ use std::process::Command;
 use common::Daemon;
 use svsm_emulated::psp::{test_chain, test_vcek, LaunchInfo};
 use svsm_verifier::chain::Chain;
-use svsm_verifier::ek_nv::{verify_nv_evidence, EkPolicy, MeasurementCheck, NvEvidence};
+use svsm_verifier::ek_nv::{verify_nv_evidence, EkPolicy, MeasurementCheck, NvEvidence, TpmEks};
 use svsm_verifier::VcekTrust;
 
 /// The indices the SVSM writes (protocol/src/ek_evidence.rs).
@@ -177,7 +177,10 @@ fn ek_certificates_in_nv_carry_the_keys_tpm2_createek_makes() {
     let verified = verify_nv_evidence(
         &policy,
         &evidence,
-        Some((&d.read("rsa.tpm"), &d.read("ecc.tpm"))),
+        TpmEks {
+            rsa: Some(&d.read("rsa.tpm")),
+            ecc: Some(&d.read("ecc.tpm")),
+        },
     )
     .expect("svsm-verifier accepts the NV evidence");
     assert_eq!(verified.report.vmpl(), 0);
@@ -185,7 +188,10 @@ fn ek_certificates_in_nv_carry_the_keys_tpm2_createek_makes() {
     assert!(verify_nv_evidence(
         &policy,
         &evidence,
-        Some((&d.read("ecc.tpm"), &d.read("ecc.tpm")))
+        TpmEks {
+            rsa: Some(&d.read("ecc.tpm")),
+            ecc: None,
+        }
     )
     .is_err());
 }
