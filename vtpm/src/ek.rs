@@ -189,6 +189,31 @@ mod tests {
     }
 
     #[test]
+    fn ek_public_parse_reads_the_key_and_refuses_malformed_areas() {
+        let rsa = EkTemplate::RsaL1.public_template();
+        assert_eq!(
+            EkPublic::parse(&rsa),
+            Some(EkPublic::Rsa {
+                modulus: &[0; 256],
+                exponent: 65537
+            })
+        );
+        let ecc = EkTemplate::EccL2.public_template();
+        assert!(matches!(
+            EkPublic::parse(&ecc),
+            Some(EkPublic::EccP256 { .. })
+        ));
+        // Trailing bytes, a cut area, another curve.
+        let mut long = rsa.clone();
+        long.push(0);
+        assert_eq!(EkPublic::parse(&long), None);
+        assert_eq!(EkPublic::parse(&rsa[..rsa.len() - 1]), None);
+        let mut p384 = ecc.clone();
+        p384[50..52].copy_from_slice(&0x0004u16.to_be_bytes());
+        assert_eq!(EkPublic::parse(&p384), None);
+    }
+
+    #[test]
     fn templates_have_the_profile_sizes() {
         let rsa = EkTemplate::RsaL1.public_template();
         // type, nameAlg, attributes, policy (2 + 32), sym (6), scheme, keyBits, exponent,

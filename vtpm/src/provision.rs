@@ -238,3 +238,293 @@ fn store<E: Engine>(engine: &mut E, index: u32, data: &[u8]) -> Result<(), Start
     expect_success(engine, &mut cmd)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+    use crate::tpm;
+    use alloc::string::ToString;
+    use der::Decode;
+    use svsm_protocol::ek_evidence::ALL_INDICES;
+
+    /// An engine that answers the commands start-up and provisioning send, and records
+    /// them (command code, first handle, payload of NV writes).
+    struct Fake {
+        response: Vec<u8>,
+        calls: Vec<(u32, u32)>,
+        written: Vec<(u32, Vec<u8>)>,
+        primaries: u32,
+        index_max: u32,
+        hierarchy_rc: u32,
+    }
+
+    fn header(rc: u32, body: &[u8]) -> Vec<u8> {
+        let mut r = Vec::new();
+        r.extend_from_slice(&0x8001u16.to_be_bytes());
+        r.extend_from_slice(&((10 + body.len()) as u32).to_be_bytes());
+        r.extend_from_slice(&rc.to_be_bytes());
+        r.extend_from_slice(body);
+        r
+    }
+
+    impl Fake {
+        fn new(index_max: u32) -> Self {
+            Fake {
+                response: Vec::new(),
+                calls: Vec::new(),
+                written: Vec::new(),
+                primaries: 0,
+                index_max,
+                hierarchy_rc: 0,
+            }
+        }
+    }
+
+    impl Engine for Fake {
+        fn execute(&mut self, _locality: u8, command: &mut [u8]) -> Result<(), EngineError> {
+            let be32 = |at: usize| u32::from_be_bytes(command[at..at + 4].try_into().unwrap());
+            let code = be32(6);
+            let handle = if command.len() >= 14 { be32(10) } else { 0 };
+            self.calls.push((code, handle));
+            self.response = match code {
+                tpm::CC_CREATE_PRIMARY => {
+                    self.primaries += 1;
+                    let template = if self.primaries == 1 {
+                        EkTemplate::RsaL1
+                    } else {
+                        EkTemplate::EccL2
+                    };
+                    // The template with a non-zero unique field stands for the key.
+                    let mut public = template.public_template();
+                    let n = public.len();
+                    for b in &mut public[n - 20..n - 2] {
+                        *b = 0x5A;
+                    }
+                    if self.primaries == 1 {
+                        public[n - 256] = 0xC3;
+                    }
+                    let mut body = Vec::new();
+                    body.extend_from_slice(&0x8000_0000u32.to_be_bytes());
+                    body.extend_from_slice(&0u32.to_be_bytes());
+                    body.extend_from_slice(&(public.len() as u16).to_be_bytes());
+                    body.extend_from_slice(&public);
+                    header(0, &body)
+                }
+                nv::CC_NV_UNDEFINE_SPACE => header(0x28B, &[]),
+                nv::CC_GET_CAPABILITY => {
+                    let props = [
+                        (pt::MANUFACTURER, 0x4942_4D00),
+                        (pt::VENDOR_STRING_1, 0x5357_2020),
+                        (pt::FIRMWARE_VERSION_1, 0x2019_1023),
+                        (pt::NV_INDEX_MAX, self.index_max),
+                    ];
+                    let mut body = vec![0];
+                    body.extend_from_slice(&nv::CAP_TPM_PROPERTIES.to_be_bytes());
+                    body.extend_from_slice(&(props.len() as u32).to_be_bytes());
+                    for (p, v) in props {
+                        body.extend_from_slice(&p.to_be_bytes());
+                        body.extend_from_slice(&v.to_be_bytes());
+                    }
+                    header(0, &body)
+                }
+                nv::CC_GET_RANDOM => {
+                    let n = u16::from_be_bytes([command[10], command[11]]);
+                    let mut body = n.to_be_bytes().to_vec();
+                    body.extend((0..n).map(|i| 0x40 + i as u8));
+                    header(0, &body)
+                }
+                nv::CC_NV_WRITE => {
+                    // header, two handles, auth area (4 + 9), then the TPM2B data.
+                    let len = usize::from(u16::from_be_bytes([command[31], command[32]]));
+                    let index = be32(14);
+                    let data = command[33..33 + len].to_vec();
+                    match self.written.iter_mut().find(|(i, _)| *i == index) {
+                        Some((_, d)) => d.extend_from_slice(&data),
+                        None => self.written.push((index, data)),
+                    }
+                    header(0, &[])
+                }
+                nv::CC_HIERARCHY_CONTROL => header(self.hierarchy_rc, &[]),
+                _ => header(0, &[]),
+            };
+            Ok(())
+        }
+        fn response(&self) -> &[u8] {
+            &self.response
+        }
+        fn failed(&self) -> bool {
+            false
+        }
+        fn buffer_size(&self) -> u32 {
+            4087
+        }
+    }
+
+    /// A PSP stand-in: a 0x4A0-byte report carrying the REPORT_DATA asked for (or
+    /// another), and optionally a VCEK.
+    struct Source {
+        tamper: bool,
+        vcek: Option<Vec<u8>>,
+        fail: bool,
+    }
+
+    impl ReportSource for Source {
+        fn report(&mut self, report_data: &[u8; 64]) -> Result<HardwareEvidence, String> {
+            if self.fail {
+                return Err("the PSP is gone".to_string());
+            }
+            let mut report = vec![0u8; ATTESTATION_REPORT_SIZE];
+            report[REPORT_DATA_OFFSET..REPORT_DATA_OFFSET + 64].copy_from_slice(report_data);
+            if self.tamper {
+                report[REPORT_DATA_OFFSET] ^= 1;
+            }
+            Ok(HardwareEvidence {
+                report,
+                vcek: self.vcek.clone(),
+            })
+        }
+    }
+
+    fn started(index_max: u32) -> Service<Fake> {
+        Service::start(Fake::new(index_max)).expect("the fake engine starts")
+    }
+
+    fn codes(s: &mut Service<Fake>) -> Vec<u32> {
+        s.engine_mut().calls.iter().map(|c| c.0).collect()
+    }
+
+    #[test]
+    fn without_a_report_nothing_is_certified_and_the_platform_hierarchy_is_withheld() {
+        let mut s = started(2048);
+        let done = s.provision(None).unwrap();
+        assert!(done.indices.is_empty());
+        assert!(done.uncertified.unwrap().contains("no SNP report"));
+        let codes = codes(&mut s);
+        assert!(!codes.contains(&nv::CC_NV_DEFINE_SPACE));
+        assert_eq!(codes.last(), Some(&nv::CC_HIERARCHY_CONTROL));
+        // Every index an earlier boot might have left is undefined first.
+        let undefined: Vec<u32> = s
+            .engine_mut()
+            .calls
+            .iter()
+            .filter(|c| c.0 == nv::CC_NV_UNDEFINE_SPACE)
+            .map(|c| c.1)
+            .collect();
+        // (the first handle of NV_UndefineSpace is the platform's authorization)
+        assert_eq!(undefined, [nv::RH_PLATFORM; ALL_INDICES.len()]);
+    }
+
+    #[test]
+    fn with_a_binding_report_every_index_is_written_and_locked_before_the_hierarchy_goes() {
+        let mut s = started(2048);
+        let mut source = Source {
+            tamper: false,
+            vcek: Some(vec![0x30; 900]),
+            fail: false,
+        };
+        let done = s.provision(Some(&mut source)).unwrap();
+        assert_eq!(done.uncertified, None);
+        let indices: Vec<u32> = done.indices.iter().map(|i| i.0).collect();
+        assert_eq!(
+            indices,
+            [
+                RSA_EK_CERT_INDEX,
+                ECC_EK_CERT_INDEX,
+                CA_CERT_INDEX,
+                SNP_REPORT_INDEX,
+                VCEK_CERT_INDEX
+            ]
+        );
+        let calls = &s.engine_mut().calls;
+        let locks = calls.iter().filter(|c| c.0 == nv::CC_NV_WRITE_LOCK).count();
+        assert_eq!(locks, 5);
+        let last_lock = calls
+            .iter()
+            .rposition(|c| c.0 == nv::CC_NV_WRITE_LOCK)
+            .unwrap();
+        let hierarchy = calls
+            .iter()
+            .position(|c| c.0 == nv::CC_HIERARCHY_CONTROL)
+            .unwrap();
+        assert!(last_lock < hierarchy);
+        // What was written is the certificates: the RSA EK's parses as X.509 and its
+        // issuer is the CA's subject.
+        let written = &s.engine_mut().written;
+        let get = |i: u32| &written.iter().find(|w| w.0 == i).unwrap().1;
+        let rsa = x509_cert::Certificate::from_der(get(RSA_EK_CERT_INDEX)).unwrap();
+        let ca = x509_cert::Certificate::from_der(get(CA_CERT_INDEX)).unwrap();
+        assert_eq!(
+            rsa.tbs_certificate().issuer(),
+            ca.tbs_certificate().subject()
+        );
+        assert_eq!(get(SNP_REPORT_INDEX).len(), ATTESTATION_REPORT_SIZE);
+        assert_eq!(get(VCEK_CERT_INDEX), &vec![0x30; 900]);
+    }
+
+    #[test]
+    fn content_beyond_the_engines_nv_index_limit_leaves_nothing_certified() {
+        // The report (0x4A0 bytes) exceeds a 1024-byte limit.
+        let mut s = started(1024);
+        let mut source = Source {
+            tamper: false,
+            vcek: None,
+            fail: false,
+        };
+        let done = s.provision(Some(&mut source)).unwrap();
+        assert!(done.indices.is_empty());
+        assert!(done.uncertified.unwrap().contains("NV index limit"));
+        assert!(!codes(&mut s).contains(&nv::CC_NV_DEFINE_SPACE));
+        // A VCEK alone too large is left out, the rest is stored.
+        let mut s = started(2048);
+        let mut source = Source {
+            tamper: false,
+            vcek: Some(vec![0x30; 4000]),
+            fail: false,
+        };
+        let done = s.provision(Some(&mut source)).unwrap();
+        assert_eq!(done.indices.len(), 4);
+    }
+
+    #[test]
+    fn a_report_without_the_binding_or_no_report_certifies_nothing() {
+        for (source, why) in [
+            (
+                Source {
+                    tamper: true,
+                    vcek: None,
+                    fail: false,
+                },
+                "does not carry the binding",
+            ),
+            (
+                Source {
+                    tamper: false,
+                    vcek: None,
+                    fail: true,
+                },
+                "the PSP is gone",
+            ),
+        ] {
+            let mut source = source;
+            let mut s = started(2048);
+            let done = s.provision(Some(&mut source)).unwrap();
+            assert!(done.indices.is_empty());
+            assert!(done.uncertified.unwrap().contains(why));
+            assert_eq!(codes(&mut s).last(), Some(&nv::CC_HIERARCHY_CONTROL));
+        }
+    }
+
+    #[test]
+    fn a_platform_hierarchy_that_cannot_be_withheld_fails_start_up() {
+        let mut s = started(2048);
+        s.engine_mut().hierarchy_rc = 0x185;
+        assert_eq!(
+            s.provision(None),
+            Err(StartupError::Command {
+                command: nv::CC_HIERARCHY_CONTROL,
+                rc: 0x185
+            })
+        );
+    }
+}
