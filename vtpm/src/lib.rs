@@ -13,6 +13,9 @@
 //! resulting [`Service`] to the SVSM (`svsm::requests::vtpm::VtpmProtocol`), keeping
 //! [`Vtpm::ek_public`] for the attestation manifest. In the kernel, also refuse to serve
 //! when [`LibTpms::uses_aes_ni`] is false (table-based AES leaks through the cache).
+//! Before any guest code runs, [`Service::provision`] writes the endorsement evidence (EK
+//! certificates under a per-boot CA that an SNP report binds, [`provision`], [`certs`])
+//! to NV and withholds the platform hierarchy.
 #![cfg_attr(not(test), no_std)]
 extern crate alloc;
 
