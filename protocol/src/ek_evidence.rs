@@ -2,8 +2,8 @@
 //! its index, and the REPORT_DATA that binds the per-boot endorsement CA to the SNP report.
 //!
 //! At start-up, before any guest code runs, the SVSM makes a per-boot endorsement CA key,
-//! asks the PSP for a report at VMPL0 whose REPORT_DATA is [`binding_report_data`]'s
-//! input hashed with SHA-512, issues X.509 EK certificates under that CA and stores
+//! asks the PSP for a report at VMPL0 whose REPORT_DATA is the SHA-512 of [`Binding`]'s
+//! input, issues X.509 EK certificates under that CA and stores
 //! everything at the indices below. A verifier reads them back (`tpm2_nvread`) and checks
 //! AMD chain → report → CA key → EK certificate → EK.
 //!
