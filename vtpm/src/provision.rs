@@ -161,8 +161,11 @@ impl<E: Engine> Service<E> {
     /// entropy source).
     fn random_ca_key(&mut self) -> Result<SigningKey, String> {
         for _ in 0..8 {
-            let bytes = self.random_bytes(48)?;
-            if let Ok(key) = SigningKey::from_slice(&bytes) {
+            let mut bytes = self.random_bytes(48)?;
+            let key = SigningKey::from_slice(&bytes);
+            // The scalar lives on only inside the key (which zeroizes itself on drop).
+            zeroize::Zeroize::zeroize(&mut bytes);
+            if let Ok(key) = key {
                 return Ok(key);
             }
         }

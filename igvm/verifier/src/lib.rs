@@ -12,6 +12,10 @@
 //! 6. the attestation key (AK) is the one the challenge named, a restricted fixedTPM
 //!    signing key, and the vTPM's ActivateCredential returned the challenge's secret;
 //! 7. the quote is signed by the AK, carries the nonce, and covers the expected PCRs.
+//!
+//! [`ek_nv`] checks the other evidence a guest holds, the EK certificates the SVSM wrote
+//! to TPM NV: the same AMD links, then the per-boot endorsement CA the report binds, the
+//! EK certificates it issued, and the EKs.
 
 pub mod chain;
 pub mod credential;
