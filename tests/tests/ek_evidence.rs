@@ -392,11 +392,246 @@ fn every_tampered_piece_is_refused_with_its_reason() {
     let got = check(&debug, &p);
     assert!(matches!(got, Err(Error::ReportDebugPolicy(_))), "{got:?}");
 
+    // 14. A CA certificate whose self-signature is broken.
+    let mut broken = own.clone();
+    let last = broken.ca.len() - 1;
+    broken.ca[last] ^= 0x01;
+    cases.push((
+        "CA certificate with a broken signature",
+        check(&broken, &p),
+        Error::CertificateSignature(CertRole::EndorsementCa),
+    ));
+    // 15. An EK certificate issued under another CA's name.
+    let mut renamed = own.clone();
+    renamed.rsa =
+        certs::ek_certificate(&key9, &[5; 16], &e.ek_rsa, &identity, &other_boot.report).unwrap();
+    cases.push((
+        "EK certificate from another CA's name",
+        check(&renamed, &p),
+        Error::ChainIssuer(CertRole::RsaEk),
+    ));
+
     for (what, got, want) in &cases {
         assert_eq!(got, &Err(want.clone()), "{what}");
         println!("refused: {what}: {want}");
     }
     assert!(cases.len() >= 10);
+}
+
+/// An EK certificate for `ek_public` issued under the CA of `report` and signed by `ca`,
+/// with exactly `extensions` and `validity`: what a CA that broke the profile would issue.
+fn ek_cert_with(
+    ca: &SigningKey,
+    ek_public: &[u8],
+    report: &[u8],
+    extensions: Vec<x509_cert::ext::Extension>,
+    validity: x509_cert::time::Validity,
+) -> Vec<u8> {
+    use der::Encode;
+    use x509_cert::builder::{profile::BuilderProfile, Builder, CertificateBuilder};
+    struct Profile {
+        issuer: x509_cert::name::Name,
+        extensions: Vec<x509_cert::ext::Extension>,
+    }
+    impl BuilderProfile for Profile {
+        fn get_issuer(&self, _: &x509_cert::name::Name) -> x509_cert::name::Name {
+            self.issuer.clone()
+        }
+        fn get_subject(&self) -> x509_cert::name::Name {
+            x509_cert::name::Name::default()
+        }
+        fn build_extensions(
+            &self,
+            _: x509_cert::spki::SubjectPublicKeyInfoRef<'_>,
+            _: x509_cert::spki::SubjectPublicKeyInfoRef<'_>,
+            _: &x509_cert::TbsCertificate,
+        ) -> x509_cert::builder::Result<Vec<x509_cert::ext::Extension>> {
+            Ok(self.extensions.clone())
+        }
+    }
+    let profile = Profile {
+        issuer: certs::ca_name(report).unwrap(),
+        extensions,
+    };
+    CertificateBuilder::new(
+        profile,
+        x509_cert::serial_number::SerialNumber::from(7u32),
+        validity,
+        certs::ek_spki(ek_public).unwrap(),
+    )
+    .unwrap()
+    .build::<_, p384::ecdsa::DerSignature>(ca)
+    .unwrap()
+    .to_der()
+    .unwrap()
+}
+
+fn extension<T: der::oid::AssociatedOid + der::Encode>(
+    value: &T,
+    critical: bool,
+) -> x509_cert::ext::Extension {
+    x509_cert::ext::Extension {
+        extn_id: T::OID,
+        critical,
+        extn_value: der::asn1::OctetString::new(value.to_der().unwrap()).unwrap(),
+    }
+}
+
+#[test]
+fn ek_certificates_that_break_the_profile_are_refused_with_their_reason() {
+    use x509_cert::ext::pkix::{
+        AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    };
+    use x509_cert::time::{Time, Validity};
+    let e = genuine();
+    let p = policy(&e);
+    let ca = key(9);
+    let own = with_ca_key(&e, &ca, 0, &psp());
+    assert_eq!(check(&own, &p), Ok(()));
+    let ca_cert = <x509_cert::Certificate as der::Decode>::from_der(&own.ca).unwrap();
+    let ski = ca_cert
+        .tbs_certificate()
+        .get_extension::<x509_cert::ext::pkix::SubjectKeyIdentifier>()
+        .unwrap()
+        .unwrap()
+        .1
+         .0;
+    let aki = |id: &[u8]| {
+        extension(
+            &AuthorityKeyIdentifier {
+                key_identifier: Some(der::asn1::OctetString::new(id.to_vec()).unwrap()),
+                authority_cert_issuer: None,
+                authority_cert_serial_number: None,
+            },
+            false,
+        )
+    };
+    let bc = |ca: bool| {
+        extension(
+            &BasicConstraints {
+                ca,
+                path_len_constraint: None,
+            },
+            true,
+        )
+    };
+    let ku = |u: KeyUsages| extension(&KeyUsage(u.into()), true);
+    let eku = extension(
+        &ExtendedKeyUsage(vec![der::asn1::ObjectIdentifier::new_unwrap(
+            "2.23.133.8.1",
+        )]),
+        false,
+    );
+    let forever = || {
+        Validity::new(
+            Time::UtcTime(
+                der::asn1::UtcTime::from_date_time(
+                    der::DateTime::new(2025, 1, 1, 0, 0, 0).unwrap(),
+                )
+                .unwrap(),
+            ),
+            Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(
+                der::DateTime::new(9999, 12, 31, 23, 59, 59).unwrap(),
+            )),
+        )
+    };
+    let expired = Validity::new(
+        Time::UtcTime(
+            der::asn1::UtcTime::from_date_time(der::DateTime::new(2020, 1, 1, 0, 0, 0).unwrap())
+                .unwrap(),
+        ),
+        Time::UtcTime(
+            der::asn1::UtcTime::from_date_time(der::DateTime::new(2021, 1, 1, 0, 0, 0).unwrap())
+                .unwrap(),
+        ),
+    );
+    let good = || {
+        vec![
+            bc(false),
+            ku(KeyUsages::KeyEncipherment),
+            eku.clone(),
+            aki(ski.as_bytes()),
+        ]
+    };
+    // The helper itself issues an acceptable certificate.
+    let mut ok = own.clone();
+    ok.rsa = ek_cert_with(&ca, &e.ek_rsa, &own.report, good(), forever());
+    assert_eq!(check(&ok, &p), Ok(()));
+
+    let cases: Vec<(&str, Vec<x509_cert::ext::Extension>, Validity, Error)> = vec![
+        (
+            "an expired EK certificate",
+            good(),
+            expired,
+            Error::CertificateValidity(CertRole::RsaEk),
+        ),
+        (
+            "an EK certificate marked as a CA",
+            vec![
+                bc(true),
+                ku(KeyUsages::KeyEncipherment),
+                eku.clone(),
+                aki(ski.as_bytes()),
+            ],
+            forever(),
+            Error::CertificateConstraints(
+                CertRole::RsaEk,
+                "an end-entity certificate marked as a CA",
+            ),
+        ),
+        (
+            "an RSA EK certificate for signing",
+            vec![
+                bc(false),
+                ku(KeyUsages::DigitalSignature),
+                eku.clone(),
+                aki(ski.as_bytes()),
+            ],
+            forever(),
+            Error::CertificateConstraints(
+                CertRole::RsaEk,
+                "keyUsage is not keyEncipherment (RSA) / keyAgreement (ECC)",
+            ),
+        ),
+        (
+            "an EK certificate without key usage",
+            vec![bc(false), eku.clone(), aki(ski.as_bytes())],
+            forever(),
+            Error::CertificateConstraints(CertRole::RsaEk, "no keyUsage"),
+        ),
+        (
+            "an EK certificate without tcg-kp-EKCertificate",
+            vec![
+                bc(false),
+                ku(KeyUsages::KeyEncipherment),
+                aki(ski.as_bytes()),
+            ],
+            forever(),
+            Error::CertificateConstraints(
+                CertRole::RsaEk,
+                "no extended key usage tcg-kp-EKCertificate",
+            ),
+        ),
+        (
+            "an EK certificate naming another authority key",
+            vec![
+                bc(false),
+                ku(KeyUsages::KeyEncipherment),
+                eku.clone(),
+                aki(&[0x11; 20]),
+            ],
+            forever(),
+            Error::CertificateConstraints(
+                CertRole::RsaEk,
+                "its authority key identifier is not the CA's",
+            ),
+        ),
+    ];
+    for (what, extensions, validity, want) in cases {
+        let mut bad = own.clone();
+        bad.rsa = ek_cert_with(&ca, &e.ek_rsa, &own.report, extensions, validity);
+        assert_eq!(check(&bad, &p), Err(want), "{what}");
+    }
 }
 
 #[test]

@@ -403,3 +403,125 @@ pub fn trusted_vcek_key(bytes: &[u8]) -> Result<VerifyingKey, Error> {
     }
     Cert::parse(role, bytes)?.p384_key()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_cert::builder::{profile::BuilderProfile, Builder, CertificateBuilder};
+    use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+    use x509_cert::ext::Extension;
+    use x509_cert::name::Name;
+    use x509_cert::time::{Time, Validity};
+
+    struct Profile(Vec<Extension>);
+
+    impl BuilderProfile for Profile {
+        fn get_issuer(&self, subject: &Name) -> Name {
+            subject.clone()
+        }
+        fn get_subject(&self) -> Name {
+            "CN=test".parse().unwrap()
+        }
+        fn build_extensions(
+            &self,
+            _: spki::SubjectPublicKeyInfoRef<'_>,
+            _: spki::SubjectPublicKeyInfoRef<'_>,
+            _: &x509_cert::TbsCertificate,
+        ) -> x509_cert::builder::Result<Vec<Extension>> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn ext<T: der::oid::AssociatedOid + Encode>(v: &T) -> Extension {
+        Extension {
+            extn_id: T::OID,
+            critical: true,
+            extn_value: der::asn1::OctetString::new(v.to_der().unwrap()).unwrap(),
+        }
+    }
+
+    fn time(year: u16) -> Time {
+        Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(
+            der::DateTime::new(year, 1, 1, 0, 0, 0).unwrap(),
+        ))
+    }
+
+    fn cert(extensions: Vec<Extension>, from: u16, to: u16) -> Certificate {
+        let key = p384::ecdsa::SigningKey::from_slice(&[7; 48]).unwrap();
+        let spki = spki::SubjectPublicKeyInfoOwned::from_key(key.verifying_key()).unwrap();
+        CertificateBuilder::new(
+            Profile(extensions),
+            x509_cert::serial_number::SerialNumber::from(1u32),
+            Validity::new(time(from), time(to)),
+            spki,
+        )
+        .unwrap()
+        .build::<_, p384::ecdsa::DerSignature>(&key)
+        .unwrap()
+    }
+
+    fn bc(ca: bool) -> Extension {
+        ext(&BasicConstraints {
+            ca,
+            path_len_constraint: None,
+        })
+    }
+
+    #[test]
+    fn validity_is_checked_against_now() {
+        let now = std::time::SystemTime::now();
+        assert_eq!(
+            check_validity(&cert(vec![], 2020, 9999), CertRole::Vcek, now),
+            Ok(())
+        );
+        assert_eq!(
+            check_validity(&cert(vec![], 2020, 2021), CertRole::Vcek, now),
+            Err(Error::CertificateValidity(CertRole::Vcek))
+        );
+        assert_eq!(
+            check_validity(&cert(vec![], 9000, 9999), CertRole::Ask, now),
+            Err(Error::CertificateValidity(CertRole::Ask))
+        );
+    }
+
+    #[test]
+    fn a_ca_must_say_so_and_may_sign_certificates() {
+        let role = CertRole::Ask;
+        let sign = ext(&KeyUsage(KeyUsages::KeyCertSign.into()));
+        let digital = ext(&KeyUsage(KeyUsages::DigitalSignature.into()));
+        assert_eq!(check_ca(&cert(vec![bc(true)], 2020, 9999), role), Ok(()));
+        assert_eq!(
+            check_ca(&cert(vec![bc(true), sign], 2020, 9999), role),
+            Ok(())
+        );
+        for (what, exts) in [
+            ("no basicConstraints", vec![]),
+            ("CA=false", vec![bc(false)]),
+            ("no keyCertSign", vec![bc(true), digital]),
+        ] {
+            assert!(
+                matches!(
+                    check_ca(&cert(exts, 2020, 9999), role),
+                    Err(Error::CertificateConstraints(CertRole::Ask, _))
+                ),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_end_entity_must_not_be_a_ca() {
+        assert_eq!(
+            check_not_ca(&cert(vec![], 2020, 9999), CertRole::Vcek),
+            Ok(())
+        );
+        assert_eq!(
+            check_not_ca(&cert(vec![bc(false)], 2020, 9999), CertRole::Vcek),
+            Ok(())
+        );
+        assert!(matches!(
+            check_not_ca(&cert(vec![bc(true)], 2020, 9999), CertRole::Vcek),
+            Err(Error::CertificateConstraints(CertRole::Vcek, _))
+        ));
+    }
+}
