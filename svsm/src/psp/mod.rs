@@ -17,6 +17,7 @@
 //!   otherwise keep the ciphertext and replay it later), and only then is the size
 //!   reported.
 
+pub mod evidence;
 pub mod msg;
 
 use zeroize::Zeroize;
