@@ -20,6 +20,7 @@ pub mod attest;
 pub mod call;
 pub mod calling_area;
 pub mod core;
+pub mod ek_evidence;
 pub mod error;
 pub mod ghcb;
 pub mod guest_msg;

@@ -80,6 +80,96 @@ impl EkTemplate {
     }
 }
 
+/// The public key of an EK's TPMT_PUBLIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EkPublic<'a> {
+    /// RSA: the modulus (big-endian) and the exponent (65537 when the area says 0).
+    Rsa {
+        /// The modulus.
+        modulus: &'a [u8],
+        /// The public exponent.
+        exponent: u32,
+    },
+    /// ECC NIST P-256: the point's coordinates.
+    EccP256 {
+        /// x, 32 bytes.
+        x: &'a [u8],
+        /// y, 32 bytes.
+        y: &'a [u8],
+    },
+}
+
+impl<'a> EkPublic<'a> {
+    /// Reads the key out of a TPMT_PUBLIC of type RSA or ECC (TPM 2.0 Part 2,
+    /// "TPMT_PUBLIC"); `None` for anything else or anything malformed.
+    pub fn parse(public: &'a [u8]) -> Option<Self> {
+        let mut r = Reader(public);
+        let kind = r.u16()?;
+        let _name_alg = r.u16()?;
+        let _attributes = r.u32()?;
+        r.sized()?;
+        // TPMT_SYM_DEF_OBJECT: algorithm, then key bits and mode unless NULL.
+        if r.u16()? != ALG_NULL {
+            r.u16()?;
+            r.u16()?;
+        }
+        // The scheme: algorithm, then its hash unless NULL.
+        if r.u16()? != ALG_NULL {
+            r.u16()?;
+        }
+        let key = match kind {
+            ALG_RSA => {
+                let _bits = r.u16()?;
+                let exponent = match r.u32()? {
+                    0 => 65537,
+                    e => e,
+                };
+                let modulus = r.sized()?;
+                Self::Rsa { modulus, exponent }
+            }
+            ALG_ECC => {
+                if r.u16()? != ECC_NIST_P256 {
+                    return None;
+                }
+                if r.u16()? != ALG_NULL {
+                    r.u16()?;
+                }
+                let x = r.sized()?;
+                let y = r.sized()?;
+                if x.len() != 32 || y.len() != 32 {
+                    return None;
+                }
+                Self::EccP256 { x, y }
+            }
+            _ => return None,
+        };
+        r.0.is_empty().then_some(key)
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn sized(&mut self) -> Option<&'a [u8]> {
+        let n = usize::from(self.u16()?);
+        self.take(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +186,31 @@ mod tests {
         let step = h.finalize();
         let digest = Sha256::digest(step);
         assert_eq!(digest.as_slice(), POLICY_A_SHA256);
+    }
+
+    #[test]
+    fn ek_public_parse_reads_the_key_and_refuses_malformed_areas() {
+        let rsa = EkTemplate::RsaL1.public_template();
+        assert_eq!(
+            EkPublic::parse(&rsa),
+            Some(EkPublic::Rsa {
+                modulus: &[0; 256],
+                exponent: 65537
+            })
+        );
+        let ecc = EkTemplate::EccL2.public_template();
+        assert!(matches!(
+            EkPublic::parse(&ecc),
+            Some(EkPublic::EccP256 { .. })
+        ));
+        // Trailing bytes, a cut area, another curve.
+        let mut long = rsa.clone();
+        long.push(0);
+        assert_eq!(EkPublic::parse(&long), None);
+        assert_eq!(EkPublic::parse(&rsa[..rsa.len() - 1]), None);
+        let mut p384 = ecc.clone();
+        p384[50..52].copy_from_slice(&0x0004u16.to_be_bytes());
+        assert_eq!(EkPublic::parse(&p384), None);
     }
 
     #[test]

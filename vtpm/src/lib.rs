@@ -13,15 +13,21 @@
 //! resulting [`Service`] to the SVSM (`svsm::requests::vtpm::VtpmProtocol`), keeping
 //! [`Vtpm::ek_public`] for the attestation manifest. In the kernel, also refuse to serve
 //! when [`LibTpms::uses_aes_ni`] is false (table-based AES leaks through the cache).
+//! Before any guest code runs, [`Service::provision`] writes the endorsement evidence (EK
+//! certificates under a per-boot CA that an SNP report binds, [`provision`], [`certs`])
+//! to NV and withholds the platform hierarchy.
 #![cfg_attr(not(test), no_std)]
 extern crate alloc;
 
+pub mod certs;
 pub mod ek;
 pub mod engine;
 pub mod entropy;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc_compat;
 pub mod libtpms;
+pub mod nv;
+pub mod provision;
 pub mod service;
 pub mod state;
 pub mod tpm;
@@ -32,6 +38,7 @@ pub use engine::{Engine, EngineError};
 pub use entropy::OsEntropy;
 pub use entropy::{EntropyError, EntropySource};
 pub use libtpms::LibTpms;
+pub use provision::{HardwareEvidence, Provisioned, ReportSource};
 pub use service::{Service, StartupError, Vtpm, VtpmError};
 
 /// The engine this crate was linked with: the pinned Debian packages with their .deb

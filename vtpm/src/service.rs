@@ -328,7 +328,7 @@ fn well_formed(response: &[u8], max: usize) -> bool {
 }
 
 /// Runs a start-up command and requires TPM_RC_SUCCESS; returns the response.
-fn expect_success<'e, E: Engine>(
+pub(crate) fn expect_success<'e, E: Engine>(
     engine: &'e mut E,
     command: &mut [u8],
 ) -> Result<&'e [u8], StartupError> {

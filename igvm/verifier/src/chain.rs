@@ -66,6 +66,11 @@ impl Cert {
         &self.cert
     }
 
+    /// The exact DER of its to-be-signed part.
+    pub fn tbs_der(&self) -> &[u8] {
+        &self.tbs_der
+    }
+
     fn spki_der(&self) -> Result<Vec<u8>, Error> {
         self.cert
             .tbs_certificate()
@@ -166,13 +171,160 @@ impl Chain {
         })
     }
 
-    /// Checks every link and returns the VCEK's key.
+    /// Checks every link and returns the VCEK's key: signatures and names, each
+    /// certificate valid now, ARK and ASK CA certificates allowed to sign certificates,
+    /// the VCEK not a CA.
     pub fn verify(&self) -> Result<VerifyingKey, Error> {
         self.ark.check_issued_by(&self.ark)?;
         self.ask.check_issued_by(&self.ark)?;
         self.vcek.check_issued_by(&self.ask)?;
+        let now = std::time::SystemTime::now();
+        for cert in [&self.ark, &self.ask, &self.vcek] {
+            check_validity(&cert.cert, cert.role, now)?;
+        }
+        for cert in [&self.ark, &self.ask] {
+            check_ca(&cert.cert, cert.role)?;
+        }
+        check_not_ca(&self.vcek.cert, CertRole::Vcek)?;
         self.vcek.p384_key()
     }
+
+    /// Checks that the VCEK was issued for the chip and TCB `report` names: its hwID
+    /// extension is the report's CHIP_ID and its SPL extensions are the report's
+    /// REPORTED_TCB (AMD's VCEK certificate specification; a VCEK is derived per chip and
+    /// per TCB).
+    pub fn check_vcek_for(&self, report: &crate::Report) -> Result<(), Error> {
+        check_vcek_for(&self.vcek, report)
+    }
+}
+
+/// AMD's VCEK extensions (1.3.6.1.4.1.3704.1.x).
+mod amd_oid {
+    use spki::ObjectIdentifier;
+    /// blSPL.
+    pub const BL_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.1");
+    /// teeSPL.
+    pub const TEE_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.2");
+    /// snpSPL.
+    pub const SNP_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.3");
+    /// ucodeSPL.
+    pub const UCODE_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
+    /// hwID.
+    pub const HW_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.4");
+}
+
+/// The value of the extension `oid` (its extnValue's contents), if present.
+fn extension_value(cert: &Certificate, oid: ObjectIdentifier) -> Option<&[u8]> {
+    cert.tbs_certificate()
+        .extensions()?
+        .iter()
+        .find(|e| e.extn_id == oid)
+        .map(|e| e.extn_value.as_bytes())
+}
+
+fn check_vcek_for(vcek: &Cert, report: &crate::Report) -> Result<(), Error> {
+    let cert = &vcek.cert;
+    let hw_id = extension_value(cert, amd_oid::HW_ID).ok_or(Error::VcekChipId)?;
+    if hw_id != report.chip_id() || report.chip_id().iter().all(|&b| b == 0) {
+        return Err(Error::VcekChipId);
+    }
+    let tcb = report.reported_tcb();
+    for (oid, name, want) in [
+        (amd_oid::BL_SPL, "boot loader", tcb.boot_loader),
+        (amd_oid::TEE_SPL, "TEE", tcb.tee),
+        (amd_oid::SNP_SPL, "SNP", tcb.snp),
+        (amd_oid::UCODE_SPL, "microcode", tcb.microcode),
+    ] {
+        let value = extension_value(cert, oid).ok_or(Error::VcekTcb(name))?;
+        let spl = der::asn1::Uint::from_der(value).map_err(|_| Error::VcekTcb(name))?;
+        let bytes = spl.as_bytes();
+        let got = match bytes {
+            [b] => u16::from(*b),
+            [0, b] => u16::from(*b),
+            _ => u16::MAX,
+        };
+        if got != u16::from(want) {
+            return Err(Error::VcekTcb(name));
+        }
+    }
+    Ok(())
+}
+
+/// The certificate is valid at `now`.
+pub fn check_validity(
+    cert: &Certificate,
+    role: CertRole,
+    now: std::time::SystemTime,
+) -> Result<(), Error> {
+    let validity = cert.tbs_certificate().validity();
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| Error::CertificateValidity(role))?;
+    if now < validity.not_before.to_unix_duration() || now > validity.not_after.to_unix_duration() {
+        return Err(Error::CertificateValidity(role));
+    }
+    Ok(())
+}
+
+/// basicConstraints and keyUsage of a certificate (absent: `None`).
+fn constraints(
+    cert: &Certificate,
+    role: CertRole,
+) -> Result<
+    (
+        Option<x509_cert::ext::pkix::BasicConstraints>,
+        Option<x509_cert::ext::pkix::KeyUsage>,
+    ),
+    Error,
+> {
+    let tbs = cert.tbs_certificate();
+    let bc = tbs
+        .get_extension::<x509_cert::ext::pkix::BasicConstraints>()
+        .map_err(|_| Error::CertificateConstraints(role, "malformed basicConstraints"))?
+        .map(|(_, v)| v);
+    let ku = tbs
+        .get_extension::<x509_cert::ext::pkix::KeyUsage>()
+        .map_err(|_| Error::CertificateConstraints(role, "malformed keyUsage"))?
+        .map(|(_, v)| v);
+    Ok((bc, ku))
+}
+
+/// A CA certificate: basicConstraints CA=true, and keyCertSign if it has a keyUsage.
+pub fn check_ca(cert: &Certificate, role: CertRole) -> Result<(), Error> {
+    let (bc, ku) = constraints(cert, role)?;
+    if !bc.is_some_and(|bc| bc.ca) {
+        return Err(Error::CertificateConstraints(
+            role,
+            "basicConstraints does not say CA, yet it issues certificates",
+        ));
+    }
+    if ku.is_some_and(|ku| !ku.key_cert_sign()) {
+        return Err(Error::CertificateConstraints(
+            role,
+            "keyUsage does not allow certificate signing",
+        ));
+    }
+    Ok(())
+}
+
+/// An end-entity certificate: no basicConstraints CA=true.
+pub fn check_not_ca(cert: &Certificate, role: CertRole) -> Result<(), Error> {
+    let (bc, _) = constraints(cert, role)?;
+    if bc.is_some_and(|bc| bc.ca) {
+        return Err(Error::CertificateConstraints(
+            role,
+            "an end-entity certificate marked as a CA",
+        ));
+    }
+    Ok(())
+}
+
+/// The keyUsage of a certificate, if it has one.
+pub fn key_usage(
+    cert: &Certificate,
+    role: CertRole,
+) -> Result<Option<x509_cert::ext::pkix::KeyUsage>, Error> {
+    Ok(constraints(cert, role)?.1)
 }
 
 /// GUIDs of the host certificate table (GHCB, "SNP Extended Guest Request"), as stored.
@@ -250,4 +402,126 @@ pub fn trusted_vcek_key(bytes: &[u8]) -> Result<VerifyingKey, Error> {
         return Ok(key);
     }
     Cert::parse(role, bytes)?.p384_key()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_cert::builder::{profile::BuilderProfile, Builder, CertificateBuilder};
+    use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+    use x509_cert::ext::Extension;
+    use x509_cert::name::Name;
+    use x509_cert::time::{Time, Validity};
+
+    struct Profile(Vec<Extension>);
+
+    impl BuilderProfile for Profile {
+        fn get_issuer(&self, subject: &Name) -> Name {
+            subject.clone()
+        }
+        fn get_subject(&self) -> Name {
+            "CN=test".parse().unwrap()
+        }
+        fn build_extensions(
+            &self,
+            _: spki::SubjectPublicKeyInfoRef<'_>,
+            _: spki::SubjectPublicKeyInfoRef<'_>,
+            _: &x509_cert::TbsCertificate,
+        ) -> x509_cert::builder::Result<Vec<Extension>> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn ext<T: der::oid::AssociatedOid + Encode>(v: &T) -> Extension {
+        Extension {
+            extn_id: T::OID,
+            critical: true,
+            extn_value: der::asn1::OctetString::new(v.to_der().unwrap()).unwrap(),
+        }
+    }
+
+    fn time(year: u16) -> Time {
+        Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(
+            der::DateTime::new(year, 1, 1, 0, 0, 0).unwrap(),
+        ))
+    }
+
+    fn cert(extensions: Vec<Extension>, from: u16, to: u16) -> Certificate {
+        let key = p384::ecdsa::SigningKey::from_slice(&[7; 48]).unwrap();
+        let spki = spki::SubjectPublicKeyInfoOwned::from_key(key.verifying_key()).unwrap();
+        CertificateBuilder::new(
+            Profile(extensions),
+            x509_cert::serial_number::SerialNumber::from(1u32),
+            Validity::new(time(from), time(to)),
+            spki,
+        )
+        .unwrap()
+        .build::<_, p384::ecdsa::DerSignature>(&key)
+        .unwrap()
+    }
+
+    fn bc(ca: bool) -> Extension {
+        ext(&BasicConstraints {
+            ca,
+            path_len_constraint: None,
+        })
+    }
+
+    #[test]
+    fn validity_is_checked_against_now() {
+        let now = std::time::SystemTime::now();
+        assert_eq!(
+            check_validity(&cert(vec![], 2020, 9999), CertRole::Vcek, now),
+            Ok(())
+        );
+        assert_eq!(
+            check_validity(&cert(vec![], 2020, 2021), CertRole::Vcek, now),
+            Err(Error::CertificateValidity(CertRole::Vcek))
+        );
+        assert_eq!(
+            check_validity(&cert(vec![], 9000, 9999), CertRole::Ask, now),
+            Err(Error::CertificateValidity(CertRole::Ask))
+        );
+    }
+
+    #[test]
+    fn a_ca_must_say_so_and_may_sign_certificates() {
+        let role = CertRole::Ask;
+        let sign = ext(&KeyUsage(KeyUsages::KeyCertSign.into()));
+        let digital = ext(&KeyUsage(KeyUsages::DigitalSignature.into()));
+        assert_eq!(check_ca(&cert(vec![bc(true)], 2020, 9999), role), Ok(()));
+        assert_eq!(
+            check_ca(&cert(vec![bc(true), sign], 2020, 9999), role),
+            Ok(())
+        );
+        for (what, exts) in [
+            ("no basicConstraints", vec![]),
+            ("CA=false", vec![bc(false)]),
+            ("no keyCertSign", vec![bc(true), digital]),
+        ] {
+            assert!(
+                matches!(
+                    check_ca(&cert(exts, 2020, 9999), role),
+                    Err(Error::CertificateConstraints(CertRole::Ask, _))
+                ),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_end_entity_must_not_be_a_ca() {
+        assert_eq!(
+            check_not_ca(&cert(vec![], 2020, 9999), CertRole::Vcek),
+            Ok(())
+        );
+        assert_eq!(
+            check_not_ca(&cert(vec![bc(false)], 2020, 9999), CertRole::Vcek),
+            Ok(())
+        );
+        assert!(matches!(
+            check_not_ca(&cert(vec![bc(true)], 2020, 9999), CertRole::Vcek),
+            Err(Error::CertificateConstraints(CertRole::Vcek, _))
+        ));
+    }
 }

@@ -14,6 +14,12 @@ pub enum CertRole {
     Ask,
     /// The AMD root key certificate (signs the ASK and itself).
     Ark,
+    /// The vTPM's per-boot endorsement CA certificate (TPM NV 0x01C00100).
+    EndorsementCa,
+    /// The RSA EK certificate (TPM NV 0x01C00002).
+    RsaEk,
+    /// The ECC EK certificate (TPM NV 0x01C0000A).
+    EccEk,
 }
 
 impl fmt::Display for CertRole {
@@ -22,6 +28,9 @@ impl fmt::Display for CertRole {
             CertRole::Vcek => "VCEK",
             CertRole::Ask => "ASK",
             CertRole::Ark => "ARK",
+            CertRole::EndorsementCa => "endorsement CA",
+            CertRole::RsaEk => "RSA EK",
+            CertRole::EccEk => "ECC EK",
         })
     }
 }
@@ -79,6 +88,33 @@ pub enum Error {
     QuotePcrDigest,
     /// The launch measurement is not the expected one.
     Measurement,
+    /// No expected launch measurement was given and the caller did not opt out: without
+    /// it, any SVSM a host builds itself passes every other check.
+    MeasurementRequired,
+    /// The VCEK certificate's hwID extension is not the report's CHIP_ID: the VCEK
+    /// belongs to another chip.
+    VcekChipId,
+    /// A VCEK certificate TCB extension differs from the report's REPORTED_TCB (which
+    /// component): the VCEK was derived for another TCB.
+    VcekTcb(&'static str),
+    /// The report's SIGNING_KEY field is not the VCEK (0).
+    ReportSigningKey(u32),
+    /// The report's TCB is below the verifier's minimum.
+    TcbBelowMinimum(String),
+    /// A certificate is not valid now (not yet, or no longer).
+    CertificateValidity(CertRole),
+    /// A certificate's basicConstraints or keyUsage do not fit its place in the chain.
+    CertificateConstraints(CertRole, &'static str),
+    /// A certificate's ECDSA signature does not verify with its issuer's key.
+    CertificateSignature(CertRole),
+    /// REPORT_DATA does not bind this CA key and these EKs.
+    EkBinding,
+    /// The CA certificate's name does not point to this report.
+    EvidencePointer,
+    /// An EK certificate does not carry the key the TPM presents (tpm2_createek's).
+    EkPublicMismatch(CertRole),
+    /// The NV evidence is truncated or malformed.
+    NvEvidence(String),
 }
 
 impl fmt::Display for Error {
@@ -138,6 +174,42 @@ impl fmt::Display for Error {
             Error::Measurement => {
                 f.write_str("launch measurement: differs from the expected digest")
             }
+            Error::MeasurementRequired => f.write_str(
+                "launch measurement: none given; pass --measurement (svsm-igvm measure) or \
+                 opt out explicitly with --no-measurement-check",
+            ),
+            Error::VcekChipId => f.write_str(
+                "VCEK certificate: its hwID is not the report's CHIP_ID (a VCEK of another chip)",
+            ),
+            Error::VcekTcb(which) => write!(
+                f,
+                "VCEK certificate: its {which} SPL differs from the report's REPORTED_TCB \
+                 (a VCEK for another TCB)"
+            ),
+            Error::ReportSigningKey(k) => write!(
+                f,
+                "report: SIGNING_KEY is {k}, expected 0 (the VCEK)"
+            ),
+            Error::TcbBelowMinimum(why) => write!(f, "report TCB: {why}"),
+            Error::CertificateValidity(role) => {
+                write!(f, "{role} certificate: not valid at the current time")
+            }
+            Error::CertificateConstraints(role, why) => write!(f, "{role} certificate: {why}"),
+            Error::CertificateSignature(role) => write!(
+                f,
+                "{role} certificate: its signature does not verify with its issuer's key"
+            ),
+            Error::EkBinding => f.write_str(
+                "REPORT_DATA: does not bind this endorsement CA key and these EKs",
+            ),
+            Error::EvidencePointer => f.write_str(
+                "endorsement CA certificate: its name does not point to this report",
+            ),
+            Error::EkPublicMismatch(role) => write!(
+                f,
+                "{role} certificate: certifies another key than the TPM's EK"
+            ),
+            Error::NvEvidence(why) => write!(f, "NV evidence: {why}"),
         }
     }
 }

@@ -12,9 +12,14 @@
 //! 6. the attestation key (AK) is the one the challenge named, a restricted fixedTPM
 //!    signing key, and the vTPM's ActivateCredential returned the challenge's secret;
 //! 7. the quote is signed by the AK, carries the nonce, and covers the expected PCRs.
+//!
+//! [`ek_nv`] checks the other evidence a guest holds, the EK certificates the SVSM wrote
+//! to TPM NV: the same AMD links, then the per-boot endorsement CA the report binds, the
+//! EK certificates it issued, and the EKs.
 
 pub mod chain;
 pub mod credential;
+pub mod ek_nv;
 mod error;
 pub mod manifest;
 pub mod report;
@@ -68,9 +73,52 @@ pub fn verify_report(
     binding: Option<(&[u8], &[u8])>,
     expected_measurement: Option<&[u8; 48]>,
 ) -> Result<Report, Error> {
+    let report = verify_hardware_report(trust, report, None)?;
+    check_report_fields(&report, expected_measurement)?;
+    if let Some((nonce, manifest)) = binding {
+        if nonce.len() != NONCE_SIZE {
+            return Err(Error::NonceLength(nonce.len()));
+        }
+        if report.report_data() != &report_data(nonce, manifest) {
+            return Err(Error::ReportData);
+        }
+    }
+    Ok(report)
+}
+
+/// The report as the hardware vouches for it: the VCEK (chain checked, issued for this
+/// report's chip and TCB) signed it, with the VCEK as its signing key, at a TCB no lower
+/// than `min_tcb`.
+pub fn verify_hardware_report(
+    trust: &VcekTrust,
+    report: &[u8],
+    min_tcb: Option<&report::Tcb>,
+) -> Result<Report, Error> {
     let vcek = trust.vcek_key()?;
     let report = Report::parse(report)?;
     report.verify_signature(&vcek)?;
+    if report.signing_key() != 0 {
+        return Err(Error::ReportSigningKey(report.signing_key()));
+    }
+    if let VcekTrust::Chain(chain) = trust {
+        chain.check_vcek_for(&report)?;
+    }
+    if let Some(min) = min_tcb {
+        let tcb = report.reported_tcb();
+        if !tcb.at_least(min) {
+            return Err(Error::TcbBelowMinimum(format!(
+                "{tcb} is below the minimum {min}"
+            )));
+        }
+    }
+    Ok(report)
+}
+
+/// The report's own fields: VMPL 0, a policy without debugging, the launch measurement.
+pub(crate) fn check_report_fields(
+    report: &Report,
+    expected_measurement: Option<&[u8; 48]>,
+) -> Result<(), Error> {
     if report.vmpl() != 0 {
         return Err(Error::ReportVmpl(report.vmpl()));
     }
@@ -82,15 +130,7 @@ pub fn verify_report(
             return Err(Error::Measurement);
         }
     }
-    if let Some((nonce, manifest)) = binding {
-        if nonce.len() != NONCE_SIZE {
-            return Err(Error::NonceLength(nonce.len()));
-        }
-        if report.report_data() != &report_data(nonce, manifest) {
-            return Err(Error::ReportData);
-        }
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// The verifier's side of the credential challenge, kept until the vTPM answers.

@@ -2,7 +2,12 @@
 //!
 //! Three steps, matching the protocol: `report` checks an SNP report alone (and the
 //! AMD chain), `challenge` makes the credential challenge for an attestation key under
-//! the manifest's EK, and `full` checks everything once the guest has answered.
+//! the manifest's EK, and `full` checks everything once the guest has answered. `ek`
+//! checks the endorsement evidence a guest reads from TPM NV (EK certificates, the
+//! per-boot CA and the SNP report that binds it).
+//!
+//! The launch measurement is required: without `--measurement` every command refuses,
+//! unless `--no-measurement-check` says the caller accepts any SVSM image.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,6 +16,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use svsm_verifier::chain::{trusted_vcek_key, Chain};
+use svsm_verifier::ek_nv::{self, EkPolicy, MeasurementCheck, NvEvidence};
+use svsm_verifier::report::Tcb;
 use svsm_verifier::{
     manifest, tpm, Challenge, Evidence, ExpectedPcrs, ManifestKind, Policy, VcekTrust,
 };
@@ -77,6 +84,49 @@ enum Command {
         #[arg(long)]
         single_service: bool,
     },
+    /// Check the endorsement evidence read from TPM NV: ARK → ASK → VCEK → report →
+    /// endorsement CA → EK certificates → EKs.
+    Ek {
+        /// The RSA EK certificate (tpm2_nvread 0x01C00002).
+        #[arg(long)]
+        rsa_ek_cert: PathBuf,
+        /// The ECC EK certificate (tpm2_nvread 0x01C0000A).
+        #[arg(long)]
+        ecc_ek_cert: PathBuf,
+        /// The endorsement CA certificate (tpm2_nvread 0x01C00100).
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// The SNP report (tpm2_nvread 0x01C00110).
+        #[arg(long)]
+        report: PathBuf,
+        /// The VCEK certificate (tpm2_nvread 0x01C00101, or AMD's KDS); with --ask, --ark.
+        #[arg(long, requires_all = ["ask", "ark"], conflicts_with = "vcek_key")]
+        vcek: Option<PathBuf>,
+        /// The ASK certificate (DER or PEM).
+        #[arg(long)]
+        ask: Option<PathBuf>,
+        /// The ARK certificate (DER or PEM): the trust anchor.
+        #[arg(long)]
+        ark: Option<PathBuf>,
+        /// Trust this P-384 key as the VCEK instead of checking a chain.
+        #[arg(long)]
+        vcek_key: Option<PathBuf>,
+        /// The expected launch measurement, in hex (48 bytes).
+        #[arg(long)]
+        measurement: Option<String>,
+        /// Accept any launch measurement (any SVSM image a host built passes).
+        #[arg(long, conflicts_with = "measurement")]
+        no_measurement_check: bool,
+        /// The lowest acceptable REPORTED_TCB, e.g. `bl=3,tee=0,snp=8,ucode=115`.
+        #[arg(long)]
+        min_tcb: Option<String>,
+        /// The RSA EK as the TPM presents it (tpm2_createek -G rsa -u FILE).
+        #[arg(long)]
+        ek_rsa_public: Option<PathBuf>,
+        /// The ECC EK as the TPM presents it (tpm2_createek -G ecc -u FILE).
+        #[arg(long)]
+        ek_ecc_public: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +158,9 @@ struct ReportArgs {
     /// The expected launch measurement, in hex (48 bytes).
     #[arg(long)]
     measurement: Option<String>,
+    /// Accept any launch measurement (any SVSM image a host built passes).
+    #[arg(long, conflicts_with = "measurement")]
+    no_measurement_check: bool,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -153,15 +206,21 @@ impl ReportArgs {
             .transpose()
     }
 
+    /// The expected measurement; refused when absent unless the caller opted out.
     fn measurement(&self) -> Result<Option<[u8; 48]>> {
-        self.measurement
-            .as_deref()
-            .map(|m| {
-                parse_hex("--measurement", m)?
-                    .try_into()
-                    .map_err(|_| anyhow::anyhow!("--measurement must be 48 bytes (96 hex digits)"))
-            })
-            .transpose()
+        measurement(self.measurement.as_deref(), self.no_measurement_check)
+    }
+}
+
+/// The expected measurement from `--measurement`, or `None` only with
+/// `--no-measurement-check`.
+fn measurement(given: Option<&str>, opt_out: bool) -> Result<Option<[u8; 48]>> {
+    match given {
+        None if opt_out => Ok(None),
+        None => Err(svsm_verifier::Error::MeasurementRequired.into()),
+        Some(m) => Ok(Some(parse_hex("--measurement", m)?.try_into().map_err(
+            |_| anyhow::anyhow!("--measurement must be 48 bytes (96 hex digits)"),
+        )?)),
     }
 }
 
@@ -223,9 +282,11 @@ fn run(cli: Cli) -> Result<()> {
                 (None, None) => None,
                 _ => bail!("--nonce and --manifest go together"),
             };
+            let trust = report.trust()?;
+            let report_bytes = read(&report.report)?;
             let verified = svsm_verifier::verify_report(
-                &report.trust()?,
-                &read(&report.report)?,
+                &trust,
+                &report_bytes,
                 binding,
                 report.measurement()?.as_ref(),
             )?;
@@ -234,6 +295,9 @@ fn run(cli: Cli) -> Result<()> {
                 verified.version(),
                 verified.vmpl()
             );
+            if report.no_measurement_check {
+                println!("measurement: NOT CHECKED (--no-measurement-check)");
+            }
             println!("measurement: {}", hex::encode(verified.measurement()));
             if binding.is_some() {
                 println!("REPORT_DATA: binds the nonce and the services manifest");
@@ -282,13 +346,14 @@ fn run(cli: Cli) -> Result<()> {
                     .as_deref()
                     .context("full verification needs --manifest")?,
             )?;
+            let trust = report.trust()?;
             let policy = Policy {
                 manifest_kind: if single_service {
                     ManifestKind::Vtpm
                 } else {
                     ManifestKind::Services
                 },
-                vcek: report.trust()?,
+                vcek: trust,
                 nonce: report.nonce()?.context("full verification needs --nonce")?,
                 pcrs: expected_pcrs(&pcrs)?,
                 measurement: report.measurement()?,
@@ -308,6 +373,9 @@ fn run(cli: Cli) -> Result<()> {
             };
             let verified = svsm_verifier::verify(&policy, &load_challenge(&challenge)?, &evidence)?;
             println!("attestation: OK");
+            if report.no_measurement_check {
+                println!("measurement: NOT CHECKED (--no-measurement-check)");
+            }
             println!(
                 "measurement: {}",
                 hex::encode(verified.report.measurement())
@@ -316,6 +384,85 @@ fn run(cli: Cli) -> Result<()> {
                 "EK name: {}",
                 hex::encode(tpm::Public::parse(&verified.ek_public)?.name()?)
             );
+        }
+        Command::Ek {
+            rsa_ek_cert,
+            ecc_ek_cert,
+            ca_cert,
+            report,
+            vcek,
+            ask,
+            ark,
+            vcek_key,
+            measurement: expected,
+            no_measurement_check,
+            min_tcb,
+            ek_rsa_public,
+            ek_ecc_public,
+        } => {
+            let trust = match (&vcek, &ask, &ark, &vcek_key) {
+                (Some(vcek), Some(ask), Some(ark), None) => VcekTrust::Chain(Box::new(
+                    Chain::parse(&read(vcek)?, &read(ask)?, &read(ark)?)?,
+                )),
+                (None, None, None, Some(key)) => VcekTrust::Key(trusted_vcek_key(&read(key)?)?),
+                _ => bail!("give either --vcek, --ask and --ark, or --vcek-key"),
+            };
+            let (rsa, ecc, ca, report) = (
+                read(&rsa_ek_cert)?,
+                read(&ecc_ek_cert)?,
+                read(&ca_cert)?,
+                read(&report)?,
+            );
+            let measurement = match measurement(expected.as_deref(), no_measurement_check)? {
+                Some(m) => MeasurementCheck::Expect(m),
+                None => MeasurementCheck::Unchecked,
+            };
+            let min_tcb = min_tcb
+                .as_deref()
+                .map(|t| {
+                    t.parse::<Tcb>()
+                        .map_err(|e| anyhow::anyhow!("--min-tcb: {e}"))
+                })
+                .transpose()?;
+            let ek_rsa = ek_rsa_public.as_deref().map(read).transpose()?;
+            let ek_ecc = ek_ecc_public.as_deref().map(read).transpose()?;
+            let verified = ek_nv::verify_nv_evidence(
+                &EkPolicy {
+                    vcek: trust,
+                    measurement,
+                    min_tcb,
+                },
+                &NvEvidence {
+                    rsa_ek_cert: &rsa,
+                    ecc_ek_cert: &ecc,
+                    ca_cert: &ca,
+                    report: &report,
+                },
+                ek_nv::TpmEks {
+                    rsa: ek_rsa.as_deref(),
+                    ecc: ek_ecc.as_deref(),
+                },
+            )?;
+            println!("endorsement evidence: OK");
+            if no_measurement_check {
+                println!("measurement: NOT CHECKED (--no-measurement-check)");
+            }
+            println!(
+                "measurement: {}",
+                hex::encode(verified.report.measurement())
+            );
+            println!("reported TCB: {}", verified.report.reported_tcb());
+            for (what, public) in [("RSA", &verified.ek_rsa), ("ECC", &verified.ek_ecc)] {
+                println!(
+                    "{what} EK name: {}",
+                    hex::encode(tpm::Public::parse(public)?.name()?)
+                );
+            }
+            for (what, given) in [("RSA", &ek_rsa), ("ECC", &ek_ecc)] {
+                if given.is_some() {
+                    println!("{what} EK: equal to the TPM's (tpm2_createek)");
+                }
+            }
         }
     }
     Ok(())
@@ -356,6 +503,21 @@ mod tests {
         assert!(expected_pcrs(&[]).is_err());
         let z384 = "00".repeat(48);
         assert!(expected_pcrs(&[format!("sha256:1={zero}"), format!("sha384:2={z384}")]).is_err());
+    }
+
+    #[test]
+    fn a_missing_measurement_is_refused_unless_opted_out() {
+        let err = measurement(None, false).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<svsm_verifier::Error>(),
+            Some(&svsm_verifier::Error::MeasurementRequired)
+        );
+        assert_eq!(measurement(None, true).unwrap(), None);
+        assert_eq!(
+            measurement(Some(&"ab".repeat(48)), false).unwrap(),
+            Some([0xAB; 48])
+        );
+        assert!(measurement(Some("abcd"), false).is_err());
     }
 
     #[test]

@@ -26,6 +26,8 @@ const OFF_SIG_ALGO: usize = 0x34;
 const OFF_REPORT_DATA: usize = 0x50;
 const OFF_MEASUREMENT: usize = 0x90;
 const OFF_HOST_DATA: usize = 0xC0;
+const OFF_FLAGS: usize = 0x48;
+const OFF_REPORTED_TCB: usize = 0x180;
 const OFF_CHIP_ID: usize = 0x1A0;
 const OFF_SIG_R: usize = 0x2A0;
 const OFF_SIG_S: usize = 0x2E8;
@@ -112,6 +114,14 @@ impl Report {
     pub fn chip_id(&self) -> &[u8] {
         &self.bytes[OFF_CHIP_ID..OFF_CHIP_ID + 64]
     }
+    /// REPORTED_TCB: the TCB the VCEK that signs the report was derived for.
+    pub fn reported_tcb(&self) -> Tcb {
+        Tcb::from_u64(u64_at(&self.bytes, OFF_REPORTED_TCB))
+    }
+    /// The SIGNING_KEY field (flags bits 4:2): 0 VCEK, 1 VLEK, 7 none.
+    pub fn signing_key(&self) -> u32 {
+        (u32_at(&self.bytes, OFF_FLAGS) >> 2) & 0x7
+    }
 
     /// The signature as the usual big-endian (r, s) pair.
     fn signature(&self) -> Result<Signature, Error> {
@@ -125,6 +135,80 @@ impl Report {
         let signature = self.signature()?;
         vcek.verify(&self.bytes[..SIGNED_SIZE], &signature)
             .map_err(|_| Error::ReportSignature)
+    }
+}
+
+/// A TCB version (SEV-SNP ABI, "TCB_VERSION", Milan and Genoa layout): the security
+/// patch levels of the boot loader (byte 0), the PSP OS (byte 1), the SNP firmware
+/// (byte 6) and the microcode (byte 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tcb {
+    /// Boot loader SPL.
+    pub boot_loader: u8,
+    /// PSP OS (TEE) SPL.
+    pub tee: u8,
+    /// SNP firmware SPL.
+    pub snp: u8,
+    /// Microcode SPL.
+    pub microcode: u8,
+}
+
+impl Tcb {
+    /// From the little-endian u64 of a report.
+    pub fn from_u64(v: u64) -> Self {
+        let b = v.to_le_bytes();
+        Tcb {
+            boot_loader: b[0],
+            tee: b[1],
+            snp: b[6],
+            microcode: b[7],
+        }
+    }
+    /// Whether every component is at least `min`'s.
+    pub fn at_least(&self, min: &Tcb) -> bool {
+        self.boot_loader >= min.boot_loader
+            && self.tee >= min.tee
+            && self.snp >= min.snp
+            && self.microcode >= min.microcode
+    }
+}
+
+impl core::fmt::Display for Tcb {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "bl={} tee={} snp={} ucode={}",
+            self.boot_loader, self.tee, self.snp, self.microcode
+        )
+    }
+}
+
+impl core::str::FromStr for Tcb {
+    type Err = String;
+    /// `bl=N,tee=N,snp=N,ucode=N` (any subset; missing components are 0).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut t = Tcb {
+            boot_loader: 0,
+            tee: 0,
+            snp: 0,
+            microcode: 0,
+        };
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected NAME=VALUE"))?;
+            let v: u8 = v
+                .parse()
+                .map_err(|_| format!("{part:?}: not a number 0..255"))?;
+            match k {
+                "bl" => t.boot_loader = v,
+                "tee" => t.tee = v,
+                "snp" => t.snp = v,
+                "ucode" => t.microcode = v,
+                _ => return Err(format!("{k:?}: expected bl, tee, snp or ucode")),
+            }
+        }
+        Ok(t)
     }
 }
 

@@ -37,7 +37,7 @@ pub fn prepare_tests() -> Result<()> {
 
 /// `target/firmware/<release>/OVMF.fd` from Debian's OVMF package of that release: `ovmf`
 /// up to trixie, `ovmf-generic` from forky on (`ovmf` became a package of packages there).
-fn debian_ovmf(release: &str) -> Result<PathBuf> {
+pub(crate) fn debian_ovmf(release: &str) -> Result<PathBuf> {
     let package = match release {
         "bookworm" | "trixie" => "ovmf",
         _ => "ovmf-generic",

@@ -299,8 +299,12 @@ pub fn test_tpm2_tools() -> Result<()> {
     let kernel = build()?;
     let daemon = build_daemon(false)?;
     let socket = Socket::new();
+    // The kernel's console, to check what it says about the EK certificates.
+    let console_path = socket.0.with_extension("console");
+    let console = std::fs::File::create(&console_path)
+        .with_context(|| format!("cannot create {}", console_path.display()))?;
     let qemu = qemu_serving(&kernel, &socket.0)
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(console))
         .spawn()
         .context("cannot start qemu-system-x86_64")?;
     let _qemu = Reaped(qemu);
@@ -455,11 +459,38 @@ pub fn test_tpm2_tools() -> Result<()> {
         &["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"],
     )?;
     tpm2(port, &dir, &["tpm2_flushcontext", "-t"])?;
+    // Without SEV there is no PSP, so no report and no EK certificate: the indices are
+    // absent, the platform hierarchy is withheld all the same, and the console says why.
+    let indices = tpm2(port, &dir, &["tpm2_getcap", "handles-nv-index"])?;
+    if indices.contains("0x1C0") {
+        bail!("EK evidence indices without a report: {indices}");
+    }
+    for args in [
+        &["tpm2_hierarchycontrol", "-C", "p", "shEnable", "clear"][..],
+        &["tpm2_nvdefine", "-C", "p", "-s", "32", "0x01C00002"][..],
+        &["tpm2_changeauth", "-c", "p", "x"][..],
+        &["tpm2_clear", "-c", "p"][..],
+    ] {
+        if tpm2(port, &dir, args).is_ok() {
+            bail!(
+                "`{}` succeeded: the platform hierarchy is not withheld",
+                args.join(" ")
+            );
+        }
+    }
+    let console = std::fs::read_to_string(&console_path).unwrap_or_default();
+    if !console.contains("vTPM: no EK certificates (no SNP report can be had here)")
+        || !console.contains("platform hierarchy disabled (phEnable clear)")
+    {
+        bail!("the console does not say why there are no EK certificates:\n{console}");
+    }
     drop(daemon);
     std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_file(&console_path).ok();
     println!(
         "xtask: tpm2-tools against the vTPM in the kernel (QEMU): getrandom, pcrreset, \
-         pcrextend, pcrread (known answer), createprimary, quote + checkquote, createek: ok"
+         pcrextend, pcrread (known answer), createprimary, quote + checkquote, createek, \
+         no EK evidence indices and a withheld platform hierarchy (console says why): ok"
     );
     Ok(())
 }

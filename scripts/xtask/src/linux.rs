@@ -55,6 +55,9 @@ const TOOLS: &[&str] = &[
     "sign",
     "verifysignature",
     "hash",
+    "createek",
+    "hierarchycontrol",
+    "changeauth",
 ];
 /// Libraries loaded with dlopen (the TCTI the tools use in the guest), so ldd misses them.
 const DLOPENED: &[&str] = &["libtss2-tcti-device.so.0"];
@@ -85,8 +88,38 @@ pub fn test() -> Result<()> {
         hex(&extend),
         hex(&nonce)
     );
-    let run = guest.run_to_completion(&cmdline)?;
-    let mut failures = check(&run.results, &expected_pcr);
+    // OVMF as Debian bookworm ships it (2022.11) and as forky does (edk2 2026.08, the
+    // build the IGVM file carries): each tries to take the platform hierarchy
+    // (edk2's TpmPlatformHierarchyLib randomizes platformAuth, or disables the hierarchy),
+    // which the SVSM already withheld; measured boot must go on.
+    let forky = crate::igvm::debian_ovmf("forky")?;
+    for (label, firmware) in [
+        ("bookworm OVMF", PathBuf::from(FIRMWARE)),
+        ("forky OVMF", forky),
+    ] {
+        ovmf_run(&guest, &cmdline, &expected_pcr, label, &firmware)?;
+    }
+    seabios(&guest, &cmdline)
+}
+
+/// One boot under `firmware` (an OVMF): every check of [`check`], then the NV endorsement
+/// evidence verified on the host.
+fn ovmf_run(
+    guest: &Guest,
+    cmdline: &str,
+    expected_pcr: &str,
+    label: &str,
+    firmware: &Path,
+) -> Result<()> {
+    println!("linux-guest: {label} ({})", firmware.display());
+    let firmware = firmware.display().to_string();
+    let run = guest.run_to_completion(cmdline, Some(&firmware))?;
+    let mut failures = check(&run.results, expected_pcr);
+    if failures.is_empty() {
+        if let Err(e) = verify_endorsement_evidence(&run.results) {
+            failures.push(format!("endorsement evidence: {e:#}"));
+        }
+    }
     if !run.daemon_clean {
         failures.push("the daemon did not shut down cleanly after QEMU's CMD_SHUTDOWN".into());
     }
@@ -111,14 +144,110 @@ pub fn test() -> Result<()> {
     );
     if !failures.is_empty() {
         bail!(
-            "linux-guest: {} check(s) failed (serial log: {}):\n  {}",
+            "linux-guest: {label}: {} check(s) failed (serial log: {}):\n  {}",
             failures.len(),
             run.serial_log.display(),
             failures.join("\n  ")
         );
     }
-    println!("linux-guest: every check passed");
+    println!("linux-guest: {label}: every check passed");
     Ok(())
+}
+
+/// SeaBIOS (QEMU's default firmware) takes the TPM_RC_INITIALIZE of its TPM2_Startup for
+/// a failure and disables the owner and endorsement hierarchies with the platform
+/// authorization. With the platform hierarchy withheld by the SVSM that attempt fails, so
+/// the guest creates a primary key under the owner hierarchy.
+fn seabios(guest: &Guest, cmdline: &str) -> Result<()> {
+    println!("linux-guest: booting again with SeaBIOS (QEMU's default firmware)");
+    let run = guest.run_to_completion(cmdline, None)?;
+    let mut failures = Vec::new();
+    for name in [
+        "boot",
+        "dev:tpm0",
+        "createprimary",
+        "nv:0x01C00002",
+        "platform-hierarchy",
+        "done",
+    ] {
+        match run.results.get(name) {
+            None => failures.push(format!("{name}: no result line")),
+            Some((status, detail)) if status != "ok" => {
+                failures.push(format!("{name}: {status} {detail}"))
+            }
+            Some(_) => {}
+        }
+    }
+    let startup = run
+        .results
+        .get("startup-clear")
+        .map(|(_, d)| d.clone())
+        .unwrap_or_default();
+    println!("linux-guest: SeaBIOS: hierarchies after the firmware: {startup}");
+    if !failures.is_empty() {
+        bail!(
+            "linux-guest: SeaBIOS: {} check(s) failed (serial log: {}):\n  {}",
+            failures.len(),
+            run.serial_log.display(),
+            failures.join("\n  ")
+        );
+    }
+    println!(
+        "linux-guest: SeaBIOS: owner-hierarchy primary key created, EK certificate read, \
+         platform hierarchy refused"
+    );
+    Ok(())
+}
+
+/// Decodes the guest's NV evidence lines and runs `svsm-verify ek` on them: the test
+/// chain's ASK and ARK (left by the ek_evidence suite), the VCEK from NV, the emulated
+/// launch's measurement (zeros), and the EKs tpm2_createek made in the guest.
+fn verify_endorsement_evidence(results: &BTreeMap<String, (String, String)>) -> Result<()> {
+    let dir = work_dir().join("ek-evidence");
+    fs::create_dir_all(&dir)?;
+    let mut args: Vec<String> = vec!["ek".into()];
+    for (line, file, flag) in [
+        ("nv:0x01C00002", "rsa.der", "--rsa-ek-cert"),
+        ("nv:0x01C0000A", "ecc.der", "--ecc-ek-cert"),
+        ("nv:0x01C00100", "ca.der", "--ca-cert"),
+        ("nv:0x01C00110", "report.bin", "--report"),
+        ("nv:0x01C00101", "vcek.der", "--vcek"),
+        ("ek-rsa", "ek-rsa.pub", "--ek-rsa-public"),
+        ("ek-ecc", "ek-ecc.pub", "--ek-ecc-public"),
+    ] {
+        let (_, detail) = results
+            .get(line)
+            .with_context(|| format!("no {line} line"))?;
+        let bytes = unhex(detail.trim()).with_context(|| format!("{line}: not hex"))?;
+        let path = dir.join(file);
+        fs::write(&path, bytes)?;
+        args.push(flag.into());
+        args.push(path.display().to_string());
+    }
+    let chain = PathBuf::from("target/tmp/ek-evidence");
+    for (flag, file) in [("--ask", "ask.pem"), ("--ark", "ark.pem")] {
+        let path = chain.join(file);
+        ensure!(
+            path.exists(),
+            "{} is missing: the ek_evidence suite did not run before this level",
+            path.display()
+        );
+        args.push(flag.into());
+        args.push(path.display().to_string());
+    }
+    args.push("--measurement".into());
+    args.push("00".repeat(48));
+    crate::attest::expect_pass("the Linux guest's NV endorsement evidence", &args)
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Boots the guest with the vTPM attached and hands its console to the user.
@@ -130,7 +259,7 @@ pub fn run_interactive() -> Result<()> {
     let cmdline = "console=ttyS0 quiet panic=-1 svsm.interactive=1 svsm.extend=0000000000000000000000000000000000000000000000000000000000000000 svsm.nonce=00";
     let mut daemon = guest.start_daemon()?;
     let status = guest
-        .qemu(cmdline)
+        .qemu(cmdline, Some(FIRMWARE))
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -376,18 +505,15 @@ impl Guest {
         Ok(daemon)
     }
 
-    /// The QEMU command line: q35 under TCG, OVMF, serial console on stdio, the TPM.
-    fn qemu(&self, cmdline: &str) -> Command {
+    /// The QEMU command line: q35 under TCG, the firmware (`None`: QEMU's default,
+    /// SeaBIOS), serial console on stdio, the TPM.
+    fn qemu(&self, cmdline: &str, firmware: Option<&str>) -> Command {
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1"])
-            .args([
-                "-bios",
-                FIRMWARE,
-                "-nographic",
-                "-no-reboot",
-                "-nic",
-                "none",
-            ])
+        cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1"]);
+        if let Some(firmware) = firmware {
+            cmd.args(["-bios", firmware]);
+        }
+        cmd.args(["-nographic", "-no-reboot", "-nic", "none"])
             .arg("-kernel")
             .arg(&self.kernel)
             .arg("-initrd")
@@ -400,14 +526,18 @@ impl Guest {
         cmd
     }
 
-    fn run_to_completion(&self, cmdline: &str) -> Result<Run> {
+    fn run_to_completion(&self, cmdline: &str, firmware: Option<&str>) -> Result<Run> {
         let mut daemon = self.start_daemon()?;
-        let serial_log = work_dir().join("serial.log");
+        let serial_log = work_dir().join(match firmware {
+            None => "serial-seabios.log",
+            Some(f) if f.contains("forky") => "serial-forky.log",
+            Some(_) => "serial.log",
+        });
         let mut log = fs::File::create(&serial_log)?;
         println!("linux-guest: booting Debian's kernel in QEMU (TCG) with the vTPM as tpm-crb");
         let start = Instant::now();
         let mut qemu = self
-            .qemu(cmdline)
+            .qemu(cmdline, firmware)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -527,6 +657,14 @@ fn check(results: &BTreeMap<String, (String, String)>, expected_pcr: &str) -> Ve
         "checkquote",
         "checkquote-wrong-nonce",
         "flush",
+        "nv:0x01C00002",
+        "nv:0x01C0000A",
+        "nv:0x01C00100",
+        "nv:0x01C00101",
+        "nv:0x01C00110",
+        "ek-rsa",
+        "ek-ecc",
+        "platform-hierarchy",
         "klog-clean",
         "done",
     ];
@@ -819,12 +957,27 @@ mod tests {
             ("checkquote", ""),
             ("checkquote-wrong-nonce", "refused"),
             ("flush", ""),
+            ("nv:0x01C00002", "30"),
+            ("nv:0x01C0000A", "30"),
+            ("nv:0x01C00100", "30"),
+            ("nv:0x01C00101", "30"),
+            ("nv:0x01C00110", "02"),
+            ("ek-rsa", "01"),
+            ("ek-ecc", "01"),
+            ("platform-hierarchy", "refused"),
             ("klog-clean", ""),
             ("done", "uptime=9.0"),
         ] {
             r.insert(name.to_string(), ("ok".to_string(), detail.to_string()));
         }
         r
+    }
+
+    #[test]
+    fn hex_lines_decode() {
+        assert_eq!(unhex("00ff10"), Some(vec![0, 0xFF, 0x10]));
+        assert_eq!(unhex("0"), None);
+        assert_eq!(unhex("zz"), None);
     }
 
     #[test]

@@ -471,11 +471,25 @@ pub struct TestChain {
     pub vcek_der: Vec<u8>,
 }
 
-/// Issues every certificate with a fixed issuer and subject and no extensions (AMD's
-/// chain carries product extensions that no verifier check depends on).
+/// Issues every certificate with a fixed issuer and subject. ARK and ASK carry
+/// basicConstraints CA and keyUsage keyCertSign, cRLSign (as AMD's do); the VCEK carries
+/// AMD's hwID (the chip's CHIP_ID) and SPL extensions (its TCB), which a verifier checks
+/// against the report.
 struct AmdProfile {
     issuer: Name,
     subject: Name,
+    /// For a VCEK: the chip's CHIP_ID and TCB version; `None` for ARK and ASK.
+    vcek_of: Option<([u8; 64], u64)>,
+}
+
+/// An extension with `oid` whose extnValue holds `value`.
+fn extension(oid: &str, critical: bool, value: Vec<u8>) -> x509_cert::builder::Result<Extension> {
+    Ok(Extension {
+        extn_id: x509_cert::der::asn1::ObjectIdentifier::new(oid)
+            .map_err(|_| x509_cert::der::Error::from(x509_cert::der::ErrorKind::Failed))?,
+        critical,
+        extn_value: x509_cert::der::asn1::OctetString::new(value)?,
+    })
 }
 
 impl BuilderProfile for AmdProfile {
@@ -491,7 +505,37 @@ impl BuilderProfile for AmdProfile {
         _issuer_spk: SubjectPublicKeyInfoRef<'_>,
         _tbs: &TbsCertificate,
     ) -> x509_cert::builder::Result<Vec<Extension>> {
-        Ok(Vec::new())
+        use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+        let Some((chip_id, tcb)) = self.vcek_of else {
+            return Ok(vec![
+                extension(
+                    "2.5.29.19",
+                    true,
+                    BasicConstraints {
+                        ca: true,
+                        path_len_constraint: None,
+                    }
+                    .to_der()?,
+                )?,
+                extension(
+                    "2.5.29.15",
+                    true,
+                    KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign).to_der()?,
+                )?,
+            ]);
+        };
+        let b = tcb.to_le_bytes();
+        let mut out = Vec::new();
+        for (oid, spl) in [
+            ("1.3.6.1.4.1.3704.1.3.1", b[0]),
+            ("1.3.6.1.4.1.3704.1.3.2", b[1]),
+            ("1.3.6.1.4.1.3704.1.3.3", b[6]),
+            ("1.3.6.1.4.1.3704.1.3.8", b[7]),
+        ] {
+            out.push(extension(oid, false, u32::from(spl).to_der()?)?);
+        }
+        out.push(extension("1.3.6.1.4.1.3704.1.4", false, chip_id.to_vec())?);
+        Ok(out)
     }
 }
 
@@ -506,8 +550,19 @@ fn name(cn: &str) -> Result<Name, ChainError> {
     .map_err(|e| ChainError(format!("name {cn}: {e}")))
 }
 
-/// Builds the test ARK → ASK → VCEK chain for `vcek` with the `x509-cert` builder.
+/// Builds the test ARK → ASK → VCEK chain for `vcek` with the `x509-cert` builder, the
+/// VCEK issued for the default launch's chip and TCB ([`LaunchInfo::default`]).
 pub fn test_chain(vcek: &VerifyingKey) -> Result<TestChain, ChainError> {
+    let launch = LaunchInfo::default();
+    test_chain_for(vcek, launch.chip_id, launch.tcb)
+}
+
+/// [`test_chain`] with the VCEK issued for `chip_id` at TCB version `tcb`.
+pub fn test_chain_for(
+    vcek: &VerifyingKey,
+    chip_id: [u8; 64],
+    tcb: u64,
+) -> Result<TestChain, ChainError> {
     let err =
         |what: &'static str| move |e: &dyn core::fmt::Display| ChainError(format!("{what}: {e}"));
     let ark_key = rsa::PrivateKey::from_pkcs8_pem(TEST_ARK_KEY).map_err(|e| err("ARK key")(&e))?;
@@ -528,6 +583,7 @@ pub fn test_chain(vcek: &VerifyingKey) -> Result<TestChain, ChainError> {
         let profile = AmdProfile {
             issuer: name(issuer)?,
             subject: name(subject)?,
+            vcek_of: (serial == 0).then_some((chip_id, tcb)),
         };
         CertificateBuilder::new(profile, SerialNumber::from(serial), validity, spki)
             .map_err(|e| err("builder")(&e))?

@@ -199,6 +199,13 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
         smp::register_snp_hooks();
         svsm::platform::snp::runtime::run(service);
     }
+    // No PSP without SEV: no report, so no certificate; the platform hierarchy is
+    // withheld all the same.
+    if let Err(e) = svsm::psp::evidence::provision_vtpm(&mut service, None) {
+        terminate(format_args!(
+            "the vTPM's platform hierarchy cannot be withheld: {e}"
+        ));
+    }
     if info.has_flag("test") {
         exit(selftest::run(&mut service));
     }

@@ -18,6 +18,7 @@
 //!   otherwise keep the ciphertext and replay it later), and only then is the size
 //!   reported.
 
+pub mod evidence;
 pub mod msg;
 pub mod state_key;
 

@@ -208,6 +208,14 @@ impl<P: Platform> ProtocolService<P> for AttestationService {
         let request = read_request(call, single)?;
         let nonce = read_nonce(call, request.nonce)?;
         let manifest = self.manifest_for(&request)?;
+        // The vTPM's provisioning report binds an input that starts with printable ASCII
+        // for longer than any nonce; a manifest starting with printable ASCII could let a
+        // nonce || manifest reproduce it. The SVSM's manifests never do (a GUID or a
+        // TPMT_PUBLIC comes first), and this keeps it so.
+        if svsm_protocol::ek_evidence::manifest_could_mimic_binding(&manifest) {
+            log::error!("attestation: a manifest that could mimic the EK binding is refused");
+            return Err(SvsmError::InvalidFormat);
+        }
 
         // Sizes first (Linux probes them this way), then addresses, then the PSP.
         // Certificates go out only to a guest that passes a certificate buffer.

@@ -22,7 +22,7 @@ use vtpm::tpm::{self as tpm_wire, CommandBuilder};
 use vtpm::{EkTemplate, OsEntropy, Vtpm};
 
 /// libtpms is one engine per process: worlds take turns.
-static ENGINE: Mutex<()> = Mutex::new(());
+pub static ENGINE: Mutex<()> = Mutex::new(());
 
 /// Guest pages the suites use (validated by the Linux-style PVALIDATE in [`World::new`]).
 pub const NONCE_PAGE: u64 = 0x21_0000;

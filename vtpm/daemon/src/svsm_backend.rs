@@ -10,8 +10,11 @@
 use std::sync::Arc;
 
 use svsm::platform::PAGE_SIZE;
+use svsm::psp::evidence::{provision_vtpm, PspReports};
+use svsm::psp::GuestMessenger;
 use svsm::requests::vtpm::VtpmProtocol;
 use svsm::requests::{CallRegisters, Services};
+use svsm_emulated::psp::{cert_table, test_chain};
 use svsm_emulated::{EmulatedSystem, LaunchConfig};
 use svsm_protocol::call::{Call, VtpmCall};
 use svsm_protocol::vtpm::{
@@ -62,13 +65,27 @@ fn transport(what: impl std::fmt::Display) -> BackendError {
 
 impl<E: Engine + Send + 'static> Booted<E> {
     /// Launches the machine with the SVSM hosting `service` (a freshly started vTPM),
-    /// validates the driver's buffer page and probes the vTPM as Linux does.
+    /// provisions the vTPM's endorsement evidence with a report from the machine's PSP
+    /// (the host's certificate table holds the test chain, so the VCEK comes along) before
+    /// the guest runs, validates the driver's buffer page and probes the vTPM as Linux
+    /// does.
     fn boot(service: Service<E>) -> Result<Self, BackendError> {
         let ek = service.ek_public().to_vec();
         let vtpm = Arc::new(VtpmProtocol::new(service));
         let services = Services::new().with_vtpm(Box::new(vtpm.clone()));
         let system = EmulatedSystem::launch(LaunchConfig::default(), services)
             .map_err(|e| transport(format!("launch of the emulated machine failed: {e:?}")))?;
+        let psp = system.machine().psp();
+        let chain = test_chain(&psp.vcek_public_key())
+            .and_then(|c| cert_table(&c))
+            .map_err(|e| transport(format!("the test certificate chain: {}", e.0)))?;
+        psp.set_cert_table(chain);
+        let mut messenger = GuestMessenger::new(psp.vmpck0(), 0);
+        vtpm.with_vtpm(|service| {
+            let mut reports = PspReports::new(&mut messenger, psp).with_certificates();
+            provision_vtpm(service, Some(&mut reports))
+        })
+        .map_err(transport)?;
         let bsp = system.info().bsp();
         let ca = system.info().config.boot_ca;
         GuestDriver::new(&system)

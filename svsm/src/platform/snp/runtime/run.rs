@@ -95,7 +95,7 @@ pub(super) fn boot_params(
 /// Launches the guest and runs the request loop on the boot vCPU, serving the core,
 /// attestation and vTPM protocols (the last with `vtpm`); never returns. Halts at once if
 /// [`early_init`] did not run.
-pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
+pub fn run<E: vtpm::Engine + Send + 'static>(mut vtpm: vtpm::Service<E>) -> ! {
     let Some(rt) = get() else {
         log::error!("snp: run without early_init");
         loop {
@@ -141,11 +141,21 @@ pub fn run<V: vtpm::Vtpm + Send + 'static>(vtpm: V) -> ! {
         response: (response.1, response.0),
     });
     // The vTPM, and attestation over the PSP channel with VMPCK0 (copied into the
-    // messenger in SVSM memory; the guest's secrets copy has it zeroed).
-    let ek_public = vtpm.ek_public().to_vec();
+    // messenger in SVSM memory; the guest's secrets copy has it zeroed). The vTPM's
+    // endorsement evidence comes first, over the same messenger, before any guest code.
+    let mut messenger = crate::psp::GuestMessenger::new(*secrets.vmpck0(), 0);
+    {
+        let psp = crate::psp::PlatformPsp(&platform);
+        let mut reports = crate::psp::evidence::PspReports::new(&mut messenger, &psp);
+        if let Err(e) = crate::psp::evidence::provision_vtpm(&mut vtpm, Some(&mut reports)) {
+            log::error!("snp: the vTPM's platform hierarchy cannot be withheld: {e}");
+            die(SnpError::Kernel)
+        }
+    }
+    let ek_public = vtpm::Vtpm::ek_public(&vtpm).to_vec();
     let services = Services::new()
         .with_attestation(crate::requests::attest::service(
-            crate::psp::GuestMessenger::new(*secrets.vmpck0(), 0),
+            messenger,
             alloc::vec![alloc::boxed::Box::new(
                 crate::requests::attest::StaticEvidence::vtpm(&ek_public)
             )],
