@@ -44,14 +44,58 @@ pub const VCEK_CERT_INDEX: u32 = 0x01C0_0101;
 /// The SNP attestation report that binds the CA key and both EKs.
 pub const SNP_REPORT_INDEX: u32 = 0x01C0_0110;
 
+/// The vTPM's persistent state as this boot loaded it ([`StateEvidence`]), when the
+/// vTPM keeps its state between boots.
+pub const STATE_EVIDENCE_INDEX: u32 = 0x01C0_0111;
+
 /// Every index the SVSM defines, in the order it writes them.
-pub const ALL_INDICES: [u32; 5] = [
+pub const ALL_INDICES: [u32; 6] = [
     RSA_EK_CERT_INDEX,
     ECC_EK_CERT_INDEX,
     CA_CERT_INDEX,
     VCEK_CERT_INDEX,
     SNP_REPORT_INDEX,
+    STATE_EVIDENCE_INDEX,
 ];
+
+/// Which persistent state this boot's vTPM started from: the sealed state's generation
+/// (0: a TPM manufactured at this boot) and the SHA-256 of the sealed blob the host
+/// handed over (zero for a new TPM). Bound into the provisioning report, so the host
+/// cannot hand back an older state unseen: a verifier that remembers the generation it
+/// last saw refuses a smaller one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateEvidence {
+    /// The generation of the state loaded.
+    pub generation: u64,
+    /// SHA-256 of the sealed blob loaded.
+    pub digest: [u8; 32],
+}
+
+/// Size of [`StateEvidence`] in NV: the generation (big-endian u64), then the digest.
+pub const STATE_EVIDENCE_SIZE: usize = 40;
+
+impl StateEvidence {
+    /// The NV encoding.
+    pub fn to_bytes(&self) -> [u8; STATE_EVIDENCE_SIZE] {
+        let mut out = [0u8; STATE_EVIDENCE_SIZE];
+        let (generation, digest) = out.split_at_mut(8);
+        generation.copy_from_slice(&self.generation.to_be_bytes());
+        digest.copy_from_slice(&self.digest);
+        out
+    }
+
+    /// Reads the NV encoding (exactly [`STATE_EVIDENCE_SIZE`] bytes).
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != STATE_EVIDENCE_SIZE {
+            return None;
+        }
+        let (generation, digest) = bytes.split_at(8);
+        Some(Self {
+            generation: u64::from_be_bytes(generation.try_into().ok()?),
+            digest: digest.try_into().ok()?,
+        })
+    }
+}
 
 /// TPMA_NV bits (TPM 2.0 Part 2, "TPMA_NV").
 pub mod nv_attr {
@@ -90,7 +134,7 @@ const _: () = assert!(EVIDENCE_NV_ATTRIBUTES == 0x4207_2001);
 /// The first bytes of the binding input: printable ASCII, at least 65 bytes (one past the
 /// longest attestation-protocol nonce), so that no nonce || manifest can equal it.
 pub const BINDING_TAG: &[u8; 80] =
-    b"SVSM vTPM endorsement CA binding: never an attestation nonce || manifest (v1.0.)";
+    b"SVSM vTPM endorsement CA binding: never an attestation nonce || manifest (v1.1.)";
 
 // A compile-time check: indexing inside the bound cannot panic at run time.
 #[allow(clippy::indexing_slicing)]
@@ -119,6 +163,8 @@ pub struct Binding<'a> {
     pub ek_rsa: &'a [u8],
     /// The ECC EK (template L-2) TPMT_PUBLIC.
     pub ek_ecc: &'a [u8],
+    /// The [`StateEvidence`] encoding, or empty when the vTPM keeps no state.
+    pub state: &'a [u8],
 }
 
 impl Binding<'_> {
@@ -126,7 +172,7 @@ impl Binding<'_> {
     /// then each piece preceded by its length as a big-endian u32.
     pub fn feed(&self, mut update: impl FnMut(&[u8])) {
         update(BINDING_TAG);
-        for piece in [self.ca_public_key, self.ek_rsa, self.ek_ecc] {
+        for piece in [self.ca_public_key, self.ek_rsa, self.ek_ecc, self.state] {
             let len = u32::try_from(piece.len()).unwrap_or(u32::MAX);
             update(&len.to_be_bytes());
             update(piece);
@@ -154,13 +200,30 @@ mod tests {
             ca_public_key: &[1, 2],
             ek_rsa: &[3],
             ek_ecc: &[],
+            state: &[9],
         }
         .feed(|b| {
             out[n..n + b.len()].copy_from_slice(b);
             n += b.len();
         });
         assert_eq!(&out[..80], BINDING_TAG);
-        assert_eq!(&out[80..n], &[0, 0, 0, 2, 1, 2, 0, 0, 0, 1, 3, 0, 0, 0, 0]);
+        assert_eq!(
+            &out[80..n],
+            &[0, 0, 0, 2, 1, 2, 0, 0, 0, 1, 3, 0, 0, 0, 0, 0, 0, 0, 1, 9]
+        );
+    }
+
+    #[test]
+    fn state_evidence_round_trips_and_refuses_other_sizes() {
+        let e = StateEvidence {
+            generation: 0x0102,
+            digest: [0xAA; 32],
+        };
+        let bytes = e.to_bytes();
+        assert_eq!(&bytes[..8], &[0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(StateEvidence::parse(&bytes), Some(e));
+        assert_eq!(StateEvidence::parse(&bytes[..39]), None);
+        assert_eq!(StateEvidence::parse(&[0; 41]), None);
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn genuine() -> Evidence {
 /// it can forge what an attacker without the SVSM's key could not).
 fn with_ca_key(base: &Evidence, ca: &SigningKey, report_vmpl: u32, psp: &EmulatedPsp) -> Evidence {
     let spki = certs::ca_public_key_der(ca).unwrap();
-    let report_data = binding_report_data(&spki, &base.ek_rsa, &base.ek_ecc);
+    let report_data = binding_report_data(&spki, &base.ek_rsa, &base.ek_ecc, &[]);
     let mut m = GuestMessenger::new(psp.vmpck0(), psp.seqno());
     let report = m
         .get_report(psp, &report_data, report_vmpl)
@@ -148,6 +148,7 @@ fn policy(e: &Evidence) -> EkPolicy {
         )),
         measurement: MeasurementCheck::Expect(MEASUREMENT),
         min_tcb: Some(Tcb::from_u64(LaunchInfo::default().tcb)),
+        min_state_generation: None,
     }
 }
 
@@ -159,6 +160,7 @@ fn check(e: &Evidence, p: &EkPolicy) -> Result<(), Error> {
             ecc_ek_cert: &e.ecc,
             ca_cert: &e.ca,
             report: &e.report,
+            state: None,
         },
         TpmEks {
             rsa: Some(&e.ek_rsa),
@@ -179,6 +181,7 @@ fn the_chain_from_nv_contents_alone_is_accepted() {
             ecc_ek_cert: &e.ecc,
             ca_cert: &e.ca,
             report: &e.report,
+            state: None,
         },
         TpmEks::default(),
     )

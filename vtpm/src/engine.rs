@@ -62,6 +62,11 @@ pub trait Engine {
     fn clear_keeps_persistent_objects(&self) -> bool {
         false
     }
+
+    /// Which persistent state the engine started from, when it keeps one between boots.
+    fn state_evidence(&self) -> Option<svsm_protocol::ek_evidence::StateEvidence> {
+        None
+    }
 }
 
 impl core::error::Error for EngineError {}

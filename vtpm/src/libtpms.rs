@@ -565,6 +565,10 @@ impl Engine for LibTpms {
     fn clear_keeps_persistent_objects(&self) -> bool {
         true
     }
+
+    fn state_evidence(&self) -> Option<svsm_protocol::ek_evidence::StateEvidence> {
+        STATE_STORE.lock().as_ref().map(|store| store.evidence())
+    }
 }
 
 impl Drop for LibTpms {

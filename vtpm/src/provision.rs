@@ -27,7 +27,7 @@ use sha2::{Digest, Sha512};
 use svsm_protocol::attest::ATTESTATION_REPORT_SIZE;
 use svsm_protocol::ek_evidence::{
     Binding, CA_CERT_INDEX, ECC_EK_CERT_INDEX, EVIDENCE_NV_ATTRIBUTES, RSA_EK_CERT_INDEX,
-    SNP_REPORT_INDEX, VCEK_CERT_INDEX,
+    SNP_REPORT_INDEX, STATE_EVIDENCE_INDEX, VCEK_CERT_INDEX,
 };
 
 use crate::certs::{self, TpmIdentity};
@@ -108,7 +108,9 @@ impl<E: Engine> Service<E> {
         let ca_spki = certs::ca_public_key_der(&ca_key).map_err(|e| format!("CA key: {e}"))?;
         let ek_rsa = self.endorsement_key(EkTemplate::RsaL1).to_vec();
         let ek_ecc = self.endorsement_key(EkTemplate::EccL2).to_vec();
-        let report_data = binding_report_data(&ca_spki, &ek_rsa, &ek_ecc);
+        let state = self.engine_mut().state_evidence().map(|e| e.to_bytes());
+        let state = state.as_ref().map_or(&[][..], |s| &s[..]);
+        let report_data = binding_report_data(&ca_spki, &ek_rsa, &ek_ecc, state);
         let evidence = source.report(&report_data)?;
         if evidence.report.len() != ATTESTATION_REPORT_SIZE
             || evidence
@@ -136,6 +138,9 @@ impl<E: Engine> Service<E> {
             (CA_CERT_INDEX, ca_cert),
             (SNP_REPORT_INDEX, evidence.report),
         ];
+        if !state.is_empty() {
+            pieces.push((STATE_EVIDENCE_INDEX, state.to_vec()));
+        }
         if let Some(vcek) = evidence.vcek {
             if vcek.len() <= index_max as usize {
                 pieces.push((VCEK_CERT_INDEX, vcek));
@@ -192,12 +197,18 @@ impl<E: Engine> Service<E> {
 
 /// The REPORT_DATA of the provisioning report: SHA-512 of the binding input
 /// ([`svsm_protocol::ek_evidence::Binding`]).
-pub fn binding_report_data(ca_public_key: &[u8], ek_rsa: &[u8], ek_ecc: &[u8]) -> [u8; 64] {
+pub fn binding_report_data(
+    ca_public_key: &[u8],
+    ek_rsa: &[u8],
+    ek_ecc: &[u8],
+    state: &[u8],
+) -> [u8; 64] {
     let mut h = Sha512::new();
     Binding {
         ca_public_key,
         ek_rsa,
         ek_ecc,
+        state,
     }
     .feed(|b| h.update(b));
     h.finalize().into()

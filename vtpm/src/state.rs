@@ -24,6 +24,8 @@ use alloc::vec::Vec;
 use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::aead::{Nonce, Tag};
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
+use sha2::{Digest, Sha256};
+pub use svsm_protocol::ek_evidence::StateEvidence;
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use zeroize::Zeroizing;
@@ -225,6 +227,9 @@ pub trait StateStore: Send {
     fn load(&mut self) -> Result<Option<Zeroizing<Vec<u8>>>, StateError>;
     /// Keeps `state`, replacing the previous one; returns once it is kept.
     fn store(&mut self, state: &[u8]) -> Result<(), StateError>;
+    /// Which state [`Self::load`] returned: its generation and the digest of what the
+    /// host handed over (generation 0 and a zero digest when there was none).
+    fn evidence(&self) -> StateEvidence;
 }
 
 /// A [`StateStore`] that seals into a [`BlobStore`] with keys from a [`KeySource`].
@@ -234,6 +239,8 @@ pub struct SealedStore<B, K> {
     keys: K,
     /// The generation of the last state loaded or stored (0: none yet).
     generation: u64,
+    /// What was loaded at power-on.
+    loaded: StateEvidence,
 }
 
 impl<B: BlobStore, K: KeySource> SealedStore<B, K> {
@@ -243,6 +250,10 @@ impl<B: BlobStore, K: KeySource> SealedStore<B, K> {
             blobs,
             keys,
             generation: 0,
+            loaded: StateEvidence {
+                generation: 0,
+                digest: [0; 32],
+            },
         }
     }
 
@@ -261,7 +272,15 @@ impl<B: BlobStore, K: KeySource> StateStore for SealedStore<B, K> {
         let key = self.keys.key(&header.key_selection())?;
         let (header, state) = open(&key, &blob)?;
         self.generation = header.generation.get();
+        self.loaded = StateEvidence {
+            generation: self.generation,
+            digest: Sha256::digest(&blob).into(),
+        };
         Ok(Some(state))
+    }
+
+    fn evidence(&self) -> StateEvidence {
+        self.loaded
     }
 
     fn store(&mut self, state: &[u8]) -> Result<(), StateError> {
@@ -401,6 +420,11 @@ mod tests {
         );
         assert_eq!(&after.load().unwrap().unwrap()[..], b"two");
         assert_eq!(after.generation(), 2);
+        assert_eq!(after.evidence().generation, 2);
+        assert_eq!(
+            after.evidence().digest,
+            <[u8; 32]>::from(Sha256::digest(&kept))
+        );
         after.store(b"three").unwrap();
         let resealed = after.blobs.0.clone().unwrap();
         assert_eq!(

@@ -54,6 +54,8 @@ pub struct NvEvidence<'a> {
     pub ca_cert: &'a [u8],
     /// 0x01C00110.
     pub report: &'a [u8],
+    /// 0x01C00111, when the vTPM keeps its state between boots.
+    pub state: Option<&'a [u8]>,
 }
 
 /// Whether the launch measurement is checked.
@@ -74,6 +76,9 @@ pub struct EkPolicy {
     pub measurement: MeasurementCheck,
     /// The lowest acceptable REPORTED_TCB, if any.
     pub min_tcb: Option<Tcb>,
+    /// The lowest acceptable vTPM state generation (the last one this relying party
+    /// saw), if any: a smaller one is a rollback.
+    pub min_state_generation: Option<u64>,
 }
 
 /// What a successful verification established.
@@ -85,6 +90,8 @@ pub struct EkVerified {
     pub ek_rsa: Vec<u8>,
     /// The ECC EK's TPMT_PUBLIC (template L-2).
     pub ek_ecc: Vec<u8>,
+    /// The persistent state this boot started from, when the vTPM keeps one.
+    pub state: Option<svsm_protocol::ek_evidence::StateEvidence>,
 }
 
 /// The EKs the TPM presents (TPMT_PUBLIC or TPM2B_PUBLIC, as `tpm2_createek -u` writes
@@ -198,11 +205,19 @@ pub fn verify_nv_evidence(
     let ek_ecc = eks.pop().unwrap_or_default();
     let ek_rsa = eks.pop().unwrap_or_default();
 
+    let state = match evidence.state {
+        None => None,
+        Some(bytes) => Some(
+            svsm_protocol::ek_evidence::StateEvidence::parse(bytes)
+                .ok_or(Error::StateEvidenceFormat)?,
+        ),
+    };
     let mut h = Sha512::new();
     Binding {
         ca_public_key: &ca_spki,
         ek_rsa: &ek_rsa,
         ek_ecc: &ek_ecc,
+        state: evidence.state.unwrap_or_default(),
     }
     .feed(|b| h.update(b));
     let binding: [u8; 64] = h.finalize().into();
@@ -218,10 +233,20 @@ pub fn verify_nv_evidence(
             return Err(Error::EkPublicMismatch(role));
         }
     }
+    if let Some(minimum) = policy.min_state_generation {
+        let generation = state.map(|s| s.generation);
+        if generation.is_none_or(|g| g < minimum) {
+            return Err(Error::StateRollback {
+                generation,
+                minimum,
+            });
+        }
+    }
     Ok(EkVerified {
         report,
         ek_rsa,
         ek_ecc,
+        state,
     })
 }
 

@@ -109,6 +109,16 @@ pub enum Error {
     CertificateSignature(CertRole),
     /// REPORT_DATA does not bind this CA key and these EKs.
     EkBinding,
+    /// The vTPM state evidence (NV 0x01C00111) is not 40 bytes.
+    StateEvidenceFormat,
+    /// The vTPM started from an older state than the relying party last saw: the host
+    /// handed back an earlier generation (a rollback), or kept no state at all.
+    StateRollback {
+        /// The generation this boot loaded (None: it keeps no state).
+        generation: Option<u64>,
+        /// The lowest acceptable generation.
+        minimum: u64,
+    },
     /// The CA certificate's name does not point to this report.
     EvidencePointer,
     /// An EK certificate does not carry the key the TPM presents (tpm2_createek's).
@@ -200,7 +210,26 @@ impl fmt::Display for Error {
                 "{role} certificate: its signature does not verify with its issuer's key"
             ),
             Error::EkBinding => f.write_str(
-                "REPORT_DATA: does not bind this endorsement CA key and these EKs",
+                "REPORT_DATA: does not bind this endorsement CA key, these EKs and this vTPM state",
+            ),
+            Error::StateEvidenceFormat => f.write_str(
+                "vTPM state evidence: not a 40-byte generation and digest (NV 0x01C00111)",
+            ),
+            Error::StateRollback {
+                generation: Some(g),
+                minimum,
+            } => write!(
+                f,
+                "vTPM state: rollback: this boot started from generation {g}, older than \
+                 generation {minimum} seen before"
+            ),
+            Error::StateRollback {
+                generation: None,
+                minimum,
+            } => write!(
+                f,
+                "vTPM state: this boot keeps no state (no NV 0x01C00111), but generation \
+                 {minimum} was seen before"
             ),
             Error::EvidencePointer => f.write_str(
                 "endorsement CA certificate: its name does not point to this report",

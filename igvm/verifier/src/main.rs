@@ -126,6 +126,14 @@ enum Command {
         /// The ECC EK as the TPM presents it (tpm2_createek -G ecc -u FILE).
         #[arg(long)]
         ek_ecc_public: Option<PathBuf>,
+        /// The vTPM state evidence (tpm2_nvread 0x01C00111), when the vTPM keeps its
+        /// state between boots.
+        #[arg(long)]
+        state_evidence: Option<PathBuf>,
+        /// Refuse a vTPM that started from a state generation below this one (the last
+        /// generation this relying party saw): the host handed back an older state.
+        #[arg(long)]
+        min_state_generation: Option<u64>,
     },
 }
 
@@ -399,6 +407,8 @@ fn run(cli: Cli) -> Result<()> {
             min_tcb,
             ek_rsa_public,
             ek_ecc_public,
+            state_evidence,
+            min_state_generation,
         } => {
             let trust = match (&vcek, &ask, &ark, &vcek_key) {
                 (Some(vcek), Some(ask), Some(ark), None) => VcekTrust::Chain(Box::new(
@@ -426,17 +436,20 @@ fn run(cli: Cli) -> Result<()> {
                 .transpose()?;
             let ek_rsa = ek_rsa_public.as_deref().map(read).transpose()?;
             let ek_ecc = ek_ecc_public.as_deref().map(read).transpose()?;
+            let state = state_evidence.as_deref().map(read).transpose()?;
             let verified = ek_nv::verify_nv_evidence(
                 &EkPolicy {
                     vcek: trust,
                     measurement,
                     min_tcb,
+                    min_state_generation,
                 },
                 &NvEvidence {
                     rsa_ek_cert: &rsa,
                     ecc_ek_cert: &ecc,
                     ca_cert: &ca,
                     report: &report,
+                    state: state.as_deref(),
                 },
                 ek_nv::TpmEks {
                     rsa: ek_rsa.as_deref(),
@@ -452,6 +465,19 @@ fn run(cli: Cli) -> Result<()> {
                 hex::encode(verified.report.measurement())
             );
             println!("reported TCB: {}", verified.report.reported_tcb());
+            match verified.state {
+                Some(s) if s.generation == 0 => {
+                    println!("vTPM state: new at this boot (generation 0)")
+                }
+                Some(s) => println!(
+                    "vTPM state: generation {} (sealed blob sha256 {}); remember it and pass \
+                     --min-state-generation {} next time to detect a rollback",
+                    s.generation,
+                    hex::encode(s.digest),
+                    s.generation
+                ),
+                None => println!("vTPM state: not kept between boots"),
+            }
             for (what, public) in [("RSA", &verified.ek_rsa), ("ECC", &verified.ek_ecc)] {
                 println!(
                     "{what} EK name: {}",

@@ -82,7 +82,7 @@ fn open_with_state(path: &std::path::Path, remanufacture: bool) -> Result<Opened
             std::fs::rename(path, &aside)
                 .with_context(|| format!("cannot move {} aside", path.display()))?;
             eprintln!(
-                "vtpm-daemon: the state in {} did not open ({e}); moved to {} and                  manufacturing a new TPM (--remanufacture): its endorsement key is new",
+                "vtpm-daemon: the state in {} did not open ({e}); moved to {} and manufacturing a new TPM (--remanufacture): its endorsement key is new",
                 path.display(),
                 std::path::Path::new(&aside).display()
             );

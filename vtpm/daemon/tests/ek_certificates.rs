@@ -150,6 +150,7 @@ fn ek_certificates_in_nv_carry_the_keys_tpm2_createek_makes() {
         )),
         measurement: MeasurementCheck::Expect(LaunchInfo::default().measurement),
         min_tcb: None,
+        min_state_generation: None,
     };
     let (rsa, ecc, ca, report) = (
         d.read("rsa.der"),
@@ -162,6 +163,7 @@ fn ek_certificates_in_nv_carry_the_keys_tpm2_createek_makes() {
         ecc_ek_cert: &ecc,
         ca_cert: &ca,
         report: &report,
+        state: None,
     };
     let (rsa_pub, ecc_pub) = (d.read("rsa.pub"), d.read("ecc.pub"));
     // tpm2_createek -f der wrote SubjectPublicKeyInfo; the TPM's own TPM2B_PUBLIC:

@@ -9,6 +9,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::Daemon;
+use svsm_emulated::psp::{test_chain, test_vcek, LaunchInfo};
+use svsm_verifier::chain::Chain;
+use svsm_verifier::ek_nv::{
+    verify_nv_evidence, EkPolicy, EkVerified, MeasurementCheck, NvEvidence, TpmEks,
+};
+use svsm_verifier::{Error, VcekTrust};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -254,5 +260,151 @@ fn a_state_that_does_not_open_stops_the_daemon_and_remanufacture_sets_it_aside()
     // The engine backend keeps no state.
     let err = refused(&["--backend", "engine", "--state", path]);
     assert!(err.contains("--backend svsm"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads this boot's endorsement evidence from NV, state evidence included, and checks
+/// it with the verifier, requiring at least `min_generation`.
+fn verify(d: &Daemon, min_generation: Option<u64>) -> Result<EkVerified, Error> {
+    for (index, file) in [
+        ("0x01C00002", "rsa.der"),
+        ("0x01C0000A", "ecc.der"),
+        ("0x01C00100", "ca.der"),
+        ("0x01C00101", "vcek.der"),
+        ("0x01C00110", "report.bin"),
+        ("0x01C00111", "state.bin"),
+    ] {
+        d.tool("tpm2_nvread", &[index, "-o", file]);
+    }
+    let chain = test_chain(&test_vcek().verifying_key().clone()).unwrap();
+    let policy = EkPolicy {
+        vcek: VcekTrust::Chain(Box::new(
+            Chain::parse(
+                &d.read("vcek.der"),
+                chain.ask_pem.as_bytes(),
+                chain.ark_pem.as_bytes(),
+            )
+            .unwrap(),
+        )),
+        measurement: MeasurementCheck::Expect(LaunchInfo::default().measurement),
+        min_tcb: None,
+        min_state_generation: min_generation,
+    };
+    let (rsa, ecc, ca, report, state) = (
+        d.read("rsa.der"),
+        d.read("ecc.der"),
+        d.read("ca.der"),
+        d.read("report.bin"),
+        d.read("state.bin"),
+    );
+    let evidence = NvEvidence {
+        rsa_ek_cert: &rsa,
+        ecc_ek_cert: &ecc,
+        ca_cert: &ca,
+        report: &report,
+        state: Some(&state),
+    };
+    verify_nv_evidence(&policy, &evidence, TpmEks::default())
+}
+
+/// The host hands back an older sealed state: it opens (it is this launch's), but its
+/// generation, bound into the boot's report, shows the rollback to a verifier that
+/// remembers the generation it saw; and a state evidence swapped for another does not
+/// match the report.
+#[test]
+fn a_rolled_back_state_is_reported_by_the_verifier() {
+    let dir = state_dir();
+    let state = dir.join("vtpm.state");
+    let first = {
+        let d = with_state(&state);
+        let v = verify(&d, None).expect("a new TPM verifies");
+        assert_eq!(
+            v.state.map(|s| s.generation),
+            Some(0),
+            "manufactured at this boot"
+        );
+        d.tool(
+            "tpm2_nvdefine",
+            &[
+                INDEX,
+                "-C",
+                "o",
+                "-s",
+                "8",
+                "-a",
+                "ownerread|ownerwrite|no_da",
+            ],
+        );
+        d.write("v", b"old data");
+        d.tool("tpm2_nvwrite", &[INDEX, "-C", "o", "-i", "v"]);
+        v
+    };
+    let old = std::fs::read(&state).unwrap();
+    let seen = {
+        let d = with_state(&state);
+        let v = verify(&d, first.state.map(|s| s.generation)).expect("a later state verifies");
+        let generation = v.state.unwrap().generation;
+        assert!(generation > 0);
+        d.write("v", b"new data");
+        d.tool("tpm2_nvwrite", &[INDEX, "-C", "o", "-i", "v"]);
+        generation
+    };
+    let seen = {
+        // The next boot started from a newer state still; the relying party remembers it.
+        let d = with_state(&state);
+        let v = verify(&d, Some(seen)).expect("no rollback");
+        let now = v.state.unwrap().generation;
+        assert!(now > seen, "{now} after {seen}");
+        now
+    };
+    // The host replays the old file.
+    std::fs::write(&state, &old).unwrap();
+    let d = with_state(&state);
+    d.tool("tpm2_nvread", &[INDEX, "-C", "o", "-s", "8", "-o", "back"]);
+    assert_eq!(d.read("back"), b"old data", "the old state did load");
+    match verify(&d, Some(seen)) {
+        Err(Error::StateRollback {
+            generation: Some(g),
+            minimum,
+        }) => assert!(g < minimum && minimum == seen, "{g} < {minimum}"),
+        other => panic!("the rollback went unseen: {:?}", other.map(|v| v.state)),
+    }
+    // The verifier without a memory of the generation accepts it (and prints it).
+    assert!(verify(&d, None).is_ok());
+    // Claiming another generation breaks the binding with the report.
+    let mut forged = d.read("state.bin");
+    forged[7] = forged[7].wrapping_add(5);
+    d.write("state.bin", &forged);
+    let (rsa, ecc, ca, report) = (
+        d.read("rsa.der"),
+        d.read("ecc.der"),
+        d.read("ca.der"),
+        d.read("report.bin"),
+    );
+    let chain = test_chain(&test_vcek().verifying_key().clone()).unwrap();
+    let policy = EkPolicy {
+        vcek: VcekTrust::Chain(Box::new(
+            Chain::parse(
+                &d.read("vcek.der"),
+                chain.ask_pem.as_bytes(),
+                chain.ark_pem.as_bytes(),
+            )
+            .unwrap(),
+        )),
+        measurement: MeasurementCheck::Expect(LaunchInfo::default().measurement),
+        min_tcb: None,
+        min_state_generation: None,
+    };
+    let evidence = NvEvidence {
+        rsa_ek_cert: &rsa,
+        ecc_ek_cert: &ecc,
+        ca_cert: &ca,
+        report: &report,
+        state: Some(&forged),
+    };
+    assert!(matches!(
+        verify_nv_evidence(&policy, &evidence, TpmEks::default()),
+        Err(Error::EkBinding)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }
