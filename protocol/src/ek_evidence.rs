@@ -238,9 +238,14 @@ mod tests {
 
     #[test]
     fn indices_are_in_the_tcg_ranges() {
-        for i in [CA_CERT_INDEX, VCEK_CERT_INDEX, SNP_REPORT_INDEX] {
+        for i in [
+            CA_CERT_INDEX,
+            VCEK_CERT_INDEX,
+            SNP_REPORT_INDEX,
+            STATE_EVIDENCE_INDEX,
+        ] {
             assert!((0x01C0_0100..=0x01C0_01FF).contains(&i));
         }
-        assert_eq!(ALL_INDICES.len(), 5);
+        assert_eq!(ALL_INDICES.len(), 6);
     }
 }
