@@ -77,10 +77,32 @@ pub fn start(
 
 /// Like [`start`], with the TPM's permanent state kept in `store` between boots
 /// ([`LibTpms::power_on_with_state`]).
+///
+/// A TPM manufactured at this boot gets [`DA_PARAMETERS`] first: the vTPM is usually
+/// stopped without TPM2_Shutdown (a killed or crashed VM), and after such a stop the
+/// TPM counts one dictionary-attack failure if DA-protected authorization was used; with
+/// libtpms' defaults (3 tries, 1000 s) three killed VMs lock such keys out.
 pub fn start_with_state(
     entropy: alloc::boxed::Box<dyn EntropySource>,
     store: alloc::boxed::Box<dyn state::StateStore>,
 ) -> Result<Service<LibTpms>, StartupError> {
     let engine = LibTpms::power_on_with_state(entropy, store)?;
-    Service::start(engine)
+    let manufactured = engine.state_evidence().is_none_or(|e| e.generation == 0);
+    let mut service = Service::start(engine)?;
+    if manufactured {
+        let (max_tries, recovery_time, lockout_recovery) = DA_PARAMETERS;
+        let mut command =
+            tpm::dictionary_attack_parameters(max_tries, recovery_time, lockout_recovery);
+        service::expect_success(service.engine_mut(), &mut command)?;
+    }
+    Ok(service)
 }
+
+/// The dictionary-attack parameters of a TPM the SVSM manufactures with persistent
+/// state: (maxTries, recoveryTime in seconds, lockoutRecovery in seconds). 32 failures
+/// before lockout (as common hardware TPMs), one forgiven every 10 minutes the TPM runs,
+/// and a lockout-authorization failure blocks the lockout hierarchy for a day. The owner
+/// changes them with TPM2_DictionaryAttackParameters (`tpm2_dictionarylockout -s -n N
+/// -t T -l L`, lockout authorization) and clears the counter with
+/// TPM2_DictionaryAttackLockReset (`tpm2_dictionarylockout -c`); they persist.
+pub const DA_PARAMETERS: (u32, u32, u32) = (32, 600, 86_400);

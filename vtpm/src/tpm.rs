@@ -194,6 +194,26 @@ pub fn evict_persistent(handle: u32) -> Vec<u8> {
         .build()
 }
 
+/// TPM_RH_LOCKOUT.
+pub const RH_LOCKOUT: u32 = 0x4000_000A;
+/// TPM_CC_DictionaryAttackParameters.
+pub const CC_DICTIONARY_ATTACK_PARAMETERS: u32 = 0x0000_013A;
+
+/// TPM2_DictionaryAttackParameters with the (empty) lockout authorization.
+pub fn dictionary_attack_parameters(
+    max_tries: u32,
+    recovery_time: u32,
+    lockout_recovery: u32,
+) -> Vec<u8> {
+    CommandBuilder::new(ST_SESSIONS, CC_DICTIONARY_ATTACK_PARAMETERS)
+        .u32(RH_LOCKOUT)
+        .password_auth()
+        .u32(max_tries)
+        .u32(recovery_time)
+        .u32(lockout_recovery)
+        .build()
+}
+
 /// TPM2_FlushContext(handle).
 pub fn flush_context(handle: u32) -> Vec<u8> {
     CommandBuilder::new(ST_NO_SESSIONS, CC_FLUSH_CONTEXT)

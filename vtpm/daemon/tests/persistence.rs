@@ -408,3 +408,69 @@ fn a_rolled_back_state_is_reported_by_the_verifier() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Killed VMs (no TPM2_Shutdown) after DA-protected authorization count as failures:
+/// with libtpms' defaults (3 tries) three kills lock a password-protected key out. A
+/// TPM the SVSM manufactures gets 32 tries and a 10-minute recovery instead.
+#[test]
+fn kill_and_restart_loops_do_not_lock_out_keys() {
+    let dir = state_dir();
+    let state = dir.join("vtpm.state");
+    {
+        let d = with_state(&state);
+        let fixed = d.tool("tpm2_getcap", &["properties-variable"]);
+        assert!(fixed.contains("TPM2_PT_MAX_AUTH_FAIL: 0x20"), "{fixed}");
+        assert!(fixed.contains("TPM2_PT_LOCKOUT_INTERVAL: 0x258"), "{fixed}");
+        assert!(
+            fixed.contains("TPM2_PT_LOCKOUT_RECOVERY: 0x15180"),
+            "{fixed}"
+        );
+        d.tool_flush(
+            "tpm2_createprimary",
+            &["-C", "o", "-p", "pw", "-c", "p.ctx"],
+        );
+        d.tool_flush(
+            "tpm2_evictcontrol",
+            &["-C", "o", "-c", "p.ctx", "0x81000005"],
+        );
+    }
+    for kill in 1..=5u32 {
+        let mut d = with_state(&state);
+        // DA-protected authorization (the key's password), then the VM dies.
+        d.tool_flush(
+            "tpm2_create",
+            &[
+                "-C",
+                "0x81000005",
+                "-P",
+                "pw",
+                "-u",
+                "k.pub",
+                "-r",
+                "k.priv",
+            ],
+        );
+        d.signal(rustix::process::Signal::KILL);
+        let d = with_state(&state);
+        let vars = d.tool("tpm2_getcap", &["properties-variable"]);
+        assert!(
+            vars.contains(&format!("TPM2_PT_LOCKOUT_COUNTER: 0x{kill:X}"))
+                && vars.contains("inLockout:                 0"),
+            "after {kill} kills:\n{vars}"
+        );
+    }
+    // The owner can tune them and clear the counter (lockout authorization, empty).
+    let d = with_state(&state);
+    d.tool(
+        "tpm2_dictionarylockout",
+        &["-s", "-n", "5", "-t", "60", "-l", "3600"],
+    );
+    d.tool("tpm2_dictionarylockout", &["-c"]);
+    let vars = d.tool("tpm2_getcap", &["properties-variable"]);
+    assert!(
+        vars.contains("TPM2_PT_LOCKOUT_COUNTER: 0x0")
+            && vars.contains("TPM2_PT_MAX_AUTH_FAIL: 0x5"),
+        "{vars}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
