@@ -241,6 +241,9 @@ pub struct SealedStore<B, K> {
     generation: u64,
     /// What was loaded at power-on.
     loaded: StateEvidence,
+    /// The key for new seals, once derived (the selection does not change while the
+    /// SVSM runs, and asking the PSP at every commit would cost a round trip each).
+    sealing_key: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl<B: BlobStore, K: KeySource> SealedStore<B, K> {
@@ -254,6 +257,7 @@ impl<B: BlobStore, K: KeySource> SealedStore<B, K> {
                 generation: 0,
                 digest: [0; 32],
             },
+            sealing_key: None,
         }
     }
 
@@ -286,9 +290,12 @@ impl<B: BlobStore, K: KeySource> StateStore for SealedStore<B, K> {
     fn store(&mut self, state: &[u8]) -> Result<(), StateError> {
         let generation = self.generation.checked_add(1).ok_or(StateError::Store)?;
         let selection = self.keys.current();
-        let key = self.keys.key(&selection)?;
+        if self.sealing_key.is_none() {
+            self.sealing_key = Some(self.keys.key(&selection)?);
+        }
+        let key = self.sealing_key.as_ref().ok_or(StateError::Key)?;
         let nonce = self.keys.nonce()?;
-        let blob = seal(&key, &selection, generation, nonce, state);
+        let blob = seal(key, &selection, generation, nonce, state);
         self.blobs.store(&blob)?;
         self.generation = generation;
         Ok(())

@@ -843,12 +843,18 @@ struct Args {
     /// Why there is no forky root (printed in place of column (d)).
     #[arg(long, value_name = "REASON", conflicts_with = "forky_root")]
     forky_skipped: Option<String>,
+    /// Only measure what the persistent state costs.
+    #[arg(long)]
+    persistence_only: bool,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some([which, n]) = args.count.as_deref() {
         return count(which, n);
+    }
+    if args.persistence_only {
+        return persistence_costs();
     }
     let scale = std::env::var("VTPM_BENCH_SCALE")
         .ok()
@@ -1117,6 +1123,124 @@ fn main() -> Result<()> {
             ratio(&ga.fast, &gd.fast),
             ratio(&ga.slow, &gd.slow)
         );
+    }
+    persistence_costs()?;
+    Ok(())
+}
+
+/// What the persistent state costs: an NV-changing command (an 8-byte TPM2_NV_Write)
+/// without a state store and with the state sealed into a file (AES-256-GCM, temporary
+/// file, fsync, rename, directory fsync; the key from the emulated PSP's MSG_KEY_REQ,
+/// derived once), the restore at power-on (unseal, libtpms' load, start-up), and the
+/// sealed blob's size.
+fn persistence_costs() -> Result<()> {
+    use svsm::psp::state_key::PspKeySource;
+    use svsm::psp::GuestMessenger;
+    use svsm_emulated::psp::EmulatedPsp;
+    use vtpm::state::SealedStore;
+    use vtpm_daemon::state_file::StateFile;
+
+    const WRITES: usize = 40;
+    const RESTORES: usize = 8;
+    let dir = std::env::temp_dir().join(format!("vtpm-bench-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("vtpm.state");
+    let store = || -> Result<Box<dyn vtpm::state::StateStore>> {
+        let psp = EmulatedPsp::default();
+        let messenger = GuestMessenger::new(psp.vmpck0(), psp.seqno());
+        let keys = PspKeySource::new(psp, messenger, Box::new(OsEntropy))
+            .map_err(|e| anyhow::anyhow!("state key: {e:?}"))?;
+        Ok(Box::new(SealedStore::new(StateFile::new(&path), keys)))
+    };
+    let index = 0x0150_0042;
+    let nv_writes = |service: &mut Service<LibTpms>| -> Result<Vec<Duration>> {
+        let public = CommandBuilder::new(0, 0)
+            .u32(index)
+            .u16(ALG_SHA256)
+            .u32(0x0202_0002) // OWNERWRITE | OWNERREAD | NO_DA
+            .u16(0)
+            .u16(8)
+            .build()[10..]
+            .to_vec();
+        let define = CommandBuilder::new(tpm::ST_SESSIONS, 0x12A)
+            .u32(RH_OWNER)
+            .password_auth()
+            .u16(0)
+            .sized(&public)
+            .build();
+        run_ok(service, define)?;
+        let mut times = Vec::with_capacity(WRITES);
+        for i in 0..WRITES as u64 {
+            let write = CommandBuilder::new(tpm::ST_SESSIONS, 0x137)
+                .u32(RH_OWNER)
+                .u32(index)
+                .password_auth()
+                .sized(&i.to_be_bytes())
+                .u16(0)
+                .build();
+            let start = Instant::now();
+            run_ok(service, write)?;
+            times.push(start.elapsed());
+        }
+        Ok(times)
+    };
+    let plain = {
+        let mut service = vtpm::start(Box::new(OsEntropy)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        nv_writes(&mut service)?
+    };
+    let sealed = {
+        let mut service = vtpm::start_with_state(Box::new(OsEntropy), store()?)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        nv_writes(&mut service)?
+    };
+    let size = std::fs::metadata(&path)?.len();
+    let mut restores = Vec::with_capacity(RESTORES);
+    for _ in 0..RESTORES {
+        let store = store()?;
+        let start = Instant::now();
+        let service = vtpm::start_with_state(Box::new(OsEntropy), store)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        restores.push(start.elapsed());
+        drop(service);
+    }
+    let mut fresh = Vec::with_capacity(RESTORES);
+    for _ in 0..RESTORES {
+        let start = Instant::now();
+        let service = vtpm::start(Box::new(OsEntropy)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        fresh.push(start.elapsed());
+        drop(service);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "Persistent state (medians, µs; {WRITES} writes, {RESTORES} starts; file in {}):",
+        std::env::temp_dir().display()
+    );
+    println!(
+        "  TPM2_NV_Write, 8 bytes: {:.0} without a store, {:.0} sealed into the file ({:.0} for \
+         sealing and storing each commit of the whole state)",
+        median(&plain),
+        median(&sealed),
+        median(&sealed) - median(&plain)
+    );
+    println!(
+        "  start-up: {:.0} restoring the sealed state, {:.0} manufacturing a new TPM",
+        median(&restores),
+        median(&fresh)
+    );
+    println!("  sealed state: {size} bytes (64-byte header, 16-byte tag)");
+    Ok(())
+}
+
+/// Runs `command` through the service; requires TPM_RC_SUCCESS.
+fn run_ok(service: &mut Service<LibTpms>, mut command: Vec<u8>) -> Result<()> {
+    let mut response = vec![0u8; vtpm::service::MAX_RESPONSE_SIZE];
+    let n = service
+        .execute(0, &mut command, &mut response)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rc = code(&response[..n])?;
+    if rc != 0 {
+        bail!("TPM error {rc:#x}");
     }
     Ok(())
 }
