@@ -596,7 +596,12 @@ impl EmulatedSnp {
     }
 
     /// RMPUPDATE by the hypervisor (see [`Rmp::rmpupdate`]).
-    pub fn hv_rmpupdate(&self, addr: u64, size: PageSize, assigned: bool) -> Option<()> {
+    pub fn hv_rmpupdate(
+        &self,
+        addr: u64,
+        size: PageSize,
+        assigned: bool,
+    ) -> Result<(), crate::rmp::RmpupdateError> {
         let mut m = self.lock();
         let done = m.rmp.rmpupdate(addr, size, assigned);
         m.refresh_page(addr, size);
@@ -1121,6 +1126,34 @@ mod tests {
         );
         m.hv_rmpupdate(MB2, PageSize::Size4K, false).unwrap();
         summary_in_step(&m);
+    }
+
+    /// Audit finding: a 2 MiB RMPUPDATE off a 2 MiB boundary was accepted; the summary was
+    /// refreshed for the aligned frame while the RMP changed the straddling one, so the
+    /// guest could read a page the RMP says is not validated. Now refused, nothing changes.
+    #[test]
+    fn a_misaligned_2m_rmpupdate_is_refused_and_changes_nothing() {
+        let m = machine();
+        m.launch_pvalidate(0x10_1000, PageSize::Size4K).unwrap();
+        m.rmpadjust(
+            PhysAddr::new(0x10_1000),
+            PageSize::Size4K,
+            vmpl(2),
+            RmpPermissions::all(),
+            false,
+        )
+        .unwrap();
+        let before = m.snapshot();
+        assert_eq!(
+            m.hv_rmpupdate(0x10_0000, PageSize::Size2M, true),
+            Err(crate::rmp::RmpupdateError::FailInput)
+        );
+        summary_in_step(&m);
+        assert_eq!(m.snapshot(), before);
+        // The page keeps its validation and permissions: still readable, as the RMP says.
+        m.guest_read(0x10_1000, &mut [0]).unwrap();
+        // The straddled page beyond the first frame stays shared, not a private page.
+        m.guest_write(MB2 + 0x1000, b"shared").unwrap();
     }
 
     #[test]
