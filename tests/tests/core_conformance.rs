@@ -1136,3 +1136,44 @@ fn results_never_reach_a_vmsa_recreated_on_the_same_page_during_the_call() {
     assert!(entry.vmsa);
     check(&system);
 }
+
+/// Audit finding: on SEV-SNP, `vmsa_running` always answers "no", so DELETE_VCPU of a
+/// VMSA its vCPU is executing reaches RMPADJUST, which fails with FAIL_INUSE (3); that
+/// was decoded as FAIL_INPUT and answered INVALID_PARAMETER. The model now refuses
+/// RMPADJUST on a running VMSA as hardware does, and the guest gets BUSY with nothing
+/// changed but the cleared SVME; once the vCPU has exited, the retry succeeds.
+#[test]
+fn delete_vcpu_of_a_running_vmsa_on_snp_is_busy_until_it_exits() {
+    let system = EmulatedSystem::standard().unwrap();
+    let guest = GuestDriver::new(&system);
+    guest
+        .pvalidate_linux(0, 0x20_0000, 0x40_0000, true)
+        .unwrap();
+    guest
+        .start_ap(GuestKind::Linux, 0, 1, AP1_VMSA, AP1_CA)
+        .unwrap();
+    let machine = system.machine();
+    machine.set_vmsa_running_visible(false);
+    let registry = system.svsm().state_snapshot();
+    let delete = regs(CoreCall::DeleteVcpu, AP1_VMSA, 0, 0);
+    let ret = guest.call_once(0, &delete).unwrap();
+    assert_eq!(SvsmResultCode::from_raw(ret.regs.rax), SvsmResultCode::BUSY);
+    assert_eq!(system.svsm().state_snapshot(), registry);
+    let entry = machine.rmp_entry(AP1_VMSA).unwrap();
+    assert!(entry.vmsa);
+    assert!(entry.perms[2].is_empty());
+    check(&system);
+    // vCPU 1 exits to VMPL0 (it makes a call); its VMSA is no longer in use.
+    machine
+        .guest_begin_call(1, AP1_CA, &regs(CoreCall::QueryProtocol, 0, 0, 0), true)
+        .unwrap();
+    let ret = guest.call_once(0, &delete).unwrap();
+    assert_eq!(
+        SvsmResultCode::from_raw(ret.regs.rax),
+        SvsmResultCode::SUCCESS
+    );
+    let entry = machine.rmp_entry(AP1_VMSA).unwrap();
+    assert!(!entry.vmsa);
+    assert_eq!(entry.perms[2], RmpPermissions::RWX);
+    check(&system);
+}
