@@ -203,7 +203,7 @@ fn missing_and_malformed_firmware() {
     build_fails(
         &dir,
         &["--kernel", s(&k), "--firmware", s(&fw)],
-        "overlapping regions",
+        "overlapping regions: SEV metadata sections 0x80e000+0x1000 and 0x80e000+0x2000",
     );
 }
 
