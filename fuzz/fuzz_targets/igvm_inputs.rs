@@ -21,7 +21,8 @@ fuzz_target!(|input: &[u8]| {
         _ => {
             if let Ok(file) = igvm::IgvmFile::new_from_binary(data, None) {
                 let _ = svsm_igvm::inspect::listing(&file);
-                let _ = svsm_igvm::measure::measure(&file, &svsm_igvm::measure::HostConfig::default());
+                let _ =
+                    svsm_igvm::measure::measure(&file, &svsm_igvm::measure::HostConfig::default());
             }
         }
     }

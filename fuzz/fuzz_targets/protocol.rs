@@ -106,9 +106,17 @@ fuzz_target!(|input: &[u8]| {
             let _ = svsm::psp::msg::report_response(data);
         }
         9 => {
-            let p: [u8; guest_msg::GUEST_MSG_SIZE] = page(data, guest_msg::GUEST_MSG_SIZE).try_into().unwrap();
+            let p: [u8; guest_msg::GUEST_MSG_SIZE] =
+                page(data, guest_msg::GUEST_MSG_SIZE).try_into().unwrap();
             let mut out = vec![0u8; guest_msg::GUEST_MSG_SIZE];
-            let _ = svsm::psp::msg::open(&[7u8; 32], &p, guest_msg::MessageType::ReportResponse, 1, 0, &mut out);
+            let _ = svsm::psp::msg::open(
+                &[7u8; 32],
+                &p,
+                guest_msg::MessageType::ReportResponse,
+                1,
+                0,
+                &mut out,
+            );
         }
         10 => {
             if let Ok(s) = secrets::SecretsPage::parse(data) {

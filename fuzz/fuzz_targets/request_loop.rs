@@ -58,28 +58,62 @@ enum Call {
 #[derive(Debug, Arbitrary)]
 enum Step {
     /// The guest on a vCPU makes a call: writes its request, sets call_pending, VMGEXIT.
-    Begin { vcpu: u8, call: Call, pending: bool },
+    Begin {
+        vcpu: u8,
+        call: Call,
+        pending: bool,
+    },
     /// The SVSM's request loop services whatever the vCPU left.
-    Service { vcpu: u8 },
+    Service {
+        vcpu: u8,
+    },
     /// The vCPU goes back to the guest VMPL and reads its result.
-    Resume { vcpu: u8 },
+    Resume {
+        vcpu: u8,
+    },
     /// A whole call at once.
-    Whole { vcpu: u8, call: Call },
+    Whole {
+        vcpu: u8,
+        call: Call,
+    },
     /// The guest writes guest memory (anything it can reach at its VMPL).
-    GuestWrite { page: Page, offset: u16, bytes: Vec<u8> },
+    GuestWrite {
+        page: Page,
+        offset: u16,
+        bytes: Vec<u8>,
+    },
     /// The guest's own RMPADJUST.
-    GuestRmpadjust { page: Page, target: u8, perms: u8, vmsa: bool },
+    GuestRmpadjust {
+        page: Page,
+        target: u8,
+        perms: u8,
+        vmsa: bool,
+    },
     /// The hypervisor takes a page away or gives it back.
-    HvRmpupdate { page: Page, assigned: bool, huge: bool },
+    HvRmpupdate {
+        page: Page,
+        assigned: bool,
+        huge: bool,
+    },
     /// The hypervisor splits a 2 MiB RMP page.
     HvPsmash(Page),
     /// The hypervisor stops or starts a vCPU.
     HvApDestroy(u8),
-    HvApCreate { vcpu: u8, vmsa: Page },
+    HvApCreate {
+        vcpu: u8,
+        vmsa: Page,
+    },
     /// The hypervisor remaps a page's backing.
-    HvBacking { page: Page, kind: u8 },
+    HvBacking {
+        page: Page,
+        kind: u8,
+    },
     /// The hypervisor changes a page while the SVSM works on the next call.
-    HvRace { after: u8, page: Page, invalidate: bool },
+    HvRace {
+        after: u8,
+        page: Page,
+        invalidate: bool,
+    },
 }
 
 fn pool() -> Vec<u64> {
@@ -155,7 +189,9 @@ impl Run<'_> {
                     .map(|(page, huge, validate, icf)| {
                         let page = self.page(page);
                         let base = if *huge { page & !0x1F_FFFF } else { page };
-                        base | u64::from(*huge) | (u64::from(*validate) << 2) | (u64::from(*icf) << 3)
+                        base | u64::from(*huge)
+                            | (u64::from(*validate) << 2)
+                            | (u64::from(*icf) << 3)
                     })
                     .collect();
                 let count = (raw.len() as i64 + i64::from(*count_delta)).max(0) as u16;
@@ -240,7 +276,11 @@ impl Run<'_> {
         let m = self.p.system.machine();
         let vcpu = |v: &u8| u32::from(*v) % VCPUS;
         match step {
-            Step::Begin { vcpu: v, call, pending } => self.begin(vcpu(v), call, *pending),
+            Step::Begin {
+                vcpu: v,
+                call,
+                pending,
+            } => self.begin(vcpu(v), call, *pending),
             Step::Service { vcpu: v } => {
                 let outcome = self.p.system.svsm().handle_request(vcpu(v));
                 let _ = outcome;
@@ -259,8 +299,7 @@ impl Run<'_> {
                     let (vmsa, ca, apic) = (self.page(vmsa), self.page(ca), u32::from(*apic % 6));
                     if self.p.system.svsm().state_snapshot().vmsa(vmsa).is_some() {
                         let _ = m.hv_ap_destroy(apic);
-                        if m
-                            .hv_ap_create(apic, self.p.system.info().config.guest_vmpl, vmsa)
+                        if m.hv_ap_create(apic, self.p.system.info().config.guest_vmpl, vmsa)
                             .is_ok()
                         {
                             self.guest.adopt_calling_area(apic, ca);
@@ -294,7 +333,8 @@ impl Run<'_> {
                     svsm::platform::Vmpl::new(*target % 4),
                     svsm::platform::RmpPermissions::from_bits(*perms & 0xF),
                 ) {
-                    let _ = m.guest_rmpadjust(self.page(page), PageSize::Size4K, target, perms, *vmsa);
+                    let _ =
+                        m.guest_rmpadjust(self.page(page), PageSize::Size4K, target, perms, *vmsa);
                 }
             }
             Step::HvRmpupdate {
@@ -302,7 +342,11 @@ impl Run<'_> {
                 assigned,
                 huge,
             } => {
-                let size = if *huge { PageSize::Size2M } else { PageSize::Size4K };
+                let size = if *huge {
+                    PageSize::Size2M
+                } else {
+                    PageSize::Size4K
+                };
                 let page = self.page(page);
                 m.hv_psmash(page);
                 let _ = m.hv_rmpupdate(page, size, *assigned);
@@ -312,7 +356,11 @@ impl Run<'_> {
                 let _ = m.hv_ap_destroy(vcpu(v));
             }
             Step::HvApCreate { vcpu: v, vmsa } => {
-                let _ = m.hv_ap_create(vcpu(v), self.p.system.info().config.guest_vmpl, self.page(vmsa));
+                let _ = m.hv_ap_create(
+                    vcpu(v),
+                    self.p.system.info().config.guest_vmpl,
+                    self.page(vmsa),
+                );
             }
             Step::HvBacking { page, kind } => {
                 let backing = match kind % 3 {

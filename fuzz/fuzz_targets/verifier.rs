@@ -10,7 +10,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use svsm_verifier::chain::Chain;
-use svsm_verifier::{manifest, tpm, Challenge, Evidence, ExpectedPcrs, ManifestKind, Policy, Report, VcekTrust};
+use svsm_verifier::{
+    manifest, tpm, Challenge, Evidence, ExpectedPcrs, ManifestKind, Policy, Report, VcekTrust,
+};
 
 const MILAN_VCEK: &[u8] = include_bytes!("../../igvm/verifier/tests/data/vcek.der");
 const MILAN_ASK: &[u8] = include_bytes!("../../igvm/verifier/tests/data/ask.pem");
@@ -44,7 +46,12 @@ fuzz_target!(|data: &[u8]| {
     match mode % 10 {
         0 => {
             if let Ok(report) = Report::parse(part(&p, 0)) {
-                let _ = (report.version(), report.policy(), report.vmpl(), report.measurement());
+                let _ = (
+                    report.version(),
+                    report.policy(),
+                    report.vmpl(),
+                    report.measurement(),
+                );
                 let key = milan_chain().vcek.p384_key().expect("Milan VCEK key");
                 let _ = report.verify_signature(&key);
             }
@@ -67,7 +74,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         4 => {
-            if let (Ok(sig), Ok(key)) = (tpm::Signature::parse(part(&p, 0)), tpm::Public::parse(part(&p, 1))) {
+            if let (Ok(sig), Ok(key)) = (
+                tpm::Signature::parse(part(&p, 0)),
+                tpm::Public::parse(part(&p, 1)),
+            ) {
                 let _ = sig.verify(&key, part(&p, 2));
             }
         }
@@ -87,11 +97,15 @@ fuzz_target!(|data: &[u8]| {
         8 => {
             let trust = VcekTrust::Chain(Box::new(milan_chain()));
             let nonce = part(&p, 1);
-            let result = svsm_verifier::verify_report(&trust, part(&p, 0), Some((nonce, part(&p, 2))), None);
+            let result =
+                svsm_verifier::verify_report(&trust, part(&p, 0), Some((nonce, part(&p, 2))), None);
             // The real report binds no nonce of 64 bytes of ours: only the true report
             // with its own REPORT_DATA could pass, and then the nonce and manifest hash to it.
             if let Ok(report) = result {
-                assert_eq!(report.report_data(), &svsm_verifier::report_data(nonce, part(&p, 2)));
+                assert_eq!(
+                    report.report_data(),
+                    &svsm_verifier::report_data(nonce, part(&p, 2))
+                );
             }
         }
         _ => {
@@ -100,10 +114,17 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let policy = Policy {
-                manifest_kind: if part(&p, 7).is_empty() { ManifestKind::Services } else { ManifestKind::Vtpm },
+                manifest_kind: if part(&p, 7).is_empty() {
+                    ManifestKind::Services
+                } else {
+                    ManifestKind::Vtpm
+                },
                 vcek: VcekTrust::Chain(Box::new(milan_chain())),
                 nonce: part(&p, 1).to_vec(),
-                pcrs: ExpectedPcrs { hash_alg: 0xB, values: vec![(0, vec![0; 32])] },
+                pcrs: ExpectedPcrs {
+                    hash_alg: 0xB,
+                    values: vec![(0, vec![0; 32])],
+                },
                 measurement: None,
             };
             let evidence = Evidence {

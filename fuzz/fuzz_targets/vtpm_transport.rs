@@ -45,7 +45,9 @@ impl Engine for Fake {
         // Start-up: Startup, then CreatePrimary + FlushContext for each EK.
         if self.started < 5 {
             self.started += 1;
-            let code = command.get(6..10).map_or(0, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+            let code = command
+                .get(6..10)
+                .map_or(0, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
             self.response = if code == 0x131 {
                 let mut body = vec![0x80, 0, 0, 1, 0, 0, 0, 0];
                 body.extend_from_slice(&4u16.to_be_bytes());
@@ -118,9 +120,9 @@ fuzz_target!(|input: Input| {
         let mut buffer = vec![0u8; TRANSPORT_BUFFER_SIZE];
         let n = request.buffer.len().min(TRANSPORT_BUFFER_SIZE);
         buffer[..n].copy_from_slice(&request.buffer[..n]);
-        let len = request
-            .short
-            .map_or(TRANSPORT_BUFFER_SIZE, |s| usize::from(s) % TRANSPORT_BUFFER_SIZE);
+        let len = request.short.map_or(TRANSPORT_BUFFER_SIZE, |s| {
+            usize::from(s) % TRANSPORT_BUFFER_SIZE
+        });
         let was_failed = service.is_failed();
         if let Ok(n) = service.handle_request(&mut buffer[..len]) {
             // A response: 4-byte length then a whole TPM response that fits.
