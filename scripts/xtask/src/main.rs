@@ -60,6 +60,9 @@ enum Cmd {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         time: u64,
+        /// Only what `cargo xtask test` runs: replay every corpus, 15 s per target.
+        #[arg(long, conflicts_with = "target")]
+        ci: bool,
     },
 }
 
@@ -86,7 +89,8 @@ fn main() -> Result<()> {
         Cmd::Run { .. } => run(),
         Cmd::Bench => bench(),
         Cmd::Coverage => coverage::coverage(),
-        Cmd::Fuzz { target, time } => {
+        Cmd::Fuzz { ci: true, .. } => fuzz::ci(),
+        Cmd::Fuzz { target, time, .. } => {
             fuzz::fuzz(target.as_deref(), std::time::Duration::from_secs(time))
         }
     }
