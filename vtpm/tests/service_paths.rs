@@ -1,0 +1,171 @@
+//! The vTPM service's start-up refusals, its direct `execute` entry point and its error
+//! mapping, against a scripted engine (the branches the protocol suites cannot reach with
+//! a healthy engine; found by `cargo xtask coverage`).
+
+use svsm_protocol::vtpm::MAX_RESPONSE_SIZE;
+use svsm_protocol::SvsmResultCode;
+use vtpm::tpm;
+use vtpm::{Engine, EngineError, Service, StartupError, VtpmError};
+
+/// What the scripted engine does wrong, if anything.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// Startup answers this response code.
+    StartupRc(u32),
+    /// Startup answers a header whose size is not the response's length.
+    StartupMalformed,
+    /// CreatePrimary succeeds with a response too short to hold the key.
+    CreatePrimaryShort,
+    /// The engine is in failure mode once start-up is done.
+    FailedAfterStart,
+}
+
+struct Scripted {
+    fault: Fault,
+    response: Vec<u8>,
+}
+
+fn response(code: u32, body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::new();
+    r.extend_from_slice(&tpm::ST_NO_SESSIONS.to_be_bytes());
+    r.extend_from_slice(&((10 + body.len()) as u32).to_be_bytes());
+    r.extend_from_slice(&code.to_be_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
+impl Engine for Scripted {
+    fn execute(&mut self, _locality: u8, command: &mut [u8]) -> Result<(), EngineError> {
+        let code = u32::from_be_bytes(command[6..10].try_into().unwrap());
+        self.response = match (code, self.fault) {
+            (tpm::CC_STARTUP, Fault::StartupRc(rc)) => response(rc, &[]),
+            (tpm::CC_STARTUP, Fault::StartupMalformed) => {
+                let mut r = response(0, &[]);
+                r[5] = 11;
+                r
+            }
+            (tpm::CC_CREATE_PRIMARY, Fault::CreatePrimaryShort) => response(0, &[0x80, 0]),
+            (tpm::CC_CREATE_PRIMARY, _) => response(0, &[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0, 1]),
+            _ => response(0, &command[..command.len().min(8)]),
+        };
+        Ok(())
+    }
+    fn response(&self) -> &[u8] {
+        &self.response
+    }
+    fn failed(&self) -> bool {
+        self.fault == Fault::FailedAfterStart
+    }
+    fn buffer_size(&self) -> u32 {
+        4087
+    }
+}
+
+fn start(fault: Fault) -> Result<Service<Scripted>, StartupError> {
+    Service::start(Scripted {
+        fault,
+        response: Vec::new(),
+    })
+}
+
+#[test]
+fn start_up_refuses_every_way_the_engine_can_fail() {
+    assert_eq!(
+        start(Fault::StartupRc(tpm::RC_FAILURE)).err(),
+        Some(StartupError::Command {
+            command: tpm::CC_STARTUP,
+            rc: tpm::RC_FAILURE
+        })
+    );
+    assert_eq!(
+        start(Fault::StartupMalformed).err(),
+        Some(StartupError::Command {
+            command: tpm::CC_STARTUP,
+            rc: 0xFFFF_FFFF
+        })
+    );
+    assert_eq!(
+        start(Fault::CreatePrimaryShort).err(),
+        Some(StartupError::Command {
+            command: tpm::CC_CREATE_PRIMARY,
+            rc: 0
+        })
+    );
+    assert_eq!(
+        start(Fault::FailedAfterStart).err(),
+        Some(StartupError::Engine(EngineError::FailureMode))
+    );
+    let service = start(Fault::None).unwrap();
+    assert_eq!(
+        service.endorsement_key(vtpm::EkTemplate::RsaL1),
+        &[0, 1][..]
+    );
+}
+
+#[test]
+fn execute_checks_locality_and_sizes_then_copies_the_response() {
+    let mut s = start(Fault::None).unwrap();
+    let mut response = vec![0u8; MAX_RESPONSE_SIZE];
+    let mut command = tpm::startup_clear().to_vec();
+    assert_eq!(
+        s.execute(3, &mut command, &mut response),
+        Err(VtpmError::Locality(3))
+    );
+    let mut big = vec![0u8; 4088];
+    assert_eq!(
+        s.execute(0, &mut big, &mut response),
+        Err(VtpmError::CommandTooLarge(4088))
+    );
+    let mut short = vec![0u8; MAX_RESPONSE_SIZE - 1];
+    assert_eq!(
+        s.execute(0, &mut command, &mut short),
+        Err(VtpmError::Truncated)
+    );
+    let n = s.execute(0, &mut command, &mut response).unwrap();
+    assert_eq!(&response[..n], &response_for(&command)[..]);
+    assert!(!s.is_failed());
+    // The engine itself stays reachable for host diagnostics.
+    assert!(!s.engine_mut().failed());
+}
+
+fn response_for(command: &[u8]) -> Vec<u8> {
+    response(0, &command[..8])
+}
+
+#[test]
+fn errors_map_to_the_protocols_codes_and_say_what_happened() {
+    assert_eq!(
+        SvsmResultCode::from(VtpmError::UnsupportedCommand(9)),
+        SvsmResultCode::UNSUPPORTED_CALL
+    );
+    for e in [
+        VtpmError::Locality(1),
+        VtpmError::CommandTooLarge(5000),
+        VtpmError::Truncated,
+    ] {
+        assert_eq!(SvsmResultCode::from(e), SvsmResultCode::INVALID_PARAMETER);
+    }
+    let texts = [
+        VtpmError::UnsupportedCommand(9).to_string(),
+        VtpmError::Locality(1).to_string(),
+        VtpmError::CommandTooLarge(5000).to_string(),
+        VtpmError::Truncated.to_string(),
+        StartupError::Engine(EngineError::FailureMode).to_string(),
+        StartupError::BufferSize(4096).to_string(),
+        StartupError::Command {
+            command: 0x144,
+            rc: 0x101,
+        }
+        .to_string(),
+    ];
+    assert!(texts[0].contains('9'), "{}", texts[0]);
+    assert!(texts[1].contains("locality 1"), "{}", texts[1]);
+    assert!(texts[2].contains("5000"), "{}", texts[2]);
+    assert!(texts[5].contains("4096"), "{}", texts[5]);
+    assert!(
+        texts[6].contains("0x144") && texts[6].contains("0x101"),
+        "{}",
+        texts[6]
+    );
+}
