@@ -19,11 +19,17 @@ enum Fault {
     CreatePrimaryShort,
     /// The engine is in failure mode once start-up is done.
     FailedAfterStart,
+    /// The engine cannot process Startup at all.
+    StartupError,
+    /// The engine cannot process any command after start-up.
+    ErrorAfterStart,
 }
 
 struct Scripted {
     fault: Fault,
     response: Vec<u8>,
+    /// Commands executed.
+    calls: usize,
 }
 
 fn response(code: u32, body: &[u8]) -> Vec<u8> {
@@ -38,6 +44,13 @@ fn response(code: u32, body: &[u8]) -> Vec<u8> {
 impl Engine for Scripted {
     fn execute(&mut self, _locality: u8, command: &mut [u8]) -> Result<(), EngineError> {
         let code = u32::from_be_bytes(command[6..10].try_into().unwrap());
+        self.calls += 1;
+        match (code, self.fault) {
+            (tpm::CC_STARTUP, Fault::StartupError) => return Err(EngineError::Process(7)),
+            // Startup, then CreatePrimary and FlushContext for each of the two EKs.
+            (_, Fault::ErrorAfterStart) if self.calls > 5 => return Err(EngineError::Process(8)),
+            _ => {}
+        }
         self.response = match (code, self.fault) {
             (tpm::CC_STARTUP, Fault::StartupRc(rc)) => response(rc, &[]),
             (tpm::CC_STARTUP, Fault::StartupMalformed) => {
@@ -66,6 +79,7 @@ fn start(fault: Fault) -> Result<Service<Scripted>, StartupError> {
     Service::start(Scripted {
         fault,
         response: Vec::new(),
+        calls: 0,
     })
 }
 
@@ -95,6 +109,10 @@ fn start_up_refuses_every_way_the_engine_can_fail() {
     assert_eq!(
         start(Fault::FailedAfterStart).err(),
         Some(StartupError::Engine(EngineError::FailureMode))
+    );
+    assert_eq!(
+        start(Fault::StartupError).err(),
+        Some(StartupError::Engine(EngineError::Process(7)))
     );
     let service = start(Fault::None).unwrap();
     assert_eq!(
@@ -168,4 +186,20 @@ fn errors_map_to_the_protocols_codes_and_say_what_happened() {
         "{}",
         texts[6]
     );
+}
+
+/// An engine that cannot process a command fails the TPM closed: TPM_RC_FAILURE now and
+/// for every later command, which never reaches the engine again.
+#[test]
+fn an_engine_error_after_start_up_latches_failure_mode() {
+    let mut s = start(Fault::ErrorAfterStart).unwrap();
+    let mut response = vec![0u8; MAX_RESPONSE_SIZE];
+    let mut command = tpm::startup_clear().to_vec();
+    let n = s.execute(0, &mut command, &mut response).unwrap();
+    assert_eq!(&response[..n], &tpm::FAILURE_RESPONSE[..]);
+    assert!(s.is_failed());
+    let calls = s.engine_mut().calls;
+    let n = s.execute(0, &mut command, &mut response).unwrap();
+    assert_eq!(&response[..n], &tpm::FAILURE_RESPONSE[..]);
+    assert_eq!(s.engine_mut().calls, calls);
 }
