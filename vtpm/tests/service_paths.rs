@@ -3,9 +3,10 @@
 //! a healthy engine; found by `cargo xtask coverage`).
 
 use svsm_protocol::vtpm::MAX_RESPONSE_SIZE;
+use svsm_protocol::vtpm::VTPM_BUFFER_MAX;
 use svsm_protocol::SvsmResultCode;
 use vtpm::tpm;
-use vtpm::{Engine, EngineError, Service, StartupError, VtpmError};
+use vtpm::{Engine, EngineError, Service, StartupError, Vtpm, VtpmError};
 
 /// What the scripted engine does wrong, if anything.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,10 @@ enum Fault {
     StartupError,
     /// The engine cannot process any command after start-up.
     ErrorAfterStart,
+    /// After start-up, responses whose header size is not their length.
+    LyingAfterStart,
+    /// After start-up, a whole response larger than the transport carries.
+    HugeAfterStart,
 }
 
 struct Scripted {
@@ -49,6 +54,15 @@ impl Engine for Scripted {
             (tpm::CC_STARTUP, Fault::StartupError) => return Err(EngineError::Process(7)),
             // Startup, then CreatePrimary and FlushContext for each of the two EKs.
             (_, Fault::ErrorAfterStart) if self.calls > 5 => return Err(EngineError::Process(8)),
+            (_, Fault::LyingAfterStart) if self.calls > 5 => {
+                self.response = response(0, &[0; 8]);
+                self.response[5] = 17;
+                return Ok(());
+            }
+            (_, Fault::HugeAfterStart) if self.calls > 5 => {
+                self.response = response(0, &[0; MAX_RESPONSE_SIZE]);
+                return Ok(());
+            }
             _ => {}
         }
         self.response = match (code, self.fault) {
@@ -202,4 +216,63 @@ fn an_engine_error_after_start_up_latches_failure_mode() {
     let n = s.execute(0, &mut command, &mut response).unwrap();
     assert_eq!(&response[..n], &tpm::FAILURE_RESPONSE[..]);
     assert_eq!(s.engine_mut().calls, calls);
+}
+
+/// TPM_SEND_COMMAND framing (`handle_request`) over the same engine: every refusal, a
+/// whole response, and the responses that fail the TPM closed.
+#[test]
+fn send_command_checks_the_frame_and_every_response() {
+    let request = |command: u32, locality: u8, size: u32, len: usize| {
+        let mut b = vec![0u8; len];
+        let header = [&command.to_le_bytes()[..], &[locality], &size.to_le_bytes()].concat();
+        let n = header.len().min(len);
+        b[..n].copy_from_slice(&header[..n]);
+        if len >= 9 + 12 {
+            b[9..21].copy_from_slice(&tpm::startup_clear());
+        }
+        b
+    };
+    let mut s = start(Fault::None).unwrap();
+    let full = VTPM_BUFFER_MAX;
+    assert_eq!(
+        s.handle_request(&mut request(8, 0, 12, 5)),
+        Err(VtpmError::Truncated)
+    );
+    assert_eq!(
+        s.handle_request(&mut request(9, 0, 12, full)),
+        Err(VtpmError::UnsupportedCommand(9))
+    );
+    assert_eq!(
+        s.handle_request(&mut request(8, 4, 12, full)),
+        Err(VtpmError::Locality(4))
+    );
+    assert_eq!(
+        s.handle_request(&mut request(8, 0, 4088, full)),
+        Err(VtpmError::CommandTooLarge(4088))
+    );
+    assert_eq!(
+        s.handle_request(&mut request(8, 0, 12, full - 1)),
+        Err(VtpmError::Truncated)
+    );
+    let mut b = request(8, 0, 12, full);
+    let n = s.handle_request(&mut b).unwrap();
+    let expected = response_for(&tpm::startup_clear());
+    assert_eq!(n, 4 + expected.len());
+    assert_eq!(&b[..4], &(expected.len() as u32).to_le_bytes());
+    assert_eq!(&b[4..n], &expected[..]);
+    assert!(!s.is_failed());
+
+    for fault in [
+        Fault::LyingAfterStart,
+        Fault::HugeAfterStart,
+        Fault::ErrorAfterStart,
+    ] {
+        let mut s = start(fault).unwrap();
+        for _ in 0..2 {
+            let mut b = request(8, 0, 12, full);
+            assert_eq!(s.handle_request(&mut b), Ok(4 + 10));
+            assert_eq!(&b[4..14], &tpm::FAILURE_RESPONSE[..]);
+            assert!(s.is_failed());
+        }
+    }
 }
