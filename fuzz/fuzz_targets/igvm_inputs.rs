@@ -19,7 +19,7 @@ fuzz_target!(|input: &[u8]| {
             let _ = svsm_igvm::firmware::Firmware::parse(data.to_vec());
         }
         _ => {
-            if let Ok(file) = igvm::IgvmFile::new_from_binary(data, None) {
+            if let Ok(file) = svsm_igvm::parse_igvm(data) {
                 let _ = svsm_igvm::inspect::listing(&file);
                 let _ =
                     svsm_igvm::measure::measure(&file, &svsm_igvm::measure::HostConfig::default());

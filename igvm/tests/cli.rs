@@ -405,3 +405,34 @@ fn the_firmware_memory_map_is_reported_and_its_absence_warned_about() {
     );
     assert!(stderr.contains("0x40000000+0x1000000"), "{stderr}");
 }
+
+/// Fuzzing finding (igvm_inputs): a 77-byte file whose header walk overflows made the
+/// `igvm` crate's parser panic, so `inspect` and `measure` crashed. Both now refuse the
+/// file with an error naming it.
+#[test]
+fn igvm_headers_that_crash_the_parser_are_refused() {
+    const CRASH: [u8; 77] = [
+        0x49, 0x47, 0x56, 0x4d, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+        0xff, 0x4d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0xff, 0x00, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0x17, 0x4d, 0x01, 0x00, 0x00, 0x95, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x1b,
+    ];
+    assert!(svsm_igvm::parse_igvm(&CRASH).is_err());
+    let dir = scratch("cli-igvm-crash");
+    let file = put(&dir, "crash.igvm", &CRASH);
+    for args in [
+        vec!["inspect", s(&file)],
+        vec!["measure", "--vcpus", "1", s(&file)],
+    ] {
+        let o = tool(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("crash.igvm") && stderr.contains("malformed IGVM headers"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
