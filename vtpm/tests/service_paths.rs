@@ -28,6 +28,10 @@ enum Fault {
     LyingAfterStart,
     /// After start-up, a whole response larger than the transport carries.
     HugeAfterStart,
+    /// The engine enters failure mode with its first command after start-up.
+    FailsAfterStart,
+    /// The engine advertises buffers larger than the transport.
+    BigBuffers,
 }
 
 struct Scripted {
@@ -83,9 +87,14 @@ impl Engine for Scripted {
     }
     fn failed(&self) -> bool {
         self.fault == Fault::FailedAfterStart
+            || (self.fault == Fault::FailsAfterStart && self.calls > 5)
     }
     fn buffer_size(&self) -> u32 {
-        4087
+        if self.fault == Fault::BigBuffers {
+            4096
+        } else {
+            4087
+        }
     }
 }
 
@@ -123,6 +132,10 @@ fn start_up_refuses_every_way_the_engine_can_fail() {
     assert_eq!(
         start(Fault::FailedAfterStart).err(),
         Some(StartupError::Engine(EngineError::FailureMode))
+    );
+    assert_eq!(
+        start(Fault::BigBuffers).err(),
+        Some(StartupError::BufferSize(4096))
     );
     assert_eq!(
         start(Fault::StartupError).err(),
@@ -266,6 +279,7 @@ fn send_command_checks_the_frame_and_every_response() {
         Fault::LyingAfterStart,
         Fault::HugeAfterStart,
         Fault::ErrorAfterStart,
+        Fault::FailsAfterStart,
     ] {
         let mut s = start(fault).unwrap();
         for _ in 0..2 {
