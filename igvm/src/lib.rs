@@ -26,6 +26,23 @@ pub const SNP_COMPAT_MASK: u32 = 1 << 0;
 /// Compatibility mask bit of the native (no isolation) platform header.
 pub const NATIVE_COMPAT_MASK: u32 = 1 << 1;
 
+/// Reads an IGVM file held in memory; a malformed one is an error, never a crash.
+///
+/// The `igvm` crate (0.5) can panic on hostile headers (fuzzing found an `attempt to
+/// add with overflow` in its header walk), so its parser runs under `catch_unwind`, with
+/// the panic message kept off the terminal, and a panic becomes this error.
+pub fn parse_igvm(bytes: &[u8]) -> Result<igvm::IgvmFile, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let parsed = std::panic::catch_unwind(|| igvm::IgvmFile::new_from_binary(bytes, None));
+    std::panic::set_hook(hook);
+    match parsed {
+        Ok(Ok(file)) => Ok(file),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("malformed IGVM headers (the igvm parser gave up on them)".into()),
+    }
+}
+
 /// Rounds `value` up to a multiple of the page size, or `None` on overflow.
 pub fn page_align_up(value: u64) -> Option<u64> {
     value

@@ -129,8 +129,7 @@ fn read_igvm(path: &PathBuf) -> Result<IgvmFile, Error> {
         path: path.clone(),
         source,
     })?;
-    IgvmFile::new_from_binary(&bytes, None)
-        .map_err(|e| Error::Igvm(format!("{}: {e}", path.display())))
+    svsm_igvm::parse_igvm(&bytes).map_err(|e| Error::Igvm(format!("{}: {e}", path.display())))
 }
 
 fn run(cli: Cli) -> Result<(), Error> {

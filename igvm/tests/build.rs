@@ -520,3 +520,28 @@ fn madt_area_on_request() {
         vec![BASE + 0x8000, BASE + 0x9000, BASE + 0xA000, BASE + 0xB000]
     );
 }
+
+/// Audit finding: OVMF metadata sections must not overlap each other (two sections the
+/// SVSM would validate or fill twice). Every way of overlapping is refused, naming both
+/// sections; sections that only touch are fine.
+#[test]
+fn overlapping_firmware_metadata_sections_are_refused() {
+    use svsm_igvm::firmware::Firmware;
+    for extra in [
+        (0x80_e000, 0x2000, 1), // covers the secrets and the calling-area pages
+        (0x80_0000, 0x1000, 1), // inside the first section
+        (0x7F_F000, 0x2000, 1), // straddles the first section's start
+        (0x80_d000, 0x1000, 2), // the same page twice
+    ] {
+        let mut sections = TRIXIE_LIKE.to_vec();
+        sections.push(extra);
+        let err = Firmware::parse(firmware(0x20_0000, &sections)).unwrap_err();
+        assert!(
+            err.contains("overlapping regions: SEV metadata sections"),
+            "{extra:x?}: {err}"
+        );
+    }
+    let mut touching = TRIXIE_LIKE.to_vec();
+    touching.push((0x7F_0000, 0x1_0000, 1));
+    Firmware::parse(firmware(0x20_0000, &touching)).unwrap();
+}

@@ -203,7 +203,7 @@ fn missing_and_malformed_firmware() {
     build_fails(
         &dir,
         &["--kernel", s(&k), "--firmware", s(&fw)],
-        "overlapping regions",
+        "overlapping regions: SEV metadata sections 0x80e000+0x1000 and 0x80e000+0x2000",
     );
 }
 
@@ -475,4 +475,35 @@ fn the_vtpm_engine_in_the_image_is_reported() {
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("vTPM engine (part of that digest): not found")
     );
+}
+
+/// Fuzzing finding (igvm_inputs): a 77-byte file whose header walk overflows made the
+/// `igvm` crate's parser panic, so `inspect` and `measure` crashed. Both now refuse the
+/// file with an error naming it.
+#[test]
+fn igvm_headers_that_crash_the_parser_are_refused() {
+    const CRASH: [u8; 77] = [
+        0x49, 0x47, 0x56, 0x4d, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+        0xff, 0x4d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0xff, 0x00, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0x17, 0x4d, 0x01, 0x00, 0x00, 0x95, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x1b,
+    ];
+    assert!(svsm_igvm::parse_igvm(&CRASH).is_err());
+    let dir = scratch("cli-igvm-crash");
+    let file = put(&dir, "crash.igvm", &CRASH);
+    for args in [
+        vec!["inspect", s(&file)],
+        vec!["measure", "--vcpus", "1", s(&file)],
+    ] {
+        let o = tool(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("crash.igvm") && stderr.contains("malformed IGVM headers"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

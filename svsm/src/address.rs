@@ -254,9 +254,14 @@ impl CheckedRange {
 }
 
 /// A registered VMSA page. Only the registry hands these out.
+///
+/// A handle names one registration, not just a page: a VMSA deleted and created again on
+/// the same page gets a new generation, so a handle taken before compares unequal to the
+/// new one (a call's results never reach a VMSA created during the call).
 #[derive(Debug, PartialEq, Eq)]
 pub struct VmsaPage {
     addr: u64,
+    generation: u64,
 }
 
 impl VmsaPage {
@@ -284,6 +289,18 @@ pub struct VmsaEntry {
     pub apic_id: u32,
     /// Who created it.
     pub origin: VmsaOrigin,
+    /// Which registration this is (unique over the registry's life).
+    pub generation: u64,
+}
+
+impl VmsaEntry {
+    /// The handle of this registration.
+    fn page(&self) -> VmsaPage {
+        VmsaPage {
+            addr: self.addr,
+            generation: self.generation,
+        }
+    }
 }
 
 /// What the SVSM knows about one vCPU's guest side.
@@ -304,6 +321,8 @@ pub struct GuestState {
     layout: MemoryLayout,
     vcpus: Vec<VcpuEntry>,
     vmsas: Vec<VmsaEntry>,
+    /// The generation the next registered VMSA gets.
+    next_generation: u64,
 }
 
 impl GuestState {
@@ -323,6 +342,7 @@ impl GuestState {
             layout,
             vcpus,
             vmsas: Vec::new(),
+            next_generation: 0,
         }
     }
 
@@ -399,12 +419,12 @@ impl GuestState {
     #[inline]
     pub fn current_vmsa(&self, apic_id: u32) -> Option<VmsaPage> {
         let addr = self.vcpu(apic_id)?.guest_vmsa?;
-        self.vmsa(addr).map(|v| VmsaPage { addr: v.addr })
+        self.vmsa(addr).map(VmsaEntry::page)
     }
 
     /// A handle to the registered VMSA at `addr`.
     pub fn vmsa_page(&self, addr: u64) -> Option<VmsaPage> {
-        self.vmsa(addr).map(|v| VmsaPage { addr: v.addr })
+        self.vmsa(addr).map(VmsaEntry::page)
     }
 
     /// What a call on `apic_id` needs: its current guest VMSA and its calling area
@@ -420,7 +440,7 @@ impl GuestState {
             .check(GuestPhysAddr(vcpu.calling_area?), PAGE_SIZE, Access::Data)
             .ok()?;
         let vmsa = self.vmsa(vcpu.guest_vmsa?)?;
-        Some((VmsaPage { addr: vmsa.addr }, ca))
+        Some((vmsa.page(), ca))
     }
 
     /// The calling area of `apic_id`, checked like any guest range.
@@ -473,10 +493,12 @@ impl GuestState {
     /// [`GuestState::check_new_vmsa`]) as the current VMSA of `apic_id`, with `ca` as its
     /// calling area.
     pub fn register_guest_vmsa(&mut self, apic_id: u32, vmsa: CheckedRange, ca: &CheckedRange) {
+        let generation = self.take_generation();
         self.vmsas.push(VmsaEntry {
             addr: vmsa.start,
             apic_id,
             origin: VmsaOrigin::Guest,
+            generation,
         });
         if let Some(v) = self.vcpu_mut(apic_id) {
             v.guest_vmsa = Some(vmsa.start);
@@ -507,12 +529,20 @@ impl GuestState {
             .ok_or(AddressError::NotGuestVmsa)?;
         vcpu.guest_vmsa = Some(addr);
         vcpu.calling_area = Some(ca.start);
+        let generation = self.take_generation();
         self.vmsas.push(VmsaEntry {
             addr,
             apic_id,
             origin: VmsaOrigin::Launch,
+            generation,
         });
         Ok(())
+    }
+
+    fn take_generation(&mut self) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        generation
     }
 
     /// Removes a guest-created VMSA from the registry and unbinds it from any vCPU
@@ -521,7 +551,7 @@ impl GuestState {
         let index = self
             .vmsas
             .iter()
-            .position(|v| v.addr == page.addr && v.origin == VmsaOrigin::Guest)
+            .position(|v| v.page() == page && v.origin == VmsaOrigin::Guest)
             .ok_or(AddressError::NotGuestVmsa)?;
         self.vmsas.swap_remove(index);
         for v in &mut self.vcpus {

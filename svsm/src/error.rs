@@ -134,7 +134,9 @@ impl From<SvsmError> for SvsmResultCode {
             | SvsmError::Psp(PspError::Unavailable)
             | SvsmError::Psp(PspError::Hypervisor(_))
             | SvsmError::Psp(PspError::Firmware(_)) => SvsmResultCode::INVALID_REQUEST,
-            SvsmError::Psp(PspError::Busy) | SvsmError::Busy => SvsmResultCode::BUSY,
+            SvsmError::Psp(PspError::Busy)
+            | SvsmError::Busy
+            | SvsmError::Rmpadjust(RmpadjustError::FailInUse) => SvsmResultCode::BUSY,
             SvsmError::UnsupportedProtocol => SvsmResultCode::UNSUPPORTED_PROTOCOL,
             SvsmError::UnsupportedCall => SvsmResultCode::UNSUPPORTED_CALL,
             SvsmError::Incomplete => SvsmResultCode::INCOMPLETE,
@@ -233,6 +235,11 @@ mod tests {
             ),
             (SvsmError::Psp(PspError::Busy), SvsmResultCode::BUSY),
             (SvsmError::Busy, SvsmResultCode::BUSY),
+            // A VMSA still running: the guest retries (DELETE_VCPU on SNP).
+            (
+                SvsmError::Rmpadjust(RmpadjustError::FailInUse),
+                SvsmResultCode::BUSY,
+            ),
             (
                 SvsmError::UnsupportedProtocol,
                 SvsmResultCode::UNSUPPORTED_PROTOCOL,

@@ -768,6 +768,26 @@ struct GatedPlatform {
     inner: SharedSnp,
     entered: std::sync::mpsc::SyncSender<()>,
     proceed: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    /// Where it stops.
+    gate: GateAt,
+    /// Stops at the EFER write only once.
+    efer_armed: std::sync::atomic::AtomicBool,
+}
+
+/// Where a [`GatedPlatform`] stops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GateAt {
+    /// Inside PVALIDATE.
+    Pvalidate,
+    /// Inside the request loop's write that clears EFER.SVME at the start of a call.
+    EferClear,
+}
+
+impl GatedPlatform {
+    fn wait(&self) {
+        let _ = self.entered.send(());
+        let _ = self.proceed.lock().unwrap().recv();
+    }
 }
 
 impl svsm::platform::Platform for GatedPlatform {
@@ -777,8 +797,9 @@ impl svsm::platform::Platform for GatedPlatform {
         size: svsm::platform::PageSize,
         validate: bool,
     ) -> Result<svsm::platform::Validation, svsm::platform::PvalidateError> {
-        let _ = self.entered.send(());
-        let _ = self.proceed.lock().unwrap().recv();
+        if self.gate == GateAt::Pvalidate {
+            self.wait();
+        }
         self.inner.pvalidate(addr, size, validate)
     }
     fn rmpadjust(
@@ -827,6 +848,16 @@ impl svsm::platform::Platform for GatedPlatform {
         offset: u64,
         data: &[u8],
     ) -> Result<(), svsm::platform::MemoryError> {
+        let clears_svme = data
+            .try_into()
+            .is_ok_and(|v| u64::from_le_bytes(v) & vmsa::EFER_SVME == 0);
+        if self.gate == GateAt::EferClear
+            && offset == vmsa::EFER
+            && clears_svme
+            && self.efer_armed.swap(false, Ordering::SeqCst)
+        {
+            self.wait();
+        }
         self.inner.write_vmsa(vmsa, offset, data)
     }
     fn vmsa_running(&self, vmsa: &svsm::address::VmsaPage) -> bool {
@@ -852,10 +883,19 @@ impl svsm::platform::Platform for GatedPlatform {
     }
 }
 
-/// While one vCPU's PVALIDATE holds the registry, another vCPU's REMAP_CA gets BUSY and
-/// changes nothing; retried with the same registers afterwards, it succeeds.
-#[test]
-fn busy_while_another_vcpu_holds_the_registry() {
+/// A machine with two launch vCPUs (0 and 1, each with a calling area) and an SVSM on
+/// a [`GatedPlatform`] that stops at `gate`.
+struct GatedSetup {
+    machine: SharedSnp,
+    svsm: svsm::requests::Svsm<GatedPlatform>,
+    boot_ca: u64,
+    ap_ca: u64,
+    entered: std::sync::mpsc::Receiver<()>,
+    proceed: std::sync::mpsc::Sender<()>,
+    _system: EmulatedSystem,
+}
+
+fn gated_setup(gate: GateAt) -> GatedSetup {
     use svsm::platform::{PageSize as RmpPageSize, Platform};
     use svsm::requests::{Svsm, SvsmConfig};
 
@@ -907,6 +947,8 @@ fn busy_while_another_vcpu_holds_the_registry() {
             inner: machine.clone(),
             entered: entered_tx,
             proceed: std::sync::Mutex::new(proceed_rx),
+            gate,
+            efer_armed: std::sync::atomic::AtomicBool::new(true),
         },
         SvsmConfig {
             guest_vmpl: Vmpl::new(2).unwrap(),
@@ -927,8 +969,32 @@ fn busy_while_another_vcpu_holds_the_registry() {
         GuestPhysAddr::new(ap_ca),
     )
     .unwrap();
+    GatedSetup {
+        machine,
+        svsm,
+        boot_ca: info.config.boot_ca,
+        ap_ca,
+        entered: entered_rx,
+        proceed: proceed_tx,
+        _system: system,
+    }
+}
 
-    let boot_ca = info.config.boot_ca;
+/// While one vCPU's PVALIDATE holds the registry, another vCPU's REMAP_CA gets BUSY and
+/// changes nothing; retried with the same registers afterwards, it succeeds.
+#[test]
+fn busy_while_another_vcpu_holds_the_registry() {
+    use svsm::platform::Platform;
+
+    let GatedSetup {
+        machine,
+        svsm,
+        boot_ca,
+        ap_ca,
+        entered: entered_rx,
+        proceed: proceed_tx,
+        ..
+    } = gated_setup(GateAt::Pvalidate);
     let list = boot_ca + 8;
     let entry = PvalidateEntry::new(0x20_3000, PageSize::Size4K, true, false).unwrap();
     let mut bytes = vec![0u8; 16];
@@ -968,4 +1034,146 @@ fn busy_while_another_vcpu_holds_the_registry() {
         svsm.state_snapshot().vcpu(1).unwrap().calling_area,
         Some(0x20_1000)
     );
+}
+
+/// Audit finding: the request loop cleared the guest VMSA's EFER.SVME after dropping the
+/// state lock, so a DELETE_VCPU on another vCPU could turn the page back into guest RAM
+/// before the write landed in it. The write happens under the lock: while it is under
+/// way, a call that needs the registry exclusively gets BUSY and changes nothing.
+#[test]
+fn the_efer_write_at_the_start_of_a_call_holds_the_registry() {
+    use svsm::platform::Platform;
+
+    let GatedSetup {
+        machine,
+        svsm,
+        boot_ca,
+        ap_ca,
+        entered,
+        proceed,
+        ..
+    } = gated_setup(GateAt::EferClear);
+    let remap = regs(CoreCall::RemapCa, 0x20_1000, 0, 0);
+    std::thread::scope(|s| {
+        machine
+            .guest_begin_call(0, boot_ca, &regs(CoreCall::QueryProtocol, 1, 0, 0), true)
+            .unwrap();
+        let bsp = s.spawn(|| svsm.handle_request(0));
+        entered.recv().unwrap();
+        machine.guest_begin_call(1, ap_ca, &remap, true).unwrap();
+        let before = svsm.state_snapshot();
+        let outcome = svsm.handle_request(1);
+        let after = svsm.state_snapshot();
+        // Let vCPU 0 go on before asserting, so a failure does not hang the test.
+        proceed.send(()).unwrap();
+        assert_eq!(outcome, RequestOutcome::Serviced(SvsmResultCode::BUSY));
+        assert_eq!(after, before, "BUSY changed the registry");
+        assert_eq!(
+            bsp.join().unwrap(),
+            RequestOutcome::Serviced(SvsmResultCode::SUCCESS)
+        );
+    });
+    machine.run_guest(1).unwrap();
+    let ret = machine.guest_end_call(1, ap_ca).unwrap();
+    assert_eq!(SvsmResultCode::from_raw(ret.regs.rax), SvsmResultCode::BUSY);
+    machine.guest_begin_call(1, ap_ca, &remap, true).unwrap();
+    assert_eq!(
+        svsm.handle_request(1),
+        RequestOutcome::Serviced(SvsmResultCode::SUCCESS)
+    );
+}
+
+/// Audit finding: a VMSA deleted and created again on the same page while its vCPU was
+/// inside a call looked like the same VMSA to the write-back, which wrote the old call's
+/// results into the new vCPU's registers. Each registration has its own generation: the
+/// results are dropped and the new VMSA keeps what the guest put in it.
+#[test]
+fn results_never_reach_a_vmsa_recreated_on_the_same_page_during_the_call() {
+    let (entered_tx, entered_rx) = std::sync::mpsc::sync_channel(1);
+    let (proceed_tx, proceed_rx) = std::sync::mpsc::channel();
+    let services = Services::new().with_attestation(Box::new(Gate {
+        entered: entered_tx,
+        proceed: std::sync::Mutex::new(proceed_rx),
+    }));
+    let system = EmulatedSystem::launch(LaunchConfig::default(), services).unwrap();
+    let guest = GuestDriver::new(&system);
+    guest
+        .pvalidate_linux(0, 0x20_0000, 0x40_0000, true)
+        .unwrap();
+    guest
+        .start_ap(GuestKind::Linux, 0, 1, AP1_VMSA, AP1_CA)
+        .unwrap();
+    std::thread::scope(|s| {
+        let ap = s.spawn(|| {
+            guest.call_once(
+                1,
+                &CallRegisters {
+                    rax: 1 << 32,
+                    rcx: 7,
+                    ..Default::default()
+                },
+            )
+        });
+        entered_rx.recv().unwrap();
+        guest
+            .call_ok(0, &regs(CoreCall::DeleteVcpu, AP1_VMSA, 0, 0))
+            .unwrap();
+        // The same page becomes vCPU 1's VMSA again.
+        guest
+            .start_ap(GuestKind::Linux, 0, 1, AP1_VMSA, AP1_CA)
+            .unwrap();
+        proceed_tx.send(()).unwrap();
+        let _ = ap.join().unwrap();
+    });
+    // The Gate's result (RCX = 42, RAX = SUCCESS) did not reach the new VMSA.
+    let mut reg = [0u8; 8];
+    system
+        .machine()
+        .peek(AP1_VMSA + vmsa::RCX, &mut reg)
+        .unwrap();
+    assert_ne!(u64::from_le_bytes(reg), 42);
+    let entry = system.machine().rmp_entry(AP1_VMSA).unwrap();
+    assert!(entry.vmsa);
+    check(&system);
+}
+
+/// Audit finding: on SEV-SNP, `vmsa_running` always answers "no", so DELETE_VCPU of a
+/// VMSA its vCPU is executing reaches RMPADJUST, which fails with FAIL_INUSE (3); that
+/// was decoded as FAIL_INPUT and answered INVALID_PARAMETER. The model now refuses
+/// RMPADJUST on a running VMSA as hardware does, and the guest gets BUSY with nothing
+/// changed but the cleared SVME; once the vCPU has exited, the retry succeeds.
+#[test]
+fn delete_vcpu_of_a_running_vmsa_on_snp_is_busy_until_it_exits() {
+    let system = EmulatedSystem::standard().unwrap();
+    let guest = GuestDriver::new(&system);
+    guest
+        .pvalidate_linux(0, 0x20_0000, 0x40_0000, true)
+        .unwrap();
+    guest
+        .start_ap(GuestKind::Linux, 0, 1, AP1_VMSA, AP1_CA)
+        .unwrap();
+    let machine = system.machine();
+    machine.set_vmsa_running_visible(false);
+    let registry = system.svsm().state_snapshot();
+    let delete = regs(CoreCall::DeleteVcpu, AP1_VMSA, 0, 0);
+    let ret = guest.call_once(0, &delete).unwrap();
+    assert_eq!(SvsmResultCode::from_raw(ret.regs.rax), SvsmResultCode::BUSY);
+    assert_eq!(system.svsm().state_snapshot(), registry);
+    let entry = machine.rmp_entry(AP1_VMSA).unwrap();
+    assert!(entry.vmsa);
+    assert!(entry.perms[2].is_empty());
+    check(&system);
+    // vCPU 1 exits to VMPL0 (it makes a call); its VMSA is no longer in use.
+    machine
+        .guest_begin_call(1, AP1_CA, &regs(CoreCall::QueryProtocol, 0, 0, 0), true)
+        .unwrap();
+    let ret = guest.call_once(0, &delete).unwrap();
+    assert_eq!(
+        SvsmResultCode::from_raw(ret.regs.rax),
+        SvsmResultCode::SUCCESS
+    );
+    let entry = machine.rmp_entry(AP1_VMSA).unwrap();
+    assert!(!entry.vmsa);
+    assert_eq!(entry.perms[2], RmpPermissions::RWX);
+    check(&system);
 }

@@ -6,9 +6,11 @@
 
 mod attest;
 mod core;
+mod coverage;
 mod debian;
 mod engine;
 mod forky;
+mod fuzz;
 mod igvm;
 mod kernel;
 mod linux;
@@ -56,8 +58,20 @@ enum Cmd {
     Bench,
     /// Only install what this machine lacks.
     Setup,
-    /// Coverage of the request handlers (cargo-llvm-cov; branch coverage on nightly).
+    /// Branch coverage of the request loop, the handlers and the vTPM service.
     Coverage,
+    /// Run the fuzz targets (all, or one) for a while each.
+    Fuzz {
+        /// One target (request_loop, vtpm_transport, vtpm_engine, verifier, protocol,
+        /// igvm_inputs); all of them if absent.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Only what `cargo xtask test` runs: replay every corpus, 15 s per target.
+        #[arg(long, conflicts_with = "target")]
+        ci: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -85,7 +99,11 @@ fn main() -> Result<()> {
         } => setup::ensure().and_then(|()| linux::run_interactive()),
         Cmd::Run { .. } => run(),
         Cmd::Bench => bench(),
-        Cmd::Coverage => crate::core::coverage(),
+        Cmd::Coverage => coverage::coverage(),
+        Cmd::Fuzz { ci: true, .. } => fuzz::ci(),
+        Cmd::Fuzz { target, time, .. } => {
+            fuzz::fuzz(target.as_deref(), std::time::Duration::from_secs(time))
+        }
     }
 }
 
@@ -114,6 +132,7 @@ fn test() -> Result<()> {
     )?;
     igvm::prepare_tests()?;
     step("host tests", cargo(&["test", "--workspace"]))?;
+    fuzz::ci()?;
     vtpm::test()?;
     println!("xtask: == kernel (QEMU) ==");
     kernel::clippy()?;

@@ -192,8 +192,8 @@ impl EmulatedHypervisor {
         self.machine.hv_psmash(addr);
         let assigned = state == PageState::Private;
         match self.machine.hv_rmpupdate(addr, PageSize::Size4K, assigned) {
-            Some(()) => 0,
-            None => 1,
+            Ok(()) => 0,
+            Err(_) => 1,
         }
     }
 
@@ -859,7 +859,7 @@ impl SnpMachine {
                 machine.hv_psmash(addr);
                 machine
                     .hv_rmpupdate(addr, PageSize::Size4K, false)
-                    .ok_or_else(|| fail_early(launch_error))?;
+                    .map_err(|_| fail_early(launch_error))?;
                 addr += PAGE_SIZE;
             }
         }
@@ -886,7 +886,7 @@ impl SnpMachine {
             machine.hv_psmash(page);
             machine
                 .hv_rmpupdate(page, PageSize::Size4K, true)
-                .ok_or_else(|| fail_early(launch_error))?;
+                .map_err(|_| fail_early(launch_error))?;
         }
 
         // ---- the SVSM's start-up, the same code the kernel runs ----
@@ -1273,7 +1273,7 @@ fn assign(machine: &EmulatedSnp, start: u64, end: u64) -> Option<()> {
         } else {
             PageSize::Size4K
         };
-        machine.hv_rmpupdate(addr, size, true)?;
+        machine.hv_rmpupdate(addr, size, true).ok()?;
         addr += size.bytes();
     }
     Some(())

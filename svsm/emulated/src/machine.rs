@@ -121,6 +121,9 @@ struct Machine {
     svsm_accesses: u64,
     /// An armed [`HostRace`] and the access count it was armed at.
     race: Option<(HostRace, u64)>,
+    /// Whether [`Platform::vmsa_running`] tells the SVSM the truth (the kernel's own
+    /// record) or, as the SEV-SNP platform does, always answers "not running".
+    running_visible: bool,
 }
 
 /// The accesses a page's summary byte allows.
@@ -308,6 +311,27 @@ impl Machine {
     /// Recomputes the summary of the page of `size` holding `addr`: all that an RMP
     /// instruction on it can change (a 4 KiB operation inside a 2 MiB RMP page splits
     /// it, but the split leaves every other page's state as it was).
+    /// RMPADJUST's FAIL_INUSE: `[addr, addr + size)` (aligned down) holds a VMSA a vCPU
+    /// is executing at the guest VMPL right now (VMRUN marks it in use until #VMEXIT).
+    fn refuse_in_use(&self, addr: u64, size: PageSize) -> Result<(), RmpadjustError> {
+        let start = addr & !(size.bytes() - 1);
+        let end = start.saturating_add(size.bytes());
+        let level = usize::from(self.guest_vmpl.level());
+        let in_use = self.vcpus.iter().any(|v| {
+            v.mode == VcpuMode::Guest
+                && v.vmsas
+                    .get(level)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|a| (start..end).contains(&a))
+        });
+        if in_use {
+            Err(RmpadjustError::FailInUse)
+        } else {
+            Ok(())
+        }
+    }
+
     fn refresh_page(&mut self, addr: u64, size: PageSize) {
         let start = addr & !(size.bytes() - 1);
         self.refresh(start, start.saturating_add(size.bytes()));
@@ -510,6 +534,7 @@ impl EmulatedSnp {
                 guest_vmpl,
                 svsm_accesses: 0,
                 race: None,
+                running_visible: true,
             }),
             psp: EmulatedPsp::default(),
         }
@@ -596,11 +621,23 @@ impl EmulatedSnp {
     }
 
     /// RMPUPDATE by the hypervisor (see [`Rmp::rmpupdate`]).
-    pub fn hv_rmpupdate(&self, addr: u64, size: PageSize, assigned: bool) -> Option<()> {
+    pub fn hv_rmpupdate(
+        &self,
+        addr: u64,
+        size: PageSize,
+        assigned: bool,
+    ) -> Result<(), crate::rmp::RmpupdateError> {
         let mut m = self.lock();
         let done = m.rmp.rmpupdate(addr, size, assigned);
         m.refresh_page(addr, size);
         done
+    }
+
+    /// Whether [`Platform::vmsa_running`] tells the truth (the default, as the kernel's
+    /// per-CPU record does) or always answers "not running", as on the SEV-SNP platform,
+    /// where only RMPADJUST's FAIL_INUSE tells the SVSM that a VMSA still runs.
+    pub fn set_vmsa_running_visible(&self, visible: bool) {
+        self.lock().running_visible = visible;
     }
 
     /// Arms `race`: the hypervisor changes a page after the SVSM's next `race.after`
@@ -711,6 +748,7 @@ impl EmulatedSnp {
     ) -> Result<(), RmpadjustError> {
         let mut m = self.lock();
         let caller = m.guest_vmpl;
+        m.refuse_in_use(addr, size)?;
         let result = m.rmp.rmpadjust(caller, addr, size, target, perms, vmsa);
         m.refresh_page(addr, size);
         result
@@ -855,6 +893,7 @@ impl Platform for EmulatedSnp {
         vmsa: bool,
     ) -> Result<(), RmpadjustError> {
         let mut m = self.lock();
+        m.refuse_in_use(addr.raw(), size)?;
         let result = m
             .rmp
             .rmpadjust(Vmpl::VMPL0, addr.raw(), size, target, perms, vmsa);
@@ -928,6 +967,9 @@ impl Platform for EmulatedSnp {
 
     fn vmsa_running(&self, vmsa: &VmsaPage) -> bool {
         let m = self.lock();
+        if !m.running_visible {
+            return false;
+        }
         let level = usize::from(m.guest_vmpl.level());
         m.vcpus.iter().any(|v| {
             v.mode == VcpuMode::Guest
@@ -1057,6 +1099,57 @@ mod tests {
         assert_eq!(m.guest_read(4 * MB2, &mut [0]), Err(GuestFault::NoMemory));
     }
 
+    /// A VMSA a vCPU is executing is in use: RMPADJUST on it answers FAIL_INUSE and
+    /// changes nothing, at any VMPL; once the vCPU has exited it succeeds.
+    #[test]
+    fn rmpadjust_of_a_running_vmsa_is_fail_inuse() {
+        let m = machine();
+        let vmsa = 0x3000;
+        m.launch_pvalidate(vmsa, PageSize::Size4K).unwrap();
+        m.rmpadjust(
+            PhysAddr::new(vmsa),
+            PageSize::Size4K,
+            vmpl(1),
+            RmpPermissions::empty(),
+            true,
+        )
+        .unwrap();
+        m.hv_ap_create(0, vmpl(2), vmsa).unwrap();
+        let before = m.snapshot();
+        for target in [vmpl(1), vmpl(3)] {
+            assert_eq!(
+                m.rmpadjust(
+                    PhysAddr::new(vmsa),
+                    PageSize::Size4K,
+                    target,
+                    RmpPermissions::empty(),
+                    false,
+                ),
+                Err(RmpadjustError::FailInUse)
+            );
+        }
+        assert_eq!(
+            m.guest_rmpadjust(
+                vmsa,
+                PageSize::Size4K,
+                vmpl(3),
+                RmpPermissions::empty(),
+                false
+            ),
+            Err(RmpadjustError::FailInUse)
+        );
+        assert_eq!(m.snapshot(), before);
+        m.hv_ap_destroy(0).unwrap();
+        m.rmpadjust(
+            PhysAddr::new(vmsa),
+            PageSize::Size4K,
+            vmpl(1),
+            RmpPermissions::empty(),
+            false,
+        )
+        .unwrap();
+    }
+
     /// The per-page summary equals a fresh computation from the RMP and the backing.
     fn summary_in_step(m: &EmulatedSnp) {
         let mut guard = m.lock();
@@ -1121,6 +1214,34 @@ mod tests {
         );
         m.hv_rmpupdate(MB2, PageSize::Size4K, false).unwrap();
         summary_in_step(&m);
+    }
+
+    /// Audit finding: a 2 MiB RMPUPDATE off a 2 MiB boundary was accepted; the summary was
+    /// refreshed for the aligned frame while the RMP changed the straddling one, so the
+    /// guest could read a page the RMP says is not validated. Now refused, nothing changes.
+    #[test]
+    fn a_misaligned_2m_rmpupdate_is_refused_and_changes_nothing() {
+        let m = machine();
+        m.launch_pvalidate(0x10_1000, PageSize::Size4K).unwrap();
+        m.rmpadjust(
+            PhysAddr::new(0x10_1000),
+            PageSize::Size4K,
+            vmpl(2),
+            RmpPermissions::all(),
+            false,
+        )
+        .unwrap();
+        let before = m.snapshot();
+        assert_eq!(
+            m.hv_rmpupdate(0x10_0000, PageSize::Size2M, true),
+            Err(crate::rmp::RmpupdateError::FailInput)
+        );
+        summary_in_step(&m);
+        assert_eq!(m.snapshot(), before);
+        // The page keeps its validation and permissions: still readable, as the RMP says.
+        m.guest_read(0x10_1000, &mut [0]).unwrap();
+        // The straddled page beyond the first frame stays shared, not a private page.
+        m.guest_write(MB2 + 0x1000, b"shared").unwrap();
     }
 
     #[test]

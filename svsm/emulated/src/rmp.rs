@@ -90,6 +90,22 @@ impl RmpEntry {
     }
 }
 
+/// Why RMPUPDATE refused an operand (APM vol. 3, RMPUPDATE, the RAX return codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RmpupdateError {
+    /// FAIL_INPUT (1): misaligned operand, or a page outside the table.
+    FailInput,
+}
+
+impl RmpupdateError {
+    /// The code RMPUPDATE leaves in RAX.
+    pub const fn code(self) -> u64 {
+        match self {
+            Self::FailInput => 1,
+        }
+    }
+}
+
 /// The table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rmp {
@@ -129,17 +145,33 @@ impl Rmp {
     /// RMPUPDATE by the hypervisor: assign `[addr, addr + size)` to the guest as one
     /// fresh page of `size`, or (`assigned = false`) give it back to the hypervisor.
     /// Either way the pages lose validation, permissions and the VMSA bit.
-    pub fn rmpupdate(&mut self, addr: u64, size: PageSize, assigned: bool) -> Option<()> {
-        let span = self.span(addr, size)?;
+    ///
+    /// As on hardware (APM vol. 3, RMPUPDATE), an operand that is not aligned to its page
+    /// size, or that lies beyond the table, is refused with FAIL_INPUT and changes nothing:
+    /// a 2 MiB page that straddled two 2 MiB frames would not be one RMP page.
+    pub fn rmpupdate(
+        &mut self,
+        addr: u64,
+        size: PageSize,
+        assigned: bool,
+    ) -> Result<(), RmpupdateError> {
+        if addr % size.bytes() != 0 {
+            return Err(RmpupdateError::FailInput);
+        }
+        let span = self.span(addr, size).ok_or(RmpupdateError::FailInput)?;
         let large = size == PageSize::Size2M && assigned;
-        for e in self.entries.get_mut(span.first..span.first + span.count)? {
+        let group = self
+            .entries
+            .get_mut(span.first..span.first + span.count)
+            .ok_or(RmpupdateError::FailInput)?;
+        for e in group {
             *e = if assigned {
                 RmpEntry::private(large)
             } else {
                 RmpEntry::default()
             };
         }
-        Some(())
+        Ok(())
     }
 
     /// PSMASH by the hypervisor: split the 2 MiB RMP page holding `addr` into 512 4 KiB
@@ -425,6 +457,36 @@ mod tests {
         rmp.pvalidate(MB2, PageSize::Size4K, true).unwrap();
         rmp.rmpupdate(MB2, PageSize::Size4K, false).unwrap();
         assert_eq!(*rmp.entry(MB2).unwrap(), RmpEntry::default());
-        assert_eq!(rmp.rmpupdate(8 * MB2, PageSize::Size4K, true), None);
+        assert_eq!(
+            rmp.rmpupdate(8 * MB2, PageSize::Size4K, true),
+            Err(RmpupdateError::FailInput)
+        );
+    }
+
+    /// Audit finding: a 2 MiB operand off a 2 MiB boundary was accepted and made a "2 MiB
+    /// page" straddling two frames. Hardware answers FAIL_INPUT and changes nothing.
+    #[test]
+    fn rmpupdate_refuses_misaligned_operands() {
+        let mut rmp = table();
+        let before = rmp.clone();
+        for (addr, size) in [
+            (MB2 + 0x1000, PageSize::Size2M),
+            (MB2 + 0x10_0000, PageSize::Size2M),
+            (MB2 + 0x800, PageSize::Size4K),
+        ] {
+            assert_eq!(
+                rmp.rmpupdate(addr, size, true),
+                Err(RmpupdateError::FailInput)
+            );
+            assert_eq!(
+                rmp.rmpupdate(addr, size, false),
+                Err(RmpupdateError::FailInput)
+            );
+        }
+        assert_eq!(rmp, before);
+        assert_eq!(rmp.rmpupdate(MB2, PageSize::Size2M, true), Ok(()));
+        assert!(rmp
+            .entry(MB2 + 0x1000)
+            .is_some_and(|e| e.large && e.assigned));
     }
 }

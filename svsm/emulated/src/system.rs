@@ -296,7 +296,7 @@ fn assign(machine: &EmulatedSnp, start: u64, end: u64, small: &[u64]) -> Option<
         } else {
             PageSize::Size4K
         };
-        machine.hv_rmpupdate(addr, size, true)?;
+        machine.hv_rmpupdate(addr, size, true).ok()?;
         addr += size.bytes();
     }
     Some(())

@@ -155,6 +155,9 @@ pub enum RmpadjustError {
     /// EAX = 2: the target VMPL is not less privileged than the caller, or the caller
     /// tried to grant permissions it does not hold.
     FailPermission,
+    /// EAX = 3: the page is a VMSA a vCPU is executing right now (VMRUN marks it in
+    /// use until the #VMEXIT; APM vol. 2 "VMSA" under SEV-SNP, RMPADJUST's FAIL_INUSE).
+    FailInUse,
     /// EAX = 6: the RMP entry's page size does not match the requested size.
     FailSizeMismatch,
     /// The instruction raised an exception.
@@ -167,6 +170,7 @@ impl RmpadjustError {
         match self {
             RmpadjustError::FailInput => Some(1),
             RmpadjustError::FailPermission => Some(2),
+            RmpadjustError::FailInUse => Some(3),
             RmpadjustError::FailSizeMismatch => Some(6),
             RmpadjustError::Fault(_) => None,
         }

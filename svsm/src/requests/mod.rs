@@ -457,12 +457,13 @@ impl<P: Platform> Svsm<P> {
                 r8,
                 r9,
             };
+            // While the SVSM works on the call the hypervisor must not run this VMSA.
+            // Written under the state lock, so no DELETE_VCPU can turn the page back into
+            // guest RAM between the check above and this write. If the write fails, so
+            // will the write-back: the call then has no visible result.
+            let _ = self.write_vmsa_u64(&vmsa, vmsa::EFER, efer & !vmsa::EFER_SVME);
             (vmsa, efer, regs)
         };
-
-        // While the SVSM works on the call the hypervisor must not run this VMSA. If the
-        // write fails, so will the write-back: the call then has no visible result.
-        let _ = self.write_vmsa_u64(&vmsa, vmsa::EFER, efer & !vmsa::EFER_SVME);
 
         let code = match self.dispatch(apic_id, &mut regs) {
             Ok(()) => SvsmResultCode::SUCCESS,
@@ -491,7 +492,8 @@ impl<P: Platform> Svsm<P> {
 
     /// The one place results reach the guest: RAX = code, RCX/RDX/R8 as the handler
     /// left them, EFER restored (SVME set again). Skipped if the VMSA stopped being this
-    /// vCPU's VMSA during the call.
+    /// vCPU's VMSA during the call, even if a new VMSA was registered on the same page
+    /// meanwhile (the handles differ in generation).
     fn write_back(
         &self,
         apic_id: u32,

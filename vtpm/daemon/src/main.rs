@@ -36,9 +36,19 @@ struct Cli {
     /// Where the vTPM runs.
     #[arg(long, value_enum, default_value_t = BackendKind::Svsm)]
     backend: BackendKind,
-    /// Address to listen on (loopback unless you mean otherwise).
+    /// Address to listen on (loopback; any other address needs --allow-remote).
     #[arg(long, default_value = "127.0.0.1")]
     listen: IpAddr,
+    /// Listen on an address other than loopback (or a swtpm TCP endpoint off loopback):
+    /// anyone who reaches it can send TPM commands and power-cycle the vTPM.
+    #[arg(long)]
+    allow_remote: bool,
+    /// Clients served at once on each simulator port; more are closed.
+    #[arg(long, default_value_t = 16)]
+    max_clients: usize,
+    /// Seconds a simulator client may stay silent before it is closed.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout: u64,
     /// TCP port of the TPM simulator's command channel (0: any free port).
     #[arg(long, default_value_t = 2321)]
     port: u16,
@@ -122,8 +132,37 @@ fn open_backend(kind: BackendKind, serial: &std::path::Path) -> Result<Opened> {
     })
 }
 
+/// Refuses an address off loopback unless `--allow-remote`, and warns loudly when it is
+/// allowed.
+fn check_exposure(addr: IpAddr, what: &str, allow_remote: bool) -> Result<()> {
+    if addr.is_loopback() {
+        return Ok(());
+    }
+    if !allow_remote {
+        anyhow::bail!(
+            "refusing to serve the {what} on {addr}, which is not loopback: anyone who reaches \
+             it can send TPM commands and power-cycle the vTPM; pass --allow-remote if you \
+             mean it"
+        );
+    }
+    eprintln!(
+        "vtpm-daemon: WARNING: serving the {what} on {addr} (--allow-remote): ANYONE WHO \
+         REACHES THIS ADDRESS CAN SEND TPM COMMANDS AND POWER-CYCLE THE vTPM"
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(vtpm_daemon::swtpm::Endpoint::Tcp(addr)) = &cli.swtpm_ctrl {
+        check_exposure(addr.ip(), "swtpm control channel", cli.allow_remote)?;
+    }
+    if let Some(vtpm_daemon::swtpm::Endpoint::Tcp(addr)) = &cli.swtpm_data {
+        check_exposure(addr.ip(), "swtpm data channel", cli.allow_remote)?;
+    }
+    if cli.swtpm_ctrl.is_none() {
+        check_exposure(cli.listen, "TPM simulator interface", cli.allow_remote)?;
+    }
     let platform_port = match cli.platform_port {
         Some(p) => p,
         None if cli.port == 0 => 0,
@@ -169,7 +208,11 @@ fn main() -> Result<()> {
         return server.run(stop);
     }
     let backend: SharedBackend = Arc::new(Mutex::new(backend));
-    let server = MssimServer::bind(cli.listen, cli.port, platform_port)?;
+    let server =
+        MssimServer::bind(cli.listen, cli.port, platform_port)?.with_limits(mssim::Limits {
+            max_clients: cli.max_clients.max(1),
+            idle_timeout: std::time::Duration::from_secs(cli.idle_timeout.max(1)),
+        });
     let (command, platform) = server.local_addrs()?;
     println!(
         "vtpm-daemon: TPM simulator interface on {command} (platform {platform}), backend {:?}",

@@ -13,10 +13,15 @@
 //! so commands are serialized. A command runs only once it has been received whole, and
 //! then to completion even if its client has gone: a client that disconnects mid-command
 //! loses nothing that the next client would see half done.
+//!
+//! Hostile clients are bounded ([`Limits`]): each port serves at most
+//! `max_clients` connections at once (one more is closed as soon as it is accepted), a
+//! connection that sends nothing for `idle_timeout` is closed, and a command's body is
+//! buffered as its bytes arrive, never at the size its header announces.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
@@ -71,11 +76,32 @@ pub fn lock(backend: &SharedBackend) -> MutexGuard<'_, Box<dyn TpmBackend>> {
     backend.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How much the server lets its clients hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once on each port; more are closed when accepted.
+    pub max_clients: usize,
+    /// A connection that sends nothing for this long is closed (also mid-command).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// 16 clients per port (tpm2-tools opens one per tool, a resource manager one in
+    /// all), idle for at most 5 minutes.
+    fn default() -> Self {
+        Self {
+            max_clients: 16,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
 /// The two listening sockets of the simulator interface.
 #[derive(Debug)]
 pub struct MssimServer {
     command: TcpListener,
     platform: TcpListener,
+    limits: Limits,
 }
 
 impl MssimServer {
@@ -86,7 +112,17 @@ impl MssimServer {
         let platform = TcpListener::bind(SocketAddr::new(addr, platform_port)).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot bind {addr}:{platform_port}: {e}"))
         })?;
-        Ok(Self { command, platform })
+        Ok(Self {
+            command,
+            platform,
+            limits: Limits::default(),
+        })
+    }
+
+    /// Serves with `limits` instead of [`Limits::default`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The bound (command, platform) addresses.
@@ -96,38 +132,75 @@ impl MssimServer {
 
     /// Serves clients until `stop` is set.
     pub fn serve(self, backend: SharedBackend, stop: Arc<AtomicBool>) -> io::Result<()> {
+        let limits = self.limits;
         let platform = {
             let (backend, stop) = (backend.clone(), stop.clone());
             let listener = self.platform;
             thread::Builder::new()
                 .name("mssim-platform".into())
-                .spawn(move || accept_loop(listener, backend, stop, platform_client))?
+                .spawn(move || accept_loop(listener, backend, stop, limits, platform_client))?
         };
-        accept_loop(self.command, backend, stop, command_client);
+        accept_loop(self.command, backend, stop, limits, command_client);
         platform.join().ok();
         Ok(())
     }
 }
 
-/// Accepts connections until `stop`; each gets a thread running `client`.
+/// Counts a client while it is served.
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl ClientSlot {
+    /// A slot if fewer than `max` clients hold one.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Accepts connections until `stop`; each gets a thread running `client`, up to
+/// `limits.max_clients` at once.
 fn accept_loop(
     listener: TcpListener,
     backend: SharedBackend,
     stop: Arc<AtomicBool>,
+    limits: Limits,
     client: fn(TcpStream, &SharedBackend) -> io::Result<()>,
 ) {
+    let clients = Arc::new(AtomicUsize::new(0));
     if let Err(e) = listener.set_nonblocking(true) {
         eprintln!("vtpm-daemon: cannot poll the listener: {e}");
         return;
     }
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let Some(slot) = ClientSlot::take(&clients, limits.max_clients) else {
+                    eprintln!(
+                        "vtpm-daemon: {} clients already connected; closing the connection \
+                         from {peer}",
+                        limits.max_clients
+                    );
+                    drop(stream);
+                    continue;
+                };
                 let backend = backend.clone();
                 let spawned = thread::Builder::new()
                     .name("mssim-client".into())
                     .spawn(move || {
-                        if stream.set_nonblocking(false).is_ok() {
+                        let _slot = slot;
+                        if stream.set_nonblocking(false).is_ok()
+                            && stream.set_read_timeout(Some(limits.idle_timeout)).is_ok()
+                        {
                             let _ = stream.set_nodelay(true);
                             // A client that goes away is not an error of the server.
                             let _ = client(stream, &backend);
@@ -182,9 +255,13 @@ fn command_client(mut s: TcpStream, backend: &SharedBackend) -> io::Result<()> {
                         format!("a {size}-byte command is larger than any TPM command"),
                     ));
                 }
-                let mut command = vec![0u8; size as usize];
-                // A client that leaves mid-command: nothing was executed.
-                s.read_exact(&mut command)?;
+                // Buffered as the bytes arrive: an announced size costs nothing until the
+                // client sends it. A client that leaves mid-command: nothing was executed.
+                let mut command = Vec::new();
+                (&mut s).take(u64::from(size)).read_to_end(&mut command)?;
+                if command.len() != size as usize {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
                 let response = run(backend, locality, &command)?;
                 let mut out = Vec::with_capacity(response.len() + 8);
                 out.extend_from_slice(&(response.len() as u32).to_be_bytes());

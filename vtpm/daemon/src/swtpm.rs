@@ -22,7 +22,10 @@
 //! - a malformed or refused control message changes nothing: every check runs before
 //!   the first effect;
 //! - clients are serialized: one control client at a time, and every TPM command and
-//!   control command holds the device lock for its whole run;
+//!   control command holds the device lock for its whole run; a control client that has
+//!   sent nothing for [`CONTROL_IDLE_GRACE`] gives way to one waiting to connect, so an
+//!   idle client cannot lock the others out (QEMU reconnects its control channel), and
+//!   at most [`MAX_DATA_CLIENTS`] data clients are served at once;
 //! - the TPM state never leaves the backend: the state-blob commands (migration) are not
 //!   offered, so QEMU blocks migration of a VM that uses this TPM.
 
@@ -181,6 +184,42 @@ const CONTROL_MESSAGE_MAX: usize = 4 + 4 + 4096;
 
 /// How often blocked threads look at the stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a control client may stay silent while another one waits to connect.
+pub const CONTROL_IDLE_GRACE: Duration = Duration::from_secs(1);
+
+/// Data-channel clients served at once on the listening data socket; more are closed.
+pub const MAX_DATA_CLIENTS: usize = 16;
+
+/// What the control loop does next.
+enum ControlEvent {
+    /// The client sent something.
+    Message,
+    /// The client has been idle while another waits: drop it, accept the next.
+    GiveWay,
+    /// `stop` was set.
+    Stop,
+}
+
+/// Waits for the control client's next message, or for a reason to stop serving it.
+fn next_control_event(
+    client: &impl AsFd,
+    listener: &impl AsFd,
+    stop: &AtomicBool,
+) -> io::Result<ControlEvent> {
+    let idle_since = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if readable_by(client, Instant::now() + POLL_INTERVAL)? {
+            return Ok(ControlEvent::Message);
+        }
+        if idle_since.elapsed() >= CONTROL_IDLE_GRACE
+            && readable_by(listener, Instant::now() + Duration::from_millis(1))?
+        {
+            return Ok(ControlEvent::GiveWay);
+        }
+    }
+    Ok(ControlEvent::Stop)
+}
 
 /// The daemon holds its backend boxed; the box drives this front end like the backend.
 impl TpmBackend for Box<dyn TpmBackend> {
@@ -935,7 +974,15 @@ fn serve_control<B: TpmBackend + 'static>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(anyhow::Error::new(e).context("cannot accept a control client")),
         };
-        while readable_unless(&client, stop)? {
+        loop {
+            match next_control_event(&client, &listener.as_fd(), stop)? {
+                ControlEvent::Message => {}
+                ControlEvent::Stop => return Ok(()),
+                ControlEvent::GiveWay => {
+                    eprintln!("swtpm: idle control client dropped: another one is waiting");
+                    break;
+                }
+            }
             let (message, fds) = match recv_control(&mut client) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
@@ -994,6 +1041,11 @@ fn serve_data_listener<B: TpmBackend + 'static>(
                 let device = Arc::clone(device);
                 let stop = Arc::clone(stop);
                 clients.retain(|t| !t.is_finished());
+                if clients.len() >= MAX_DATA_CLIENTS {
+                    eprintln!("swtpm: {MAX_DATA_CLIENTS} data clients already; closing one more");
+                    drop(stream);
+                    continue;
+                }
                 clients.push(std::thread::spawn(move || {
                     if let Err(e) = serve_data(&mut stream, &device, &stop) {
                         eprintln!("swtpm: data client dropped: {e}");
@@ -1755,6 +1807,44 @@ mod tests {
         let mut buf = [0u8; 1];
         assert_eq!(qemu_data.read(&mut buf).unwrap(), 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Audit finding: one control client that connected and sent nothing blocked every
+    /// other client forever. Now an idle client gives way to one that is waiting.
+    #[test]
+    fn an_idle_control_client_does_not_lock_out_the_next() {
+        let config = Config {
+            control: "tcp:127.0.0.1:0".parse().unwrap(),
+            data: None,
+        };
+        let server = Server::bind(&config, EchoTpm::default()).unwrap();
+        let Endpoint::Tcp(addr) = server.control_endpoint().unwrap() else {
+            panic!("not TCP");
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || server.run(stop))
+        };
+        let mut idle = TcpStream::connect(addr).unwrap();
+        // The idle client is served first (it gets an answer), then goes silent.
+        idle.write_all(&msg(cmd::GET_CAPABILITY, &[])).unwrap();
+        let mut reply = [0u8; 8];
+        idle.read_exact(&mut reply).unwrap();
+        let mut next = TcpStream::connect(addr).unwrap();
+        // A generous bound so a broken server fails the test instead of hanging it.
+        next.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        next.write_all(&msg(cmd::GET_CAPABILITY, &[])).unwrap();
+        next.read_exact(&mut reply)
+            .expect("the waiting client is served");
+        assert_eq!(reply[4..], CAPABILITIES.to_be_bytes());
+        // The idle one was closed.
+        idle.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        assert_eq!(idle.read(&mut reply).unwrap(), 0);
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap().unwrap();
     }
 
     #[test]

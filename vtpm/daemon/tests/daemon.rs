@@ -251,6 +251,29 @@ fn bad_command_lines_say_what_is_wrong() {
     assert!(err.contains("--platform-port"), "{err}");
 }
 
+/// Audit finding: `--listen 0.0.0.0` was accepted silently, exposing power-off to the
+/// network. Off loopback the daemon refuses unless told `--allow-remote`, and says why.
+#[test]
+fn listening_off_loopback_needs_allow_remote() {
+    for args in [
+        &["--listen", "0.0.0.0", "--port", "0"][..],
+        &["--listen", "::", "--port", "0"][..],
+        &["--swtpm-ctrl", "tcp:0.0.0.0:0"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vtpm-daemon"))
+            .args(args)
+            .output()
+            .expect("run the daemon");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("which is not loopback") && err.contains("--allow-remote"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("power-cycle the vTPM"), "{err}");
+    }
+}
+
 #[test]
 fn the_engine_backend_serves_the_same_vtpm_without_the_svsm() {
     let d = Daemon::start(&["--backend", "engine"]);

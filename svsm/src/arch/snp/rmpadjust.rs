@@ -22,6 +22,8 @@ pub const RMPADJUST_FAIL_INPUT: u32 = 1;
 pub const RMPADJUST_FAIL_PERMISSION: u32 = 2;
 /// EAX: the operand's size differs from the RMP entry's.
 pub const RMPADJUST_FAIL_SIZEMISMATCH: u32 = 6;
+/// The page is a VMSA in use by a running vCPU (FAIL_INUSE).
+pub const RMPADJUST_FAIL_INUSE: u32 = 3;
 
 /// RDX bit: read permission.
 pub const RMPADJUST_READ: u64 = 1 << 8;
@@ -74,6 +76,7 @@ pub fn decode_rmpadjust(eax: u32) -> Result<(), RmpadjustError> {
         RMPADJUST_SUCCESS => Ok(()),
         RMPADJUST_FAIL_INPUT => Err(RmpadjustError::FailInput),
         RMPADJUST_FAIL_PERMISSION => Err(RmpadjustError::FailPermission),
+        RMPADJUST_FAIL_INUSE => Err(RmpadjustError::FailInUse),
         RMPADJUST_FAIL_SIZEMISMATCH => Err(RmpadjustError::FailSizeMismatch),
         _ => Err(RmpadjustError::FailInput),
     }
@@ -164,10 +167,13 @@ mod tests {
         assert_eq!(decode_rmpadjust(1), Err(RmpadjustError::FailInput));
         assert_eq!(decode_rmpadjust(2), Err(RmpadjustError::FailPermission));
         assert_eq!(decode_rmpadjust(6), Err(RmpadjustError::FailSizeMismatch));
-        assert!(decode_rmpadjust(3).is_err());
+        // Audit finding: 3 (FAIL_INUSE, a running VMSA) was decoded as FAIL_INPUT.
+        assert_eq!(decode_rmpadjust(3), Err(RmpadjustError::FailInUse));
+        assert_eq!(decode_rmpadjust(4), Err(RmpadjustError::FailInput));
         for e in [
             RmpadjustError::FailInput,
             RmpadjustError::FailPermission,
+            RmpadjustError::FailInUse,
             RmpadjustError::FailSizeMismatch,
         ] {
             assert_eq!(decode_rmpadjust(e.code().unwrap()), Err(e));

@@ -197,8 +197,9 @@ impl Platform for SnpPlatform {
 
     fn vmsa_running(&self, _vmsa: &VmsaPage) -> bool {
         // SNP gives VMPL0 no view of whether the hypervisor is executing a VMSA right
-        // now; the request loop clears EFER.SVME first, after which the hardware refuses
-        // to enter it.
+        // now; DELETE_VCPU clears EFER.SVME first, after which the hardware refuses to
+        // enter it, and its RMPADJUST of a VMSA still running fails with FAIL_INUSE,
+        // which the guest gets as BUSY and retries.
         false
     }
 
