@@ -191,6 +191,7 @@ fn build_openssl(what: &str) -> Result<PathBuf> {
         return Ok(libcrypto);
     }
     let _ = fs::remove_dir_all(&dir);
+    let _ = fs::remove_file(root().join("openssl-build.log"));
     fs::create_dir_all(&dir)?;
     println!(
         "xtask: building OpenSSL {} for the engine (once; cached in target/engine)",
@@ -208,13 +209,27 @@ fn build_openssl(what: &str) -> Result<PathBuf> {
             openssl_src::source_dir().display()
         );
     }
+    // OpenSSL's build echoes every compiler line: keep it in a log, show its end on failure.
+    let log = root().join("openssl-build.log");
     let run = |cmd: &mut Command, what: &str| -> Result<()> {
-        let status = cmd
+        let out = cmd
             .current_dir(&dir)
-            .status()
+            .output()
             .with_context(|| format!("cannot start {what}"))?;
-        if !status.success() {
-            bail!("{what} failed ({status})");
+        let mut text = out.stdout;
+        text.extend_from_slice(&out.stderr);
+        let mut all = fs::read(&log).unwrap_or_default();
+        all.extend_from_slice(&text);
+        fs::write(&log, &all)?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&text);
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            bail!(
+                "{what} failed ({}); its last lines (all in {}):\n{tail}",
+                out.status,
+                log.display()
+            );
         }
         Ok(())
     };
