@@ -40,6 +40,11 @@ pub const TARGETS: [&str; 6] = [
     "igvm_inputs",
 ];
 
+/// Targets whose input is a structured sequence (`arbitrary`): libFuzzer's default of
+/// growing the input length slowly keeps them to two or three steps for a long time, so
+/// they start at full length.
+const STRUCTURED: [&str; 3] = ["request_loop", "vtpm_transport", "vtpm_engine"];
+
 /// Seconds of the timed pass per target in `cargo xtask test`.
 const CI_SECONDS: u64 = 15;
 
@@ -180,6 +185,7 @@ fn libfuzzer(target: &str, corpora: &[&Path], args: &[String]) -> Result<()> {
     )
     .arg(format!("-artifact_prefix={}/", artifacts.display()))
     .args(["-timeout=60", "-rss_limit_mb=4096", "-max_len=8192"])
+    .args(STRUCTURED.contains(&target).then_some("-len_control=0"))
     .args(args)
     .args(corpora);
     run(&format!("fuzz target {target}"), &mut cmd).with_context(|| {
