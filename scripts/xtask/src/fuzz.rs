@@ -228,11 +228,49 @@ pub fn fuzz(target: Option<&str>, time: Duration) -> Result<()> {
     Ok(())
 }
 
+/// svsm-igvm's target on the real inputs this run already has, too large to commit as
+/// seeds: Debian's OVMF images (fetched for the IGVM tests) and the IGVM files
+/// `cargo xtask test` built (mode byte 1: firmware, 2: IGVM file, as
+/// `fuzz/seeds/make_seeds.py` writes them). Each is run once, whole.
+fn replay_real_artifacts() -> Result<()> {
+    let dir = PathBuf::from("target/fuzz-real/igvm_inputs");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut inputs = Vec::new();
+    for (source, mode) in [
+        ("target/firmware/forky/OVMF.fd", 1u8),
+        ("target/firmware/trixie/OVMF.fd", 1),
+        ("target/firmware/bookworm/OVMF.fd", 1),
+        ("target/svsm.igvm", 2),
+        ("target/svsm-ovmf.igvm", 2),
+    ] {
+        let Ok(bytes) = std::fs::read(source) else {
+            continue;
+        };
+        let input = dir.join(source.replace('/', "_"));
+        let mut data = vec![mode];
+        data.extend_from_slice(&bytes);
+        std::fs::write(&input, data)?;
+        inputs.push(input);
+    }
+    if inputs.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "xtask: == fuzz: igvm_inputs: {} real OVMF images and IGVM files, once each ==",
+        inputs.len()
+    );
+    let mut cmd = Command::new(binary("igvm_inputs"));
+    cmd.args(&inputs);
+    run("fuzz target igvm_inputs on the real artifacts", &mut cmd)
+}
+
 /// `cargo xtask test`'s fuzz step: replay every committed corpus, then a short timed
 /// pass of each target on a scratch corpus.
 pub fn ci() -> Result<()> {
     ensure_fuzz_tools()?;
     build("none")?;
+    replay_real_artifacts()?;
     for t in TARGETS {
         let seeds = seeds(t);
         std::fs::create_dir_all(&seeds)?;

@@ -132,7 +132,6 @@ fn test() -> Result<()> {
     )?;
     igvm::prepare_tests()?;
     step("host tests", cargo(&["test", "--workspace"]))?;
-    fuzz::ci()?;
     vtpm::test()?;
     println!("xtask: == kernel (QEMU) ==");
     kernel::clippy()?;
@@ -140,6 +139,8 @@ fn test() -> Result<()> {
     kernel::test_tpm2_tools()?;
     igvm::package()?;
     attest::cli_checks()?;
+    // After the IGVM files exist: the fuzz step also replays them.
+    fuzz::ci()?;
     println!("xtask: == linux guest ==");
     linux::test()?;
     println!("xtask: every test level passed");
