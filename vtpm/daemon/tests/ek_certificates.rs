@@ -8,10 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::Daemon;
-use svsm_emulated::psp::{test_chain, test_vcek, LaunchInfo};
-use svsm_verifier::chain::Chain;
-use svsm_verifier::ek_nv::{verify_nv_evidence, EkPolicy, MeasurementCheck, NvEvidence, TpmEks};
-use svsm_verifier::VcekTrust;
+use svsm_verifier::ek_nv::{verify_nv_evidence, NvEvidence, TpmEks};
 
 /// The indices the SVSM writes (protocol/src/ek_evidence.rs).
 const INDICES: [&str; 5] = [
@@ -138,20 +135,7 @@ fn ek_certificates_in_nv_carry_the_keys_tpm2_createek_makes() {
     // 0x01C00101, ASK and ARK of the emulated PSP's test chain, the emulated launch's
     // measurement (zeros), and the EKs tpm2_createek made.
     d.tool("tpm2_nvread", &["0x01C00101", "-o", "vcek.der"]);
-    let chain = test_chain(&test_vcek().verifying_key().clone()).unwrap();
-    let policy = EkPolicy {
-        vcek: VcekTrust::Chain(Box::new(
-            Chain::parse(
-                &d.read("vcek.der"),
-                chain.ask_pem.as_bytes(),
-                chain.ark_pem.as_bytes(),
-            )
-            .unwrap(),
-        )),
-        measurement: MeasurementCheck::Expect(LaunchInfo::default().measurement),
-        min_tcb: None,
-        min_state_generation: None,
-    };
+    let policy = common::emulated_policy(&d.read("vcek.der"), None);
     let (rsa, ecc, ca, report) = (
         d.read("rsa.der"),
         d.read("ecc.der"),

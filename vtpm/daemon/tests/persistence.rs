@@ -9,12 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::Daemon;
-use svsm_emulated::psp::{test_chain, test_vcek, LaunchInfo};
-use svsm_verifier::chain::Chain;
-use svsm_verifier::ek_nv::{
-    verify_nv_evidence, EkPolicy, EkVerified, MeasurementCheck, NvEvidence, TpmEks,
-};
-use svsm_verifier::{Error, VcekTrust};
+use svsm_verifier::ek_nv::{verify_nv_evidence, EkVerified, NvEvidence, TpmEks};
+use svsm_verifier::Error;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -276,34 +272,25 @@ fn verify(d: &Daemon, min_generation: Option<u64>) -> Result<EkVerified, Error> 
     ] {
         d.tool("tpm2_nvread", &[index, "-o", file]);
     }
-    let chain = test_chain(&test_vcek().verifying_key().clone()).unwrap();
-    let policy = EkPolicy {
-        vcek: VcekTrust::Chain(Box::new(
-            Chain::parse(
-                &d.read("vcek.der"),
-                chain.ask_pem.as_bytes(),
-                chain.ark_pem.as_bytes(),
-            )
-            .unwrap(),
-        )),
-        measurement: MeasurementCheck::Expect(LaunchInfo::default().measurement),
-        min_tcb: None,
-        min_state_generation: min_generation,
-    };
-    let (rsa, ecc, ca, report, state) = (
+    check(d, &d.read("state.bin"), min_generation)
+}
+
+/// Checks the evidence files [`verify`] read, with `state` as the state evidence.
+fn check(d: &Daemon, state: &[u8], min_generation: Option<u64>) -> Result<EkVerified, Error> {
+    let (rsa, ecc, ca, report) = (
         d.read("rsa.der"),
         d.read("ecc.der"),
         d.read("ca.der"),
         d.read("report.bin"),
-        d.read("state.bin"),
     );
     let evidence = NvEvidence {
         rsa_ek_cert: &rsa,
         ecc_ek_cert: &ecc,
         ca_cert: &ca,
         report: &report,
-        state: Some(&state),
+        state: Some(state),
     };
+    let policy = common::emulated_policy(&d.read("vcek.der"), min_generation);
     verify_nv_evidence(&policy, &evidence, TpmEks::default())
 }
 
@@ -374,38 +361,7 @@ fn a_rolled_back_state_is_reported_by_the_verifier() {
     // Claiming another generation breaks the binding with the report.
     let mut forged = d.read("state.bin");
     forged[7] = forged[7].wrapping_add(5);
-    d.write("state.bin", &forged);
-    let (rsa, ecc, ca, report) = (
-        d.read("rsa.der"),
-        d.read("ecc.der"),
-        d.read("ca.der"),
-        d.read("report.bin"),
-    );
-    let chain = test_chain(&test_vcek().verifying_key().clone()).unwrap();
-    let policy = EkPolicy {
-        vcek: VcekTrust::Chain(Box::new(
-            Chain::parse(
-                &d.read("vcek.der"),
-                chain.ask_pem.as_bytes(),
-                chain.ark_pem.as_bytes(),
-            )
-            .unwrap(),
-        )),
-        measurement: MeasurementCheck::Expect(LaunchInfo::default().measurement),
-        min_tcb: None,
-        min_state_generation: None,
-    };
-    let evidence = NvEvidence {
-        rsa_ek_cert: &rsa,
-        ecc_ek_cert: &ecc,
-        ca_cert: &ca,
-        report: &report,
-        state: Some(&forged),
-    };
-    assert!(matches!(
-        verify_nv_evidence(&policy, &evidence, TpmEks::default()),
-        Err(Error::EkBinding)
-    ));
+    assert!(matches!(check(&d, &forged, None), Err(Error::EkBinding)));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

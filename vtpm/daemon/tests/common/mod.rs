@@ -201,3 +201,28 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// The verifier's policy for the daemon's emulated machine: the VCEK certificate its NV
+/// holds (`vcek_der`) under the emulated PSP's test chain, and its launch measurement.
+pub fn emulated_policy(
+    vcek_der: &[u8],
+    min_state_generation: Option<u64>,
+) -> svsm_verifier::ek_nv::EkPolicy {
+    use svsm_emulated::psp::{test_chain, test_vcek, LaunchInfo};
+    let chain = test_chain(&test_vcek().verifying_key().clone()).expect("the test chain");
+    svsm_verifier::ek_nv::EkPolicy {
+        vcek: svsm_verifier::VcekTrust::Chain(Box::new(
+            svsm_verifier::chain::Chain::parse(
+                vcek_der,
+                chain.ask_pem.as_bytes(),
+                chain.ark_pem.as_bytes(),
+            )
+            .expect("the VCEK chains to the test ASK and ARK"),
+        )),
+        measurement: svsm_verifier::ek_nv::MeasurementCheck::Expect(
+            LaunchInfo::default().measurement,
+        ),
+        min_tcb: None,
+        min_state_generation,
+    }
+}
