@@ -11,6 +11,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::run_command as run;
+
 /// apt with its lists, cache and sources under `dir`, reading one release's `main`.
 #[derive(Debug)]
 pub struct PrivateApt {
@@ -155,14 +157,4 @@ pub fn debian_mirror() -> Result<String> {
         }
     }
     bail!("no Debian archive found in /etc/apt/sources.list(.d): cannot fetch packages of other Debian releases")
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
 }

@@ -27,6 +27,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::debian::{self, PrivateApt};
+use crate::hex;
 
 /// One pinned Debian package and the archive the engine takes from it.
 #[derive(Debug)]
@@ -322,13 +323,6 @@ fn newest(apt: &mut PrivateApt, pin: &Pinned) -> Result<String> {
 fn sha256_file(path: &Path) -> Result<String> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(hex(&Sha256::digest(&bytes)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

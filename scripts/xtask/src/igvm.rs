@@ -13,6 +13,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::debian::PrivateApt;
+use crate::run_command as run;
 
 /// The `sev-snp-measure` release the cross-check uses (PyPI).
 const SEV_SNP_MEASURE: &str = "sev-snp-measure==0.0.13";
@@ -164,14 +165,4 @@ pub fn package() -> Result<()> {
         ]),
         "svsm-igvm build with OVMF",
     )
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
 }

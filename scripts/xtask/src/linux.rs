@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::hex;
+
 /// Prefix of every result line the guest prints.
 const PREFIX: &str = "SVSM-LINUX-GUEST ";
 /// The whole guest run, from QEMU's start to its exit.
@@ -710,10 +712,6 @@ fn check(results: &BTreeMap<String, (String, String)>, expected_pcr: &str) -> Ve
         }
     }
     failures
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Output of a command that must succeed.

@@ -172,11 +172,21 @@ fn cargo(args: &[&str]) -> Command {
 /// Runs one named step and fails with its name if it fails.
 fn step(name: &str, mut cmd: Command) -> Result<()> {
     println!("xtask: == {name} ==");
+    run_command(&mut cmd, name)
+}
+
+/// Runs `cmd` and fails, naming `what`, unless it succeeds.
+fn run_command(cmd: &mut Command, what: &str) -> Result<()> {
     let status = cmd
         .status()
-        .with_context(|| format!("{name}: cannot start {cmd:?}"))?;
+        .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
     if !status.success() {
-        bail!("{name} failed ({status})");
+        bail!("{what} failed ({status})");
     }
     Ok(())
+}
+
+/// Lower-case hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

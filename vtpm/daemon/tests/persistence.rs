@@ -43,6 +43,24 @@ fn refused(args: &[&str]) -> String {
 
 const INDEX: &str = "0x1500020";
 
+/// Defines [`INDEX`] with `size` bytes, owner read and write, outside dictionary-attack
+/// protection.
+fn nv_define(d: &Daemon, size: u16) {
+    let size = size.to_string();
+    d.tool(
+        "tpm2_nvdefine",
+        &[
+            INDEX,
+            "-C",
+            "o",
+            "-s",
+            &size,
+            "-a",
+            "ownerread|ownerwrite|no_da",
+        ],
+    );
+}
+
 #[test]
 fn the_same_tpm_after_a_restart_ek_nv_persistent_keys_and_sealed_data() {
     let dir = state_dir();
@@ -54,18 +72,7 @@ fn the_same_tpm_after_a_restart_ek_nv_persistent_keys_and_sealed_data() {
             "tpm2_createek",
             &["-G", "rsa", "-c", "ek.ctx", "-u", "ek.pub"],
         );
-        d.tool(
-            "tpm2_nvdefine",
-            &[
-                INDEX,
-                "-C",
-                "o",
-                "-s",
-                "32",
-                "-a",
-                "ownerread|ownerwrite|no_da",
-            ],
-        );
+        nv_define(&d, 32);
         d.write("data", b"written before the restart");
         d.tool("tpm2_nvwrite", &[INDEX, "-C", "o", "-i", "data"]);
         d.tool_flush("tpm2_createprimary", &["-C", "o", "-c", "prim.ctx"]);
@@ -149,11 +156,7 @@ fn a_killed_daemon_leaves_the_old_state_or_the_new_one() {
     let mut before = 7u64.to_be_bytes();
     {
         let d = with_state(&state);
-        let attributes = "ownerread|ownerwrite|no_da";
-        d.tool(
-            "tpm2_nvdefine",
-            &[INDEX, "-C", "o", "-s", "8", "-a", attributes],
-        );
+        nv_define(&d, 8);
         d.write("v", &before);
         d.tool("tpm2_nvwrite", &[INDEX, "-C", "o", "-i", "v"]);
         // Dropped: SIGKILL.
@@ -310,18 +313,7 @@ fn a_rolled_back_state_is_reported_by_the_verifier() {
             Some(0),
             "manufactured at this boot"
         );
-        d.tool(
-            "tpm2_nvdefine",
-            &[
-                INDEX,
-                "-C",
-                "o",
-                "-s",
-                "8",
-                "-a",
-                "ownerread|ownerwrite|no_da",
-            ],
-        );
+        nv_define(&d, 8);
         d.write("v", b"old data");
         d.tool("tpm2_nvwrite", &[INDEX, "-C", "o", "-i", "v"]);
         v
