@@ -28,6 +28,8 @@ pub mod hv_doorbell;
 pub mod igvm_params;
 pub mod manifest;
 pub mod secrets;
+#[cfg(feature = "service-api")]
+pub mod service_api;
 pub mod vmsa;
 pub mod vtpm;
 
