@@ -3,6 +3,7 @@
 //! the service on loopback with real TLS (a CA and a server certificate made here).
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod scenarios;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
