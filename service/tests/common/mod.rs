@@ -498,8 +498,16 @@ impl Harness {
     }
 
     pub fn challenge_on(&self, replica: usize) -> ChallengeResponse {
-        let r = self
-            .client
+        self.challenge_with(&self.client, replica)
+    }
+
+    /// A challenge through `client` (one per thread under load: its own connections).
+    pub fn challenge_with(
+        &self,
+        client: &reqwest::blocking::Client,
+        replica: usize,
+    ) -> ChallengeResponse {
+        let r = client
             .post(self.url(replica, CHALLENGE_PATH))
             .json(&ChallengeRequest {
                 guest: Some("test guest".into()),
@@ -519,8 +527,17 @@ impl Harness {
         replica: usize,
         req: &AttestRequest,
     ) -> Result<AttestResponse, (u16, ErrorBody)> {
-        let r = self
-            .client
+        self.attest_with(&self.client, replica, req)
+    }
+
+    /// An attestation through `client`.
+    pub fn attest_with(
+        &self,
+        client: &reqwest::blocking::Client,
+        replica: usize,
+        req: &AttestRequest,
+    ) -> Result<AttestResponse, (u16, ErrorBody)> {
+        let r = client
             .post(self.url(replica, ATTEST_PATH))
             .json(req)
             .send()
@@ -595,4 +612,71 @@ impl Harness {
 /// The path of a file in the harness directory.
 pub fn file(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+/// The persistent handle the load test and the benchmark give the AK, so that raw
+/// TPM2_Quote commands can name it without tpm2-tools.
+pub const AK_HANDLE: u32 = 0x8101_0002;
+
+impl Guest {
+    /// Makes the AK persistent at [`AK_HANDLE`].
+    pub fn persist_ak(&self) {
+        let _ = self.try_tool("tpm2_evictcontrol", &["-c", &format!("{AK_HANDLE:#x}")]);
+        self.tool_flush(
+            "tpm2_evictcontrol",
+            &["-c", "ak.ctx", &format!("{AK_HANDLE:#x}")],
+        );
+    }
+
+    /// TPM2_Quote by the persistent AK over PCRs 0-7 of SHA-256 with `nonce`, sent
+    /// straight to the vTPM (the SVSM path, without a tool process): (TPMS_ATTEST,
+    /// TPMT_SIGNATURE).
+    pub fn raw_quote(&self, nonce: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut params = Vec::new();
+        params.extend_from_slice(&(nonce.len() as u16).to_be_bytes());
+        params.extend_from_slice(nonce);
+        params.extend_from_slice(&0x0010u16.to_be_bytes()); // inScheme: TPM_ALG_NULL
+        params.extend_from_slice(&1u32.to_be_bytes()); // one bank
+        params.extend_from_slice(&0x000Bu16.to_be_bytes()); // SHA-256
+        params.extend_from_slice(&[3, 0xFF, 0, 0]); // PCRs 0-7
+        let mut cmd = Vec::new();
+        cmd.extend_from_slice(&0x8002u16.to_be_bytes()); // TPM_ST_SESSIONS
+        cmd.extend_from_slice(&0u32.to_be_bytes()); // size, below
+        cmd.extend_from_slice(&0x0000_0158u32.to_be_bytes()); // TPM_CC_Quote
+        cmd.extend_from_slice(&AK_HANDLE.to_be_bytes());
+        cmd.extend_from_slice(&9u32.to_be_bytes()); // authorization area
+        cmd.extend_from_slice(&0x4000_0009u32.to_be_bytes()); // TPM_RS_PW
+        cmd.extend_from_slice(&[0, 0, 0, 0, 0]); // nonce, attributes, empty password
+        cmd.extend_from_slice(&params);
+        let size = cmd.len() as u32;
+        cmd[2..6].copy_from_slice(&size.to_be_bytes());
+        let rsp = vtpm_daemon::mssim::lock(&self.backend)
+            .command(0, &cmd)
+            .expect("the vTPM answers");
+        let rc = u32::from_be_bytes(rsp[6..10].try_into().expect("rc"));
+        assert_eq!(rc, 0, "TPM2_Quote: rc {rc:#x}");
+        let param_size = u32::from_be_bytes(rsp[10..14].try_into().expect("size")) as usize;
+        let params = &rsp[14..14 + param_size];
+        let attest_len = usize::from(u16::from_be_bytes([params[0], params[1]]));
+        (
+            params[2..2 + attest_len].to_vec(),
+            params[2 + attest_len..].to_vec(),
+        )
+    }
+
+    /// The request for `challenge` with a raw quote and the PCR values read once.
+    pub fn raw_request(&self, challenge: &ChallengeResponse, pcrs: &[PcrValue]) -> AttestRequest {
+        let nonce = hex::decode(&challenge.nonce).expect("nonce hex");
+        let (quote, sig) = self.raw_quote(&nonce);
+        AttestRequest {
+            session: challenge.session.clone(),
+            nv: self.nv(),
+            ek_public: b64(&self.read("ek.pub")),
+            ak_public: b64(&self.read("ak.pub")),
+            quote: b64(&quote),
+            quote_signature: b64(&sig),
+            pcrs: pcrs.to_vec(),
+            event_log: b64(&[]),
+        }
+    }
 }
