@@ -14,6 +14,7 @@ mod fuzz;
 mod igvm;
 mod kernel;
 mod linux;
+mod service;
 mod setup;
 mod snp;
 mod vtpm;
@@ -131,7 +132,12 @@ fn test() -> Result<()> {
         ]),
     )?;
     igvm::prepare_tests()?;
-    step("host tests", cargo(&["test", "--workspace"]))?;
+    // The service's suites need PostgreSQL: its own level.
+    step(
+        "host tests",
+        cargo(&["test", "--workspace", "--exclude", "svsm-service"]),
+    )?;
+    service::test()?;
     vtpm::test()?;
     println!("xtask: == kernel (QEMU) ==");
     kernel::clippy()?;
@@ -158,6 +164,7 @@ fn bench() -> Result<()> {
     setup::ensure()?;
     crate::core::bench()?;
     vtpm::bench()?;
+    service::bench()?;
     Ok(())
 }
 
