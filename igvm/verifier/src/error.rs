@@ -130,6 +130,8 @@ pub enum Error {
     EventLog(String),
     /// A measured-boot policy file is malformed.
     BootPolicy(String),
+    /// A boot artifact is not the PE image a reference value needs (e.g. the kernel).
+    PeImage(String),
 }
 
 impl fmt::Display for Error {
@@ -246,6 +248,7 @@ impl fmt::Display for Error {
             Error::NvEvidence(why) => write!(f, "NV evidence: {why}"),
             Error::EventLog(why) => write!(f, "event log: {why}"),
             Error::BootPolicy(why) => write!(f, "measured-boot policy: {why}"),
+            Error::PeImage(why) => write!(f, "PE image: {why}"),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod ek_nv;
 mod error;
 pub mod eventlog;
 pub mod manifest;
+pub mod reference;
 pub mod report;
 pub mod tpm;
 
