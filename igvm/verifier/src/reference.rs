@@ -79,7 +79,8 @@ fn authenticode_ranges<Pe: ImageNtHeaders>(
             "SizeOfHeaders {headers_end:#x} does not fit the file"
         )));
     }
-    let mut ranges = vec![0..checksum_at];
+    let mut ranges = Vec::with_capacity(4);
+    ranges.push(0..checksum_at);
     let (security, cert_size) = match directories.get(IMAGE_DIRECTORY_ENTRY_SECURITY) {
         Some(dir) => {
             let entry_at = directories_at + IMAGE_DIRECTORY_ENTRY_SECURITY * 8;
