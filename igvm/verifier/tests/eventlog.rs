@@ -428,3 +428,31 @@ fn truncated_and_garbage_logs_are_clear_errors() {
         let _ = EventLog::parse(&spliced);
     }
 }
+
+#[test]
+fn the_committed_policy_accepts_the_forky_boot_and_names_its_sources() {
+    let text = include_str!("data/eventlog-ovmf-forky.policy.toml");
+    let policy = BootPolicy::from_toml(text).unwrap();
+    let n = notes(FORKY_TXT);
+    let log = EventLog::parse(FORKY).unwrap();
+    policy.check(&log, &quoted(&n, DEFAULT_PCRS)).unwrap();
+    // The three computed values equal the digests noted from the artifacts.
+    let computed = forky_computed(&n.values["cmdline"]);
+    for (r, c) in policy.references()[..3].iter().zip(&computed) {
+        assert_eq!(
+            (r.pcr, r.event_type, &r.digest),
+            (c.pcr, c.event_type, &c.digest)
+        );
+        assert!(!r.source.starts_with("learned"), "{}", r.source);
+    }
+    assert!(policy.references()[3..]
+        .iter()
+        .all(|r| r.source.starts_with("learned")));
+    // The bookworm boot (another OVMF) is refused: its firmware events differ.
+    let bookworm = EventLog::parse(BOOKWORM).unwrap();
+    let e = policy
+        .check(&bookworm, &quoted(&notes(BOOKWORM_TXT), DEFAULT_PCRS))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("PCR 0 event 1 (EV_S_CRTM_VERSION)"), "{e}");
+}
