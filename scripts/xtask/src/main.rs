@@ -14,6 +14,7 @@ mod fuzz;
 mod igvm;
 mod kernel;
 mod linux;
+mod measured_boot;
 mod service;
 mod setup;
 mod snp;
