@@ -185,7 +185,8 @@ pub async fn start(
                     .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
                     .await;
                 if let Err(e) = served {
-                    if !e.is_incomplete_message() {
+                    // An idle keep-alive connection that times out is no news.
+                    if !e.is_incomplete_message() && !e.is_timeout() {
                         log(&format!("{peer}: connection: {e}"));
                     }
                 }
