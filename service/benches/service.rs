@@ -48,7 +48,7 @@ fn main() {
     let g = Guest::start();
     g.persist_ak();
     let pcrs = g.pcrs(SELECTION);
-    let h = Harness::start(None);
+    let h = Harness::start_quiet(None);
 
     // Warm up: connections, the database file, caches.
     for _ in 0..4 {
