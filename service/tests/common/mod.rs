@@ -393,19 +393,26 @@ impl Pki {
         }
     }
 
-    /// A client that trusts only the test CA.
-    pub fn client(&self) -> reqwest::blocking::Client {
+    /// A TLS client configuration that trusts only the test CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             roots.add(c.expect("CA PEM")).expect("add the CA");
         }
         #[allow(deprecated)]
         let provider = rustls::crypto::ring::default_provider();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// A client that trusts only the test CA.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        let config = rustls::ClientConfig::clone(&self.client_config());
         reqwest::blocking::Client::builder()
             .use_preconfigured_tls(config)
             .timeout(std::time::Duration::from_secs(120))
