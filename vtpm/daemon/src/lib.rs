@@ -9,6 +9,7 @@ pub mod engine_backend;
 pub mod mssim;
 pub mod serial;
 pub mod state_file;
+pub mod store_helper;
 pub mod svsm_backend;
 
 /// Why a backend could not carry a command to the TPM and back.
