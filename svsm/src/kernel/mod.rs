@@ -89,6 +89,20 @@ fn crash_on_request(info: &pvh::BootInfo) {
     }
 }
 
+/// Logs the heap after the vTPM started and the time since kernel entry.
+fn log_ready(entry_tsc: u64) {
+    let stats = heap::stats();
+    let ready_us = time::micros_since(entry_tsc);
+    log::info!(
+        "memory: vTPM started (EK ready); heap {} KiB allocated, high-water {} KiB; \
+         ready {}.{:03} ms after kernel entry",
+        stats.allocated / 1024,
+        stats.high_water / 1024,
+        ready_us / 1000,
+        ready_us % 1000
+    );
+}
+
 /// The 64-bit entry point, called once by the boot CPU.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_start(boot_info: u32) -> ! {
@@ -184,21 +198,16 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
         stats.allocated / 1024,
         stats.high_water / 1024
     );
-    let mut service = tpm::start();
-    let stats = heap::stats();
-    let ready_us = time::micros_since(entry_tsc);
-    log::info!(
-        "memory: vTPM started (EK manufactured); heap {} KiB allocated, high-water {} KiB; \
-         ready {}.{:03} ms after kernel entry",
-        stats.allocated / 1024,
-        stats.high_water / 1024,
-        ready_us / 1000,
-        ready_us % 1000
-    );
     if snp {
         smp::register_snp_hooks();
-        svsm::platform::snp::runtime::run(service);
+        svsm::platform::snp::runtime::run(|psp, messenger| {
+            let service = tpm::start_snp(psp, messenger);
+            log_ready(entry_tsc);
+            service
+        });
     }
+    let mut service = tpm::start(&info);
+    log_ready(entry_tsc);
     // No PSP without SEV: no report, so no certificate; the platform hierarchy is
     // withheld all the same.
     if let Err(e) = svsm::psp::evidence::provision_vtpm(&mut service, None) {
