@@ -13,6 +13,7 @@ mod forky;
 mod fuzz;
 mod igvm;
 mod kernel;
+mod kernel_state;
 mod linux;
 mod setup;
 mod snp;
@@ -53,7 +54,12 @@ enum Cmd {
         launch_args: Vec<String>,
     },
     /// Run every test level this machine supports.
-    Test,
+    Test {
+        /// Only the level that checks the kernel's vTPM keeps its state across reboots
+        /// (`kernel-state`).
+        #[arg(long, value_parser = ["kernel-state"])]
+        only: Option<String>,
+    },
     /// Run the benchmarks and print their figures (not a pass/fail gate).
     Bench,
     /// Only install what this machine lacks.
@@ -84,7 +90,10 @@ fn main() -> Result<()> {
         .with_context(|| format!("cannot enter the workspace root {}", root.display()))?;
     match cli.command {
         Cmd::Setup => setup::ensure(),
-        Cmd::Test => test(),
+        Cmd::Test { only: Some(_) } => {
+            setup::ensure().and_then(|()| kernel_state::test_persistence())
+        }
+        Cmd::Test { only: None } => test(),
         Cmd::Run {
             snp: true,
             launch_args,
@@ -137,6 +146,7 @@ fn test() -> Result<()> {
     kernel::clippy()?;
     kernel::test()?;
     kernel::test_tpm2_tools()?;
+    kernel_state::test_persistence()?;
     igvm::package()?;
     attest::cli_checks()?;
     // After the IGVM files exist: the fuzz step also replays them.
