@@ -217,8 +217,7 @@ fn expect_refusal(
     let mut boot = Boot::start(kernel, store_bin, dir, name, state, cmdline)?;
     let status = wait_with_timeout(&mut boot.qemu.0, BOOT_TIMEOUT)?;
     let console = boot.console();
-    if status != Some(35) || !console.contains("vTPM state refused") || !console.contains(reason)
-    {
+    if status != Some(35) || !console.contains("vTPM state refused") || !console.contains(reason) {
         bail!(
             "{name}: the kernel did not refuse the state with \"{reason}\" (QEMU status \
              {status:?}):\n{console}"
@@ -262,7 +261,15 @@ pub fn test_persistence() -> Result<()> {
     tpm2(
         port,
         &dir,
-        &["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek1.pub"],
+        &[
+            "tpm2_createek",
+            "-c",
+            "ek.ctx",
+            "-G",
+            "rsa",
+            "-u",
+            "ek1.pub",
+        ],
     )?;
     tpm2(port, &dir, &["tpm2_flushcontext", "-t"])?;
     tpm2(
@@ -292,7 +299,14 @@ pub fn test_persistence() -> Result<()> {
     tpm2(
         port,
         &dir,
-        &["tpm2_evictcontrol", "-C", "o", "-c", "primary.ctx", PERSISTENT],
+        &[
+            "tpm2_evictcontrol",
+            "-C",
+            "o",
+            "-c",
+            "primary.ctx",
+            PERSISTENT,
+        ],
     )?;
     tpm2(port, &dir, &["tpm2_flushcontext", "-t"])?;
     tpm2(port, &dir, &["tpm2_pcrextend", PCR16_EXTEND])?;
