@@ -308,3 +308,220 @@ impl<B: BlobStore> BlobStore for Prefetched<B> {
         self.inner.store(blob)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use svsm_protocol::state_store::STORE_UART_BASE;
+
+    type Responder = Box<dyn FnMut(Request, &[u8]) -> Vec<u8> + Send>;
+
+    struct State {
+        rx: VecDeque<u8>,
+        tx: Vec<u8>,
+        scratch: u8,
+        line_control: u8,
+        responder: Responder,
+    }
+
+    /// A UART whose host answers each whole request with what `responder` returns.
+    struct Fake {
+        state: Mutex<State>,
+        present: bool,
+    }
+
+    impl Fake {
+        fn new(responder: impl FnMut(Request, &[u8]) -> Vec<u8> + Send + 'static) -> Self {
+            Self {
+                state: Mutex::new(State {
+                    rx: VecDeque::new(),
+                    tx: Vec::new(),
+                    scratch: 0,
+                    line_control: 0,
+                    responder: Box::new(responder),
+                }),
+                present: true,
+            }
+        }
+    }
+
+    impl PortIo for &Fake {
+        fn inb(&self, port: u16) -> u8 {
+            if !self.present {
+                return 0xFF;
+            }
+            let mut s = self.state.lock().unwrap();
+            match port - STORE_UART_BASE {
+                DATA => s.rx.pop_front().unwrap_or(0),
+                LINE_STATUS => TX_EMPTY | u8::from(!s.rx.is_empty()),
+                SCRATCH => s.scratch,
+                _ => 0,
+            }
+        }
+
+        fn outb(&self, port: u16, value: u8) {
+            let mut s = self.state.lock().unwrap();
+            match port - STORE_UART_BASE {
+                DATA if s.line_control & 0x80 == 0 => {
+                    s.tx.push(value);
+                    if s.tx.len() >= HEADER_SIZE {
+                        let header: [u8; HEADER_SIZE] = s.tx[..HEADER_SIZE].try_into().unwrap();
+                        let request = Request::parse(&header).unwrap();
+                        if s.tx.len() == HEADER_SIZE + request.length {
+                            let payload = s.tx[HEADER_SIZE..].to_vec();
+                            s.tx.clear();
+                            let answer = (s.responder)(request, &payload);
+                            s.rx.extend(answer);
+                        }
+                    }
+                }
+                LINE_CONTROL => s.line_control = value,
+                SCRATCH => s.scratch = value,
+                _ => {}
+            }
+        }
+    }
+
+    fn answer(sequence: u32, status: Status, payload: &[u8]) -> Vec<u8> {
+        let mut out = Response {
+            sequence,
+            status,
+            length: payload.len(),
+        }
+        .header()
+        .to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// An honest host with a blob in memory.
+    fn honest() -> Fake {
+        let mut kept: Option<Vec<u8>> = None;
+        Fake::new(move |request, payload| match request.operation {
+            Operation::Get => match &kept {
+                Some(blob) => answer(request.sequence, Status::Ok, blob),
+                None => answer(request.sequence, Status::Empty, &[]),
+            },
+            Operation::Put => {
+                kept = Some(payload.to_vec());
+                answer(request.sequence, Status::Ok, &[])
+            }
+        })
+    }
+
+    fn channel(fake: &Fake) -> Result<StoreChannel<&Fake>, ChannelError> {
+        StoreChannel::with_poll_limit(fake, STORE_UART_BASE, 1000)
+    }
+
+    #[test]
+    fn an_honest_host_keeps_and_returns_the_blob() {
+        let fake = honest();
+        let mut c = channel(&fake).unwrap();
+        assert_eq!(c.get(), Ok(None));
+        c.put(b"sealed").unwrap();
+        assert_eq!(c.get(), Ok(Some(b"sealed".to_vec())));
+        assert_eq!(BlobStore::load(&mut c), Ok(Some(b"sealed".to_vec())));
+        // Nothing goes out for a blob the channel cannot carry.
+        assert_eq!(
+            c.put(&vec![0; MAX_BLOB + 1]),
+            Err(ChannelError::TooLarge(MAX_BLOB + 1))
+        );
+        assert!(fake.state.lock().unwrap().tx.is_empty());
+    }
+
+    #[test]
+    fn no_uart_no_channel() {
+        let mut fake = honest();
+        fake.present = false;
+        assert_eq!(channel(&fake).err(), Some(ChannelError::NoUart));
+    }
+
+    #[test]
+    fn hostile_or_failing_answers_are_errors() {
+        let cases: Vec<(Responder, ChannelError)> = vec![
+            (Box::new(|_, _| Vec::new()), ChannelError::Timeout),
+            (
+                Box::new(|r, _| answer(r.sequence + 1, Status::Empty, &[])),
+                ChannelError::Sequence {
+                    expected: 1,
+                    got: 2,
+                },
+            ),
+            (
+                Box::new(|r, _| answer(r.sequence, Status::StoreFailed, &[])),
+                ChannelError::Host(Status::StoreFailed),
+            ),
+            (
+                Box::new(|r, _| {
+                    let mut a = answer(r.sequence, Status::Ok, &[]);
+                    a[12..16].copy_from_slice(&(MAX_BLOB as u32 + 1).to_le_bytes());
+                    a
+                }),
+                ChannelError::Frame(FrameError::TooLong(MAX_BLOB as u32 + 1)),
+            ),
+            (
+                Box::new(|r, _| {
+                    let mut a = answer(r.sequence, Status::Ok, &[]);
+                    a[8..12].copy_from_slice(&9u32.to_le_bytes());
+                    a
+                }),
+                ChannelError::Frame(FrameError::Status(9)),
+            ),
+            (
+                Box::new(|r, _| {
+                    let mut a = vec![0x41; MAX_SKIPPED + 1];
+                    a.extend(answer(r.sequence, Status::Empty, &[]));
+                    a
+                }),
+                ChannelError::NoResponse,
+            ),
+            // A truncated blob: the host stops sending.
+            (
+                Box::new(|r, _| {
+                    let mut a = answer(r.sequence, Status::Ok, b"0123456789");
+                    a.truncate(a.len() - 3);
+                    a
+                }),
+                ChannelError::Timeout,
+            ),
+        ];
+        for (responder, expected) in cases {
+            let fake = Fake::new(responder);
+            let mut c = channel(&fake).unwrap();
+            assert_eq!(c.get().err(), Some(expected));
+            assert_eq!(BlobStore::load(&mut c).err(), Some(StateError::Store));
+        }
+        // A store the host refuses, or answers with a payload.
+        let fake = Fake::new(|r, _| answer(r.sequence, Status::StoreFailed, &[]));
+        let mut c = channel(&fake).unwrap();
+        assert_eq!(BlobStore::store(&mut c, b"x"), Err(StateError::Store));
+        let fake = Fake::new(|r, _| answer(r.sequence, Status::Ok, b"unasked"));
+        let mut c = channel(&fake).unwrap();
+        assert_eq!(c.put(b"x"), Err(ChannelError::Frame(FrameError::Payload)));
+    }
+
+    #[test]
+    fn stray_bytes_before_the_answer_are_skipped() {
+        let fake = Fake::new(|r, _| {
+            let mut a = b"old noise".to_vec();
+            a.extend(answer(r.sequence, Status::Ok, b"blob"));
+            a
+        });
+        let mut c = channel(&fake).unwrap();
+        assert_eq!(c.get(), Ok(Some(b"blob".to_vec())));
+    }
+
+    #[test]
+    fn a_prefetched_blob_is_returned_once() {
+        let fake = honest();
+        let mut c = channel(&fake).unwrap();
+        c.put(b"kept").unwrap();
+        let mut p = Prefetched::new(c, Some(b"fetched earlier".to_vec()));
+        assert_eq!(p.load(), Ok(Some(b"fetched earlier".to_vec())));
+        assert_eq!(p.load(), Ok(Some(b"kept".to_vec())));
+        p.store(b"new").unwrap();
+        assert_eq!(p.load(), Ok(Some(b"new".to_vec())));
+    }
+}

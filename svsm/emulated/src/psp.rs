@@ -1031,4 +1031,70 @@ mod state_key_tests {
         let mut store = SealedStore::new(&mut host, keys(&downgraded));
         assert_eq!(store.load().err(), Some(StateError::Key));
     }
+
+    #[test]
+    fn keys_derived_up_front_open_an_older_tcbs_state_and_seal_under_the_current_one() {
+        use svsm::psp::state_key::{reported_tcb, DerivedKeys};
+        let tcb = LaunchInfo::default().tcb;
+        let mut host = Memory::default();
+        let psp = launch(0xAB, 0x3_0000, tcb);
+        SealedStore::new(&mut host, keys(&psp))
+            .store(b"the TPM")
+            .unwrap();
+        let kept = vtpm::state::read_header(host.0.as_deref().unwrap())
+            .unwrap()
+            .key_selection();
+        // After a firmware update, as the kernel does it: the current TCB from a report,
+        // both keys derived with the one messenger before the engine starts.
+        let updated = launch(0xAB, 0x3_0000, tcb + 1);
+        let mut messenger = GuestMessenger::new(updated.vmpck0(), updated.seqno());
+        let current = reported_tcb(&updated, &mut messenger).unwrap();
+        assert_eq!(current, tcb + 1);
+        let derived = DerivedKeys::derive(
+            &updated,
+            &mut messenger,
+            current,
+            Some(kept),
+            Box::new(vtpm::OsEntropy),
+        )
+        .unwrap();
+        let mut store = SealedStore::new(&mut host, derived);
+        assert_eq!(&store.load().unwrap().unwrap()[..], b"the TPM");
+        store.store(b"the TPM, later").unwrap();
+        let header = vtpm::state::read_header(host.0.as_deref().unwrap()).unwrap();
+        assert_eq!(header.key_selection().tcb_version, tcb + 1);
+        // The same messenger goes on to serve requests: its sequence numbers moved on.
+        assert!(messenger.get_report(&updated, &[0; 64], 0).is_ok());
+        // A selection this SVSM never seals with (no PSP fields: the QEMU test key's) is
+        // not derived, and a header naming it does not open.
+        let mut messenger = GuestMessenger::new(updated.vmpck0(), updated.seqno());
+        let foreign = vtpm::state::KeySelection {
+            fields: 0,
+            vmpl: 0,
+            guest_svn: 0,
+            tcb_version: 0,
+        };
+        assert_eq!(
+            DerivedKeys::derive(
+                &updated,
+                &mut messenger,
+                current,
+                Some(foreign),
+                Box::new(vtpm::OsEntropy)
+            )
+            .err(),
+            Some(StateError::Key)
+        );
+        let mut messenger = GuestMessenger::new(updated.vmpck0(), updated.seqno());
+        let mut derived = DerivedKeys::derive(
+            &updated,
+            &mut messenger,
+            current,
+            None,
+            Box::new(vtpm::OsEntropy),
+        )
+        .unwrap();
+        assert_eq!(derived.key(&foreign).err(), Some(StateError::Key));
+        assert_eq!(derived.key(&kept).err(), Some(StateError::Key));
+    }
 }
