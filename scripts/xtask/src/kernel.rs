@@ -311,7 +311,7 @@ pub(crate) fn tpm2(port: u16, dir: &Path, args: &[&str]) -> Result<String> {
 /// the MS simulator interface; returns it and its command port.
 pub(crate) fn start_daemon(daemon: &Path, socket: &Path) -> Result<(Reaped, u16)> {
     let port = free_port_pair()?;
-    let mut daemon = Command::new(&daemon)
+    let mut daemon = Command::new(daemon)
         .args(["--backend", "serial", "--port"])
         .arg(port.to_string())
         .arg("--platform-port")
