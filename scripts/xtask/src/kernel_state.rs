@@ -1,9 +1,10 @@
 //! The kernel's vTPM keeps its state across reboots (QEMU, no SEV, the insecure test
 //! key): boots the kernel with COM3 connected to `vtpm-state-store`, drives it with
 //! tpm2-tools through the daemon on COM2, stops QEMU (cleanly, then by SIGKILL) and
-//! boots again on the same state file; then checks that a corrupted state, a foreign
-//! file and another launch's state stop the kernel with the reason, leaving the file
-//! as it was. Prints the restore and per-store times the kernel logs.
+//! boots again on the same state file; checks that a store the host fails fails the
+//! command and leaves the TPM failed and the file at the previous generation; then that
+//! a corrupted state, a foreign file and another launch's state stop the kernel with the
+//! reason, leaving the file as it was. Prints the restore and per-store times the kernel logs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -369,13 +370,50 @@ pub fn test_persistence() -> Result<()> {
          unseal under the PCR policy (refused before the PCR is extended again)"
     );
 
-    // Boot 3, after SIGKILL: the write that returned before the kill is there.
+    // Boot 3, after SIGKILL: the write that returned before the kill is there. Then the
+    // host cannot store (a directory where the helper writes its temporary file): the
+    // NV write fails, the TPM stays failed, the file keeps the previous generation.
     let boot = Boot::start(&kernel, &store_bin, &dir, "boot3", &state, LAUNCH)?;
     let (daemon, port) = start_daemon(&daemon_bin, &boot.com2)?;
     check_survivors(port, &dir, &ek, &nv_second, &secret)?;
+    let kept = std::fs::read(&state)?;
+    let temporary = dir.join("vtpm.state.new");
+    std::fs::create_dir(&temporary)?;
+    let write = tpm2(
+        port,
+        &dir,
+        &["tpm2_nvwrite", NV_INDEX, "-C", "o", "-i", "nv1.bin"],
+    );
+    let after = tpm2(port, &dir, &["tpm2_getrandom", "--hex", "8"]);
+    std::fs::remove_dir(&temporary)?;
     drop(daemon);
     let third = boot.kill()?;
-    println!("xtask: kernel state boot 3 (after SIGKILL): the same, with the last NV write");
+    if write.is_ok() || after.is_ok() {
+        bail!(
+            "with the store failing, the NV write ({}) or a later command ({}) succeeded",
+            if write.is_ok() { "ok" } else { "failed" },
+            if after.is_ok() { "ok" } else { "failed" }
+        );
+    }
+    if std::fs::read(&state)? != kept {
+        bail!("a failed store changed the kept state");
+    }
+    if !third.contains("cannot store the sealed state") {
+        bail!("the kernel did not log the failed store:\n{third}");
+    }
+    println!(
+        "xtask: kernel state boot 3 (after SIGKILL): the same, with the last NV write; with \
+         the host store failing, the next NV write and every later command fail and the \
+         file keeps the previous generation"
+    );
+
+    // Boot 4: the state before the failed store.
+    let boot = Boot::start(&kernel, &store_bin, &dir, "boot4", &state, LAUNCH)?;
+    let (daemon, port) = start_daemon(&daemon_bin, &boot.com2)?;
+    check_survivors(port, &dir, &ek, &nv_second, &secret)?;
+    drop(daemon);
+    boot.kill()?;
+    println!("xtask: kernel state boot 4: the generation before the failed store");
 
     // Fail closed: a corrupted state, a foreign file, another launch's state.
     let mut corrupted = std::fs::read(&state)?;
