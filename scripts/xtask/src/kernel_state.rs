@@ -3,8 +3,8 @@
 //! tpm2-tools through the daemon on COM2, stops QEMU (cleanly, then by SIGKILL) and
 //! boots again on the same state file; checks that a store the host fails fails the
 //! command and leaves the TPM failed and the file at the previous generation; then that
-//! a corrupted state, a foreign file and another launch's state stop the kernel with the
-//! reason, leaving the file as it was. Prints the restore and per-store times the kernel logs.
+//! a corrupted state, a foreign file, another launch's state and a state sealed under a
+//! PSP key stop the kernel with the reason, leaving the file as it was. Prints the restore and per-store times the kernel logs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -238,6 +238,33 @@ fn expect_refusal(
     Ok(())
 }
 
+/// Lets `vtpm-daemon --state` (the SVSM on the emulated machine, its key from the
+/// emulated PSP) manufacture a TPM and seal it into `path`.
+fn seal_with_the_daemon(daemon: &Path, path: &Path) -> Result<()> {
+    let mut child = Reaped(
+        Command::new(daemon)
+            .args(["--port", "0", "--state"])
+            .arg(path)
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", daemon.display()))?,
+    );
+    for _ in 0..1200 {
+        if path.exists() {
+            break;
+        }
+        if child.0.try_wait()?.is_some() {
+            bail!("vtpm-daemon --state ended before it stored a state");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(child);
+    if !path.exists() {
+        bail!("vtpm-daemon --state stored no state in {}", path.display());
+    }
+    Ok(())
+}
+
 /// The level: see the module documentation.
 pub fn test_persistence() -> Result<()> {
     let kernel = build()?;
@@ -451,6 +478,20 @@ pub fn test_persistence() -> Result<()> {
         &other,
         OTHER_LAUNCH,
         "does not open under this launch's key",
+    )?;
+
+    // A state sealed by the SNP key path (the daemon's, under the emulated PSP's
+    // MSG_KEY_REQ key): the test key never derives a PSP selection.
+    let psp_sealed = dir.join("psp-sealed.state");
+    seal_with_the_daemon(&daemon_bin, &psp_sealed)?;
+    expect_refusal(
+        &kernel,
+        &store_bin,
+        &dir,
+        "a state sealed under a PSP key",
+        &psp_sealed,
+        LAUNCH,
+        "the state sealing key could not be derived",
     )?;
 
     let size = std::fs::metadata(&state)?.len();

@@ -55,9 +55,10 @@ enum Cmd {
     },
     /// Run every test level this machine supports.
     Test {
-        /// Only the level that checks the kernel's vTPM keeps its state across reboots
-        /// (`kernel-state`).
-        #[arg(long, value_parser = ["kernel-state"])]
+        /// Only one level: `kernel` (the kernel's lint, self-tests, fatal paths and
+        /// tpm2-tools in QEMU) or `kernel-state` (its vTPM keeps its state across
+        /// reboots).
+        #[arg(long, value_parser = ["kernel", "kernel-state"])]
         only: Option<String>,
     },
     /// Run the benchmarks and print their figures (not a pass/fail gate).
@@ -90,9 +91,12 @@ fn main() -> Result<()> {
         .with_context(|| format!("cannot enter the workspace root {}", root.display()))?;
     match cli.command {
         Cmd::Setup => setup::ensure(),
-        Cmd::Test { only: Some(_) } => {
-            setup::ensure().and_then(|()| kernel_state::test_persistence())
-        }
+        Cmd::Test { only: Some(level) } => setup::ensure().and_then(|()| match level.as_str() {
+            "kernel" => kernel::clippy()
+                .and_then(|()| kernel::test())
+                .and_then(|()| kernel::test_tpm2_tools()),
+            _ => kernel_state::test_persistence(),
+        }),
         Cmd::Test { only: None } => test(),
         Cmd::Run {
             snp: true,
