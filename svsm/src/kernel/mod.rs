@@ -4,8 +4,10 @@
 //! (`svsm::arch::entry`) in long mode on the boot stack. Order matters: the console
 //! first (so every later failure is reported), then the per-CPU area (the FS base must
 //! be valid before any C code runs), SSE, GDT/IDT, the heap, the kernel's own page
-//! tables, the other CPUs (see `smp`). Then the kernel either runs its self-tests (command-line word `test`) or
-//! serves the vTPM over COM2.
+//! tables, the other CPUs (see `smp`). Then it starts the vTPM (with the state its host
+//! keeps behind COM3, when there is a key for it: see `tpm`) and either runs its
+//! self-tests (command-line word `test`) or serves the vTPM over COM2; under SEV-SNP the
+//! vTPM starts inside the SNP run, once the PSP channel works, and serves the guest.
 #![allow(unsafe_code, reason = "boot: control registers and the heap hand-over")]
 
 mod apic;
