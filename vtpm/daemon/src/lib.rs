@@ -11,6 +11,7 @@ pub mod serial;
 pub mod state_file;
 pub mod store_helper;
 pub mod svsm_backend;
+pub mod trace;
 
 /// Why a backend could not carry a command to the TPM and back.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use svsm_protocol::vtpm::{
     SEND_COMMAND_RESPONSE_HEADER_SIZE, TPM_SEND_COMMAND, VTPM_BUFFER_MAX,
 };
 use svsm_protocol::SvsmResultCode;
-use svsm_tests::driver::{GuestDriver, MAX_RETRIES};
+use svsm_guest_driver::{GuestDriver, MAX_RETRIES};
 use vtpm::{Engine, LibTpms, OsEntropy, Service, Vtpm};
 
 use crate::{BackendError, TpmBackend};
