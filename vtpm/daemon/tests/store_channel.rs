@@ -117,3 +117,62 @@ fn the_vtpm_keeps_its_state_through_the_emulated_ghcb_channel() {
     let evidence = vtpm::Engine::state_evidence(service.engine_mut()).expect("kept state");
     assert_eq!(evidence.generation, generation);
 }
+
+/// The helper binary itself: `--remanufacture` sets a kept state aside (so the kernel
+/// manufactures a new TPM), and it answers Get and Put on its socket from the file.
+#[test]
+fn the_helper_binary_serves_its_socket_and_remanufacture_sets_the_state_aside() {
+    use std::io::{Read, Write};
+    use svsm_protocol::state_store::{Operation, Request, Response, Status, HEADER_SIZE};
+
+    let state = state_path("binary");
+    std::fs::write(&state, b"a state the kernel refused").expect("state");
+    let socket = state.with_file_name("com3.sock");
+    let mut helper = std::process::Command::new(env!("CARGO_BIN_EXE_vtpm-state-store"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state")
+        .arg(&state)
+        .arg("--remanufacture")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("vtpm-state-store starts");
+    let mut stream = None;
+    for _ in 0..200 {
+        if let Ok(s) = UnixStream::connect(&socket) {
+            stream = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let mut stream = stream.expect("the helper listens");
+    let mut exchange = |operation, sequence, payload: &[u8]| {
+        let request = Request {
+            operation,
+            sequence,
+            length: payload.len(),
+        };
+        stream.write_all(&request.header()).unwrap();
+        stream.write_all(payload).unwrap();
+        let mut header = [0u8; HEADER_SIZE];
+        stream.read_exact(&mut header).unwrap();
+        let response = Response::parse(&header, operation).expect("a well-formed answer");
+        let mut body = vec![0u8; response.length];
+        stream.read_exact(&mut body).unwrap();
+        (response.sequence, response.status, body)
+    };
+    assert_eq!(exchange(Operation::Get, 1, &[]), (1, Status::Empty, vec![]));
+    assert_eq!(
+        exchange(Operation::Put, 2, b"sealed"),
+        (2, Status::Ok, vec![])
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), b"sealed");
+    let mut rejected = state.clone().into_os_string();
+    rejected.push(".rejected");
+    assert_eq!(
+        std::fs::read(&rejected).unwrap(),
+        b"a state the kernel refused"
+    );
+    helper.kill().ok();
+    helper.wait().ok();
+}
