@@ -124,7 +124,7 @@ pub fn start_snp(psp: &dyn PspTransport, messenger: &mut GuestMessenger) -> Serv
         )),
     };
     check(start_kept(channel, |kept| {
-        let tcb = svsm::psp::state_key::reported_tcb(psp, messenger).map_err(|e| {
+        let tcb = svsm::psp::state_key::committed_tcb(psp, messenger).map_err(|e| {
             log::error!("vTPM state: no report for the current TCB: {e:?}");
             StateError::Key
         })?;

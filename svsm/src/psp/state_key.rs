@@ -52,15 +52,21 @@ pub fn current_selection(tcb: u64) -> KeySelection {
     }
 }
 
-/// The TCB version a report of this launch names (REPORTED_TCB).
-pub fn reported_tcb<T: PspTransport + ?Sized>(
+/// The TCB version new states are sealed under: COMMITTED_TCB from a report of this
+/// launch. MSG_KEY_REQ's TCB_VERSION "must not exceed CommittedTcb" (SEV-SNP firmware
+/// ABI, pub. 56860, MSG_KEY_REQ). REPORTED_TCB is not used: the hypervisor sets it
+/// (SNP_CONFIG) and may set it below the committed TCB, which would seal the state under
+/// a key that firmware at that older, perhaps vulnerable, TCB can also derive. Firmware
+/// cannot go below the committed TCB, so a key under it stays out of a downgraded
+/// firmware's reach.
+pub fn committed_tcb<T: PspTransport + ?Sized>(
     psp: &T,
     messenger: &mut GuestMessenger,
 ) -> Result<u64, GuestMessageError> {
     let report = messenger.get_report(psp, &[0; 64], 0)?;
     Ok(AttestationReport::parse(&report)
         .map_err(|_| GuestMessageError::Response(super::MessageError::BadSize))?
-        .reported_tcb
+        .committed_tcb
         .get())
 }
 
@@ -157,7 +163,7 @@ impl<T: PspTransport> PspKeySource<T> {
         mut messenger: GuestMessenger,
         entropy: Box<dyn EntropySource>,
     ) -> Result<Self, GuestMessageError> {
-        let tcb = reported_tcb(&psp, &mut messenger)?;
+        let tcb = committed_tcb(&psp, &mut messenger)?;
         Ok(Self {
             psp,
             messenger,
