@@ -13,6 +13,7 @@ mod forky;
 mod fuzz;
 mod igvm;
 mod kernel;
+mod kernel_state;
 mod linux;
 mod measured_boot;
 mod service;
@@ -55,7 +56,13 @@ enum Cmd {
         launch_args: Vec<String>,
     },
     /// Run every test level this machine supports.
-    Test,
+    Test {
+        /// Only one level: `kernel` (the kernel's lint, self-tests, fatal paths and
+        /// tpm2-tools in QEMU) or `kernel-state` (its vTPM keeps its state across
+        /// reboots).
+        #[arg(long, value_parser = ["kernel", "kernel-state"])]
+        only: Option<String>,
+    },
     /// Run the benchmarks and print their figures (not a pass/fail gate).
     Bench,
     /// Only install what this machine lacks.
@@ -86,7 +93,13 @@ fn main() -> Result<()> {
         .with_context(|| format!("cannot enter the workspace root {}", root.display()))?;
     match cli.command {
         Cmd::Setup => setup::ensure(),
-        Cmd::Test => test(),
+        Cmd::Test { only: Some(level) } => setup::ensure().and_then(|()| match level.as_str() {
+            "kernel" => kernel::clippy()
+                .and_then(|()| kernel::test())
+                .and_then(|()| kernel::test_tpm2_tools()),
+            _ => kernel_state::test_persistence(),
+        }),
+        Cmd::Test { only: None } => test(),
         Cmd::Run {
             snp: true,
             launch_args,
@@ -144,6 +157,7 @@ fn test() -> Result<()> {
     kernel::clippy()?;
     kernel::test()?;
     kernel::test_tpm2_tools()?;
+    kernel_state::test_persistence()?;
     igvm::package()?;
     attest::cli_checks()?;
     // After the IGVM files exist: the fuzz step also replays them.
