@@ -20,6 +20,7 @@ fn release_and_refusals_on_sqlite() {
     scenarios::report_tampered(&h, &g);
     scenarios::malformed(&h, &g);
     scenarios::slow_clients(&mut h);
+    scenarios::mutated_evidence(&h, &g);
     scenarios::replicas_share_sessions(&mut h, &g);
     scenarios::event_log_edited(&h, &g);
     scenarios::wrong_measurement(None, &g);

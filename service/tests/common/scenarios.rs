@@ -451,3 +451,54 @@ pub fn slow_clients(h: &mut Harness) {
     // Still up.
     let _ = h.challenge_on(slow);
 }
+
+/// Evidence with one byte changed or cut short, in every binary field but the event log
+/// (whose event data the TPM does not measure): each is refused with 403 and a reason,
+/// never a panic or a dropped connection; the service stays up.
+pub fn mutated_evidence(h: &Harness, g: &Guest) {
+    g.persist_ak();
+    let pcrs = g.pcrs(SELECTION);
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    type Field = fn(&mut AttestRequest) -> &mut String;
+    let fields: [(&str, Field); 9] = [
+        ("report", |r| &mut r.nv.report),
+        ("ca_cert", |r| &mut r.nv.ca_cert),
+        ("rsa_ek_cert", |r| &mut r.nv.rsa_ek_cert),
+        ("ecc_ek_cert", |r| &mut r.nv.ecc_ek_cert),
+        ("vcek_cert", |r| r.nv.vcek_cert.as_mut().expect("a VCEK")),
+        ("ek_public", |r| &mut r.ek_public),
+        ("ak_public", |r| &mut r.ak_public),
+        ("quote", |r| &mut r.quote),
+        ("quote_signature", |r| &mut r.quote_signature),
+    ];
+    for round in 0..90 {
+        let (name, field) = fields[round % fields.len()];
+        let c = h.challenge();
+        let mut req = g.raw_request(&c, &pcrs);
+        let slot = field(&mut req);
+        let mut bytes = unb64(slot);
+        let at = (next() % bytes.len() as u64) as usize;
+        if next() % 4 == 0 {
+            bytes.truncate(at);
+        } else {
+            bytes[at] ^= 1 << (next() % 8);
+        }
+        *slot = b64(&bytes);
+        match h.attest(&req) {
+            Err((403, body)) => {
+                assert_eq!(body.error, "denied");
+                assert!(!body.reason.is_empty());
+            }
+            other => panic!("{name} changed at byte {at}: {other:?}"),
+        }
+    }
+    let c = h.challenge();
+    h.attest(&g.raw_request(&c, &pcrs))
+        .expect("the unchanged evidence is still allowed");
+}
