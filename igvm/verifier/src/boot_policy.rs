@@ -37,7 +37,7 @@ use crate::Error;
 pub struct Reference {
     /// The PCR the event is extended into.
     pub pcr: u8,
-    /// The event type (§10.4.1 of the TCG PC Client Platform Firmware Profile).
+    /// The event type (§9.4.1 of the TCG PC Client Platform Firmware Profile).
     pub event_type: u32,
     /// The event's digest in the policy's bank.
     pub digest: Vec<u8>,

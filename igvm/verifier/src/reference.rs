@@ -5,8 +5,8 @@
 //! The Authenticode digest follows Microsoft's "Windows Authenticode Portable Executable
 //! Signature Format" (section "Calculating the PE Image Hash"), as UEFI firmware computes
 //! it for EV_EFI_BOOT_SERVICES_APPLICATION events (TCG PC Client Platform Firmware Profile
-//! §10.4.4 / §3.3.4.5: PCR 4 receives the digest of each UEFI application the boot manager
-//! starts). The `authenticode` crate on crates.io computes the same digest but pins
+//! rev. 1.04, §3.3.4 PCR usage: PCR 4 receives the digest of each UEFI application the boot
+//! manager starts). The `authenticode` crate on crates.io computes the same digest but pins
 //! `digest` 0.10, `der` 0.7, `x509-cert` 0.2 and `object` 0.39, a second copy of the
 //! RustCrypto stack this workspace has at 0.11/0.8/0.3, so the few lines of the hash are
 //! here on top of the workspace's `object`.
