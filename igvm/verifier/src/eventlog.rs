@@ -92,6 +92,16 @@ impl Event {
         self.event_type != EV_NO_ACTION
     }
 
+    /// The tagged event ID of an EV_EVENT_TAG event (the first field of its
+    /// TCG_PCClientTaggedEvent data, §9.4.2), e.g. Linux's initrd or load options tag.
+    pub fn tag(&self) -> Option<u32> {
+        if self.event_type != EV_EVENT_TAG {
+            return None;
+        }
+        let id = self.data.get(..4)?;
+        Some(u32::from_le_bytes([id[0], id[1], id[2], id[3]]))
+    }
+
     /// The locality of a StartupLocality event (§9.4.5.3), if this is one.
     pub fn startup_locality(&self) -> Option<u8> {
         if self.event_type != EV_NO_ACTION || self.pcr != 0 {

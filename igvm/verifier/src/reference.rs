@@ -256,6 +256,7 @@ pub fn linux_references(
             event_type: EV_EFI_BOOT_SERVICES_APPLICATION,
             digest: pe_authenticode_digest(image, alg)?,
             required: true,
+            tag: None,
             source: format!("kernel {name} (PE Authenticode)"),
         });
     }
@@ -265,6 +266,7 @@ pub fn linux_references(
             event_type: EV_EVENT_TAG,
             digest: linux_initrd_digest(bytes, alg)?,
             required: true,
+            tag: Some(LINUX_INITRD_TAG),
             source: format!("initrd {name} (Linux EFI stub)"),
         });
     }
@@ -274,6 +276,7 @@ pub fn linux_references(
             event_type: EV_EVENT_TAG,
             digest: linux_load_options_digest(options, alg)?,
             required: true,
+            tag: Some(LINUX_LOAD_OPTIONS_TAG),
             source: format!("command line \"{options}\" (Linux EFI stub, UTF-16)"),
         });
     }
@@ -291,7 +294,7 @@ pub fn pick_load_options<'a>(
     let logged: Vec<&[u8]> = log
         .events
         .iter()
-        .filter(|e| e.pcr == 9 && e.event_type == EV_EVENT_TAG)
+        .filter(|e| e.pcr == 9 && e.tag() == Some(LINUX_LOAD_OPTIONS_TAG))
         .filter_map(|e| e.digest(alg))
         .collect();
     candidates
