@@ -122,10 +122,11 @@ fuzz_target!(|data: &[u8]| {
                     let _ = event.startup_locality();
                 }
             }
-            // The second part as a kernel image: the PE Authenticode digest, and the image
-            // as QEMU's direct boot patches it.
+            // The second part as a kernel image (the PE Authenticode digest, and the image
+            // as QEMU's direct boot patches it) and as an OVMF image (its volumes).
             let image = part(&p, 1);
             let _ = reference::pe_authenticode_digest(image, ALG_SHA256);
+            let _ = reference::ovmf_firmware_volumes(image);
             let _ = reference::qemu_direct_boot_kernel(image, Some(image.len() as u64), 512 << 20);
         }
         11 => {

@@ -44,6 +44,11 @@ pub const EV_EVENT_TAG: u32 = 0x0000_0006;
 /// measured by its PE Authenticode digest into PCR 4.
 pub const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
 
+/// EV_EFI_PLATFORM_FIRMWARE_BLOB (§9.4.1): a firmware volume, by base and length.
+pub const EV_EFI_PLATFORM_FIRMWARE_BLOB: u32 = 0x8000_0008;
+/// EV_EFI_PLATFORM_FIRMWARE_BLOB2 (§9.4.1): a firmware volume, with a description.
+pub const EV_EFI_PLATFORM_FIRMWARE_BLOB2: u32 = 0x8000_000A;
+
 /// The PCRs a PC Client TPM has (§3.3.4: PCR 0 to 23).
 pub const PCR_COUNT: u32 = 24;
 

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use svsm_verifier::boot_policy::{BootPolicy, DEFAULT_PCRS};
-use svsm_verifier::eventlog::{alg_from_name, alg_label, event_type_label, EventLog};
+use svsm_verifier::eventlog::{
+    alg_from_name, alg_label, event_type_label, EventLog, EV_EFI_PLATFORM_FIRMWARE_BLOB,
+    EV_EFI_PLATFORM_FIRMWARE_BLOB2,
+};
 use svsm_verifier::reference;
 
 /// `svsm-verify eventlog FILE`.
@@ -31,6 +34,10 @@ pub struct LearnArgs {
     /// The known-good boot's event log (binary_bios_measurements).
     #[arg(long)]
     pub event_log: PathBuf,
+    /// The firmware (an OVMF image such as OVMF.fd): PCR 0's firmware volume digests are
+    /// computed.
+    #[arg(long)]
+    pub firmware: Option<PathBuf>,
     /// The kernel (a PE image such as vmlinuz): PCR 4's application digest is computed.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
@@ -187,12 +194,30 @@ fn learn(args: &LearnArgs) -> Result<()> {
         None => Vec::new(),
     };
     let load_options = reference::pick_load_options(&log, alg, &candidates);
-    let computed = reference::linux_references(
+    let mut computed = reference::linux_references(
         alg,
         kernel.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
         initrd.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
         load_options,
     )?;
+    if let Some(path) = &args.firmware {
+        // Newer firmware logs the volumes as EV_EFI_PLATFORM_FIRMWARE_BLOB2.
+        let blob2 = log
+            .events
+            .iter()
+            .any(|e| e.pcr == 0 && e.event_type == EV_EFI_PLATFORM_FIRMWARE_BLOB2);
+        let event_type = if blob2 {
+            EV_EFI_PLATFORM_FIRMWARE_BLOB2
+        } else {
+            EV_EFI_PLATFORM_FIRMWARE_BLOB
+        };
+        computed.extend(reference::ovmf_references(
+            alg,
+            &name(path),
+            &read(path)?,
+            event_type,
+        )?);
+    }
     let (policy, warnings) =
         BootPolicy::learn(&log, alg, &args.pcrs, &args.replay_only, &computed)?;
     for w in &warnings {
@@ -278,6 +303,7 @@ mod tests {
         let log = PathBuf::from(format!("{DATA}/eventlog-ovmf-forky.bin"));
         let learn_args = LearnArgs {
             event_log: log.clone(),
+            firmware: None,
             kernel: None,
             initrd: None,
             cmdline: Some("console=ttyS0 quiet panic=-1 svsm.extend=0000000000000000000000000000000000000000000000000000000000000001 svsm.nonce=0011".into()),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use svsm_verifier::boot_policy::{BootPolicy, BootPolicyError, Reference, DEFAULT_PCRS};
 use svsm_verifier::eventlog::{
     alg_from_name, event_type_label, EventLog, ALG_SHA256, EV_EFI_BOOT_SERVICES_APPLICATION,
-    EV_EVENT_TAG,
+    EV_EFI_PLATFORM_FIRMWARE_BLOB, EV_EVENT_TAG,
 };
 use svsm_verifier::reference::{
     linux_load_options_digest, ovmf_qemu_load_options, pick_load_options, LINUX_INITRD_TAG,
@@ -454,7 +454,21 @@ fn the_committed_policy_accepts_the_forky_boot_and_names_its_sources() {
         );
         assert!(!r.source.starts_with("learned"), "{}", r.source);
     }
-    assert!(policy.references()[3..]
+    // Then OVMF's two firmware volumes (PCR 0), computed from forky's OVMF.fd.
+    for r in &policy.references()[3..5] {
+        assert!(
+            r.source.starts_with("firmware OVMF.fd, volume "),
+            "{}",
+            r.source
+        );
+        assert_eq!(r.pcr, 0);
+        assert_eq!(r.event_type, EV_EFI_PLATFORM_FIRMWARE_BLOB);
+        assert!(log
+            .events
+            .iter()
+            .any(|e| e.digest(ALG_SHA256) == Some(&r.digest[..])));
+    }
+    assert!(policy.references()[5..]
         .iter()
         .all(|r| r.source.starts_with("learned")));
     // The bookworm boot (another OVMF) is refused: its firmware events differ.
