@@ -32,6 +32,9 @@ const PREFIX: &str = "SVSM-LINUX-GUEST ";
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long the daemon may take to listen.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(60);
+/// The guest's RAM (QEMU's -m, MiB); the kernel's PCR 4 digest depends on it (QEMU places
+/// the initrd below the top of RAM and writes the address into the kernel's header).
+const MEMORY_MIB: u64 = 512;
 /// The guest firmware: OVMF, as under SEV-SNP. (SeaBIOS treats the TPM_RC_INITIALIZE
 /// that the already started vTPM answers to its TPM2_Startup as a malfunction and
 /// disables the owner and endorsement hierarchies; OVMF and Linux accept it.)
@@ -122,14 +125,22 @@ fn ovmf_run(
             failures.push(format!("endorsement evidence: {e:#}"));
         }
     }
+    if failures.is_empty() {
+        if let Err(e) = measured_boot(guest, &run.results, cmdline, label, &firmware) {
+            failures.push(format!("measured boot: {e:#}"));
+        }
+    }
     if !run.daemon_clean {
         failures.push("the daemon did not shut down cleanly after QEMU's CMD_SHUTDOWN".into());
     }
 
     println!("linux-guest: results");
     for (name, (status, detail)) in &run.results {
-        if name != "klog" {
-            println!("  {name:<24} {status} {detail}");
+        match name.as_str() {
+            "klog" => {}
+            // The whole event log in hex: saved under target/linux-guest/ instead.
+            "eventlog-data" => println!("  {name:<24} {status} ({} hex digits)", detail.len()),
+            _ => println!("  {name:<24} {status} {detail}"),
         }
     }
     for line in &run.klog {
@@ -154,6 +165,28 @@ fn ovmf_run(
     }
     println!("linux-guest: {label}: every check passed");
     Ok(())
+}
+
+/// The measured-boot checks on the guest's event log ([`crate::measured_boot`]).
+fn measured_boot(
+    guest: &Guest,
+    results: &BTreeMap<String, (String, String)>,
+    cmdline: &str,
+    label: &str,
+    firmware: &str,
+) -> Result<()> {
+    // Bookworm's OVMF logs another digest for its PEI volume than the volume in its image
+    // holds (its DXE volume matches); forky's, the one in the IGVM file, logs both as
+    // they are in the image.
+    let forky = firmware.contains("forky");
+    let boot = crate::measured_boot::Boot {
+        firmware: forky.then_some(Path::new(firmware)),
+        kernel: &guest.kernel,
+        initrd: &guest.initrd,
+        cmdline,
+        memory_mib: MEMORY_MIB,
+    };
+    crate::measured_boot::check(results, &work_dir(), label, &boot)
 }
 
 /// SeaBIOS (QEMU's default firmware) takes the TPM_RC_INITIALIZE of its TPM2_Startup for
@@ -242,7 +275,7 @@ fn verify_endorsement_evidence(results: &BTreeMap<String, (String, String)>) -> 
     crate::attest::expect_pass("the Linux guest's NV endorsement evidence", &args)
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }
@@ -511,7 +544,8 @@ impl Guest {
     /// SeaBIOS), serial console on stdio, the TPM.
     fn qemu(&self, cmdline: &str, firmware: Option<&str>) -> Command {
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1"]);
+        cmd.args(["-machine", "q35", "-accel", "tcg", "-smp", "1"])
+            .args(["-m", &MEMORY_MIB.to_string()]);
         if let Some(firmware) = firmware {
             cmd.args(["-bios", firmware]);
         }

@@ -15,6 +15,7 @@ mod igvm;
 mod kernel;
 mod kernel_state;
 mod linux;
+mod measured_boot;
 mod setup;
 mod snp;
 mod vtpm;
