@@ -2,15 +2,16 @@
 //! `/sys/kernel/security/tpm0/binary_bios_measurements`, and its replay per PCR bank.
 //!
 //! References are to the TCG PC Client Platform Firmware Profile Specification (PFP),
-//! version 1.06 revision 52 (and later; the numbering of these sections is stable):
-//! - §10.2.1 TCG_PCR_EVENT, the SHA-1 ("legacy") event structure of the log's first event;
-//! - §10.2.2 TCG_PCR_EVENT2, every later event: PCR index, event type, a
+//! Family "2.0", Revision 1.04, whose section numbers Trusted Firmware-A and go-tcglog
+//! cite as well:
+//! - §9.2.1 TCG_PCR_EVENT, the SHA-1 ("legacy") event structure of the log's first event;
+//! - §9.2.2 TCG_PCR_EVENT2, every later event: PCR index, event type, a
 //!   TPML_DIGEST_VALUES (one digest per active bank) and the event data;
-//! - §10.4.5.1 TCG_EfiSpecIdEvent ("Spec ID Event03"), the first event's data: the banks
+//! - §9.4.5.1 TCG_EfiSpecIdEvent ("Spec ID Event03"), the first event's data: the banks
 //!   and the size of each bank's digests, which later events do not repeat;
-//! - §10.4.5.3 TCG_EfiStartupLocalityEvent ("StartupLocality"): the locality from which
+//! - §9.4.5.3 TCG_EfiStartupLocalityEvent ("StartupLocality"): the locality from which
 //!   the platform sent TPM2_Startup, which is PCR 0's initial value;
-//! - §10.4.1 the event types, and §10.4.5 EV_NO_ACTION events, which are logged but not
+//! - §9.4.1 the event types, and §9.4.5 EV_NO_ACTION events, which are logged but not
 //!   extended into any PCR.
 //!
 //! All integers are little-endian. The parser is bounded by its input: every length is
@@ -32,16 +33,21 @@ pub const ALG_SHA384: u16 = 0x000C;
 /// TPM_ALG_SHA512.
 pub const ALG_SHA512: u16 = 0x000D;
 
-/// EV_NO_ACTION (§10.4.1): logged, never extended.
+/// EV_NO_ACTION (§9.4.1): logged, never extended.
 pub const EV_NO_ACTION: u32 = 0x0000_0003;
-/// EV_SEPARATOR (§10.4.1).
+/// EV_SEPARATOR (§9.4.1).
 pub const EV_SEPARATOR: u32 = 0x0000_0004;
-/// EV_EVENT_TAG (§10.4.1): a tagged event (TCG_PCClientTaggedEvent, §10.4.2.2), which
+/// EV_EVENT_TAG (§9.4.1): a tagged event (TCG_PCClientTaggedEvent, §9.4.2), which
 /// Linux's EFI stub uses for the initrd and the command line in PCR 9.
 pub const EV_EVENT_TAG: u32 = 0x0000_0006;
-/// EV_EFI_BOOT_SERVICES_APPLICATION (§10.4.1): a UEFI application the firmware started,
+/// EV_EFI_BOOT_SERVICES_APPLICATION (§9.4.1): a UEFI application the firmware started,
 /// measured by its PE Authenticode digest into PCR 4.
 pub const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
+
+/// EV_EFI_PLATFORM_FIRMWARE_BLOB (§9.4.1): a firmware volume, by base and length.
+pub const EV_EFI_PLATFORM_FIRMWARE_BLOB: u32 = 0x8000_0008;
+/// EV_EFI_PLATFORM_FIRMWARE_BLOB2 (§9.4.1): a firmware volume, with a description.
+pub const EV_EFI_PLATFORM_FIRMWARE_BLOB2: u32 = 0x8000_000A;
 
 /// The PCRs a PC Client TPM has (§3.3.4: PCR 0 to 23).
 pub const PCR_COUNT: u32 = 24;
@@ -49,9 +55,9 @@ pub const PCR_COUNT: u32 = 24;
 /// More events than any firmware logs; the parser stops there rather than allocate on.
 pub const MAX_EVENTS: usize = 1 << 16;
 
-/// Signature of the first event's data (§10.4.5.1), NUL included.
+/// Signature of the first event's data (§9.4.5.1), NUL included.
 const SPEC_ID_SIGNATURE: &[u8; 16] = b"Spec ID Event03\0";
-/// Signature of the StartupLocality event's data (§10.4.5.3), NUL included.
+/// Signature of the StartupLocality event's data (§9.4.5.3), NUL included.
 const STARTUP_LOCALITY_SIGNATURE: &[u8; 16] = b"StartupLocality\0";
 
 /// A parsed event log: the banks the Spec ID event declares, and every event in order
@@ -69,7 +75,7 @@ pub struct EventLog {
 pub struct Event {
     /// The PCR the event is extended into (unless it is EV_NO_ACTION).
     pub pcr: u32,
-    /// The event type (§10.4.1), e.g. [`EV_SEPARATOR`].
+    /// The event type (§9.4.1), e.g. [`EV_SEPARATOR`].
     pub event_type: u32,
     /// (TPM_ALG_ID, digest) per bank, in the order the log gives them.
     pub digests: Vec<(u16, Vec<u8>)>,
@@ -86,12 +92,22 @@ impl Event {
             .map(|(_, d)| d.as_slice())
     }
 
-    /// Whether the event is extended into its PCR (everything but EV_NO_ACTION, §10.4.5).
+    /// Whether the event is extended into its PCR (everything but EV_NO_ACTION, §9.4.5).
     pub fn is_measured(&self) -> bool {
         self.event_type != EV_NO_ACTION
     }
 
-    /// The locality of a StartupLocality event (§10.4.5.3), if this is one.
+    /// The tagged event ID of an EV_EVENT_TAG event (the first field of its
+    /// TCG_PCClientTaggedEvent data, §9.4.2), e.g. Linux's initrd or load options tag.
+    pub fn tag(&self) -> Option<u32> {
+        if self.event_type != EV_EVENT_TAG {
+            return None;
+        }
+        let id = self.data.get(..4)?;
+        Some(u32::from_le_bytes([id[0], id[1], id[2], id[3]]))
+    }
+
+    /// The locality of a StartupLocality event (§9.4.5.3), if this is one.
     pub fn startup_locality(&self) -> Option<u8> {
         if self.event_type != EV_NO_ACTION || self.pcr != 0 {
             return None;
@@ -170,7 +186,7 @@ pub fn alg_from_name(name: &str) -> Option<u16> {
     })
 }
 
-/// The name of an event type (§10.4.1), `None` for a value the profile does not define.
+/// The name of an event type (§9.4.1), `None` for a value the profile does not define.
 pub fn event_type_name(event_type: u32) -> Option<&'static str> {
     Some(match event_type {
         0x0000_0000 => "EV_PREBOOT_CERT",
@@ -254,8 +270,8 @@ pub(crate) fn hash(alg: u16, parts: &[&[u8]]) -> Option<Vec<u8>> {
 }
 
 impl EventLog {
-    /// Parses a crypto-agile log: the SHA-1 format Spec ID event (§10.2.1, §10.4.5.1),
-    /// then TCG_PCR_EVENT2 records (§10.2.2) to the end of `bytes`.
+    /// Parses a crypto-agile log: the SHA-1 format Spec ID event (§9.2.1, §9.4.5.1),
+    /// then TCG_PCR_EVENT2 records (§9.2.2) to the end of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<EventLog, Error> {
         let mut r = Reader { bytes, offset: 0 };
         let (first, banks) = Self::parse_spec_id(&mut r)?;
@@ -357,7 +373,7 @@ impl EventLog {
         Ok((event, banks))
     }
 
-    /// A TCG_PCR_EVENT2 (§10.2.2).
+    /// A TCG_PCR_EVENT2 (§9.2.2).
     fn parse_event2(
         r: &mut Reader<'_>,
         index: usize,
@@ -429,7 +445,7 @@ impl EventLog {
     }
 
     /// PCR `pcr`'s value at start-up in bank `alg` (before any event): zeros, except PCR 0
-    /// after a StartupLocality event (§10.4.5.3), whose last byte is the locality.
+    /// after a StartupLocality event (§9.4.5.3), whose last byte is the locality.
     pub fn initial_value(&self, alg: u16, pcr: u32) -> Option<Vec<u8>> {
         let size = self.digest_size(alg)?;
         let mut value = vec![0u8; size];
