@@ -389,9 +389,10 @@ pub fn another_kernel_booted(h: &Harness, g: &Guest) {
 pub fn slow_clients(h: &mut Harness) {
     use std::io::{Read, Write};
     let slow = h.add_replica(Limits {
-        handshake_timeout: Duration::from_millis(500),
-        header_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_millis(800),
+        // Short, but long enough for a handshake on a loaded machine.
+        handshake_timeout: Duration::from_millis(1500),
+        header_timeout: Duration::from_millis(1500),
+        request_timeout: Duration::from_millis(1500),
         ..Limits::default()
     });
     let addr = h.replicas[slow].addr;
