@@ -15,7 +15,8 @@
 //!    decrypts it), or an error status with an [`ErrorBody`] naming the reason.
 //!
 //! Errors: 400 malformed request, 403 evidence refused (the reason names the first broken
-//! link), 404 unknown or already used session, 410 expired session, 413 body too large.
+//! link), 404 unknown or already used session, 408 request not received in time, 410
+//! expired session, 413 body too large, 500 the service's own failure (its database).
 
 extern crate alloc;
 
@@ -65,8 +66,13 @@ pub struct NvEvidence {
     pub ecc_ek_cert: String,
     /// 0x01C00100: the per-boot endorsement CA certificate (DER).
     pub ca_cert: String,
-    /// 0x01C00110: the SNP evidence (report and VCEK).
+    /// 0x01C00110: the SNP attestation report.
     pub report: String,
+    /// 0x01C00101: the VCEK certificate (DER), when the host supplied one. A service that
+    /// trusts AMD's ARK and ASK needs it (or its own copy from AMD's key distribution
+    /// service) to check the report's signature.
+    #[serde(default)]
+    pub vcek_cert: Option<String>,
     /// 0x01C00111: the persistent state's evidence, when the vTPM keeps its state.
     #[serde(default)]
     pub state: Option<String>,
@@ -138,7 +144,7 @@ pub struct AttestResponse {
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// A stable code: `malformed`, `denied`, `unknown-session`, `expired`, `too-large`,
-    /// `internal`.
+    /// `timeout`, `internal`.
     pub error: String,
     /// What is wrong, for a human (never a secret).
     pub reason: String,
