@@ -14,6 +14,7 @@ mod fuzz;
 mod igvm;
 mod kernel;
 mod linux;
+mod luks;
 mod setup;
 mod snp;
 mod vtpm;
@@ -54,6 +55,12 @@ enum Cmd {
     },
     /// Run every test level this machine supports.
     Test,
+    /// Run only the Linux-guest level (`--luks`: only its secret-release flow).
+    LinuxGuest {
+        /// Only the LUKS2 flow: provisioning, the service, unlock, refusals, integrity.
+        #[arg(long)]
+        luks: bool,
+    },
     /// Run the benchmarks and print their figures (not a pass/fail gate).
     Bench,
     /// Only install what this machine lacks.
@@ -85,6 +92,7 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Setup => setup::ensure(),
         Cmd::Test => test(),
+        Cmd::LinuxGuest { luks } => setup::ensure().and_then(|()| linux::test_level(luks)),
         Cmd::Run {
             snp: true,
             launch_args,
