@@ -15,6 +15,7 @@ mod igvm;
 mod kernel;
 mod linux;
 mod luks;
+mod service;
 mod setup;
 mod snp;
 mod vtpm;
@@ -139,7 +140,12 @@ fn test() -> Result<()> {
         ]),
     )?;
     igvm::prepare_tests()?;
-    step("host tests", cargo(&["test", "--workspace"]))?;
+    // The service's suites need PostgreSQL: its own level.
+    step(
+        "host tests",
+        cargo(&["test", "--workspace", "--exclude", "svsm-service"]),
+    )?;
+    service::test()?;
     vtpm::test()?;
     println!("xtask: == kernel (QEMU) ==");
     kernel::clippy()?;
@@ -166,6 +172,7 @@ fn bench() -> Result<()> {
     setup::ensure()?;
     crate::core::bench()?;
     vtpm::bench()?;
+    service::bench()?;
     Ok(())
 }
 

@@ -1,0 +1,285 @@
+//! The scenarios every database backend runs: a release the vTPM unwraps, and each
+//! refusal with its reason in the answer and in the audit log.
+
+use std::time::Duration;
+
+use svsm_protocol::service_api::{AttestRequest, CHALLENGE_PATH};
+use svsm_service::attest::{ek_id, open_secret};
+use svsm_service::server::Limits;
+
+use super::{b64, unb64, Guest, Harness, SECRET, SELECTION};
+
+/// Allowed: the secret comes back wrapped, ActivateCredential on the same vTPM recovers
+/// the key, the key opens the secret; the audit log and the guest record say so.
+pub fn happy_path(h: &Harness, g: &Guest) {
+    let c = h.challenge();
+    assert_eq!(c.pcr_selection, SELECTION);
+    assert_eq!(c.nonce.len(), 64);
+    let req = g.request(&c, &[]);
+    let resp = h.attest(&req).expect("the evidence is accepted");
+    assert_eq!(resp.verdict, "allowed");
+    assert_eq!(resp.secret.name, "disk-key");
+    let credential = unb64(&resp.secret.credential);
+    assert_eq!(&credential[..8], &[0xBA, 0xDC, 0xC0, 0xDE, 0, 0, 0, 1]);
+    let key = g
+        .activate(&credential)
+        .expect("TPM2_ActivateCredential on this vTPM");
+    assert_eq!(key.len(), 32);
+    assert_eq!(
+        open_secret(&key, &c.session, &resp.secret).expect("the key opens the secret"),
+        SECRET
+    );
+    // Bound to the session: another session's AAD does not open it.
+    assert!(open_secret(&key, &"0".repeat(32), &resp.secret).is_err());
+    // Never in clear on the wire.
+    let wire = serde_json::to_string(&resp).expect("json");
+    assert!(!wire.contains(std::str::from_utf8(SECRET).expect("text")));
+
+    let audit = h.audit(&c.session);
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].verdict, "allowed");
+    assert_eq!(audit[0].secret.as_deref(), Some("disk-key"));
+    let id = ek_id(&unb64(&req.ek_public));
+    assert_eq!(audit[0].guest.as_deref(), Some(id.as_str()));
+    let record =
+        h.rt.block_on(h.db().guest(&id))
+            .expect("db")
+            .expect("a guest record");
+    assert_eq!(record.last_verdict, "allowed");
+
+    // The same session again: a replay gets nothing.
+    let again = h.attest(&req);
+    h.assert_refused(&c.session, again, 404, "already used");
+}
+
+/// An unknown session.
+pub fn unknown_session(h: &Harness, g: &Guest) {
+    let mut c = h.challenge();
+    c.session = "ab".repeat(16);
+    let req = g.request(&c, &[]);
+    h.assert_refused(&c.session, h.attest(&req), 404, "unknown");
+}
+
+/// A stale nonce: the session expired before the evidence came.
+pub fn stale_nonce(h: &mut Harness, g: &Guest) {
+    let expired = h.add_replica(Limits {
+        session_ttl: Duration::ZERO,
+        ..Limits::default()
+    });
+    let c = h.challenge_on(expired);
+    let req = g.request(&c, &[]);
+    h.assert_refused(&c.session, h.attest_on(expired, &req), 410, "expired");
+}
+
+/// A quote signed by another AK than the one sent (a key that was not challenged).
+pub fn quote_by_another_key(h: &Harness, g: &Guest) {
+    g.tool_flush(
+        "tpm2_createak",
+        &[
+            "-C", "ek.ctx", "-c", "ak2.ctx", "-G", "rsa", "-g", "sha256", "-s", "rsassa", "-u",
+            "ak2.pub",
+        ],
+    );
+    let c = h.challenge();
+    let mut req = g.request(&c, &[]);
+    let (quote, sig) = g.quote_with("ak2.ctx", &c.pcr_selection, &c.nonce);
+    req.quote = b64(&quote);
+    req.quote_signature = b64(&sig);
+    h.assert_refused(
+        &c.session,
+        h.attest(&req),
+        403,
+        "quote signature: does not verify with the attestation key",
+    );
+}
+
+/// A quote over another nonce (an earlier session's).
+pub fn quote_for_another_nonce(h: &Harness, g: &Guest) {
+    let old = h.challenge();
+    let c = h.challenge();
+    let mut req = g.request(&old, &[]);
+    req.session = c.session.clone();
+    h.assert_refused(
+        &c.session,
+        h.attest(&req),
+        403,
+        "qualifying data is not the nonce",
+    );
+}
+
+/// PCR values that are not the quoted ones.
+pub fn pcrs_not_quoted(h: &Harness, g: &Guest) {
+    let c = h.challenge();
+    let mut req = g.request(&c, &[]);
+    req.pcrs[3].value = "11".repeat(32);
+    h.assert_refused(&c.session, h.attest(&req), 403, "PCR digest");
+    // A PCR missing from the values sent.
+    let c = h.challenge();
+    let mut req = g.request(&c, &[]);
+    req.pcrs.pop();
+    h.assert_refused(
+        &c.session,
+        h.attest(&req),
+        403,
+        "another set than the quoted",
+    );
+}
+
+/// An EK certificate of another vTPM (another boot, another endorsement CA).
+pub fn ek_certificate_of_another_vtpm(h: &Harness, g: &Guest) {
+    let other = g.previous();
+    let c = h.challenge();
+    let mut req = g.request(&c, &[]);
+    req.nv.rsa_ek_cert = other.nv.rsa_ek_cert.clone();
+    h.assert_refused(&c.session, h.attest(&req), 403, "RSA EK");
+
+    // The other vTPM's whole evidence with this vTPM's AK and quote passes the checks
+    // (they are all genuine), but the secret is wrapped to the other vTPM's EK: this
+    // vTPM cannot unwrap it (and the other never held this AK).
+    let c = h.challenge();
+    let mut req = g.request(&c, &[]);
+    req.nv = other.nv.clone();
+    req.ek_public = b64(&other.ek_public);
+    let resp = h.attest(&req).expect("genuine evidence of two vTPMs");
+    let credential = unb64(&resp.secret.credential);
+    assert!(
+        g.activate(&credential).is_err(),
+        "this vTPM has not that EK"
+    );
+}
+
+/// `ek_public` is not the certified EK.
+pub fn ek_public_not_certified(h: &Harness, g: &Guest) {
+    let c = h.challenge();
+    let mut req = g.request(&c, &[]);
+    req.ek_public = b64(&g.previous().ek_public);
+    h.assert_refused(
+        &c.session,
+        h.attest(&req),
+        403,
+        "certifies another key than the TPM's EK",
+    );
+}
+
+/// A report edited to another VMPL and re-signed with the emulated PSP's test VCEK key
+/// (the only way to get one here: the emulated PSP signs VMPL0 reports for the SVSM).
+pub fn report_at_another_vmpl(h: &Harness, g: &Guest) {
+    use p384::ecdsa::signature::Signer;
+    let c = h.challenge();
+    let mut req = g.request(&c, &[]);
+    let mut report = unb64(&req.nv.report);
+    report[0x30..0x34].copy_from_slice(&2u32.to_le_bytes());
+    let sig: p384::ecdsa::Signature = svsm_emulated::psp::test_vcek().sign(&report[..0x2A0]);
+    let encoded = svsm_verifier::report::encode_signature(&sig);
+    report[0x2A0..0x2A0 + encoded.len()].copy_from_slice(&encoded);
+    req.nv.report = b64(&report);
+    h.assert_refused(&c.session, h.attest(&req), 403, "report VMPL: 2");
+}
+
+/// A report whose signature no longer verifies (one byte changed).
+pub fn report_tampered(h: &Harness, g: &Guest) {
+    let c = h.challenge();
+    let mut req = g.request(&c, &[]);
+    let mut report = unb64(&req.nv.report);
+    report[0x90] ^= 1;
+    req.nv.report = b64(&report);
+    h.assert_refused(&c.session, h.attest(&req), 403, "report signature");
+}
+
+/// A state-generation rollback: the service saw generation 3 for this guest, the vTPM
+/// now shows none.
+pub fn state_rollback(h: &Harness, g: &Guest) {
+    let id = ek_id(&g.read("ek.pub"));
+    h.rt.block_on(
+        h.db()
+            .record_guest(&id, "allowed", "an earlier boot", Some(3), 0),
+    )
+    .expect("seed the record");
+    let c = h.challenge();
+    let req = g.request(&c, &[]);
+    h.assert_refused(
+        &c.session,
+        h.attest(&req),
+        403,
+        "generation 3 was seen before",
+    );
+    // The record keeps generation 3 (a refusal never lowers it).
+    let record =
+        h.rt.block_on(h.db().guest(&id))
+            .expect("db")
+            .expect("record");
+    assert_eq!(record.state_generation, Some(3));
+    assert_eq!(record.last_verdict, "denied");
+}
+
+/// Malformed requests: 400 (or 413, 415) with the reason, audited, service up.
+pub fn malformed(h: &Harness, g: &Guest) {
+    let (status, body) = h.post_raw(CHALLENGE_PATH, "application/json", b"{".to_vec());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("JSON"), "{body}");
+    let (status, body) = h.post_raw(
+        CHALLENGE_PATH,
+        "application/json",
+        br#"{"guest": "x", "extra": 1}"#.to_vec(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown field"), "{body}");
+    let (status, body) = h.post_raw(CHALLENGE_PATH, "text/plain", b"{}".to_vec());
+    assert_eq!(status, 415, "{body}");
+    let (status, body) = h.post_raw("/v2/attest", "application/json", b"{}".to_vec());
+    assert_eq!(status, 404, "{body}");
+
+    let c = h.challenge();
+    let good = g.request(&c, &[]);
+    let cases: [(&str, fn(&mut AttestRequest)); 4] = [
+        ("quote: not base64", |r| r.quote = "!!not base64!!".into()),
+        ("nv.report: not base64", |r| r.nv.report = "%%%".into()),
+        ("value is not hex", |r| r.pcrs[0].value = "xyz".into()),
+        ("bank \"md5\"", |r| r.pcrs[0].bank = "md5".into()),
+    ];
+    for (needle, edit) in cases {
+        let mut req = good.clone();
+        edit(&mut req);
+        h.assert_refused(&c.session, h.attest(&req), 400, needle);
+    }
+    // Malformed requests do not consume the session.
+    h.attest(&good).expect("the session is still usable");
+
+    // Oversized: 413 with an ErrorBody.
+    let mut big = br#"{"session": ""#.to_vec();
+    big.extend(std::iter::repeat_n(b'a', 2 << 20));
+    big.extend(br#""}"#);
+    let (status, body) = h.post_raw("/v1/attest", "application/json", big);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("too-large"), "{body}");
+    let _ = h.challenge();
+}
+
+/// Two replicas on one database: a session consumed by one is refused by the other.
+pub fn replicas_share_sessions(h: &mut Harness, g: &Guest) {
+    let second = h.add_replica(Limits::default());
+    let c = h.challenge_on(0);
+    let req = g.request(&c, &[]);
+    h.attest_on(second, &req)
+        .expect("the other replica knows the session");
+    let again = h.attest_on(0, &req);
+    h.assert_refused(&c.session, again, 404, "already used");
+    // Both at once: exactly one wins.
+    let c = h.challenge_on(second);
+    let req = g.request(&c, &[]);
+    let results = std::thread::scope(|s| {
+        let a = s.spawn(|| h.attest_on(0, &req));
+        let b = s.spawn(|| h.attest_on(second, &req));
+        [a.join().expect("a"), b.join().expect("b")]
+    });
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "{results:?}");
+}
+
+/// A launch measurement the policy does not list.
+pub fn wrong_measurement(db_url: Option<String>, g: &Guest) {
+    let h = Harness::with_policy(db_url, |dir| super::policy_text(dir, &[0x11; 48]));
+    let c = h.challenge();
+    let req = g.request(&c, &[]);
+    h.assert_refused(&c.session, h.attest(&req), 403, "launch measurement");
+}
