@@ -1,6 +1,8 @@
 //! The attestation verifier on hostile evidence: SNP report, VCEK/ASK/ARK chain and the
 //! host's certificate table, TPM structures (TPMT_PUBLIC, TPMT_SIGNATURE, TPMS_ATTEST),
-//! the services manifest, the challenge file, and the whole chain of checks.
+//! the services manifest, the challenge file, and the whole chain of checks; the TCG event
+//! log parser and its replay, and the measured-boot policy (TOML, and its check of a log
+//! against quoted PCRs).
 //!
 //! Input: one mode byte, then parts, each a little-endian u16 length and its bytes (the
 //! seed corpus is made from the real Milan report and chain and tpm2-tools output in this
@@ -9,7 +11,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use svsm_verifier::boot_policy::BootPolicy;
 use svsm_verifier::chain::Chain;
+use svsm_verifier::eventlog::EventLog;
 use svsm_verifier::{
     manifest, tpm, Challenge, Evidence, ExpectedPcrs, ManifestKind, Policy, Report, VcekTrust,
 };
@@ -43,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let p = parts(rest);
-    match mode % 10 {
+    match mode % 12 {
         0 => {
             if let Ok(report) = Report::parse(part(&p, 0)) {
                 let _ = (
@@ -106,6 +110,47 @@ fuzz_target!(|data: &[u8]| {
                     report.report_data(),
                     &svsm_verifier::report_data(nonce, part(&p, 2))
                 );
+            }
+        }
+        10 => {
+            if let Ok(log) = EventLog::parse(part(&p, 0)) {
+                for (alg, _) in &log.banks {
+                    let _ = log.replay(*alg);
+                }
+                for event in &log.events {
+                    let _ = event.startup_locality();
+                }
+            }
+        }
+        11 => {
+            let Ok(policy) = BootPolicy::from_toml(std::str::from_utf8(part(&p, 0)).unwrap_or(""))
+            else {
+                return;
+            };
+            // What the policy writes, it reads back as the same policy.
+            let again = BootPolicy::from_toml(&policy.to_toml()).expect("to_toml reads back");
+            assert_eq!(again, policy);
+            let Ok(log) = EventLog::parse(part(&p, 1)) else {
+                return;
+            };
+            // The quoted PCRs: (index, value) records of 1 + digest-size bytes.
+            let (alg, _) = policy.pcr_selection();
+            let size = log.digest_size(alg).unwrap_or(32);
+            let quoted: Vec<(u8, Vec<u8>)> = part(&p, 2)
+                .chunks_exact(1 + size)
+                .map(|c| (c[0], c[1..].to_vec()))
+                .collect();
+            if policy.check(&log, &quoted).is_ok() {
+                // A passing boot replays to the quote on every PCR of the policy.
+                let replayed = log.replay(alg).expect("replay after a passing check");
+                for pcr in policy.pcr_selection().1 {
+                    let value = replayed
+                        .get(&u32::from(pcr))
+                        .cloned()
+                        .or_else(|| log.initial_value(alg, u32::from(pcr)))
+                        .expect("bank present");
+                    assert!(quoted.iter().any(|(i, v)| *i == pcr && *v == value));
+                }
             }
         }
         _ => {

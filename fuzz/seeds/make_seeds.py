@@ -48,6 +48,21 @@ def main():
     put("verifier", "tpm2tools-quote", parts(5, quote))
     put("verifier", "milan-report-binding", parts(8, report, bytes(64), b""))
     put("verifier", "challenge-text", parts(7, b"ek_name=000b00\nak_name=000b00\nsecret=00\n"))
+    # The Linux-guest level's real event logs; a policy learned from one with the PCRs
+    # the guest read (svsm-verify policy learn, then the sha256 PCRs as index || value).
+    for name in ["bookworm", "forky"]:
+        log = read(DATA, "eventlog-ovmf-%s.bin" % name)
+        put("verifier", "eventlog-" + name, parts(10, log))
+    log = read(DATA, "eventlog-ovmf-forky.bin")
+    policy = read(DATA, "eventlog-ovmf-forky.policy.toml")
+    quoted = b""
+    with open(os.path.join(DATA, "eventlog-ovmf-forky.txt")) as f:
+        for line in f:
+            if line.startswith("pcr "):
+                index, value = line[4:].strip().split("=")
+                if int(index) != 8:
+                    quoted += bytes([int(index)]) + bytes.fromhex(value)
+    put("verifier", "boot-policy-forky", parts(11, policy, log, quoted))
     # Protocol parsers: a PVALIDATE list, a report, a TPM command, a GHCB MSR value.
     put("protocol", "pvalidate-list", bytes([0]) + struct.pack("<HHI", 2, 0, 0)
         + struct.pack("<QQ", 0x200000 | 4, 0x201000 | 4))

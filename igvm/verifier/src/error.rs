@@ -125,6 +125,13 @@ pub enum Error {
     EkPublicMismatch(CertRole),
     /// The NV evidence is truncated or malformed.
     NvEvidence(String),
+    /// The TCG event log is truncated or malformed, or cannot be replayed in a bank
+    /// (the message names the event index and offset).
+    EventLog(String),
+    /// A measured-boot policy file is malformed.
+    BootPolicy(String),
+    /// A boot artifact is not the PE image a reference value needs (e.g. the kernel).
+    PeImage(String),
 }
 
 impl fmt::Display for Error {
@@ -239,6 +246,9 @@ impl fmt::Display for Error {
                 "{role} certificate: certifies another key than the TPM's EK"
             ),
             Error::NvEvidence(why) => write!(f, "NV evidence: {why}"),
+            Error::EventLog(why) => write!(f, "event log: {why}"),
+            Error::BootPolicy(why) => write!(f, "measured-boot policy: {why}"),
+            Error::PeImage(why) => write!(f, "PE image: {why}"),
         }
     }
 }

@@ -17,11 +17,14 @@
 //! to TPM NV: the same AMD links, then the per-boot endorsement CA the report binds, the
 //! EK certificates it issued, and the EKs.
 
+pub mod boot_policy;
 pub mod chain;
 pub mod credential;
 pub mod ek_nv;
 mod error;
+pub mod eventlog;
 pub mod manifest;
+pub mod reference;
 pub mod report;
 pub mod tpm;
 

@@ -6,8 +6,14 @@
 //! checks the endorsement evidence a guest reads from TPM NV (EK certificates, the
 //! per-boot CA and the SNP report that binds it).
 //!
+//! `eventlog` prints a TCG event log and its replay; `policy learn` writes a measured-boot
+//! policy from a known-good boot's log and the boot artifacts, `policy check` checks a log
+//! and quoted PCR values against one.
+//!
 //! The launch measurement is required: without `--measurement` every command refuses,
 //! unless `--no-measurement-check` says the caller accepts any SVSM image.
+
+mod measured_boot;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -135,6 +141,12 @@ enum Command {
         #[arg(long)]
         min_state_generation: Option<u64>,
     },
+    /// Print a TCG event log (binary_bios_measurements): every event's PCR, type and
+    /// digests, and the PCR values it replays to in each bank.
+    Eventlog(measured_boot::EventlogArgs),
+    /// Measured-boot policies: learn one from a known-good boot, check a boot against one.
+    #[command(subcommand)]
+    Policy(measured_boot::PolicyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -490,6 +502,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Eventlog(args) => measured_boot::eventlog(&args)?,
+        Command::Policy(cmd) => measured_boot::policy(&cmd)?,
     }
     Ok(())
 }

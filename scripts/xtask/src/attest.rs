@@ -16,7 +16,7 @@ const MILAN: &str = "igvm/verifier/tests/data";
 const MILAN_MEASUREMENT: &str = "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b5\
                                  79ea158d3e1a0dc39b2c60bd95b9c480cd81841f";
 
-fn verify_cmd(args: &[String]) -> Command {
+pub(crate) fn verify_cmd(args: &[String]) -> Command {
     let mut cmd = cargo(&[
         "run",
         "--quiet",

@@ -32,6 +32,9 @@ const PREFIX: &str = "SVSM-LINUX-GUEST ";
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long the daemon may take to listen.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(60);
+/// The guest's RAM (QEMU's -m, MiB); the kernel's PCR 4 digest depends on it (QEMU places
+/// the initrd below the top of RAM and writes the address into the kernel's header).
+const MEMORY_MIB: u64 = 512;
 /// The guest firmware: OVMF, as under SEV-SNP. (SeaBIOS treats the TPM_RC_INITIALIZE
 /// that the already started vTPM answers to its TPM2_Startup as a malfunction and
 /// disables the owner and endorsement hierarchies; OVMF and Linux accept it.)
@@ -131,6 +134,11 @@ fn ovmf_run(
             failures.push(format!("endorsement evidence: {e:#}"));
         }
     }
+    if failures.is_empty() {
+        if let Err(e) = measured_boot(guest, &run.results, cmdline, label) {
+            failures.push(format!("measured boot: {e:#}"));
+        }
+    }
     if !run.daemon_clean {
         failures.push("the daemon did not shut down cleanly after QEMU's CMD_SHUTDOWN".into());
     }
@@ -163,6 +171,22 @@ fn ovmf_run(
     }
     println!("linux-guest: {label}: every check passed");
     Ok(())
+}
+
+/// The measured-boot checks on the guest's event log ([`crate::measured_boot`]).
+fn measured_boot(
+    guest: &Guest,
+    results: &BTreeMap<String, (String, String)>,
+    cmdline: &str,
+    label: &str,
+) -> Result<()> {
+    let boot = crate::measured_boot::Boot {
+        kernel: &guest.kernel,
+        initrd: &guest.initrd,
+        cmdline,
+        memory_mib: MEMORY_MIB,
+    };
+    crate::measured_boot::check(results, &work_dir(), label, &boot)
 }
 
 /// SeaBIOS (QEMU's default firmware) takes the TPM_RC_INITIALIZE of its TPM2_Startup for
@@ -537,7 +561,8 @@ impl Guest {
     /// SeaBIOS), serial console on stdio, the TPM.
     pub(crate) fn qemu(&self, cmdline: &str, firmware: Option<&str>, boot: &Boot) -> Command {
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1"]);
+        cmd.args(["-machine", "q35", "-accel", "tcg", "-smp", "1"])
+            .args(["-m", &MEMORY_MIB.to_string()]);
         if let Some(firmware) = firmware {
             cmd.args(["-bios", firmware]);
         }

@@ -16,6 +16,7 @@ mod kernel;
 mod linux;
 mod luks;
 mod service;
+mod measured_boot;
 mod setup;
 mod snp;
 mod vtpm;
