@@ -297,7 +297,7 @@ pub fn check_quote(policy: &Policy, d: &Decoded, nonce: &[u8]) -> Result<QuoteVe
 
 /// Link 6: the event log replays to the quoted PCRs and satisfies the boot policy.
 pub fn check_boot(policy: &Policy, d: &Decoded, quoted: &[(u8, Vec<u8>)]) -> Result<(), String> {
-    let log = EventLog::parse(&d.event_log).map_err(|e| format!("event log: {e}"))?;
+    let log = EventLog::parse(&d.event_log).map_err(|e| e.to_string())?;
     policy
         .boot
         .check(&log, quoted)

@@ -24,6 +24,9 @@ fn release_and_refusals_on_postgres() {
     scenarios::report_tampered(&h, &g);
     scenarios::malformed(&h, &g);
     scenarios::replicas_share_sessions(&mut h, &g);
-    scenarios::state_rollback(&h, &g);
+    scenarios::event_log_edited(&h, &g);
     scenarios::wrong_measurement(Some(pg.database(&rt, "measurement")), &g);
+    // These two change the vTPM's PCR 4 and the guest's record for good: last.
+    scenarios::another_kernel_booted(&h, &g);
+    scenarios::state_rollback(&h, &g);
 }

@@ -82,8 +82,20 @@ pub struct PreviousBoot {
     pub ek_public: Vec<u8>,
 }
 
-/// The selection the tests' policy quotes.
-pub const SELECTION: &str = "sha256:0,1,2,3,4,5,6,7";
+/// The selection the tests' policy quotes (the forky fixture policy's).
+pub const SELECTION: &str = "sha256:0,1,2,3,4,5,6,7,9";
+
+/// A real TCG event log the Linux-guest level captured (OVMF from Debian forky, direct
+/// kernel boot), and the measured-boot policy learned and computed for it.
+pub const EVENT_LOG: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../igvm/verifier/tests/data/eventlog-ovmf-forky.bin"
+));
+/// The boot policy of [`EVENT_LOG`].
+pub const BOOT_POLICY: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../igvm/verifier/tests/data/eventlog-ovmf-forky.policy.toml"
+));
 
 impl Guest {
     /// Boots the emulated machine with the SVSM and its vTPM and serves it on loopback.
@@ -133,6 +145,7 @@ impl Guest {
             b.power_on().expect("power on");
         }
         guest.collect();
+        guest.extend_log(EVENT_LOG);
         assert_ne!(
             guest.read("ek.pub"),
             guest.previous().ek_public,
@@ -144,6 +157,26 @@ impl Guest {
     /// The evidence of the vTPM of the previous boot.
     pub fn previous(&self) -> &PreviousBoot {
         self.previous.as_ref().expect("a previous boot")
+    }
+
+    /// Extends every measured SHA-256 digest of `log` into its PCR, in order: this
+    /// vTPM's PCRs then hold what the machine that wrote the log measured, so its quotes
+    /// match the real log.
+    pub fn extend_log(&self, log: &[u8]) {
+        let log = svsm_verifier::eventlog::EventLog::parse(log).expect("the log parses");
+        let args: Vec<String> = log
+            .events
+            .iter()
+            .filter(|e| e.is_measured())
+            .map(|e| {
+                let d = e
+                    .digest(svsm_verifier::tpm::ALG_SHA256)
+                    .expect("a SHA-256 digest");
+                format!("{}:sha256={}", e.pcr, hex::encode(d))
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.tool("tpm2_pcrextend", &args);
     }
 
     /// Creates the EK and an AK and reads the NV evidence into the scratch directory.
@@ -268,7 +301,7 @@ impl Guest {
     }
 
     /// The whole request for `challenge`, as the agent builds it.
-    pub fn request(&self, challenge: &ChallengeResponse, event_log: &[u8]) -> AttestRequest {
+    pub fn request(&self, challenge: &ChallengeResponse) -> AttestRequest {
         let (quote, sig) = self.quote_with("ak.ctx", &challenge.pcr_selection, &challenge.nonce);
         AttestRequest {
             session: challenge.session.clone(),
@@ -278,7 +311,7 @@ impl Guest {
             quote: b64(&quote),
             quote_signature: b64(&sig),
             pcrs: self.pcrs(&challenge.pcr_selection),
-            event_log: b64(event_log),
+            event_log: b64(EVENT_LOG),
         }
     }
 
@@ -384,18 +417,27 @@ impl Pki {
 use rustls_pki_types::pem::PemObject;
 
 /// The policy the tests use for the emulated machine: the emulated PSP's test ARK and
-/// ASK, the emulated launch's measurement, a boot section over [`SELECTION`].
+/// ASK, the emulated launch's measurement `measurement`, the fixture's boot policy.
 pub fn policy_text(dir: &Scratch, measurement: &[u8; 48]) -> String {
     use svsm_emulated::psp::{test_chain, test_vcek};
     let chain = test_chain(&test_vcek().verifying_key().clone()).expect("the test chain");
     std::fs::write(dir.path("ark.pem"), &chain.ark_pem).expect("ark");
     std::fs::write(dir.path("ask.pem"), &chain.ask_pem).expect("ask");
-    format!(
-        "[snp]\nmeasurements = [\"{}\"]\nark = \"ark.pem\"\nask = \"ask.pem\"\n\n\
-         [boot]\nbank = \"sha256\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7]\n\n\
-         [release]\nsecret = \"disk-key\"\n",
-        hex::encode(measurement)
-    )
+    let boot: toml::Table = toml::from_str(BOOT_POLICY).expect("the fixture policy");
+    let mut snp = toml::Table::new();
+    snp.insert(
+        "measurements".into(),
+        toml::Value::Array(vec![hex::encode(measurement).into()]),
+    );
+    snp.insert("ark".into(), "ark.pem".into());
+    snp.insert("ask".into(), "ask.pem".into());
+    let mut release = toml::Table::new();
+    release.insert("secret".into(), "disk-key".into());
+    let mut file = toml::Table::new();
+    file.insert("snp".into(), snp.into());
+    file.insert("boot".into(), boot.into());
+    file.insert("release".into(), release.into());
+    toml::to_string(&file).expect("the policy as TOML")
 }
 
 /// The emulated launch's measurement.
@@ -628,7 +670,7 @@ impl Guest {
         );
     }
 
-    /// TPM2_Quote by the persistent AK over PCRs 0-7 of SHA-256 with `nonce`, sent
+    /// TPM2_Quote by the persistent AK over PCRs 0-7 and 9 of SHA-256 with `nonce`, sent
     /// straight to the vTPM (the SVSM path, without a tool process): (TPMS_ATTEST,
     /// TPMT_SIGNATURE).
     pub fn raw_quote(&self, nonce: &[u8]) -> (Vec<u8>, Vec<u8>) {
@@ -638,7 +680,7 @@ impl Guest {
         params.extend_from_slice(&0x0010u16.to_be_bytes()); // inScheme: TPM_ALG_NULL
         params.extend_from_slice(&1u32.to_be_bytes()); // one bank
         params.extend_from_slice(&0x000Bu16.to_be_bytes()); // SHA-256
-        params.extend_from_slice(&[3, 0xFF, 0, 0]); // PCRs 0-7
+        params.extend_from_slice(&[3, 0xFF, 0x02, 0]); // PCRs 0-7 and 9
         let mut cmd = Vec::new();
         cmd.extend_from_slice(&0x8002u16.to_be_bytes()); // TPM_ST_SESSIONS
         cmd.extend_from_slice(&0u32.to_be_bytes()); // size, below
@@ -676,7 +718,7 @@ impl Guest {
             quote: b64(&quote),
             quote_signature: b64(&sig),
             pcrs: pcrs.to_vec(),
-            event_log: b64(&[]),
+            event_log: b64(EVENT_LOG),
         }
     }
 }

@@ -36,7 +36,10 @@ impl Postgres {
             .filter(|(_, p)| p.join("initdb").exists())
             .collect();
         versions.sort();
-        versions.pop().expect("no PostgreSQL server under /usr/lib/postgresql").1
+        versions
+            .pop()
+            .expect("no PostgreSQL server under /usr/lib/postgresql")
+            .1
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
@@ -85,7 +88,17 @@ impl Postgres {
         let data = data.to_string_lossy().into_owned();
         pg.run(
             "initdb",
-            &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
         );
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
@@ -94,7 +107,9 @@ impl Postgres {
         let log = pg.dir.path("log").to_string_lossy().into_owned();
         pg.run(
             "pg_ctl",
-            &["-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start"],
+            &[
+                "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
+            ],
         );
         pg
     }

@@ -7,7 +7,7 @@ use svsm_protocol::service_api::{AttestRequest, CHALLENGE_PATH};
 use svsm_service::attest::{ek_id, open_secret};
 use svsm_service::server::Limits;
 
-use super::{b64, unb64, Guest, Harness, SECRET, SELECTION};
+use super::{b64, unb64, Guest, Harness, EVENT_LOG, SECRET, SELECTION};
 
 /// Allowed: the secret comes back wrapped, ActivateCredential on the same vTPM recovers
 /// the key, the key opens the secret; the audit log and the guest record say so.
@@ -15,7 +15,7 @@ pub fn happy_path(h: &Harness, g: &Guest) {
     let c = h.challenge();
     assert_eq!(c.pcr_selection, SELECTION);
     assert_eq!(c.nonce.len(), 64);
-    let req = g.request(&c, &[]);
+    let req = g.request(&c);
     let resp = h.attest(&req).expect("the evidence is accepted");
     assert_eq!(resp.verdict, "allowed");
     assert_eq!(resp.secret.name, "disk-key");
@@ -56,7 +56,7 @@ pub fn happy_path(h: &Harness, g: &Guest) {
 pub fn unknown_session(h: &Harness, g: &Guest) {
     let mut c = h.challenge();
     c.session = "ab".repeat(16);
-    let req = g.request(&c, &[]);
+    let req = g.request(&c);
     h.assert_refused(&c.session, h.attest(&req), 404, "unknown");
 }
 
@@ -67,7 +67,7 @@ pub fn stale_nonce(h: &mut Harness, g: &Guest) {
         ..Limits::default()
     });
     let c = h.challenge_on(expired);
-    let req = g.request(&c, &[]);
+    let req = g.request(&c);
     h.assert_refused(&c.session, h.attest_on(expired, &req), 410, "expired");
 }
 
@@ -81,7 +81,7 @@ pub fn quote_by_another_key(h: &Harness, g: &Guest) {
         ],
     );
     let c = h.challenge();
-    let mut req = g.request(&c, &[]);
+    let mut req = g.request(&c);
     let (quote, sig) = g.quote_with("ak2.ctx", &c.pcr_selection, &c.nonce);
     req.quote = b64(&quote);
     req.quote_signature = b64(&sig);
@@ -97,7 +97,7 @@ pub fn quote_by_another_key(h: &Harness, g: &Guest) {
 pub fn quote_for_another_nonce(h: &Harness, g: &Guest) {
     let old = h.challenge();
     let c = h.challenge();
-    let mut req = g.request(&old, &[]);
+    let mut req = g.request(&old);
     req.session = c.session.clone();
     h.assert_refused(
         &c.session,
@@ -110,12 +110,12 @@ pub fn quote_for_another_nonce(h: &Harness, g: &Guest) {
 /// PCR values that are not the quoted ones.
 pub fn pcrs_not_quoted(h: &Harness, g: &Guest) {
     let c = h.challenge();
-    let mut req = g.request(&c, &[]);
+    let mut req = g.request(&c);
     req.pcrs[3].value = "11".repeat(32);
     h.assert_refused(&c.session, h.attest(&req), 403, "PCR digest");
     // A PCR missing from the values sent.
     let c = h.challenge();
-    let mut req = g.request(&c, &[]);
+    let mut req = g.request(&c);
     req.pcrs.pop();
     h.assert_refused(
         &c.session,
@@ -129,7 +129,7 @@ pub fn pcrs_not_quoted(h: &Harness, g: &Guest) {
 pub fn ek_certificate_of_another_vtpm(h: &Harness, g: &Guest) {
     let other = g.previous();
     let c = h.challenge();
-    let mut req = g.request(&c, &[]);
+    let mut req = g.request(&c);
     req.nv.rsa_ek_cert = other.nv.rsa_ek_cert.clone();
     h.assert_refused(&c.session, h.attest(&req), 403, "RSA EK");
 
@@ -137,7 +137,7 @@ pub fn ek_certificate_of_another_vtpm(h: &Harness, g: &Guest) {
     // (they are all genuine), but the secret is wrapped to the other vTPM's EK: this
     // vTPM cannot unwrap it (and the other never held this AK).
     let c = h.challenge();
-    let mut req = g.request(&c, &[]);
+    let mut req = g.request(&c);
     req.nv = other.nv.clone();
     req.ek_public = b64(&other.ek_public);
     let resp = h.attest(&req).expect("genuine evidence of two vTPMs");
@@ -151,7 +151,7 @@ pub fn ek_certificate_of_another_vtpm(h: &Harness, g: &Guest) {
 /// `ek_public` is not the certified EK.
 pub fn ek_public_not_certified(h: &Harness, g: &Guest) {
     let c = h.challenge();
-    let mut req = g.request(&c, &[]);
+    let mut req = g.request(&c);
     req.ek_public = b64(&g.previous().ek_public);
     h.assert_refused(
         &c.session,
@@ -166,7 +166,7 @@ pub fn ek_public_not_certified(h: &Harness, g: &Guest) {
 pub fn report_at_another_vmpl(h: &Harness, g: &Guest) {
     use p384::ecdsa::signature::Signer;
     let c = h.challenge();
-    let mut req = g.request(&c, &[]);
+    let mut req = g.request(&c);
     let mut report = unb64(&req.nv.report);
     report[0x30..0x34].copy_from_slice(&2u32.to_le_bytes());
     let sig: p384::ecdsa::Signature = svsm_emulated::psp::test_vcek().sign(&report[..0x2A0]);
@@ -179,7 +179,7 @@ pub fn report_at_another_vmpl(h: &Harness, g: &Guest) {
 /// A report whose signature no longer verifies (one byte changed).
 pub fn report_tampered(h: &Harness, g: &Guest) {
     let c = h.challenge();
-    let mut req = g.request(&c, &[]);
+    let mut req = g.request(&c);
     let mut report = unb64(&req.nv.report);
     report[0x90] ^= 1;
     req.nv.report = b64(&report);
@@ -196,7 +196,7 @@ pub fn state_rollback(h: &Harness, g: &Guest) {
     )
     .expect("seed the record");
     let c = h.challenge();
-    let req = g.request(&c, &[]);
+    let req = g.request(&c);
     h.assert_refused(
         &c.session,
         h.attest(&req),
@@ -230,7 +230,7 @@ pub fn malformed(h: &Harness, g: &Guest) {
     assert_eq!(status, 404, "{body}");
 
     let c = h.challenge();
-    let good = g.request(&c, &[]);
+    let good = g.request(&c);
     let cases: [(&str, fn(&mut AttestRequest)); 4] = [
         ("quote: not base64", |r| r.quote = "!!not base64!!".into()),
         ("nv.report: not base64", |r| r.nv.report = "%%%".into()),
@@ -259,14 +259,14 @@ pub fn malformed(h: &Harness, g: &Guest) {
 pub fn replicas_share_sessions(h: &mut Harness, g: &Guest) {
     let second = h.add_replica(Limits::default());
     let c = h.challenge_on(0);
-    let req = g.request(&c, &[]);
+    let req = g.request(&c);
     h.attest_on(second, &req)
         .expect("the other replica knows the session");
     let again = h.attest_on(0, &req);
     h.assert_refused(&c.session, again, 404, "already used");
     // Both at once: exactly one wins.
     let c = h.challenge_on(second);
-    let req = g.request(&c, &[]);
+    let req = g.request(&c);
     let results = std::thread::scope(|s| {
         let a = s.spawn(|| h.attest_on(0, &req));
         let b = s.spawn(|| h.attest_on(second, &req));
@@ -280,6 +280,104 @@ pub fn replicas_share_sessions(h: &mut Harness, g: &Guest) {
 pub fn wrong_measurement(db_url: Option<String>, g: &Guest) {
     let h = Harness::with_policy(db_url, |dir| super::policy_text(dir, &[0x11; 48]));
     let c = h.challenge();
-    let req = g.request(&c, &[]);
+    let req = g.request(&c);
     h.assert_refused(&c.session, h.attest(&req), 403, "launch measurement");
+}
+
+/// The fixture's first measured event of `pcr` that is of the type `event_type`: its
+/// index and SHA-256 digest.
+fn event_of(pcr: u32, event_type: u32) -> (usize, Vec<u8>) {
+    let log = svsm_verifier::eventlog::EventLog::parse(EVENT_LOG).expect("the log parses");
+    log.events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.pcr == pcr && e.event_type == event_type && e.is_measured())
+        .map(|(i, e)| {
+            (
+                i,
+                e.digest(svsm_verifier::tpm::ALG_SHA256)
+                    .expect("SHA-256")
+                    .to_vec(),
+            )
+        })
+        .expect("the event is in the log")
+}
+
+/// EV_EFI_BOOT_SERVICES_APPLICATION.
+const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
+
+/// The real log with one digest changed (the kernel's, PCR 4): the log no longer replays
+/// to the quoted PCR 4, and the refusal names it.
+pub fn event_log_edited(h: &Harness, g: &Guest) {
+    let (_, kernel) = event_of(4, EV_EFI_BOOT_SERVICES_APPLICATION);
+    let mut log = EVENT_LOG.to_vec();
+    let at = log
+        .windows(kernel.len())
+        .position(|w| w == kernel.as_slice())
+        .expect("the kernel's digest in the log");
+    log[at] ^= 0x80;
+    let c = h.challenge();
+    let mut req = g.request(&c);
+    req.event_log = b64(&log);
+    h.assert_refused(
+        &c.session,
+        h.attest(&req),
+        403,
+        "measured boot: PCR 4 (sha256): replayed log gives",
+    );
+    // A log that does not parse.
+    let c = h.challenge();
+    let mut req = g.request(&c);
+    req.event_log = b64(&EVENT_LOG[..EVENT_LOG.len() - 7]);
+    h.assert_refused(&c.session, h.attest(&req), 403, "event log");
+}
+
+/// Another kernel boots (the vTPM measures another PE image into PCR 4) while the guest
+/// sends the real log, which looks right: the replay mismatch names PCR 4. With the
+/// other kernel's event added to the log, it replays, but the event is no reference
+/// value. Changes this vTPM's PCR 4 for good: run last.
+pub fn another_kernel_booted(h: &Harness, g: &Guest) {
+    use sha2::Digest;
+    let other: [u8; 32] = sha2::Sha256::digest(b"another kernel").into();
+    g.tool(
+        "tpm2_pcrextend",
+        &[&format!("4:sha256={}", hex::encode(other))],
+    );
+    let c = h.challenge();
+    let req = g.request(&c);
+    h.assert_refused(
+        &c.session,
+        h.attest(&req),
+        403,
+        "measured boot: PCR 4 (sha256): replayed log gives",
+    );
+
+    let parsed = svsm_verifier::eventlog::EventLog::parse(EVENT_LOG).expect("the log parses");
+    let mut log = EVENT_LOG.to_vec();
+    // TCG_PCR_EVENT2: PCR, type, TPML_DIGEST_VALUES in every bank of the log, event data.
+    log.extend_from_slice(&4u32.to_le_bytes());
+    log.extend_from_slice(&EV_EFI_BOOT_SERVICES_APPLICATION.to_le_bytes());
+    log.extend_from_slice(&(parsed.banks.len() as u32).to_le_bytes());
+    for (alg, size) in &parsed.banks {
+        log.extend_from_slice(&alg.to_le_bytes());
+        if *alg == svsm_verifier::tpm::ALG_SHA256 {
+            log.extend_from_slice(&other);
+        } else {
+            log.extend(std::iter::repeat_n(0u8, *size));
+        }
+    }
+    log.extend_from_slice(&0u32.to_le_bytes());
+    let c = h.challenge();
+    let mut req = g.request(&c);
+    req.event_log = b64(&log);
+    h.assert_refused(
+        &c.session,
+        h.attest(&req),
+        403,
+        &format!(
+            "PCR 4 event {} (EV_EFI_BOOT_SERVICES_APPLICATION): digest {} is not a reference value",
+            parsed.events.len(),
+            hex::encode(other)
+        ),
+    );
 }
