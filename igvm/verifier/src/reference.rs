@@ -144,6 +144,10 @@ pub fn qemu_direct_boot_kernel(
     initrd_size: Option<u64>,
     below_4g: u64,
 ) -> Result<Vec<u8>, Error> {
+    // The setup header fields QEMU writes end at 0x230 (initrd_addr_max).
+    if image.len() < 0x230 {
+        return Err(pe_error("too short for a Linux boot protocol header"));
+    }
     let mut out = image.to_vec();
     let u16_at = |o: usize| {
         image
@@ -312,6 +316,39 @@ mod tests {
             ["quiet initrd=initrd", "initrd=initrd quiet"]
         );
         assert_eq!(ovmf_qemu_load_options("quiet", false), ["quiet"]);
+    }
+
+    #[test]
+    fn qemu_direct_boot_fills_in_the_setup_header() {
+        let mut image = vec![0u8; 0x300];
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
+        image[0x211] = 0x01;
+        image[0x22C..0x230].copy_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
+        let out = qemu_direct_boot_kernel(&image, Some(0x1000), q35_below_4g(512 << 20)).unwrap();
+        let u32_at = |o: usize| u32::from_le_bytes(out[o..o + 4].try_into().unwrap());
+        assert_eq!(out[0x210], 0xB0);
+        assert_eq!(out[0x211], 0x81);
+        assert_eq!(u16::from_le_bytes([out[0x224], out[0x225]]), 0xFE00);
+        assert_eq!(u32_at(0x228), 0x2_0000);
+        // Below 512 MiB minus 0x28000 of ACPI data, 4 KiB aligned.
+        assert_eq!(u32_at(0x218), 0x1FFD_6000);
+        assert_eq!(u32_at(0x21C), 0x1000);
+        // Another initrd size moves the initrd, so the kernel's digest changes with it.
+        let other = qemu_direct_boot_kernel(&image, Some(0x2000), 512 << 20).unwrap();
+        assert_ne!(other, out);
+        // Without an initrd the ramdisk fields stay as they were.
+        let none = qemu_direct_boot_kernel(&image, None, 512 << 20).unwrap();
+        assert_eq!(none[0x218..0x220], [0; 8]);
+        assert_eq!(q35_below_4g(4 << 30), 0x8000_0000);
+        // Not a bzImage, or one QEMU loads low: refused.
+        assert!(qemu_direct_boot_kernel(&[0u8; 0x300], None, 512 << 20).is_err());
+        image[0x211] = 0;
+        assert!(qemu_direct_boot_kernel(&image, None, 512 << 20).is_err());
+        image[0x211] = 1;
+        for len in [0x100, 0x212, 0x22F] {
+            assert!(qemu_direct_boot_kernel(&image[..len], Some(1), 512 << 20).is_err());
+        }
     }
 
     #[test]
