@@ -34,7 +34,7 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(60);
 /// The guest's RAM (QEMU's -m, MiB); the kernel's PCR 4 digest depends on it (QEMU places
 /// the initrd below the top of RAM and writes the address into the kernel's header).
-const MEMORY_MIB: u64 = 512;
+pub(crate) const MEMORY_MIB: u64 = 512;
 /// The guest firmware: OVMF, as under SEV-SNP. (SeaBIOS treats the TPM_RC_INITIALIZE
 /// that the already started vTPM answers to its TPM2_Startup as a malfunction and
 /// disables the owner and endorsement hierarchies; OVMF and Linux accept it.)

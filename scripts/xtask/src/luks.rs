@@ -722,6 +722,8 @@ impl Flow {
                 .arg("--cmdline")
                 .arg(&cmdline)
                 .arg("--qemu-direct-boot")
+                .arg("--qemu-memory")
+                .arg(linux::MEMORY_MIB.to_string())
                 .arg("-o")
                 .arg(&boot_policy),
         )?;
