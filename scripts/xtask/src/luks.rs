@@ -539,7 +539,16 @@ struct Flow {
     initrd: PathBuf,
     other_initrd: PathBuf,
     cipher_head: Vec<u8>,
+    /// The service's port, in every boot's command line.
+    port: u16,
     service: Option<Service>,
+}
+
+/// The kernel command line of the provisioning and the unlock boots.
+fn unlock_cmdline(port: u16) -> String {
+    format!(
+        "console=ttyS0 quiet panic=-1 svsm.luks=1 svsm.service=https://10.0.2.2:{port} svsm.guest={GUEST_NAME}"
+    )
 }
 
 /// Prints a boot's result lines and times.
@@ -626,13 +635,20 @@ impl Flow {
             "linux-guest: LUKS provisioning boot (forky OVMF): format {} MiB, write the known file",
             DISK_SIZE >> 20
         );
+        // The service's port is fixed now: it is in the command line, which the
+        // provisioning boot shares with the unlock boots, so that the policy is learned
+        // from a boot of exactly what it admits (the mode comes from fw_cfg, which is
+        // not measured).
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let run = guest.run_with(
-            "console=ttyS0 quiet panic=-1 svsm.luks=provision",
+            &unlock_cmdline(port),
             Some(&firmware),
             &Boot {
                 initrd: Some(&initrd),
                 disk: Some(&disk),
-                net: false,
+                // The unlock boots' devices: OVMF measures QEMU's ACPI tables (PCR 1),
+                // which describe the NIC.
+                net: true,
                 fw_cfg: vec![("opt/svsm/disk-key", &key), ("opt/svsm/known", &known_file)],
                 serial_log: Some("serial-luks-provision.log"),
             },
@@ -686,17 +702,11 @@ impl Flow {
                 initrd,
                 other_initrd,
                 cipher_head,
+                port,
                 service: None,
             },
             log,
         ))
-    }
-
-    /// The kernel command line of an unlock boot.
-    fn cmdline(&self, port: u16) -> String {
-        format!(
-            "console=ttyS0 quiet panic=-1 svsm.luks=unlock svsm.service=https://10.0.2.2:{port} svsm.guest={GUEST_NAME}"
-        )
     }
 
     /// Learns the measured-boot policy from the provisioning boot's log with the unlock
@@ -706,10 +716,8 @@ impl Flow {
         let dir = luks_dir();
         let log = dir.join("provision.eventlog");
         fs::write(&log, event_log)?;
-        // The port is known before the service starts: it is in the command line the
-        // policy names.
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let cmdline = self.cmdline(port);
+        let port = self.port;
+        let cmdline = unlock_cmdline(port);
         let boot_policy = dir.join("boot-policy.toml");
         linux::output(
             Command::new("target/debug/svsm-verify")
@@ -757,7 +765,7 @@ impl Flow {
     ) -> Result<Run> {
         let service = self.service()?;
         println!("linux-guest: {label} (forky OVMF)");
-        let cmdline = format!("{}{cmdline_extra}", self.cmdline(service.port));
+        let cmdline = format!("{}{cmdline_extra}", unlock_cmdline(service.port));
         let run = guest.run_with(
             &cmdline,
             Some(&self.firmware),
