@@ -70,6 +70,9 @@ const DISK_SIZE: u64 = 64 << 20;
 const SECRET_NAME: &str = "disk-key";
 /// How long the service may take to listen.
 const SERVICE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `/etc/svsm/variant` in the initrd the policy admits, and in another one (same length).
+const GOOD_VARIANT: &str = "the initrd the policy admits\n";
+const OTHER_VARIANT: &str = "another initrd, same length!\n";
 /// The guest's name in the service's log.
 const GUEST_NAME: &str = "linux-guest-ci";
 
@@ -229,13 +232,13 @@ pub fn build_agent() -> Result<PathBuf> {
 }
 
 /// The LUKS flow's initramfs: the level's tree, the modules, cryptsetup, mke2fs, debugfs,
-/// the agent and the service's CA certificate; `extra` adds a file (another initrd).
+/// the agent and the service's CA certificate, and `/etc/svsm/variant` holding `variant`.
 fn build_initramfs(
     modules: &Path,
     agent: &Path,
     ca_pem: &Path,
     name: &str,
-    extra: Option<&str>,
+    variant: &str,
 ) -> Result<PathBuf> {
     let dir = luks_dir();
     let root = dir.join(format!("{name}.rootfs"));
@@ -252,9 +255,7 @@ fn build_initramfs(
     fs::create_dir_all(root.join("etc/svsm"))?;
     fs::write(root.join("etc/svsm/modules"), MODULES.join("\n") + "\n")?;
     fs::copy(ca_pem, root.join("etc/svsm/ca.pem"))?;
-    if let Some(text) = extra {
-        fs::write(root.join("etc/svsm/extra"), text)?;
-    }
+    fs::write(root.join("etc/svsm/variant"), variant)?;
     let mut libs = Vec::new();
     for binary in BINARIES {
         let path = Path::new(binary);
@@ -610,14 +611,22 @@ impl Flow {
         let modules = fetch_modules(&linux::work_dir())?;
         let agent = build_agent()?;
         let pki = make_pki(&dir)?;
-        let initrd = build_initramfs(&modules, &agent, &pki.ca, "initramfs-luks", None)?;
+        let initrd = build_initramfs(&modules, &agent, &pki.ca, "initramfs-luks", GOOD_VARIANT)?;
+        // Another initrd of the same size: QEMU writes the initrd's size into the
+        // kernel's setup header, which OVMF measures with the kernel (PCR 4), so one of
+        // another size is refused there already; this one differs only in its content,
+        // which only the EFI stub's initrd measurement (PCR 9) sees.
         let other_initrd = build_initramfs(
             &modules,
             &agent,
             &pki.ca,
             "initramfs-luks-other",
-            Some("another initrd: one file more than the one the policy knows\n"),
+            OTHER_VARIANT,
         )?;
+        ensure!(
+            fs::metadata(&initrd)?.len() == fs::metadata(&other_initrd)?.len(),
+            "the two initrds differ in size"
+        );
         let mut random = [0u8; 48];
         getrandom::getrandom(&mut random)
             .map_err(|e| anyhow::anyhow!("no randomness for the disk key: {e}"))?;
@@ -1000,6 +1009,12 @@ kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/
     fn a_module_the_kernel_lacks_is_named() {
         let e = closure(DEP, &["hmac"]).unwrap_err();
         assert!(format!("{e}").contains("hmac is not a module"));
+    }
+
+    #[test]
+    fn the_initrd_variants_have_one_length() {
+        assert_eq!(GOOD_VARIANT.len(), OTHER_VARIANT.len());
+        assert_ne!(GOOD_VARIANT, OTHER_VARIANT);
     }
 
     #[test]
