@@ -379,3 +379,118 @@ pub fn open_secret(key: &[u8], session: &str, wrapped: &WrappedSecret) -> Result
         .map_err(|_| "the secret does not decrypt under this key and session")?;
     Ok(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use svsm_protocol::service_api::{NvEvidence, PcrValue};
+
+    fn request() -> AttestRequest {
+        let b = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
+        AttestRequest {
+            session: "00".repeat(16),
+            nv: NvEvidence {
+                rsa_ek_cert: b(b"rsa"),
+                ecc_ek_cert: b(b"ecc"),
+                ca_cert: b(b"ca"),
+                report: b(b"report"),
+                vcek_cert: None,
+                state: Some(b(b"state")),
+            },
+            ek_public: b(b"ek"),
+            ak_public: b(b"ak"),
+            quote: b(b"quote"),
+            quote_signature: b(b"sig"),
+            pcrs: vec![PcrValue {
+                bank: "sha256".into(),
+                index: 7,
+                value: "0a".repeat(32),
+            }],
+            event_log: b(b"log"),
+        }
+    }
+
+    #[test]
+    fn decoding_names_the_bad_field() {
+        let d = Decoded::from_request(&request()).unwrap();
+        assert_eq!(d.report, b"report");
+        assert_eq!(d.state.as_deref(), Some(&b"state"[..]));
+        assert_eq!(d.pcrs, vec![(tpm::ALG_SHA256, 7, vec![0x0A; 32])]);
+        type Edit = fn(&mut AttestRequest);
+        let cases: [(Edit, &str); 5] = [
+            (|r| r.ek_public = "?".into(), "ek_public: not base64"),
+            (|r| r.nv.state = Some("*".into()), "nv.state: not base64"),
+            (|r| r.nv.vcek_cert = Some("*".into()), "nv.vcek_cert"),
+            (
+                |r| r.pcrs[0].value = "0g".into(),
+                "sha256:7 value is not hex",
+            ),
+            (|r| r.pcrs[0].bank = "sm3".into(), "bank \"sm3\""),
+        ];
+        for (edit, needle) in cases {
+            let mut r = request();
+            edit(&mut r);
+            let err = Decoded::from_request(&r).unwrap_err();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn selections_print_as_tpm2_tools_takes_them() {
+        assert_eq!(
+            selection_string(tpm::ALG_SHA256, &[0, 1, 7, 9]),
+            "sha256:0,1,7,9"
+        );
+        for name in ["sha1", "sha256", "sha384", "sha512"] {
+            assert_eq!(bank_name(bank_alg(name).unwrap()), name);
+        }
+        assert_eq!(bank_alg("md5"), None);
+    }
+
+    #[test]
+    fn the_guest_id_ignores_the_size_prefix() {
+        let bare = [1u8, 2, 3, 4];
+        let sized = [0u8, 4, 1, 2, 3, 4];
+        assert_eq!(ek_id(&bare), ek_id(&sized));
+        assert_eq!(ek_id(&bare).len(), 64);
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_with_its_key_and_session() {
+        let key = [9u8; 32];
+        let mut body = b"secret".to_vec();
+        let iv = [3u8; 12];
+        let tag = Aes256Gcm::new_from_slice(&key)
+            .unwrap()
+            .encrypt_inout_detached(
+                &Nonce::<Aes256Gcm>::from(iv),
+                b"session",
+                InOutBuf::from(body.as_mut_slice()),
+            )
+            .unwrap();
+        body.extend_from_slice(&tag);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let w = WrappedSecret {
+            name: "n".into(),
+            credential: String::new(),
+            iv: b64.encode(iv),
+            ciphertext: b64.encode(&body),
+        };
+        assert_eq!(open_secret(&key, "session", &w).unwrap(), b"secret");
+        assert!(open_secret(&key, "other", &w).is_err());
+        assert!(open_secret(&[8u8; 32], "session", &w).is_err());
+        assert!(open_secret(&key[..16], "session", &w).is_err());
+    }
+
+    #[test]
+    fn the_credential_file_is_tpm2_tools_format() {
+        let blob = credential::CredentialBlob {
+            id_object: vec![0, 2, 0xAA, 0xBB],
+            encrypted_secret: vec![0, 1, 0xCC],
+        };
+        assert_eq!(
+            credential_file(&blob),
+            [0xBA, 0xDC, 0xC0, 0xDE, 0, 0, 0, 1, 0, 2, 0xAA, 0xBB, 0, 1, 0xCC]
+        );
+    }
+}

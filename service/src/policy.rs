@@ -181,3 +181,109 @@ impl Policy {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOOT: &str = "[boot]\nbank = \"sha256\"\npcrs = [0, 7]\nreplay_only = [0, 7]\n";
+
+    fn dir_with_key() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("svsm-service-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = p384::ecdsa::SigningKey::from_slice(&[7u8; 48]).unwrap();
+        use p384::pkcs8::EncodePublicKey;
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(p384::pkcs8::LineEnding::LF)
+            .unwrap();
+        std::fs::write(dir.join("vcek.pem"), pem).unwrap();
+        dir
+    }
+
+    fn text(snp: &str, release: &str) -> String {
+        format!("[snp]\n{snp}\n{BOOT}\n[release]\n{release}\n")
+    }
+
+    #[test]
+    fn a_complete_policy_loads() {
+        let dir = dir_with_key();
+        let m = "ab".repeat(48);
+        let p = Policy::parse(
+            &text(
+                &format!("measurements = [\"{m}\"]\nmin_tcb = \"snp=8\"\nvcek_key = \"vcek.pem\""),
+                "secret = \"disk-key\"",
+            ),
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(p.measurements, vec![[0xAB; 48]]);
+        assert_eq!(p.min_tcb.unwrap().snp, 8);
+        assert!(matches!(p.vcek, VcekAnchor::Key(_)));
+        assert_eq!(p.boot.pcr_selection(), (0x000B, vec![0, 7]));
+        assert_eq!(p.secret, "disk-key");
+    }
+
+    #[test]
+    fn each_mistake_is_named() {
+        let dir = dir_with_key();
+        let m = format!("measurements = [\"{}\"]", "ab".repeat(48));
+        let key = "vcek_key = \"vcek.pem\"";
+        let ok_release = "secret = \"disk-key\"";
+        for (snp, release, needle) in [
+            (
+                format!("measurements = []\n{key}"),
+                ok_release,
+                "at least one",
+            ),
+            (
+                format!("measurements = [\"abcd\"]\n{key}"),
+                ok_release,
+                "48 bytes",
+            ),
+            (
+                format!("{m}\nmin_tcb = \"xyz=1\"\n{key}"),
+                ok_release,
+                "min_tcb",
+            ),
+            (m.clone(), ok_release, "either ark and ask, or vcek_key"),
+            (format!("{m}\n{key}\nark = \"a\""), ok_release, "either ark"),
+            (
+                format!("{m}\nvcek_key = \"missing.pem\""),
+                ok_release,
+                "missing.pem",
+            ),
+            (
+                format!("{m}\n{key}"),
+                "secret = \"../etc/shadow\"",
+                "plain file name",
+            ),
+            (
+                format!("{m}\n{key}\nextra = 1"),
+                ok_release,
+                "unknown field",
+            ),
+        ] {
+            let err = Policy::parse(&text(&snp, release), &dir).unwrap_err();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+        let no_boot = format!("[snp]\n{m}\n{key}\n[release]\n{ok_release}\n");
+        assert!(Policy::parse(&no_boot, &dir).unwrap_err().contains("boot"));
+        let bad_boot = format!(
+            "[snp]\n{m}\n{key}\n[boot]\nbank = \"md5\"\npcrs = [0]\n[release]\n{ok_release}\n"
+        );
+        assert!(Policy::parse(&bad_boot, &dir)
+            .unwrap_err()
+            .contains("[boot]"));
+    }
+
+    #[test]
+    fn secret_names_are_file_names() {
+        for ok in ["disk-key", "a.b_c", "K1"] {
+            assert!(valid_secret_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "..", "a b", "ü"] {
+            assert!(!valid_secret_name(bad), "{bad}");
+        }
+    }
+}

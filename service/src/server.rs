@@ -50,6 +50,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Connections served at once (more wait in the kernel's backlog).
     pub max_connections: usize,
+    /// Whether each verdict is also written to standard error (the audit table always
+    /// has it); a benchmark turns this off.
+    pub log_verdicts: bool,
 }
 
 impl Default for Limits {
@@ -61,6 +64,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 256,
+            log_verdicts: true,
         }
     }
 }
@@ -185,7 +189,8 @@ pub async fn start(
                     .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
                     .await;
                 if let Err(e) = served {
-                    if !e.is_incomplete_message() {
+                    // An idle keep-alive connection that times out is no news.
+                    if !e.is_incomplete_message() && !e.is_timeout() {
                         log(&format!("{peer}: connection: {e}"));
                     }
                 }
@@ -366,11 +371,13 @@ async fn record(
     reason: &str,
     secret: Option<&str>,
 ) -> Result<(), Refusal> {
-    log(&format!(
-        "verdict {verdict}: session {} guest {}: {reason}",
-        session.unwrap_or("-"),
-        guest.unwrap_or("-")
-    ));
+    if svc.limits.log_verdicts {
+        log(&format!(
+            "verdict {verdict}: session {} guest {}: {reason}",
+            session.unwrap_or("-"),
+            guest.unwrap_or("-")
+        ));
+    }
     svc.db
         .audit(&AuditEntry {
             at: now(),

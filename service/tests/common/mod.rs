@@ -478,7 +478,27 @@ impl Harness {
         Self::with_policy(db_url, |dir| policy_text(dir, &emulated_measurement()))
     }
 
+    /// [`Self::start`] with a first replica that does not log verdicts (the benchmark).
+    pub fn start_quiet(db_url: Option<String>) -> Self {
+        Self::build(
+            db_url,
+            |dir| policy_text(dir, &emulated_measurement()),
+            Limits {
+                log_verdicts: false,
+                ..Limits::default()
+            },
+        )
+    }
+
     pub fn with_policy(db_url: Option<String>, policy: impl FnOnce(&Scratch) -> String) -> Self {
+        Self::build(db_url, policy, Limits::default())
+    }
+
+    fn build(
+        db_url: Option<String>,
+        policy: impl FnOnce(&Scratch) -> String,
+        limits: Limits,
+    ) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_all()
@@ -502,7 +522,7 @@ impl Harness {
             policy: policy_path,
             replicas: Vec::new(),
         };
-        h.add_replica(Limits::default());
+        h.add_replica(limits);
         h
     }
 

@@ -231,7 +231,8 @@ pub fn malformed(h: &Harness, g: &Guest) {
 
     let c = h.challenge();
     let good = g.request(&c);
-    let cases: [(&str, fn(&mut AttestRequest)); 4] = [
+    type Edit = fn(&mut AttestRequest);
+    let cases: [(&str, Edit); 4] = [
         ("quote: not base64", |r| r.quote = "!!not base64!!".into()),
         ("nv.report: not base64", |r| r.nv.report = "%%%".into()),
         ("value is not hex", |r| r.pcrs[0].value = "xyz".into()),
