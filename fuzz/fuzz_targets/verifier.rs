@@ -13,7 +13,8 @@
 use libfuzzer_sys::fuzz_target;
 use svsm_verifier::boot_policy::BootPolicy;
 use svsm_verifier::chain::Chain;
-use svsm_verifier::eventlog::EventLog;
+use svsm_verifier::eventlog::{EventLog, ALG_SHA256};
+use svsm_verifier::reference;
 use svsm_verifier::{
     manifest, tpm, Challenge, Evidence, ExpectedPcrs, ManifestKind, Policy, Report, VcekTrust,
 };
@@ -121,6 +122,12 @@ fuzz_target!(|data: &[u8]| {
                     let _ = event.startup_locality();
                 }
             }
+            // The second part as a kernel image (the PE Authenticode digest, and the image
+            // as QEMU's direct boot patches it) and as an OVMF image (its volumes).
+            let image = part(&p, 1);
+            let _ = reference::pe_authenticode_digest(image, ALG_SHA256);
+            let _ = reference::ovmf_firmware_volumes(image);
+            let _ = reference::qemu_direct_boot_kernel(image, Some(image.len() as u64), 512 << 20);
         }
         11 => {
             let Ok(policy) = BootPolicy::from_toml(std::str::from_utf8(part(&p, 0)).unwrap_or(""))

@@ -14,6 +14,7 @@
 //! type = "EV_EFI_BOOT_SERVICES_APPLICATION"
 //! digest = "…"                    # hex, the bank's digest of the event
 //! source = "kernel vmlinuz (PE Authenticode)"   # where the value came from (free text)
+//! # tag = "0x8f3b22ec"          # EV_EVENT_TAG only: the tagged event ID it must carry
 //! required = true                 # (default) the log must contain this event
 //! ```
 //!
@@ -28,7 +29,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::eventlog::{
-    alg_from_name, alg_label, event_type_from_name, event_type_label, hash, EventLog, PCR_COUNT,
+    alg_from_name, alg_label, event_type_from_name, event_type_label, hash, Event, EventLog,
+    PCR_COUNT,
 };
 use crate::Error;
 
@@ -43,8 +45,25 @@ pub struct Reference {
     pub digest: Vec<u8>,
     /// Whether the log must contain this event (otherwise it is only allowed).
     pub required: bool,
+    /// For an EV_EVENT_TAG event, the tagged event ID it must carry (e.g. Linux's initrd
+    /// tag 0x8F3B22EC); `None` matches any.
+    pub tag: Option<u32>,
     /// Where the value came from: an artifact it was computed from, or "learned".
     pub source: String,
+}
+
+impl Reference {
+    /// Whether `event` (in PCR `pcr`, with `digest` in the policy's bank) is this reference.
+    fn matches(&self, pcr: u8, event: &Event, digest: &[u8]) -> bool {
+        self.same_kind(pcr, event) && self.digest == digest
+    }
+
+    /// Whether `event` is of this reference's PCR, type and tag.
+    fn same_kind(&self, pcr: u8, event: &Event) -> bool {
+        self.pcr == pcr
+            && self.event_type == event.event_type
+            && self.tag.is_none_or(|t| event.tag() == Some(t))
+    }
 }
 
 /// A measured-boot policy (see the module documentation for its TOML form).
@@ -78,6 +97,8 @@ struct RawReference {
     digest: String,
     #[serde(default = "yes")]
     required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tag: Option<String>,
     #[serde(default)]
     source: String,
 }
@@ -136,11 +157,20 @@ impl TryFrom<RawPolicy> for BootPolicy {
                     raw.bank
                 ));
             }
+            let tag = match &r.tag {
+                None => None,
+                Some(t) => Some(
+                    t.strip_prefix("0x")
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| format!("{at}: tag \"{t}\" is not 0x and 8 hex digits"))?,
+                ),
+            };
             references.push(Reference {
                 pcr: r.pcr,
                 event_type,
                 digest,
                 required: r.required,
+                tag,
                 source: r.source,
             });
         }
@@ -167,6 +197,7 @@ impl From<BootPolicy> for RawPolicy {
                     event_type: event_type_label(r.event_type),
                     digest: hex::encode(r.digest),
                     required: r.required,
+                    tag: r.tag.map(|t| format!("{t:#010x}")),
                     source: r.source,
                 })
                 .collect(),
@@ -335,13 +366,9 @@ impl BootPolicy {
                     alg_label(alg)
                 ))
             })?;
-            let same_kind = |r: &&Reference| r.pcr == pcr && r.event_type == event.event_type;
+            let same_kind = |r: &&Reference| r.same_kind(pcr, event);
             if computed.iter().any(|r| same_kind(&r)) {
-                if !computed
-                    .iter()
-                    .filter(same_kind)
-                    .any(|r| r.digest == digest)
-                {
+                if !computed.iter().any(|r| r.matches(pcr, event, digest)) {
                     warnings.push(format!(
                         "PCR {pcr} event {index} ({}): digest {} differs from every value \
                          computed from the artifacts; not learned",
@@ -351,15 +378,14 @@ impl BootPolicy {
                 }
                 continue;
             }
-            let known = references
-                .iter()
-                .any(|r| r.pcr == pcr && r.event_type == event.event_type && r.digest == digest);
+            let known = references.iter().any(|r| r.matches(pcr, event, digest));
             if !known {
                 references.push(Reference {
                     pcr,
                     event_type: event.event_type,
                     digest: digest.to_vec(),
                     required: true,
+                    tag: event.tag(),
                     source: format!("learned (event {index})"),
                 });
             }
@@ -442,7 +468,7 @@ impl BootPolicy {
             let digest = event.digest(self.alg).unwrap_or_default();
             let mut found = false;
             for (r, m) in self.references.iter().zip(matched.iter_mut()) {
-                if r.pcr == pcr && r.event_type == event.event_type && r.digest == digest {
+                if r.matches(pcr, event, digest) {
                     *m = true;
                     found = true;
                 }

@@ -132,6 +132,8 @@ pub enum Error {
     BootPolicy(String),
     /// A boot artifact is not the PE image a reference value needs (e.g. the kernel).
     PeImage(String),
+    /// A firmware image is not the OVMF image a reference value needs.
+    FirmwareImage(String),
 }
 
 impl fmt::Display for Error {
@@ -249,6 +251,7 @@ impl fmt::Display for Error {
             Error::EventLog(why) => write!(f, "event log: {why}"),
             Error::BootPolicy(why) => write!(f, "measured-boot policy: {why}"),
             Error::PeImage(why) => write!(f, "PE image: {why}"),
+            Error::FirmwareImage(why) => write!(f, "firmware image: {why}"),
         }
     }
 }

@@ -44,6 +44,11 @@ pub const EV_EVENT_TAG: u32 = 0x0000_0006;
 /// measured by its PE Authenticode digest into PCR 4.
 pub const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
 
+/// EV_EFI_PLATFORM_FIRMWARE_BLOB (§9.4.1): a firmware volume, by base and length.
+pub const EV_EFI_PLATFORM_FIRMWARE_BLOB: u32 = 0x8000_0008;
+/// EV_EFI_PLATFORM_FIRMWARE_BLOB2 (§9.4.1): a firmware volume, with a description.
+pub const EV_EFI_PLATFORM_FIRMWARE_BLOB2: u32 = 0x8000_000A;
+
 /// The PCRs a PC Client TPM has (§3.3.4: PCR 0 to 23).
 pub const PCR_COUNT: u32 = 24;
 
@@ -90,6 +95,16 @@ impl Event {
     /// Whether the event is extended into its PCR (everything but EV_NO_ACTION, §9.4.5).
     pub fn is_measured(&self) -> bool {
         self.event_type != EV_NO_ACTION
+    }
+
+    /// The tagged event ID of an EV_EVENT_TAG event (the first field of its
+    /// TCG_PCClientTaggedEvent data, §9.4.2), e.g. Linux's initrd or load options tag.
+    pub fn tag(&self) -> Option<u32> {
+        if self.event_type != EV_EVENT_TAG {
+            return None;
+        }
+        let id = self.data.get(..4)?;
+        Some(u32::from_le_bytes([id[0], id[1], id[2], id[3]]))
     }
 
     /// The locality of a StartupLocality event (§9.4.5.3), if this is one.

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use svsm_verifier::boot_policy::{BootPolicy, DEFAULT_PCRS};
-use svsm_verifier::eventlog::{alg_from_name, alg_label, event_type_label, EventLog};
+use svsm_verifier::eventlog::{
+    alg_from_name, alg_label, event_type_label, EventLog, EV_EFI_PLATFORM_FIRMWARE_BLOB,
+    EV_EFI_PLATFORM_FIRMWARE_BLOB2,
+};
 use svsm_verifier::reference;
 
 /// `svsm-verify eventlog FILE`.
@@ -31,6 +34,10 @@ pub struct LearnArgs {
     /// The known-good boot's event log (binary_bios_measurements).
     #[arg(long)]
     pub event_log: PathBuf,
+    /// The firmware (an OVMF image such as OVMF.fd): PCR 0's firmware volume digests are
+    /// computed.
+    #[arg(long)]
+    pub firmware: Option<PathBuf>,
     /// The kernel (a PE image such as vmlinuz): PCR 4's application digest is computed.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
@@ -176,17 +183,41 @@ fn learn(args: &LearnArgs) -> Result<()> {
         other => other,
     };
     let candidates = match &args.cmdline {
-        Some(c) if args.qemu_direct_boot => reference::ovmf_qemu_load_options(c, initrd.is_some()),
+        // Without --initrd, QEMU may still have had one: every form is a candidate.
+        Some(c) if args.qemu_direct_boot && initrd.is_none() => {
+            let mut all = reference::ovmf_qemu_load_options(c, true);
+            all.push(c.clone());
+            all
+        }
+        Some(c) if args.qemu_direct_boot => reference::ovmf_qemu_load_options(c, true),
         Some(c) => vec![c.clone()],
         None => Vec::new(),
     };
     let load_options = reference::pick_load_options(&log, alg, &candidates);
-    let computed = reference::linux_references(
+    let mut computed = reference::linux_references(
         alg,
         kernel.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
         initrd.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
         load_options,
     )?;
+    if let Some(path) = &args.firmware {
+        // Newer firmware logs the volumes as EV_EFI_PLATFORM_FIRMWARE_BLOB2.
+        let blob2 = log
+            .events
+            .iter()
+            .any(|e| e.pcr == 0 && e.event_type == EV_EFI_PLATFORM_FIRMWARE_BLOB2);
+        let event_type = if blob2 {
+            EV_EFI_PLATFORM_FIRMWARE_BLOB2
+        } else {
+            EV_EFI_PLATFORM_FIRMWARE_BLOB
+        };
+        computed.extend(reference::ovmf_references(
+            alg,
+            &name(path),
+            &read(path)?,
+            event_type,
+        )?);
+    }
     let (policy, warnings) =
         BootPolicy::learn(&log, alg, &args.pcrs, &args.replay_only, &computed)?;
     for w in &warnings {
@@ -244,4 +275,74 @@ fn check(args: &CheckArgs) -> Result<()> {
     policy.check(&log, &quoted)?;
     println!("measured boot: the log replays to the quoted PCRs and matches the policy");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+
+    fn forky_pcrs(changed: Option<u8>) -> Vec<String> {
+        let notes = std::fs::read_to_string(format!("{DATA}/eventlog-ovmf-forky.txt")).unwrap();
+        notes
+            .lines()
+            .filter_map(|l| l.strip_prefix("pcr "))
+            .filter(|p| !p.starts_with("8="))
+            .map(|p| match changed {
+                Some(c) if p.starts_with(&format!("{c}=")) => format!("{c}={}", "11".repeat(32)),
+                _ => p.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn learn_then_check_from_the_command_line() {
+        let out =
+            std::env::temp_dir().join(format!("svsm-verify-policy-{}.toml", std::process::id()));
+        let log = PathBuf::from(format!("{DATA}/eventlog-ovmf-forky.bin"));
+        let learn_args = LearnArgs {
+            event_log: log.clone(),
+            firmware: None,
+            kernel: None,
+            initrd: None,
+            cmdline: Some("console=ttyS0 quiet panic=-1 svsm.extend=0000000000000000000000000000000000000000000000000000000000000001 svsm.nonce=0011".into()),
+            qemu_direct_boot: true,
+            qemu_memory: None,
+            bank: "sha256".into(),
+            pcrs: DEFAULT_PCRS.to_vec(),
+            replay_only: vec![1],
+            output: out.clone(),
+        };
+        learn(&learn_args).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("replay_only = [1]"), "{text}");
+        assert!(
+            text.contains("command line \"initrd=initrd console=ttyS0"),
+            "{text}"
+        );
+        let mut check_args = CheckArgs {
+            policy: out.clone(),
+            event_log: log.clone(),
+            pcrs: forky_pcrs(None),
+        };
+        check(&check_args).unwrap();
+        check_args.pcrs = forky_pcrs(Some(9));
+        let e = format!("{:#}", check(&check_args).unwrap_err());
+        assert!(
+            e.starts_with("PCR 9 (sha256): replayed log gives 4ee6a1d1"),
+            "{e}"
+        );
+        check_args.pcrs = vec!["9".into()];
+        let e = format!("{:#}", check(&check_args).unwrap_err());
+        assert!(e.contains("expected INDEX=HEX"), "{e}");
+        // A command line the log does not hold: learning refuses, naming the event.
+        let other = LearnArgs {
+            cmdline: Some("quiet".into()),
+            ..learn_args
+        };
+        let e = format!("{:#}", learn(&other).unwrap_err());
+        assert!(e.contains("PCR 9 event 27 (EV_EVENT_TAG)"), "{e}");
+        let _ = std::fs::remove_file(out);
+    }
 }

@@ -205,6 +205,190 @@ pub fn q35_below_4g(ram: u64) -> u64 {
     }
 }
 
+/// The LZMA GUID-defined section's GUID (edk2's `gLzmaCustomDecompressGuid`,
+/// EE4E5898-3914-4259-9D6E-DC7BD79403CF), as the bytes of an EFI_GUID.
+const LZMA_GUID: [u8; 16] = [
+    0x98, 0x58, 0x4E, 0xEE, 0x14, 0x39, 0x59, 0x42, 0x9D, 0x6E, 0xDC, 0x7B, 0xD7, 0x94, 0x03, 0xCF,
+];
+/// EFI_FIRMWARE_FILE_SYSTEM2_GUID (8C8CE578-8A3D-4F1C-9935-896185C32DD3) as bytes.
+const FFS2_GUID: [u8; 16] = [
+    0x78, 0xE5, 0x8C, 0x8C, 0x3D, 0x8A, 0x1C, 0x4F, 0x99, 0x35, 0x89, 0x61, 0x85, 0xC3, 0x2D, 0xD3,
+];
+/// EFI_FIRMWARE_FILE_SYSTEM3_GUID (5473C07A-3DCB-4DCA-BD6F-1E9689E7349A) as bytes.
+const FFS3_GUID: [u8; 16] = [
+    0x7A, 0xC0, 0x73, 0x54, 0xCB, 0x3D, 0xCA, 0x4D, 0xBD, 0x6F, 0x1E, 0x96, 0x89, 0xE7, 0x34, 0x9A,
+];
+/// The most a compressed firmware volume may expand to (OVMF's is 16 MB).
+const MAX_DECOMPRESSED: usize = 64 << 20;
+
+/// The firmware volumes OVMF measures into PCR 0 as EV_EFI_PLATFORM_FIRMWARE_BLOB(2)
+/// events: the PEI and DXE volumes (PEIFV, DXEFV) that the SEC phase decompresses from
+/// the flash image's FVMAIN_COMPACT, hashed as decompressed (checked against both of the
+/// Linux-guest level's logs: bookworm's and forky's OVMF.fd). Walks the UEFI PI
+/// structures: firmware volumes ("_FVH", PI Vol. 3 §3.2.1), their FFS files (§2.2.3),
+/// the files' sections (§2.2.4), an LZMA GUID-defined section's content, and the
+/// FIRMWARE_VOLUME_IMAGE sections (type 0x17) in it.
+pub fn ovmf_firmware_volumes(image: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+    let mut out = Vec::new();
+    let mut fv_at = 0usize;
+    while let Some(fv) = image.get(fv_at..) {
+        let Some(length) = fv_length(fv) else { break };
+        let fv = &fv[..length];
+        fv_at += length;
+        // Only volumes with an FFS file system hold files (not, e.g., the varstore).
+        if !matches!(fv.get(16..32), Some(g) if g == FFS2_GUID || g == FFS3_GUID) {
+            continue;
+        }
+        let header = usize::from(u16::from_le_bytes([fv[48], fv[49]]));
+        let mut file_at = header.next_multiple_of(8);
+        // FFS files: 24-byte headers, 8-byte aligned, until the free space (0xFF).
+        while let Some(h) = fv.get(file_at..file_at + 24) {
+            if h.iter().all(|b| *b == 0xFF) {
+                break;
+            }
+            let (size, body) = if h[19] & 0x01 != 0 {
+                // FFS_ATTRIB_LARGE_FILE: an 8-byte size after the header.
+                let ext = fv
+                    .get(file_at + 24..file_at + 32)
+                    .ok_or_else(|| fw_error("large file"))?;
+                let size = u64::from_le_bytes(ext.try_into().unwrap_or_default());
+                (usize::try_from(size).unwrap_or(usize::MAX), 32)
+            } else {
+                (
+                    usize::from(h[20]) | usize::from(h[21]) << 8 | usize::from(h[22]) << 16,
+                    24,
+                )
+            };
+            let end = file_at
+                .checked_add(size)
+                .filter(|e| *e <= fv.len() && size >= body)
+                .ok_or_else(|| {
+                    fw_error(format_args!(
+                        "an FFS file at {file_at:#x} runs past its volume"
+                    ))
+                })?;
+            // EFI_FV_FILETYPE_RAW (0x01) and EFI_FV_FILETYPE_FFS_PAD (0xF0) have no sections.
+            if h[18] != 0x01 && h[18] != 0xF0 {
+                sections(&fv[file_at + body..end], &mut out, 0)?;
+            }
+            file_at = end.next_multiple_of(8);
+        }
+    }
+    if out.is_empty() {
+        return Err(fw_error(
+            "no compressed firmware volume holding volume images (not an OVMF image?)",
+        ));
+    }
+    Ok(out)
+}
+
+fn fw_error(why: impl core::fmt::Display) -> Error {
+    Error::FirmwareImage(why.to_string())
+}
+
+/// The FvLength of the firmware volume `fv` starts with, if it is one that fits.
+fn fv_length(fv: &[u8]) -> Option<usize> {
+    if fv.get(40..44)? != b"_FVH" {
+        return None;
+    }
+    let length = usize::try_from(u64::from_le_bytes(fv.get(32..40)?.try_into().ok()?)).ok()?;
+    (length >= 56 && length <= fv.len()).then_some(length)
+}
+
+/// Walks the sections in `data`: volume images are collected, LZMA sections expanded.
+fn sections(data: &[u8], out: &mut Vec<Vec<u8>>, depth: u32) -> Result<(), Error> {
+    if depth > 4 {
+        return Err(fw_error("sections nested too deep"));
+    }
+    let mut at = 0usize;
+    while let Some(h) = data.get(at..at + 4) {
+        let size24 = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+        let (size, header) = if size24 == 0xFF_FFFF {
+            let ext = data
+                .get(at + 4..at + 8)
+                .ok_or_else(|| fw_error("section size"))?;
+            (
+                u32::from_le_bytes(ext.try_into().unwrap_or_default()) as usize,
+                8,
+            )
+        } else {
+            (size24, 4)
+        };
+        let end = at
+            .checked_add(size)
+            .filter(|e| *e <= data.len() && size >= header)
+            .ok_or_else(|| fw_error(format_args!("a section at {at:#x} runs past its file")))?;
+        let body = &data[at + header..end];
+        match h[3] {
+            // EFI_SECTION_GUID_DEFINED: GUID, DataOffset (from the section's start), attributes.
+            0x02 if body.get(..16) == Some(&LZMA_GUID[..]) => {
+                let offset = body
+                    .get(16..18)
+                    .map(|o| usize::from(u16::from_le_bytes([o[0], o[1]])))
+                    .ok_or_else(|| fw_error("GUID-defined section header"))?;
+                let compressed = data
+                    .get(at + offset..end)
+                    .ok_or_else(|| fw_error("LZMA section data offset"))?;
+                let mut expanded = Limited(Vec::new());
+                lzma_rs::lzma_decompress(&mut &compressed[..], &mut expanded)
+                    .map_err(|e| fw_error(format_args!("LZMA section: {e}")))?;
+                sections(&expanded.0, out, depth + 1)?;
+            }
+            // EFI_SECTION_FIRMWARE_VOLUME_IMAGE.
+            0x17 => {
+                let length = fv_length(body).ok_or_else(|| {
+                    fw_error(format_args!("the volume image at {at:#x} is not a volume"))
+                })?;
+                out.push(body[..length].to_vec());
+            }
+            _ => {}
+        }
+        at = end.next_multiple_of(4);
+    }
+    Ok(())
+}
+
+/// A Vec writer that refuses to grow past [`MAX_DECOMPRESSED`].
+struct Limited(Vec<u8>);
+
+impl std::io::Write for Limited {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_DECOMPRESSED {
+            return Err(std::io::Error::other("expands past 64 MiB"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// PCR 0's references for an OVMF image: one required EV_EFI_PLATFORM_FIRMWARE_BLOB
+/// (or `event_type`) event per firmware volume of [`ovmf_firmware_volumes`].
+pub fn ovmf_references(
+    alg: u16,
+    name: &str,
+    image: &[u8],
+    event_type: u32,
+) -> Result<Vec<Reference>, Error> {
+    ovmf_firmware_volumes(image)?
+        .iter()
+        .enumerate()
+        .map(|(i, fv)| {
+            Ok(Reference {
+                pcr: 0,
+                event_type,
+                digest: hash(alg, &[fv]).ok_or_else(|| fw_error("unsupported bank"))?,
+                required: true,
+                tag: None,
+                source: format!("firmware {name}, volume {} ({} bytes)", i + 1, fv.len()),
+            })
+        })
+        .collect()
+}
+
 /// What Linux's EFI stub hashes for the initrd's PCR 9 event: the initrd's bytes as the
 /// stub loaded them (`efi_measure_tagged_event` over the loaded initrd in
 /// drivers/firmware/efi/libstub/efi-stub-helper.c).
@@ -256,6 +440,7 @@ pub fn linux_references(
             event_type: EV_EFI_BOOT_SERVICES_APPLICATION,
             digest: pe_authenticode_digest(image, alg)?,
             required: true,
+            tag: None,
             source: format!("kernel {name} (PE Authenticode)"),
         });
     }
@@ -265,6 +450,7 @@ pub fn linux_references(
             event_type: EV_EVENT_TAG,
             digest: linux_initrd_digest(bytes, alg)?,
             required: true,
+            tag: Some(LINUX_INITRD_TAG),
             source: format!("initrd {name} (Linux EFI stub)"),
         });
     }
@@ -274,6 +460,7 @@ pub fn linux_references(
             event_type: EV_EVENT_TAG,
             digest: linux_load_options_digest(options, alg)?,
             required: true,
+            tag: Some(LINUX_LOAD_OPTIONS_TAG),
             source: format!("command line \"{options}\" (Linux EFI stub, UTF-16)"),
         });
     }
@@ -291,7 +478,7 @@ pub fn pick_load_options<'a>(
     let logged: Vec<&[u8]> = log
         .events
         .iter()
-        .filter(|e| e.pcr == 9 && e.event_type == EV_EVENT_TAG)
+        .filter(|e| e.pcr == 9 && e.tag() == Some(LINUX_LOAD_OPTIONS_TAG))
         .filter_map(|e| e.digest(alg))
         .collect();
     candidates
@@ -349,6 +536,79 @@ mod tests {
         for len in [0x100, 0x212, 0x22F] {
             assert!(qemu_direct_boot_kernel(&image[..len], Some(1), 512 << 20).is_err());
         }
+    }
+
+    /// A firmware volume of `length` bytes (at least 72) with an FFS2 file system and
+    /// `files` after its 72-byte header.
+    fn volume(length: usize, files: &[u8]) -> Vec<u8> {
+        let mut fv = vec![0xFFu8; length];
+        fv[..16].fill(0);
+        fv[16..32].copy_from_slice(&FFS2_GUID);
+        fv[32..40].copy_from_slice(&(length as u64).to_le_bytes());
+        fv[40..44].copy_from_slice(b"_FVH");
+        fv[48..50].copy_from_slice(&72u16.to_le_bytes());
+        fv[72..72 + files.len()].copy_from_slice(files);
+        fv
+    }
+
+    fn section(ty: u8, body: &[u8]) -> Vec<u8> {
+        let size = (body.len() + 4) as u32;
+        let mut s = size.to_le_bytes()[..3].to_vec();
+        s.push(ty);
+        s.extend_from_slice(body);
+        while s.len() % 4 != 0 {
+            s.push(0);
+        }
+        s
+    }
+
+    fn file(ty: u8, sections: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 24];
+        f[18] = ty;
+        f[20..23].copy_from_slice(&((24 + sections.len()) as u32).to_le_bytes()[..3]);
+        f.extend_from_slice(sections);
+        while f.len() % 8 != 0 {
+            f.push(0xFF);
+        }
+        f
+    }
+
+    #[test]
+    fn ovmf_volumes_are_found_in_the_lzma_section() {
+        let pei = volume(0x100, &[]);
+        let dxe = volume(0x200, &[]);
+        let mut inner = section(0x17, &pei);
+        inner.extend(section(0x17, &dxe));
+        let mut packed = Vec::new();
+        lzma_rs::lzma_compress(&mut &inner[..], &mut packed).unwrap();
+        let build = |packed: &[u8]| {
+            let mut guided = LZMA_GUID.to_vec();
+            guided.extend_from_slice(&24u16.to_le_bytes()); // DataOffset: 4 + 16 + 2 + 2
+            guided.extend_from_slice(&1u16.to_le_bytes());
+            guided.extend_from_slice(packed);
+            let mut files = file(0x01, b"raw, not sections");
+            files.extend(file(0x0B, &section(0x02, &guided)));
+            // A varstore-like volume first (no FFS file system), then the code volume.
+            let mut image = volume(0x100, &[]);
+            image[16] = 0;
+            image.extend(volume(0x1000, &files));
+            image
+        };
+        let image = build(&packed);
+        let found = ovmf_firmware_volumes(&image).unwrap();
+        assert_eq!(found, [pei, dxe]);
+        let refs = ovmf_references(ALG_SHA256, "OVMF.fd", &image, 0x8000_0008).unwrap();
+        assert_eq!(refs.len(), 2);
+        assert_eq!(refs[1].digest, hash(ALG_SHA256, &[&found[1]]).unwrap());
+        // Damaged: the compressed data cut short, a file running past its volume.
+        let e = ovmf_firmware_volumes(&build(&packed[..packed.len() / 2])).unwrap_err();
+        assert!(e.to_string().contains("LZMA section"), "{e}");
+        let mut long = image.clone();
+        let first_file = 0x100 + 72;
+        long[first_file + 20..first_file + 23].fill(0xFF);
+        let e = ovmf_firmware_volumes(&long).unwrap_err().to_string();
+        assert!(e.contains("runs past its volume"), "{e}");
+        assert!(ovmf_firmware_volumes(&[0u8; 4096]).is_err());
     }
 
     #[test]

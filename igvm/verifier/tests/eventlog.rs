@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use svsm_verifier::boot_policy::{BootPolicy, BootPolicyError, Reference, DEFAULT_PCRS};
 use svsm_verifier::eventlog::{
     alg_from_name, event_type_label, EventLog, ALG_SHA256, EV_EFI_BOOT_SERVICES_APPLICATION,
-    EV_EVENT_TAG,
+    EV_EFI_PLATFORM_FIRMWARE_BLOB, EV_EVENT_TAG,
 };
 use svsm_verifier::reference::{
-    linux_load_options_digest, ovmf_qemu_load_options, pick_load_options,
+    linux_load_options_digest, ovmf_qemu_load_options, pick_load_options, LINUX_INITRD_TAG,
+    LINUX_LOAD_OPTIONS_TAG,
 };
 use svsm_verifier::Error;
 
@@ -174,6 +175,7 @@ fn forky_computed(cmdline: &str) -> Vec<Reference> {
             event_type: EV_EFI_BOOT_SERVICES_APPLICATION,
             digest: hex("kernel-loaded-authenticode"),
             required: true,
+            tag: None,
             source: "kernel".into(),
         },
         Reference {
@@ -181,6 +183,7 @@ fn forky_computed(cmdline: &str) -> Vec<Reference> {
             event_type: EV_EVENT_TAG,
             digest: hex("initrd-sha256"),
             required: true,
+            tag: Some(LINUX_INITRD_TAG),
             source: "initrd".into(),
         },
         Reference {
@@ -189,6 +192,7 @@ fn forky_computed(cmdline: &str) -> Vec<Reference> {
             digest: linux_load_options_digest(&format!("initrd=initrd {cmdline}"), ALG_SHA256)
                 .unwrap(),
             required: true,
+            tag: Some(LINUX_LOAD_OPTIONS_TAG),
             source: "cmdline".into(),
         },
     ]
@@ -306,6 +310,7 @@ fn a_missing_required_event_an_unquoted_pcr_and_replay_only_pcrs() {
         event_type: EV_EVENT_TAG,
         digest: vec![0xAB; 32],
         required: true,
+        tag: None,
         source: "an initrd that did not boot".into(),
     });
     let policy = forky_policy(&extra);
@@ -365,6 +370,10 @@ fn bad_policy_files_are_refused_with_the_reason() {
         (
             "bank = \"sha256\"\npcrs = [0]\n[[reference]]\npcr = 0\ntype = \"EV_SEPARATOR\"\ndigest = \"zz\"\n",
             "not hex",
+        ),
+        (
+            "bank = \"sha256\"\npcrs = [9]\n[[reference]]\npcr = 9\ntype = \"EV_EVENT_TAG\"\ndigest = \"0000000000000000000000000000000000000000000000000000000000000000\"\ntag = \"8f3b22ec\"\n",
+            "is not 0x and 8 hex digits",
         ),
         ("not toml", "measured-boot policy"),
     ] {
@@ -445,7 +454,21 @@ fn the_committed_policy_accepts_the_forky_boot_and_names_its_sources() {
         );
         assert!(!r.source.starts_with("learned"), "{}", r.source);
     }
-    assert!(policy.references()[3..]
+    // Then OVMF's two firmware volumes (PCR 0), computed from forky's OVMF.fd.
+    for r in &policy.references()[3..5] {
+        assert!(
+            r.source.starts_with("firmware OVMF.fd, volume "),
+            "{}",
+            r.source
+        );
+        assert_eq!(r.pcr, 0);
+        assert_eq!(r.event_type, EV_EFI_PLATFORM_FIRMWARE_BLOB);
+        assert!(log
+            .events
+            .iter()
+            .any(|e| e.digest(ALG_SHA256) == Some(&r.digest[..])));
+    }
+    assert!(policy.references()[5..]
         .iter()
         .all(|r| r.source.starts_with("learned")));
     // The bookworm boot (another OVMF) is refused: its firmware events differ.
@@ -455,4 +478,26 @@ fn the_committed_policy_accepts_the_forky_boot_and_names_its_sources() {
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("PCR 0 event 1 (EV_S_CRTM_VERSION)"), "{e}");
+}
+
+#[test]
+fn a_tagged_reference_only_matches_its_tag() {
+    let n = notes(FORKY_TXT);
+    let log = EventLog::parse(FORKY).unwrap();
+    // The initrd's digest, but required under the load options' tag: the initrd event
+    // (event 28) carries the initrd tag, so it is not this reference, which is missing.
+    let mut computed = forky_computed(&n.values["cmdline"]);
+    computed[1].tag = Some(LINUX_LOAD_OPTIONS_TAG);
+    let policy = forky_policy(&computed);
+    let e = policy
+        .check(&log, &quoted(&n, DEFAULT_PCRS))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("PCR 9: the required EV_EVENT_TAG event 7eb50bfd"),
+        "{e}"
+    );
+    assert_eq!(log.events[28].tag(), Some(LINUX_INITRD_TAG));
+    assert_eq!(log.events[27].tag(), Some(LINUX_LOAD_OPTIONS_TAG));
+    assert_eq!(log.events[14].tag(), None);
 }

@@ -4,8 +4,8 @@
 //!    type, every digest) and replay them to the same PCR values in every bank;
 //! 2. the replay equals what the guest's `tpm2_pcrread` read, in every bank it reported;
 //! 3. `svsm-verify policy learn` computes the kernel's (PCR 4), the initrd's and the
-//!    command line's (PCR 9) reference values from the artifacts this level booted and finds
-//!    them in the log, and `policy check` accepts the boot with the guest's PCR values;
+//!    command line's (PCR 9) reference values, and for forky's OVMF its firmware volumes'
+//!    (PCR 0), from the artifacts this level booted and finds them in the log, and `policy check` accepts the boot with the guest's PCR values;
 //!    a policy for another command line is refused, naming PCR 9.
 //!
 //! The log, the policy and `tpm2_eventlog`'s reading are left in target/linux-guest/.
@@ -26,6 +26,8 @@ type Pcrs = BTreeMap<(String, u32), String>;
 
 /// What the level booted, for the reference values.
 pub struct Boot<'a> {
+    /// The OVMF image, when its firmware volumes are to be computed (PCR 0).
+    pub firmware: Option<&'a Path>,
     /// The kernel image file (`-kernel`).
     pub kernel: &'a Path,
     /// The initrd file (`-initrd`).
@@ -116,6 +118,11 @@ pub fn check(
     // 3. Reference values computed from the artifacts.
     let policy = dir.join(format!("policy-{slug}.toml"));
     let learn = |cmdline: &str, out: &Path| {
+        let mut args: Vec<String> = Vec::new();
+        if let Some(firmware) = boot.firmware {
+            args.push("--firmware".into());
+            args.push(firmware.display().to_string());
+        }
         let mut cmd = verify_cmd(&[
             "policy".into(),
             "learn".into(),
@@ -133,12 +140,15 @@ pub fn check(
             "-o".into(),
             out.display().to_string(),
         ]);
+        cmd.args(args);
         cmd.output().context("cannot run svsm-verify policy learn")
     };
     let out = learn(boot.cmdline, &policy)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // Kernel, initrd, command line, and OVMF's two volumes when the firmware is given.
+    let computed = if boot.firmware.is_some() { 5 } else { 3 };
     ensure!(
-        out.status.success() && stdout.contains("(3 computed from artifacts)"),
+        out.status.success() && stdout.contains(&format!("({computed} computed from artifacts)")),
         "policy learn with the kernel, initrd and command line: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -163,10 +173,15 @@ pub fn check(
     );
     println!(
         "linux-guest: {label}: event log ({} bytes, {} events) read alike by svsm-verify and \
-         tpm2_eventlog, replays to the guest's PCRs in {banks} bank(s); kernel, initrd and \
-         command line found as computed ({})",
+         tpm2_eventlog, replays to the guest's PCRs in {banks} bank(s); kernel, initrd, \
+         command line{} found as computed ({})",
         bytes.len(),
         our_events.len(),
+        if boot.firmware.is_some() {
+            " and firmware volumes"
+        } else {
+            ""
+        },
         policy.display()
     );
     Ok(())
