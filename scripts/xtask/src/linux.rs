@@ -294,15 +294,16 @@ pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Boots the guest with the vTPM attached and hands its console to the user.
+/// Shows the secret-release flow ([`crate::luks::demo`]), then boots the guest with the
+/// vTPM attached and hands its console to the user.
 pub fn run_interactive() -> Result<()> {
     let guest = Guest::prepare()?;
+    // The secret-release flow first: provisioning, the service, one unlock.
+    crate::luks::demo(&guest)?;
     println!(
-        "linux-guest: booting Debian's kernel with the vTPM (SVSM path) as tpm-crb; the checks run, then a shell opens. Leave with 'poweroff -f' (or Ctrl-A X)."
+        "linux-guest: the secret-release flow passed. Now booting Debian's kernel with the vTPM (SVSM path) as tpm-crb; the checks run, then a shell opens. Leave with 'poweroff -f' (or Ctrl-A X)."
     );
     let cmdline = "console=ttyS0 quiet panic=-1 svsm.interactive=1 svsm.extend=0000000000000000000000000000000000000000000000000000000000000000 svsm.nonce=00";
-    crate::luks::demo(&guest)?;
-    println!("linux-guest: the secret-release flow passed; now the interactive guest");
     let mut daemon = guest.start_daemon()?;
     let status = guest
         .qemu(cmdline, Some(FIRMWARE), &Boot::default())
