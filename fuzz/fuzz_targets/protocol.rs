@@ -1,6 +1,6 @@
 //! Every parser of guest- and host-supplied bytes: calling-area payloads (PVALIDATE and
 //! memory lists), core call operands, attestation requests, the services manifest, vTPM
-//! buffers, GHCB MSR values and the GHCB page, PSP messages and reports, the IGVM
+//! buffers and the vTPM state store channel's headers, GHCB MSR values and the GHCB page, PSP messages and reports, the IGVM
 //! parameter areas, secrets and CPUID pages, the VMSA, the ACPI MADT and the #VC IO
 //! decoder.
 //!
@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use svsm_protocol::{attest, core, ghcb, guest_msg, manifest, secrets, vmsa, vtpm};
+use svsm_protocol::{attest, core, ghcb, guest_msg, manifest, secrets, state_store, vmsa, vtpm};
 
 fn u64s(data: &[u8]) -> [u64; 4] {
     let mut out = [0u64; 4];
@@ -77,6 +77,14 @@ fuzz_target!(|input: &[u8]| {
             let _ = vtpm::parse_response(data);
             let _ = vtpm::TpmHeader::parse(data);
             let _ = vtpm::TpmHeader::parse_exact(data);
+            // The vTPM state store channel's headers (host to SVSM and back).
+            if let Ok(h) = <[u8; state_store::HEADER_SIZE]>::try_from(
+                page(data, state_store::HEADER_SIZE).as_slice(),
+            ) {
+                let _ = state_store::Request::parse(&h);
+                let _ = state_store::Response::parse(&h, state_store::Operation::Get);
+                let _ = state_store::Response::parse(&h, state_store::Operation::Put);
+            }
         }
         6 => {
             let [a, b, ..] = u64s(data);

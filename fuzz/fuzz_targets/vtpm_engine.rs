@@ -9,10 +9,15 @@
 //! is whole and fits, whatever the engine does.
 #![no_main]
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use svsm_protocol::vtpm::SendCommandRequest;
 use svsm_protocol::vtpm::{MAX_RESPONSE_SIZE, VTPM_BUFFER_MAX};
+use vtpm::trace::{self, Kind};
 use vtpm::{OsEntropy, Vtpm};
+
+/// Commands replayed from one recorded session at most.
+const MAX_TRACE_COMMANDS: usize = 256;
 
 /// Command codes the engine implements (TPM 2.0 part 2, TPM_CC), a mix of the common
 /// and the parsing-heavy.
@@ -59,15 +64,40 @@ impl Command {
     }
 }
 
-fuzz_target!(|commands: Vec<Command>| {
+/// The commands of the input: a recorded session's, or the structured ones encoded.
+fn commands(data: &[u8]) -> Vec<Vec<u8>> {
+    match trace::records(data) {
+        Ok(records) => records
+            .map_while(Result::ok)
+            .filter(|r| r.kind == Kind::Command)
+            .take(MAX_TRACE_COMMANDS)
+            .map(|r| r.payload.to_vec())
+            .collect(),
+        Err(_) => Vec::<Command>::arbitrary_take_rest(Unstructured::new(data))
+            .unwrap_or_default()
+            .iter()
+            .take(16)
+            .map(Command::encode)
+            .collect(),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let commands = commands(data);
+    if commands.is_empty() {
+        return;
+    }
     let mut service = vtpm::start(Box::new(OsEntropy)).expect("the engine starts");
-    for command in commands.iter().take(16) {
-        let bytes = command.encode();
+    for bytes in &commands {
         let mut buffer = vec![0u8; VTPM_BUFFER_MAX];
-        buffer[..4].copy_from_slice(&8u32.to_le_bytes());
-        buffer[4] = 0;
-        buffer[5..9].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-        buffer[9..9 + bytes.len()].copy_from_slice(&bytes);
+        let request = SendCommandRequest {
+            locality: 0,
+            command: bytes,
+        };
+        if request.encode(&mut buffer).is_err() {
+            // A recorded command larger than the transport carries: skip it.
+            continue;
+        }
         let n = service
             .handle_request(&mut buffer)
             .expect("a well-formed request");

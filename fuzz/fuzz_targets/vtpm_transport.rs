@@ -1,11 +1,18 @@
 //! The vTPM service's transport checks (TPM_SEND_COMMAND framing, locality, sizes, the
 //! response checks, failure mode) in front of a fake engine whose answers come from the
 //! input: any locality, size and content from the guest, any response from the engine.
+//!
+//! An input that starts with `vtpm::trace::MAGIC` is a recorded session instead
+//! (`vtpm-daemon --trace`): its commands become the guest's requests and its responses
+//! the engine's replies, so the fuzzer mutates real traffic.
 #![no_main]
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use svsm_protocol::vtpm::{MAX_RESPONSE_SIZE, VTPM_BUFFER_MAX as TRANSPORT_BUFFER_SIZE};
+use svsm_protocol::vtpm::{
+    SendCommandRequest, MAX_RESPONSE_SIZE, VTPM_BUFFER_MAX as TRANSPORT_BUFFER_SIZE,
+};
+use vtpm::trace::{self, Kind};
 use vtpm::{Engine, EngineError, Service, Vtpm};
 
 /// An engine that starts up cleanly, then answers with what the input says.
@@ -98,7 +105,45 @@ struct Input {
     requests: Vec<Request>,
 }
 
-fuzz_target!(|input: Input| {
+impl Input {
+    /// A recorded session's requests and replies, or the structured input.
+    fn from_data(data: &[u8]) -> Option<Self> {
+        let Ok(records) = trace::records(data) else {
+            return Input::arbitrary_take_rest(Unstructured::new(data)).ok();
+        };
+        let mut input = Input {
+            replies: Vec::new(),
+            requests: Vec::new(),
+        };
+        for record in records.map_while(Result::ok) {
+            match record.kind {
+                Kind::Command => {
+                    let mut buffer = vec![0u8; TRANSPORT_BUFFER_SIZE];
+                    let request = SendCommandRequest {
+                        locality: record.locality,
+                        command: record.payload,
+                    };
+                    if let Ok(n) = request.encode(&mut buffer) {
+                        buffer.truncate(n);
+                        input.requests.push(Request {
+                            buffer,
+                            short: None,
+                            execute: None,
+                        });
+                    }
+                }
+                Kind::Response => input.replies.push(Reply::Raw(record.payload.to_vec())),
+                Kind::PowerOn | Kind::PowerOff => {}
+            }
+        }
+        Some(input)
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some(input) = Input::from_data(data) else {
+        return;
+    };
     let engine = Fake {
         started: 0,
         replies: input.replies,
@@ -107,7 +152,7 @@ fuzz_target!(|input: Input| {
         failed: false,
     };
     let mut service = Service::start(engine).expect("the fake engine starts");
-    for request in input.requests.iter().take(32) {
+    for request in input.requests.iter().take(256) {
         if let Some(locality) = request.execute {
             let mut command = request.buffer.clone();
             let mut response = vec![0u8; MAX_RESPONSE_SIZE];

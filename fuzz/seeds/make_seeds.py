@@ -70,6 +70,14 @@ def main():
     put("protocol", "tpm-send-command", bytes([5]) + struct.pack("<IBI", 8, 0, 12)
         + bytes([0x80, 1, 0, 0, 0, 12, 0, 0, 1, 0x7B, 0, 8]))
     put("protocol", "ghcb-msr", bytes([6]) + struct.pack("<QQ", 0x14, 0x15))
+    # The vTPM targets: recorded sessions (vtpm-daemon --trace), each whole: a tpm2-tools
+    # session on the host and a Linux guest's boot (OVMF's measured boot, Linux's TPM
+    # probe, the guest's tpm2-tools); fuzz/seeds/traces/README.md says how they were made.
+    for name in sorted(os.listdir(os.path.join(ROOT, "fuzz", "seeds", "traces"))):
+        if name.endswith(".trace"):
+            trace = read(ROOT, "fuzz", "seeds", "traces", name)
+            for target in ("vtpm_engine", "vtpm_transport"):
+                put(target, name, trace)
     # svsm-igvm: the project's OVMF images and IGVM files, when built.
     for name, mode in [("target/firmware/forky/OVMF.fd", 1), ("target/svsm.igvm", 2),
                        ("target/svsm-ovmf.igvm", 2)]:

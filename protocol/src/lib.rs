@@ -30,6 +30,7 @@ pub mod manifest;
 pub mod secrets;
 #[cfg(feature = "service-api")]
 pub mod service_api;
+pub mod state_store;
 pub mod vmsa;
 pub mod vtpm;
 

@@ -15,8 +15,9 @@
 //!    decrypts it), or an error status with an [`ErrorBody`] naming the reason.
 //!
 //! Errors: 400 malformed request, 403 evidence refused (the reason names the first broken
-//! link), 404 unknown or already used session, 408 request not received in time, 410
-//! expired session, 413 body too large, 500 the service's own failure (its database).
+//! link), 404 unknown or already used session (or `not-found`: no such endpoint), 408
+//! request not received in time, 410 expired session, 413 body too large, 415 a body that
+//! is not `application/json` (`malformed`), 500 the service's own failure (its database).
 
 extern crate alloc;
 
@@ -144,7 +145,7 @@ pub struct AttestResponse {
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// A stable code: `malformed`, `denied`, `unknown-session`, `expired`, `too-large`,
-    /// `timeout`, `internal`.
+    /// `timeout`, `not-found`, `internal`.
     pub error: String,
     /// What is wrong, for a human (never a secret).
     pub reason: String,

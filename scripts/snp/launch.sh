@@ -5,8 +5,12 @@
 #
 #   scripts/snp/launch.sh [--dry-run] [--igvm FILE] [--disk IMAGE] [--memory SIZE]
 #                         [--smp N] [--cbitpos N] [--cpu MODEL] [--qemu PATH]
+#                         [--vtpm-state-socket PATH]
 #
 # --dry-run prints the QEMU command line without checking the host or starting QEMU.
+# --vtpm-state-socket connects the SVSM's COM3 (its vTPM state store channel) to the
+# Unix socket a `vtpm-state-store --socket PATH --state FILE` listens on, so the vTPM
+# keeps its sealed state between boots; without it the vTPM is new at every boot.
 # The expected launch digest for the same vCPU count and CPU model (EPYC-v4 has the
 # CPUID signature 0x800f12, the measure default; EPYC-Milan 0xa00f11, EPYC-Genoa 0xa10f10):
 #   cargo run -p svsm-igvm -- measure --vcpus N [--vcpu-signature SIG] FILE
@@ -20,6 +24,7 @@ SMP=${SMP:-1}
 CBITPOS=${CBITPOS:-51}
 CPU=${CPU:-EPYC-v4}
 DRY_RUN=0
+STATE_SOCKET=
 
 die() { echo "launch.sh: $*" >&2; exit 1; }
 
@@ -33,7 +38,8 @@ while [ $# -gt 0 ]; do
         --cbitpos) CBITPOS=${2:?--cbitpos needs a number}; shift ;;
         --qemu) QEMU=${2:?--qemu needs a path}; shift ;;
         --cpu) CPU=${2:?--cpu needs a model}; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --vtpm-state-socket) STATE_SOCKET=${2:?--vtpm-state-socket needs a path}; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) die "unknown option '$1' (try --help)" ;;
     esac
     shift
@@ -60,6 +66,10 @@ cmd=(
     -netdev "user,id=net0"
     -device "virtio-net-pci,netdev=net0,disable-legacy=on,iommu_platform=true,romfile="
 )
+if [ -n "$STATE_SOCKET" ]; then
+    # COM2 unused, COM3 (0x3E8) to the store helper.
+    cmd+=(-serial null -serial "unix:$STATE_SOCKET")
+fi
 
 if [ "$DRY_RUN" = 1 ]; then
     echo "${cmd[*]}"

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{Guest, Harness, SELECTION};
 use svsm_service::attest::{self, Decoded};
-use svsm_service::db::AuditEntry;
+use svsm_service::db::{AuditEntry, Db};
 
 const CLIENTS: usize = 8;
 const EACH: usize = 32;
@@ -41,6 +41,39 @@ fn mean(mut f: impl FnMut()) -> Duration {
         f();
     }
     start.elapsed() / ROUNDS
+}
+
+/// The database's part of one attestation: the session inserted and consumed, the guest
+/// read and upserted, an audit entry.
+fn db_cost(h: &Harness, db: &Db, id: &str, nonce: &str) -> Duration {
+    let mut seq = 0u64;
+    mean(|| {
+        seq += 1;
+        let session = format!("{seq:032x}");
+        h.rt.block_on(async {
+            db.create_session(&session, nonce, None, 1, i64::MAX)
+                .await
+                .expect("create");
+            db.consume_session(&session, 2)
+                .await
+                .expect("consume")
+                .expect("fresh");
+            db.guest(id).await.expect("guest");
+            db.record_guest(id, "allowed", "bench", None, 2)
+                .await
+                .expect("record");
+            db.audit(&AuditEntry {
+                at: 2,
+                guest: Some(id.to_string()),
+                session: Some(session.clone()),
+                verdict: "allowed".into(),
+                reason: "bench".into(),
+                secret: Some("disk-key".into()),
+            })
+            .await
+            .expect("audit");
+        });
+    })
 }
 
 fn main() {
@@ -154,36 +187,17 @@ fn main() {
     let t_release = mean(|| {
         attest::release(&ek, &ak_name, &c.session, "disk-key", common::SECRET).expect("release");
     });
-    let db = h.db().clone();
     let id = attest::ek_id(&decoded.ek_public);
-    let mut seq = 0u64;
-    let t_db = mean(|| {
-        seq += 1;
-        let session = format!("{seq:032x}");
-        h.rt.block_on(async {
-            db.create_session(&session, &c.nonce, None, 1, i64::MAX)
-                .await
-                .expect("create");
-            db.consume_session(&session, 2)
-                .await
-                .expect("consume")
-                .expect("fresh");
-            db.guest(&id).await.expect("guest");
-            db.record_guest(&id, "allowed", "bench", None, 2)
-                .await
-                .expect("record");
-            db.audit(&AuditEntry {
-                at: 2,
-                guest: Some(id.clone()),
-                session: Some(session.clone()),
-                verdict: "allowed".into(),
-                reason: "bench".into(),
-                secret: Some("disk-key".into()),
-            })
-            .await
-            .expect("audit");
-        });
-    });
+    let t_db = db_cost(&h, h.db(), &id, &c.nonce);
+    // The same on PostgreSQL (Debian's server, started here), when it is installed.
+    let t_pg = if std::path::Path::new("/usr/lib/postgresql").exists() {
+        let pg = common::postgres::Postgres::start();
+        let url = pg.database(&h.rt, "bench");
+        let db = h.rt.block_on(Db::connect(&url)).expect("PostgreSQL");
+        Some(db_cost(&h, &db, &id, &c.nonce))
+    } else {
+        None
+    };
     let t_vtpm = mean(|| {
         g.raw_quote(&nonce);
     });
@@ -210,6 +224,14 @@ fn main() {
         println!("    {what:<100} {}", ms(t));
     }
     println!("    {:<100} {}", "sum", ms(total));
+    match t_pg {
+        Some(t) => println!(
+            "    {:<100} {}",
+            "database on PostgreSQL instead (loopback, fsync off)",
+            ms(t)
+        ),
+        None => println!("    database on PostgreSQL: skipped (no /usr/lib/postgresql)"),
+    }
     println!(
         "  guest side, for reference: TPM2_Quote on the vTPM through the SVSM path: {}",
         ms(t_vtpm)

@@ -19,6 +19,7 @@ fn release_and_refusals_on_sqlite() {
     scenarios::report_at_another_vmpl(&h, &g);
     scenarios::report_tampered(&h, &g);
     scenarios::malformed(&h, &g);
+    scenarios::slow_clients(&mut h);
     scenarios::replicas_share_sessions(&mut h, &g);
     scenarios::event_log_edited(&h, &g);
     scenarios::wrong_measurement(None, &g);

@@ -27,3 +27,4 @@ pub mod psp;
 pub mod requests;
 pub mod smp;
 pub mod snp;
+pub mod state_store;

@@ -1,10 +1,10 @@
-//! Host conformance and end-to-end suites; a guest-side SVSM driver.
+//! Host conformance and end-to-end suites.
 //!
-//! - [`driver`]: a guest that calls the SVSM the way Linux and OVMF do (reusable: the
-//!   vTPM daemon sends its commands through it);
+//! - [`driver`]: the guest-side SVSM driver the suites call the SVSM with (its own crate,
+//!   `svsm-guest-driver`, since the vTPM daemon uses it too; re-exported here);
 //! - [`invariants`]: the isolation invariants and state snapshots the suites check
 //!   after every call.
 
-pub mod driver;
+pub use svsm_guest_driver as driver;
 pub mod fixtures;
 pub mod invariants;

@@ -31,6 +31,7 @@ pub mod provision;
 pub mod service;
 pub mod state;
 pub mod tpm;
+pub mod trace;
 
 pub use ek::EkTemplate;
 pub use engine::{Engine, EngineError};

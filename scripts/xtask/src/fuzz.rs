@@ -184,7 +184,8 @@ fn libfuzzer(target: &str, corpora: &[&Path], args: &[String]) -> Result<()> {
         ),
     )
     .arg(format!("-artifact_prefix={}/", artifacts.display()))
-    .args(["-timeout=60", "-rss_limit_mb=4096", "-max_len=8192"])
+    .args(["-timeout=60", "-rss_limit_mb=4096"])
+    .arg(format!("-max_len={}", max_len(target)))
     .args(STRUCTURED.contains(&target).then_some("-len_control=0"))
     .args(args)
     .args(corpora);
@@ -196,6 +197,20 @@ fn libfuzzer(target: &str, corpora: &[&Path], args: &[String]) -> Result<()> {
         )
     })
 }
+
+/// The longest input libFuzzer gives `target`: 8 KiB, except the vTPM targets, whose seeds
+/// include whole recorded sessions (`vtpm-daemon --trace`: a tpm2-tools session, a Linux
+/// guest's boot), which a shorter limit would cut.
+fn max_len(target: &str) -> usize {
+    if TRACED.contains(&target) {
+        256 * 1024
+    } else {
+        8192
+    }
+}
+
+/// The targets that read `vtpm::trace` recordings.
+const TRACED: [&str; 2] = ["vtpm_engine", "vtpm_transport"];
 
 fn seeds(target: &str) -> PathBuf {
     PathBuf::from("fuzz/corpus").join(target)

@@ -19,7 +19,7 @@ const QEMU_SUCCESS: i32 = 33;
 /// QEMU's exit status when the kernel reports failure (value 0x11).
 const QEMU_FAILURE: i32 = 35;
 /// How long one boot may take before it counts as hung.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The kernel target's rust flags (static relocation model) live in
 /// `.cargo/config.toml`, so every build for the target gets the same ones.
@@ -27,7 +27,7 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-fn run_checked(mut cmd: Command, what: &str) -> Result<()> {
+pub(crate) fn run_checked(mut cmd: Command, what: &str) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
@@ -162,6 +162,17 @@ pub fn test() -> Result<()> {
 
 /// QEMU booting `kernel` to serve its vTPM: console on our stdout, COM2 on `socket`.
 fn qemu_serving(kernel: &Path, socket: &Path) -> Command {
+    qemu_serving_with(kernel, socket, None, "")
+}
+
+/// Like [`qemu_serving`], with COM3 connected to the state store helper listening on
+/// `store` and the kernel command line `cmdline`.
+pub(crate) fn qemu_serving_with(
+    kernel: &Path,
+    socket: &Path,
+    store: Option<&Path>,
+    cmdline: &str,
+) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-machine", "q35", "-cpu", "max", "-m", "256M", "-smp", "4"])
         .args([
@@ -172,17 +183,21 @@ fn qemu_serving(kernel: &Path, socket: &Path) -> Command {
             "stdio",
             "-serial",
         ])
-        .arg(format!("unix:{},server=on,wait=off", socket.display()))
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg(format!("unix:{},server=on,wait=off", socket.display()));
+    if let Some(store) = store {
+        cmd.arg("-serial").arg(format!("unix:{}", store.display()));
+    }
+    cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-kernel")
         .arg(kernel)
+        .args(["-append", cmdline])
         .stdin(Stdio::null());
     cmd
 }
 
 /// Builds the daemon (release for `run`; the test uses the debug build the host tests
 /// already made) and returns its path.
-fn build_daemon(release: bool) -> Result<PathBuf> {
+pub(crate) fn build_daemon(release: bool) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "-p", "vtpm-daemon"]);
     if release {
@@ -194,7 +209,7 @@ fn build_daemon(release: bool) -> Result<PathBuf> {
 }
 
 /// Kills a child process this module started (by its handle) and reaps it.
-struct Reaped(Child);
+pub(crate) struct Reaped(pub(crate) Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -253,7 +268,7 @@ const PCR16_AFTER_EXTEND: &str =
 
 /// A free loopback TCP port whose successor is free too (the mssim TCTI expects the
 /// platform channel on command port + 1).
-fn free_port_pair() -> Result<u16> {
+pub(crate) fn free_port_pair() -> Result<u16> {
     for _ in 0..50 {
         let first = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = first.local_addr()?.port();
@@ -265,7 +280,7 @@ fn free_port_pair() -> Result<u16> {
 }
 
 /// Runs a tpm2-tools command against `port`; returns its stdout.
-fn tpm2(port: u16, dir: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn tpm2(port: u16, dir: &Path, args: &[&str]) -> Result<String> {
     let mut child = Command::new(args[0])
         .args(&args[1..])
         .current_dir(dir)
@@ -292,30 +307,17 @@ fn tpm2(port: u16, dir: &Path, args: &[&str]) -> Result<String> {
     Ok(out)
 }
 
-/// Boots the kernel serving its vTPM, then drives it with tpm2-tools through the daemon:
-/// random bytes, PCR reset/extend/read against a known answer, an ECC signing key, a
-/// quote that tpm2_checkquote verifies on the host, and the EK.
-pub fn test_tpm2_tools() -> Result<()> {
-    let kernel = build()?;
-    let daemon = build_daemon(false)?;
-    let socket = Socket::new();
-    // The kernel's console, to check what it says about the EK certificates.
-    let console_path = socket.0.with_extension("console");
-    let console = std::fs::File::create(&console_path)
-        .with_context(|| format!("cannot create {}", console_path.display()))?;
-    let qemu = qemu_serving(&kernel, &socket.0)
-        .stdout(Stdio::from(console))
-        .spawn()
-        .context("cannot start qemu-system-x86_64")?;
-    let _qemu = Reaped(qemu);
+/// Starts the daemon (`daemon`) on the kernel's COM2 socket and waits until it serves
+/// the MS simulator interface; returns it and its command port.
+pub(crate) fn start_daemon(daemon: &Path, socket: &Path) -> Result<(Reaped, u16)> {
     let port = free_port_pair()?;
-    let mut daemon = Command::new(&daemon)
+    let mut daemon = Command::new(daemon)
         .args(["--backend", "serial", "--port"])
         .arg(port.to_string())
         .arg("--platform-port")
         .arg((port + 1).to_string())
         .arg("--serial")
-        .arg(&socket.0)
+        .arg(socket)
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", daemon.display()))?;
@@ -345,6 +347,26 @@ pub fn test_tpm2_tools() -> Result<()> {
             break;
         }
     }
+    Ok((daemon, port))
+}
+
+/// Boots the kernel serving its vTPM, then drives it with tpm2-tools through the daemon:
+/// random bytes, PCR reset/extend/read against a known answer, an ECC signing key, a
+/// quote that tpm2_checkquote verifies on the host, and the EK.
+pub fn test_tpm2_tools() -> Result<()> {
+    let kernel = build()?;
+    let daemon = build_daemon(false)?;
+    let socket = Socket::new();
+    // The kernel's console, to check what it says about the EK certificates.
+    let console_path = socket.0.with_extension("console");
+    let console = std::fs::File::create(&console_path)
+        .with_context(|| format!("cannot create {}", console_path.display()))?;
+    let qemu = qemu_serving(&kernel, &socket.0)
+        .stdout(Stdio::from(console))
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+    let _qemu = Reaped(qemu);
+    let (daemon, port) = start_daemon(&daemon, &socket.0)?;
     let dir = std::env::temp_dir().join(format!("svsm-tpm2-tools-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
 

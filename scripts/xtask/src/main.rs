@@ -13,6 +13,7 @@ mod forky;
 mod fuzz;
 mod igvm;
 mod kernel;
+mod kernel_state;
 mod linux;
 mod luks;
 mod measured_boot;
@@ -56,12 +57,14 @@ enum Cmd {
         launch_args: Vec<String>,
     },
     /// Run every test level this machine supports.
-    Test,
-    /// Run only the Linux-guest level (`--luks`: only its secret-release flow).
-    LinuxGuest {
-        /// Only the LUKS2 flow: provisioning, the service, unlock, refusals, integrity.
-        #[arg(long)]
-        luks: bool,
+    Test {
+        /// Only one level: `kernel` (the kernel's lint, self-tests, fatal paths and
+        /// tpm2-tools in QEMU), `kernel-state` (its vTPM keeps its state across
+        /// reboots), `linux-guest` (the Linux guest, with its secret-release flow) or
+        /// `luks` (only that flow: provisioning, the service, unlock, refusals,
+        /// integrity).
+        #[arg(long, value_parser = ["kernel", "kernel-state", "linux-guest", "luks"])]
+        only: Option<String>,
     },
     /// Run the benchmarks and print their figures (not a pass/fail gate).
     Bench,
@@ -93,8 +96,15 @@ fn main() -> Result<()> {
         .with_context(|| format!("cannot enter the workspace root {}", root.display()))?;
     match cli.command {
         Cmd::Setup => setup::ensure(),
-        Cmd::Test => test(),
-        Cmd::LinuxGuest { luks } => setup::ensure().and_then(|()| linux::test_level(luks)),
+        Cmd::Test { only: Some(level) } => setup::ensure().and_then(|()| match level.as_str() {
+            "kernel" => kernel::clippy()
+                .and_then(|()| kernel::test())
+                .and_then(|()| kernel::test_tpm2_tools()),
+            "linux-guest" => linux::test_level(false),
+            "luks" => linux::test_level(true),
+            _ => kernel_state::test_persistence(),
+        }),
+        Cmd::Test { only: None } => test(),
         Cmd::Run {
             snp: true,
             launch_args,
@@ -152,6 +162,7 @@ fn test() -> Result<()> {
     kernel::clippy()?;
     kernel::test()?;
     kernel::test_tpm2_tools()?;
+    kernel_state::test_persistence()?;
     igvm::package()?;
     attest::cli_checks()?;
     // After the IGVM files exist: the fuzz step also replays them.

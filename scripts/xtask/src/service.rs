@@ -18,8 +18,10 @@ pub fn test() -> Result<()> {
     )
 }
 
-/// Prints the service's latency, throughput and cost per attestation.
+/// Prints the service's latency, throughput and cost per attestation (the database's
+/// on SQLite and on PostgreSQL).
 pub fn bench() -> Result<()> {
+    setup::ensure_packages(PACKAGES)?;
     step(
         "service benchmark",
         cargo(&["bench", "-q", "-p", "svsm-service", "--bench", "service"]),

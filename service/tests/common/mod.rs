@@ -100,9 +100,50 @@ pub const BOOT_POLICY: &str = include_str!(concat!(
 impl Guest {
     /// Boots the emulated machine with the SVSM and its vTPM and serves it on loopback.
     pub fn start() -> Self {
-        let backend: SharedBackend = Arc::new(Mutex::new(Box::new(
-            SvsmBackend::new().expect("boot the SVSM on the emulated machine"),
-        )));
+        let mut guest =
+            Self::serve(SvsmBackend::new().expect("boot the SVSM on the emulated machine"));
+        // One engine per process: "another vTPM" is this machine's previous boot, whose
+        // endorsement evidence is kept before a reboot makes a new vTPM (new seeds, new
+        // EKs, a new endorsement CA).
+        guest.collect();
+        guest.previous = Some(PreviousBoot {
+            nv: guest.nv(),
+            ek_public: guest.read("ek.pub"),
+        });
+        guest.reboot();
+        assert_ne!(
+            guest.read("ek.pub"),
+            guest.previous().ek_public,
+            "a reboot makes a new vTPM"
+        );
+        guest
+    }
+
+    /// A vTPM whose state is sealed into the file at `path` (loaded at every power-on,
+    /// stored at every commit), its EK, AK, NV evidence and PCRs ready.
+    pub fn with_state(path: &Path) -> Self {
+        let guest =
+            Self::serve(SvsmBackend::with_state(path).expect("boot the SVSM with a state file"));
+        guest.collect();
+        guest.extend_log(EVENT_LOG);
+        guest
+    }
+
+    /// Reboots the machine (a new SVSM and vTPM, from the state file if there is one)
+    /// and makes the EK, an AK, the NV evidence and the PCRs ready again.
+    pub fn reboot(&self) {
+        {
+            let mut b = vtpm_daemon::mssim::lock(&self.backend);
+            b.power_off().expect("power off");
+            b.power_on().expect("power on");
+        }
+        self.collect();
+        self.extend_log(EVENT_LOG);
+    }
+
+    /// Serves `backend` to tpm2-tools on loopback.
+    fn serve(backend: SvsmBackend) -> Self {
+        let backend: SharedBackend = Arc::new(Mutex::new(Box::new(backend)));
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let server = loop {
             let probe = std::net::TcpListener::bind((lo, 0)).expect("a free port");
@@ -123,35 +164,14 @@ impl Guest {
                 let _ = server.serve(backend, stop);
             })
         };
-        let mut guest = Guest {
+        Guest {
             dir: Scratch::new("guest"),
             port,
             backend,
             stop,
             thread: Some(thread),
             previous: None,
-        };
-        // One engine per process: "another vTPM" is this machine's previous boot, whose
-        // endorsement evidence is kept before a reboot makes a new vTPM (new seeds, new
-        // EKs, a new endorsement CA).
-        guest.collect();
-        guest.previous = Some(PreviousBoot {
-            nv: guest.nv(),
-            ek_public: guest.read("ek.pub"),
-        });
-        {
-            let mut b = vtpm_daemon::mssim::lock(&guest.backend);
-            b.power_off().expect("power off");
-            b.power_on().expect("power on");
         }
-        guest.collect();
-        guest.extend_log(EVENT_LOG);
-        assert_ne!(
-            guest.read("ek.pub"),
-            guest.previous().ek_public,
-            "a reboot makes a new vTPM"
-        );
-        guest
     }
 
     /// The evidence of the vTPM of the previous boot.
@@ -200,6 +220,11 @@ impl Guest {
             ("0x01C00110", "report.bin"),
         ] {
             self.tool("tpm2_nvread", &[index, "-o", file]);
+        }
+        // The persistent state's evidence, when the vTPM keeps a state.
+        let state = self.try_tool("tpm2_nvread", &["0x01C00111", "-o", "state.bin"]);
+        if !state.status.success() {
+            let _ = std::fs::remove_file(self.dir.path("state.bin"));
         }
     }
 
@@ -252,7 +277,9 @@ impl Guest {
             ca_cert: b64(&self.read("ca.der")),
             report: b64(&self.read("report.bin")),
             vcek_cert: Some(b64(&self.read("vcek.der"))),
-            state: None,
+            state: std::fs::read(self.dir.path("state.bin"))
+                .ok()
+                .map(|s| b64(&s)),
         }
     }
 
@@ -393,19 +420,26 @@ impl Pki {
         }
     }
 
-    /// A client that trusts only the test CA.
-    pub fn client(&self) -> reqwest::blocking::Client {
+    /// A TLS client configuration that trusts only the test CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             roots.add(c.expect("CA PEM")).expect("add the CA");
         }
         #[allow(deprecated)]
         let provider = rustls::crypto::ring::default_provider();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// A client that trusts only the test CA.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        let config = rustls::ClientConfig::clone(&self.client_config());
         reqwest::blocking::Client::builder()
             .use_preconfigured_tls(config)
             .timeout(std::time::Duration::from_secs(120))

@@ -382,3 +382,72 @@ pub fn another_kernel_booted(h: &Harness, g: &Guest) {
         ),
     );
 }
+
+/// Slow clients: a body that does not arrive within the request deadline gets 408, a
+/// header that does not arrive in time and a TLS handshake that never starts get the
+/// connection closed; the service answers others meanwhile and after.
+pub fn slow_clients(h: &mut Harness) {
+    use std::io::{Read, Write};
+    let slow = h.add_replica(Limits {
+        handshake_timeout: Duration::from_millis(500),
+        header_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(800),
+        ..Limits::default()
+    });
+    let addr = h.replicas[slow].addr;
+    let tls = |tcp: std::net::TcpStream| {
+        let config = h.pki.client_config();
+        let conn = tokio_rustls::rustls::ClientConnection::new(
+            config,
+            "localhost".try_into().expect("server name"),
+        )
+        .expect("client connection");
+        tokio_rustls::rustls::StreamOwned::new(conn, tcp)
+    };
+    let read_all = |s: &mut dyn Read| {
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+
+    // The body never completes: 408 with an ErrorBody.
+    let tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut s = tls(tcp);
+    s.write_all(
+        b"POST /v1/attest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\nConnection: close\r\n\r\n{",
+    )
+    .expect("write");
+    let answer = read_all(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"timeout\""), "{answer}");
+
+    // The header never completes: the connection is closed.
+    let tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut s = tls(tcp);
+    s.write_all(b"POST /v1/chall").expect("write");
+    let started = std::time::Instant::now();
+    let answer = read_all(&mut s);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "closed by the service"
+    );
+    assert!(!answer.contains("200 OK"), "{answer}");
+
+    // No TLS handshake at all: closed.
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 1];
+    let started = std::time::Instant::now();
+    let n = tcp.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Still up.
+    let _ = h.challenge_on(slow);
+}

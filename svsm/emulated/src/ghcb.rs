@@ -3,12 +3,14 @@
 //! GHCB specification 56421, "GHCB page protocol" (as KVM implements it in `arch/x86/kvm/svm/sev.c`):
 //! the hypervisor reads the request from the shared GHCB page, acts, writes its outputs
 //! with their valid bits and `sw_exit_info_1 = 0` (success) or a non-zero error. The
-//! model handles MSR accesses (a small MSR file), port I/O (a log of writes and fixed
+//! model handles MSR accesses (a small MSR file), port I/O (byte-wide devices attached
+//! to port ranges, e.g. the [`crate::uart`] model; elsewhere a log of writes and fixed
 //! read values), AP creation (through the machine's hypervisor door, which accepts only
 //! pages with the RMP VMSA bit), guest requests (both message pages must be shared; the
 //! machine's PSP answers) and refuses every other exit.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use svsm::platform::Vmpl;
 use svsm::platform::{PspError, PAGE_SIZE};
@@ -22,9 +24,19 @@ use crate::machine::EmulatedSnp;
 /// `sw_exit_info_1` of a request the hypervisor could not carry out.
 pub const VMM_ERROR: u64 = 2;
 
+/// A device behind a range of I/O ports, accessed a byte at a time (IN/OUT of AL).
+pub trait PortDevice: Send + Sync + std::fmt::Debug {
+    /// IN from the port at `offset` into the device's range.
+    fn read(&self, offset: u16) -> u8;
+    /// OUT of `value` to the port at `offset`.
+    fn write(&self, offset: u16, value: u8);
+}
+
 /// The devices and MSRs behind the emulated hypervisor.
 #[derive(Debug, Clone, Default)]
 pub struct Devices {
+    /// Devices by port range: first port, number of ports.
+    pub port_devices: Vec<(u16, u16, Arc<dyn PortDevice>)>,
     /// MSR values (RDMSR of an absent MSR reads 0).
     pub msrs: BTreeMap<u32, u64>,
     /// Every OUT: port, value.
@@ -76,6 +88,23 @@ fn answer(machine: &EmulatedSnp, devices: &mut Devices, ghcb: &mut Ghcb) -> Resu
             if info1 & 0b1100 != 0 {
                 // String or REP I/O needs a scratch buffer the model does not offer.
                 return Err(());
+            }
+            let device = devices
+                .port_devices
+                .iter()
+                .find(|(base, len, _)| port >= *base && port - base < *len)
+                .map(|(base, _, device)| (port - base, device.clone()));
+            if let Some((offset, device)) = device {
+                // Byte accesses only (SZ8, info1 bit 4): the devices are 8-bit.
+                if info1 & (1 << 4) == 0 {
+                    return Err(());
+                }
+                if info1 & 1 != 0 {
+                    ghcb.set(GhcbField::Rax, device.read(offset).into());
+                } else {
+                    device.write(offset, rax.ok_or(())? as u8);
+                }
+                return Ok(());
             }
             if info1 & 1 != 0 {
                 let value = devices.io_reads.get(&port).copied().unwrap_or(u64::MAX);

@@ -50,7 +50,7 @@ use svsm_protocol::igvm_params::{
 use svsm_protocol::vmsa::SevFeatures;
 use zerocopy::{FromZeros, IntoBytes};
 
-use crate::ghcb::{handle_page_exit, Devices};
+use crate::ghcb::{handle_page_exit, Devices, PortDevice};
 use crate::machine::{Backing, CallReturn, EmulatedSnp, GuestFault};
 
 /// Ways the hypervisor lies. Each field, when set, replaces the honest behaviour.
@@ -170,6 +170,11 @@ impl EmulatedHypervisor {
     /// Sets the value IN reads from `port`.
     pub fn set_io_read(&self, port: u16, value: u64) {
         self.lock().devices.io_reads.insert(port, value);
+    }
+
+    /// Attaches `device` to the `len` ports from `base` (IOIO exits to them reach it).
+    pub fn attach_port_device(&self, base: u16, len: u16, device: Arc<dyn PortDevice>) {
+        self.lock().devices.port_devices.push((base, len, device));
     }
 
     /// The SVSM-side transport of vCPU `apic_id`, whose GHCB page is at `gpa`.

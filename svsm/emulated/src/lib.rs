@@ -8,7 +8,9 @@
 //! - [`psp`]: the emulated PSP;
 //! - [`ghcb`], [`hypervisor`]: the GHCB protocol answered by an emulated (optionally
 //!   hostile) hypervisor, and a machine booted by the SVSM's SEV-SNP start-up code;
-//! - [`vcpus`]: the SVSM vCPUs (one VMPL0 vCPU per other APIC ID) that boot creates.
+//! - [`vcpus`]: the SVSM vCPUs (one VMPL0 vCPU per other APIC ID) that boot creates;
+//! - [`uart`]: a 16550 UART model behind the emulated hypervisor's port I/O, connected
+//!   to a host byte stream.
 //!
 //! It is a model of the hardware's rules, not a recorder: tests run the real request
 //! handlers on it and check what the RMP and memory look like afterwards.
@@ -19,6 +21,7 @@ pub mod machine;
 pub mod psp;
 pub mod rmp;
 pub mod system;
+pub mod uart;
 pub mod vcpus;
 
 pub use machine::{

@@ -129,8 +129,13 @@ pub struct LaunchInfo {
     pub host_data: [u8; 32],
     /// Chip identifier.
     pub chip_id: [u8; 64],
-    /// TCB version (reported, committed, current, launch).
+    /// TCB version (committed, current, launch; reported too unless
+    /// [`LaunchInfo::reported_tcb`] says otherwise). MSG_KEY_REQ refuses a newer one.
     pub tcb: u64,
+    /// REPORTED_TCB when the host set it below the committed TCB (SNP_CONFIG lets the
+    /// hypervisor report an older TCB, e.g. while a VCEK for the new one is not yet
+    /// published).
+    pub reported_tcb: Option<u64>,
     /// Guest security version number.
     pub guest_svn: u32,
     /// The ID block's image ID.
@@ -148,6 +153,7 @@ impl Default for LaunchInfo {
             host_data: [0; 32],
             chip_id: [0xC1; 64],
             tcb: 0x0300_0000_0000_0008,
+            reported_tcb: None,
             guest_svn: 0,
             image_id: [0; 16],
             family_id: [0; 16],
@@ -437,7 +443,7 @@ impl State {
         r.host_data = l.host_data;
         r.report_id = [0x5E; 32];
         r.report_id_ma = [0xFF; 32]; // no migration agent
-        r.reported_tcb.set(l.tcb);
+        r.reported_tcb.set(l.reported_tcb.unwrap_or(l.tcb));
         r.chip_id = l.chip_id;
         r.committed_tcb.set(l.tcb);
         r.launch_tcb.set(l.tcb);
@@ -1030,5 +1036,94 @@ mod state_key_tests {
         let downgraded = launch(0xAB, 0x3_0000, tcb);
         let mut store = SealedStore::new(&mut host, keys(&downgraded));
         assert_eq!(store.load().err(), Some(StateError::Key));
+    }
+
+    #[test]
+    fn states_are_sealed_under_the_committed_tcb_not_a_lowered_reported_one() {
+        use svsm::psp::state_key::committed_tcb;
+        let tcb = LaunchInfo::default().tcb;
+        let psp = EmulatedPsp::default();
+        psp.set_launch(LaunchInfo {
+            measurement: [0xAB; 48],
+            reported_tcb: Some(tcb - 1),
+            ..LaunchInfo::default()
+        });
+        let mut messenger = GuestMessenger::new(psp.vmpck0(), psp.seqno());
+        let report = messenger.get_report(&psp, &[0; 64], 0).unwrap();
+        let report = AttestationReport::parse(&report).unwrap();
+        assert_eq!(report.reported_tcb.get(), tcb - 1);
+        assert_eq!(committed_tcb(&psp, &mut messenger).unwrap(), tcb);
+        let mut host = Memory::default();
+        SealedStore::new(&mut host, keys(&psp))
+            .store(b"the TPM")
+            .unwrap();
+        let header = vtpm::state::read_header(host.0.as_deref().unwrap()).unwrap();
+        assert_eq!(header.key_selection().tcb_version, tcb);
+    }
+
+    #[test]
+    fn keys_derived_up_front_open_an_older_tcbs_state_and_seal_under_the_current_one() {
+        use svsm::psp::state_key::{committed_tcb, DerivedKeys};
+        let tcb = LaunchInfo::default().tcb;
+        let mut host = Memory::default();
+        let psp = launch(0xAB, 0x3_0000, tcb);
+        SealedStore::new(&mut host, keys(&psp))
+            .store(b"the TPM")
+            .unwrap();
+        let kept = vtpm::state::read_header(host.0.as_deref().unwrap())
+            .unwrap()
+            .key_selection();
+        // After a firmware update, as the kernel does it: the current TCB from a report,
+        // both keys derived with the one messenger before the engine starts.
+        let updated = launch(0xAB, 0x3_0000, tcb + 1);
+        let mut messenger = GuestMessenger::new(updated.vmpck0(), updated.seqno());
+        let current = committed_tcb(&updated, &mut messenger).unwrap();
+        assert_eq!(current, tcb + 1);
+        let derived = DerivedKeys::derive(
+            &updated,
+            &mut messenger,
+            current,
+            Some(kept),
+            Box::new(vtpm::OsEntropy),
+        )
+        .unwrap();
+        let mut store = SealedStore::new(&mut host, derived);
+        assert_eq!(&store.load().unwrap().unwrap()[..], b"the TPM");
+        store.store(b"the TPM, later").unwrap();
+        let header = vtpm::state::read_header(host.0.as_deref().unwrap()).unwrap();
+        assert_eq!(header.key_selection().tcb_version, tcb + 1);
+        // The same messenger goes on to serve requests: its sequence numbers moved on.
+        assert!(messenger.get_report(&updated, &[0; 64], 0).is_ok());
+        // A selection this SVSM never seals with (no PSP fields: the QEMU test key's) is
+        // not derived, and a header naming it does not open.
+        let mut messenger = GuestMessenger::new(updated.vmpck0(), updated.seqno());
+        let foreign = vtpm::state::KeySelection {
+            fields: 0,
+            vmpl: 0,
+            guest_svn: 0,
+            tcb_version: 0,
+        };
+        assert_eq!(
+            DerivedKeys::derive(
+                &updated,
+                &mut messenger,
+                current,
+                Some(foreign),
+                Box::new(vtpm::OsEntropy)
+            )
+            .err(),
+            Some(StateError::Key)
+        );
+        let mut messenger = GuestMessenger::new(updated.vmpck0(), updated.seqno());
+        let mut derived = DerivedKeys::derive(
+            &updated,
+            &mut messenger,
+            current,
+            None,
+            Box::new(vtpm::OsEntropy),
+        )
+        .unwrap();
+        assert_eq!(derived.key(&foreign).err(), Some(StateError::Key));
+        assert_eq!(derived.key(&kept).err(), Some(StateError::Key));
     }
 }

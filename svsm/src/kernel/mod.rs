@@ -4,8 +4,10 @@
 //! (`svsm::arch::entry`) in long mode on the boot stack. Order matters: the console
 //! first (so every later failure is reported), then the per-CPU area (the FS base must
 //! be valid before any C code runs), SSE, GDT/IDT, the heap, the kernel's own page
-//! tables, the other CPUs (see `smp`). Then the kernel either runs its self-tests (command-line word `test`) or
-//! serves the vTPM over COM2.
+//! tables, the other CPUs (see `smp`). Then it starts the vTPM (with the state its host
+//! keeps behind COM3, when there is a key for it: see `tpm`) and either runs its
+//! self-tests (command-line word `test`) or serves the vTPM over COM2; under SEV-SNP the
+//! vTPM starts inside the SNP run, once the PSP channel works, and serves the guest.
 #![allow(unsafe_code, reason = "boot: control registers and the heap hand-over")]
 
 mod apic;
@@ -87,6 +89,20 @@ fn crash_on_request(info: &pvh::BootInfo) {
         // SAFETY: the C runtime's abort takes no arguments and never returns.
         unsafe { abort() }
     }
+}
+
+/// Logs the heap after the vTPM started and the time since kernel entry.
+fn log_ready(entry_tsc: u64) {
+    let stats = heap::stats();
+    let ready_us = time::micros_since(entry_tsc);
+    log::info!(
+        "memory: vTPM started (EK ready); heap {} KiB allocated, high-water {} KiB; \
+         ready {}.{:03} ms after kernel entry",
+        stats.allocated / 1024,
+        stats.high_water / 1024,
+        ready_us / 1000,
+        ready_us % 1000
+    );
 }
 
 /// The 64-bit entry point, called once by the boot CPU.
@@ -184,21 +200,16 @@ extern "C" fn kernel_start(boot_info: u32) -> ! {
         stats.allocated / 1024,
         stats.high_water / 1024
     );
-    let mut service = tpm::start();
-    let stats = heap::stats();
-    let ready_us = time::micros_since(entry_tsc);
-    log::info!(
-        "memory: vTPM started (EK manufactured); heap {} KiB allocated, high-water {} KiB; \
-         ready {}.{:03} ms after kernel entry",
-        stats.allocated / 1024,
-        stats.high_water / 1024,
-        ready_us / 1000,
-        ready_us % 1000
-    );
     if snp {
         smp::register_snp_hooks();
-        svsm::platform::snp::runtime::run(service);
+        svsm::platform::snp::runtime::run(|psp, messenger| {
+            let service = tpm::start_snp(psp, messenger);
+            log_ready(entry_tsc);
+            service
+        });
     }
+    let mut service = tpm::start(&info);
+    log_ready(entry_tsc);
     // No PSP without SEV: no report, so no certificate; the platform hierarchy is
     // withheld all the same.
     if let Err(e) = svsm::psp::evidence::provision_vtpm(&mut service, None) {

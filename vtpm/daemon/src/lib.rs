@@ -9,7 +9,9 @@ pub mod engine_backend;
 pub mod mssim;
 pub mod serial;
 pub mod state_file;
+pub mod store_helper;
 pub mod svsm_backend;
+pub mod trace;
 
 /// Why a backend could not carry a command to the TPM and back.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,6 +75,10 @@ struct Cli {
     /// manufacture a new TPM, with a new identity, instead of stopping.
     #[arg(long, requires = "state")]
     remanufacture: bool,
+    /// Record every command, response and power cycle in this file (the `vtpm::trace`
+    /// format; fuzz seeds, bug reports). It holds the traffic in clear, secrets included.
+    #[arg(long, value_name = "PATH")]
+    trace: Option<std::path::PathBuf>,
 }
 
 /// An opened backend and, when it knows it, the endorsement key (TPMT_PUBLIC of
@@ -184,6 +188,13 @@ fn main() -> Result<()> {
         }
         Some(path) => open_with_state(path, cli.remanufacture)?,
         None => open_backend(cli.backend, &cli.serial)?,
+    };
+    let backend: Box<dyn TpmBackend> = match &cli.trace {
+        Some(path) => Box::new(
+            vtpm_daemon::trace::Traced::new(backend, path)
+                .with_context(|| format!("cannot create the trace {}", path.display()))?,
+        ),
+        None => backend,
     };
     if let Some(ek) = ek {
         // The TPM name of the EK (nameAlg || SHA-256(TPMT_PUBLIC)), as tpm2_readpublic

@@ -1,4 +1,5 @@
-//! The vTPM's sealed state in a host file (`vtpm-daemon --state PATH`).
+//! The vTPM's sealed state in a host file (`vtpm-daemon --state PATH`, and
+//! `vtpm-state-store` for the kernel).
 //!
 //! The file holds only what [`vtpm::state::SealedStore`] hands over: ciphertext under
 //! a header. Replacement is atomic: the new blob is written to a temporary file beside
@@ -58,10 +59,7 @@ impl BlobStore for StateFile {
             Ok(blob) => Ok(Some(blob)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => {
-                eprintln!(
-                    "vtpm-daemon: cannot read the state {}: {e}",
-                    self.path.display()
-                );
+                eprintln!("vTPM state file: cannot read {}: {e}", self.path.display());
                 Err(StateError::Store)
             }
         }
@@ -70,7 +68,7 @@ impl BlobStore for StateFile {
     fn store(&mut self, blob: &[u8]) -> Result<(), StateError> {
         self.replace(blob).map_err(|e| {
             eprintln!(
-                "vtpm-daemon: cannot store the state in {}: {e}",
+                "vTPM state file: cannot store the state in {}: {e}",
                 self.path.display()
             );
             StateError::Store

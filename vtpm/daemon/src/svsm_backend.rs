@@ -16,13 +16,13 @@ use svsm::requests::vtpm::VtpmProtocol;
 use svsm::requests::{CallRegisters, Services};
 use svsm_emulated::psp::{cert_table, test_chain};
 use svsm_emulated::{EmulatedSystem, LaunchConfig};
+use svsm_guest_driver::{GuestDriver, MAX_RETRIES};
 use svsm_protocol::call::{Call, VtpmCall};
 use svsm_protocol::vtpm::{
     PlatformCommands, MAX_COMMAND_SIZE, MAX_RESPONSE_SIZE, SEND_COMMAND_REQUEST_HEADER_SIZE,
     SEND_COMMAND_RESPONSE_HEADER_SIZE, TPM_SEND_COMMAND, VTPM_BUFFER_MAX,
 };
 use svsm_protocol::SvsmResultCode;
-use svsm_tests::driver::{GuestDriver, MAX_RETRIES};
 use vtpm::{Engine, LibTpms, OsEntropy, Service, Vtpm};
 
 use crate::{BackendError, TpmBackend};

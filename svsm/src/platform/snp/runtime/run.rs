@@ -93,9 +93,18 @@ pub(super) fn boot_params(
 }
 
 /// Launches the guest and runs the request loop on the boot vCPU, serving the core,
-/// attestation and vTPM protocols (the last with `vtpm`); never returns. Halts at once if
-/// [`early_init`] did not run.
-pub fn run<E: vtpm::Engine + Send + 'static>(mut vtpm: vtpm::Service<E>) -> ! {
+/// attestation and vTPM protocols; never returns. Halts at once if [`early_init`] did
+/// not run.
+///
+/// `start_vtpm` starts the vTPM once the PSP channel works and before any guest code
+/// runs: it gets the PSP and the VMPCK0 messenger (for the state key, MSG_KEY_REQ), which
+/// then serves the vTPM's provisioning and the attestation protocol, so one messenger
+/// owns VMPCK0's sequence numbers.
+pub fn run<E, F>(start_vtpm: F) -> !
+where
+    E: vtpm::Engine + Send + 'static,
+    F: FnOnce(&dyn crate::psp::PspTransport, &mut crate::psp::GuestMessenger) -> vtpm::Service<E>,
+{
     let Some(rt) = get() else {
         log::error!("snp: run without early_init");
         loop {
@@ -144,6 +153,7 @@ pub fn run<E: vtpm::Engine + Send + 'static>(mut vtpm: vtpm::Service<E>) -> ! {
     // messenger in SVSM memory; the guest's secrets copy has it zeroed). The vTPM's
     // endorsement evidence comes first, over the same messenger, before any guest code.
     let mut messenger = crate::psp::GuestMessenger::new(*secrets.vmpck0(), 0);
+    let mut vtpm = start_vtpm(&crate::psp::PlatformPsp(&platform), &mut messenger);
     {
         let psp = crate::psp::PlatformPsp(&platform);
         let mut reports = crate::psp::evidence::PspReports::new(&mut messenger, &psp);
