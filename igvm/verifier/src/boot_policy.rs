@@ -1,8 +1,8 @@
 //! The measured-boot policy: which PCRs a quote must cover, and the reference values the
 //! events of the TCG event log ([`crate::eventlog`]) are compared with.
 //!
-//! The policy is a TOML file people read and edit (the README's "Measured-boot policy"
-//! describes it):
+//! The policy is a TOML file people read and edit (the README's section "Measured boot:
+//! the event log and the reference-value policy" describes it):
 //!
 //! ```toml
 //! bank = "sha256"                 # the PCR bank the quote covers and events are compared in
@@ -403,7 +403,7 @@ impl BootPolicy {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string(self).unwrap_or_default();
         format!(
-            "# svsm-verify measured-boot policy (see the README, \"Measured-boot policy\").\n\
+            "# svsm-verify measured-boot policy (see the README, \"Measured boot\").\n\
              # bank: the PCR bank; pcrs: the PCRs the quote must cover, each replayed from the\n\
              # event log; replay_only: PCRs whose events are not compared. Every measured\n\
              # event of the other PCRs must match a [[reference]] (PCR, type, digest), and\n\
