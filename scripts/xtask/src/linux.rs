@@ -34,7 +34,7 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(60);
 /// The guest's RAM (QEMU's -m, MiB); the kernel's PCR 4 digest depends on it (QEMU places
 /// the initrd below the top of RAM and writes the address into the kernel's header).
-const MEMORY_MIB: u64 = 512;
+pub(crate) const MEMORY_MIB: u64 = 512;
 /// The guest firmware: OVMF, as under SEV-SNP. (SeaBIOS treats the TPM_RC_INITIALIZE
 /// that the already started vTPM answers to its TPM2_Startup as a malfunction and
 /// disables the owner and endorsement hierarchies; OVMF and Linux accept it.)
@@ -68,13 +68,21 @@ const TOOLS: &[&str] = &[
 const DLOPENED: &[&str] = &["libtss2-tcti-device.so.0"];
 
 /// Where the cached kernel and the built initramfs live.
-fn work_dir() -> PathBuf {
+pub(crate) fn work_dir() -> PathBuf {
     PathBuf::from("target/linux-guest")
 }
 
 /// Runs the Linux-guest test and prints the guest's results and boot time.
 pub fn test() -> Result<()> {
+    test_level(false)
+}
+
+/// The level, or (`luks_only`) only its secret-release flow.
+pub fn test_level(luks_only: bool) -> Result<()> {
     let guest = Guest::prepare()?;
+    if luks_only {
+        return crate::luks::test(&guest);
+    }
     swtpm_tcp(&guest.daemon)?;
     let mut extend = [0u8; 32];
     let mut nonce = [0u8; 16];
@@ -104,7 +112,8 @@ pub fn test() -> Result<()> {
     ] {
         ovmf_run(&guest, &cmdline, &expected_pcr, label, &firmware)?;
     }
-    seabios(&guest, &cmdline)
+    seabios(&guest, &cmdline)?;
+    crate::luks::test(&guest)
 }
 
 /// One boot under `firmware` (an OVMF): every check of [`check`], then the NV endorsement
@@ -285,16 +294,19 @@ pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Boots the guest with the vTPM attached and hands its console to the user.
+/// Shows the secret-release flow ([`crate::luks::demo`]), then boots the guest with the
+/// vTPM attached and hands its console to the user.
 pub fn run_interactive() -> Result<()> {
     let guest = Guest::prepare()?;
+    // The secret-release flow first: provisioning, the service, one unlock.
+    crate::luks::demo(&guest)?;
     println!(
-        "linux-guest: booting Debian's kernel with the vTPM (SVSM path) as tpm-crb; the checks run, then a shell opens. Leave with 'poweroff -f' (or Ctrl-A X)."
+        "linux-guest: the secret-release flow passed. Now booting Debian's kernel with the vTPM (SVSM path) as tpm-crb; the checks run, then a shell opens. Leave with 'poweroff -f' (or Ctrl-A X)."
     );
     let cmdline = "console=ttyS0 quiet panic=-1 svsm.interactive=1 svsm.extend=0000000000000000000000000000000000000000000000000000000000000000 svsm.nonce=00";
     let mut daemon = guest.start_daemon()?;
     let status = guest
-        .qemu(cmdline, Some(FIRMWARE))
+        .qemu(cmdline, Some(FIRMWARE), &Boot::default())
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -429,38 +441,53 @@ fn swtpm_tcp(daemon: &Path) -> Result<()> {
 
 /// What the host knows about a finished guest run.
 #[derive(Debug)]
-struct Run {
+pub(crate) struct Run {
     /// check name -> (status, detail); `klog` lines are kept apart.
-    results: BTreeMap<String, (String, String)>,
+    pub(crate) results: BTreeMap<String, (String, String)>,
     klog: Vec<String>,
-    to_init: Duration,
-    to_done: Duration,
-    total: Duration,
+    pub(crate) to_init: Duration,
+    pub(crate) to_done: Duration,
+    pub(crate) total: Duration,
     uptime_init: String,
     uptime_done: String,
-    serial_log: PathBuf,
+    pub(crate) serial_log: PathBuf,
     daemon_clean: bool,
 }
 
 /// The prepared pieces: kernel, initramfs, daemon binary, socket path.
 #[derive(Debug)]
-struct Guest {
-    kernel: PathBuf,
-    initrd: PathBuf,
+pub(crate) struct Guest {
+    pub(crate) kernel: PathBuf,
+    pub(crate) initrd: PathBuf,
     daemon: PathBuf,
     socket: PathBuf,
 }
 
+/// What a boot adds to the level's QEMU command line.
+#[derive(Debug, Default)]
+pub(crate) struct Boot<'a> {
+    /// Another initramfs than the level's.
+    pub(crate) initrd: Option<&'a Path>,
+    /// A raw image as the virtio disk /dev/vda.
+    pub(crate) disk: Option<&'a Path>,
+    /// A virtio NIC on QEMU's user-mode network (the host's loopback is 10.0.2.2).
+    pub(crate) net: bool,
+    /// fw_cfg files (`opt/...` name, host file).
+    pub(crate) fw_cfg: Vec<(&'a str, &'a Path)>,
+    /// The serial log's file name under target/linux-guest (the firmware's by default).
+    pub(crate) serial_log: Option<&'a str>,
+}
+
 /// The daemon process; killed if it outlives its QEMU.
 #[derive(Debug)]
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
 }
 
 impl Daemon {
     /// Waits up to `grace` for the daemon to end on its own (QEMU sends CMD_SHUTDOWN when
     /// it exits); kills it otherwise. True if it ended on its own with success.
-    fn finish(&mut self, grace: Duration) -> bool {
+    pub(crate) fn finish(&mut self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             match self.child.try_wait() {
@@ -485,7 +512,7 @@ impl Drop for Daemon {
 }
 
 impl Guest {
-    fn prepare() -> Result<Self> {
+    pub(crate) fn prepare() -> Result<Self> {
         let dir = work_dir();
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         ensure!(
@@ -509,7 +536,7 @@ impl Guest {
     }
 
     /// Starts the daemon (SVSM-path backend, swtpm interface) and waits for its socket.
-    fn start_daemon(&self) -> Result<Daemon> {
+    pub(crate) fn start_daemon(&self) -> Result<Daemon> {
         let _ = fs::remove_file(&self.socket);
         let log = fs::File::create(work_dir().join("daemon.log"))?;
         let child = Command::new(&self.daemon)
@@ -542,18 +569,31 @@ impl Guest {
 
     /// The QEMU command line: q35 under TCG, the firmware (`None`: QEMU's default,
     /// SeaBIOS), serial console on stdio, the TPM.
-    fn qemu(&self, cmdline: &str, firmware: Option<&str>) -> Command {
+    pub(crate) fn qemu(&self, cmdline: &str, firmware: Option<&str>, boot: &Boot) -> Command {
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-machine", "q35", "-accel", "tcg", "-smp", "1"])
             .args(["-m", &MEMORY_MIB.to_string()]);
         if let Some(firmware) = firmware {
             cmd.args(["-bios", firmware]);
         }
-        cmd.args(["-nographic", "-no-reboot", "-nic", "none"])
-            .arg("-kernel")
+        cmd.args(["-nographic", "-no-reboot"]);
+        if boot.net {
+            cmd.args(["-nic", "user,model=virtio-net-pci"]);
+        } else {
+            cmd.args(["-nic", "none"]);
+        }
+        if let Some(disk) = boot.disk {
+            cmd.arg("-drive")
+                .arg(format!("file={},format=raw,if=virtio", disk.display()));
+        }
+        for (name, file) in &boot.fw_cfg {
+            cmd.arg("-fw_cfg")
+                .arg(format!("name={name},file={}", file.display()));
+        }
+        cmd.arg("-kernel")
             .arg(&self.kernel)
             .arg("-initrd")
-            .arg(&self.initrd)
+            .arg(boot.initrd.unwrap_or(&self.initrd))
             .args(["-append", cmdline])
             .arg("-chardev")
             .arg(format!("socket,id=chrtpm,path={}", self.socket.display()))
@@ -563,17 +603,29 @@ impl Guest {
     }
 
     fn run_to_completion(&self, cmdline: &str, firmware: Option<&str>) -> Result<Run> {
+        self.run_with(cmdline, firmware, &Boot::default())
+    }
+
+    /// One boot to its power-off, with `boot`'s additions; every result line the guest
+    /// printed.
+    pub(crate) fn run_with(
+        &self,
+        cmdline: &str,
+        firmware: Option<&str>,
+        boot: &Boot,
+    ) -> Result<Run> {
         let mut daemon = self.start_daemon()?;
-        let serial_log = work_dir().join(match firmware {
-            None => "serial-seabios.log",
-            Some(f) if f.contains("forky") => "serial-forky.log",
-            Some(_) => "serial.log",
+        let serial_log = work_dir().join(match (boot.serial_log, firmware) {
+            (Some(name), _) => name,
+            (None, None) => "serial-seabios.log",
+            (None, Some(f)) if f.contains("forky") => "serial-forky.log",
+            (None, Some(_)) => "serial.log",
         });
         let mut log = fs::File::create(&serial_log)?;
         println!("linux-guest: booting Debian's kernel in QEMU (TCG) with the vTPM as tpm-crb");
         let start = Instant::now();
         let mut qemu = self
-            .qemu(cmdline, firmware)
+            .qemu(cmdline, firmware, boot)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -749,7 +801,7 @@ fn check(results: &BTreeMap<String, (String, String)>, expected_pcr: &str) -> Ve
 }
 
 /// Output of a command that must succeed.
-fn output(cmd: &mut Command) -> Result<String> {
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
@@ -763,7 +815,7 @@ fn output(cmd: &mut Command) -> Result<String> {
 }
 
 /// The versioned kernel package `linux-image-amd64` depends on.
-fn kernel_package() -> Result<String> {
+pub(crate) fn kernel_package() -> Result<String> {
     let depends = |()| -> Result<Option<String>> {
         let text = output(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
         Ok(text
@@ -781,20 +833,24 @@ fn kernel_package() -> Result<String> {
     depends(())?.context("apt-cache knows no linux-image-amd64 dependency")
 }
 
-/// Downloads (once) Debian's kernel package and takes `vmlinuz` out of it.
-fn fetch_kernel(dir: &Path) -> Result<PathBuf> {
-    let package = kernel_package()?;
-    let kernel = dir.join(format!(
-        "vmlinuz-{}",
-        package.trim_start_matches("linux-image-")
-    ));
-    if kernel.exists() {
-        return Ok(kernel);
+/// Downloads `package`'s `.deb` into `dir` (not installing it); its path.
+pub(crate) fn download_deb(dir: &Path, package: &str) -> Result<PathBuf> {
+    let find = || -> Result<Option<PathBuf>> {
+        Ok(fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+            }))
+    };
+    if let Some(deb) = find()? {
+        return Ok(deb);
     }
     println!("linux-guest: downloading {package} (not installing it)");
     let download = |()| {
         Command::new("apt-get")
-            .args(["download", "-q", &package])
+            .args(["download", "-q", package])
             .current_dir(dir)
             .status()
     };
@@ -808,19 +864,26 @@ fn fetch_kernel(dir: &Path) -> Result<PathBuf> {
             "apt-get download {package} failed ({status})"
         );
     }
-    let deb = fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
-        })
-        .with_context(|| {
-            format!(
-                "apt-get download left no {package}_*.deb in {}",
-                dir.display()
-            )
-        })?;
+    let deb = find()?.with_context(|| {
+        format!(
+            "apt-get download left no {package}_*.deb in {}",
+            dir.display()
+        )
+    })?;
+    Ok(deb)
+}
+
+/// Downloads (once) Debian's kernel package and takes `vmlinuz` out of it.
+fn fetch_kernel(dir: &Path) -> Result<PathBuf> {
+    let package = kernel_package()?;
+    let kernel = dir.join(format!(
+        "vmlinuz-{}",
+        package.trim_start_matches("linux-image-")
+    ));
+    if kernel.exists() {
+        return Ok(kernel);
+    }
+    let deb = download_deb(dir, &package)?;
     let listing = output(Command::new("dpkg-deb").arg("--contents").arg(&deb))?;
     let member = listing
         .lines()
@@ -848,12 +911,13 @@ fn fetch_kernel(dir: &Path) -> Result<PathBuf> {
     let partial = kernel.with_extension("partial");
     fs::write(&partial, &out.stdout)?;
     fs::rename(&partial, &kernel)?;
-    let _ = fs::remove_file(&deb);
+    // The package stays until the LUKS flow's modules are taken out of it
+    // (crate::luks::fetch_modules), which removes it.
     Ok(kernel)
 }
 
 /// Every shared library `binary` needs, as ldd resolves them on this host.
-fn libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn libraries(binary: &Path) -> Result<Vec<PathBuf>> {
     let text = output(Command::new("ldd").arg(binary))?;
     let mut libs = Vec::new();
     for line in text.lines() {
@@ -886,7 +950,7 @@ fn find_library(name: &str) -> Result<PathBuf> {
 }
 
 /// Copies `src` (following links) to the same path under `root`.
-fn copy_into(root: &Path, src: &Path) -> Result<()> {
+pub(crate) fn copy_into(root: &Path, src: &Path) -> Result<()> {
     let dest = root.join(src.strip_prefix("/").unwrap_or(src));
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent)?;
@@ -900,6 +964,16 @@ fn copy_into(root: &Path, src: &Path) -> Result<()> {
 /// would spend longer decompressing than QEMU spends loading it).
 fn build_initramfs(dir: &Path) -> Result<PathBuf> {
     let root = dir.join("rootfs");
+    build_rootfs(&root)?;
+    let initrd = dir.join("initramfs.cpio");
+    cpio(&root, &initrd)?;
+    Ok(initrd)
+}
+
+/// The initramfs's tree under `root` (emptied first): busybox, tpm2-tools with their
+/// libraries, the level's /init and /luks.
+pub(crate) fn build_rootfs(root: &Path) -> Result<()> {
+    let root = root.to_path_buf();
     if root.exists() {
         fs::remove_dir_all(&root)?;
     }
@@ -936,13 +1010,18 @@ fn build_initramfs(dir: &Path) -> Result<PathBuf> {
     let init = Path::new("tests/linux-guest/init");
     fs::copy(init, root.join("init")).with_context(|| format!("cannot copy {}", init.display()))?;
     set_executable(&root.join("init"))?;
+    let luks = Path::new("tests/linux-guest/luks");
+    fs::copy(luks, root.join("luks")).with_context(|| format!("cannot copy {}", luks.display()))?;
+    Ok(())
+}
 
-    let initrd = dir.join("initramfs.cpio");
-    let list = output(Command::new("find").arg(".").current_dir(&root))?;
-    let cpio_out = fs::File::create(&initrd)?;
+/// Packs `root` into the newc archive `initrd`.
+pub(crate) fn cpio(root: &Path, initrd: &Path) -> Result<()> {
+    let list = output(Command::new("find").arg(".").current_dir(root))?;
+    let cpio_out = fs::File::create(initrd)?;
     let mut cpio = Command::new("cpio")
         .args(["-o", "-H", "newc", "--quiet"])
-        .current_dir(&root)
+        .current_dir(root)
         .stdin(Stdio::piped())
         .stdout(cpio_out)
         .spawn()
@@ -953,10 +1032,10 @@ fn build_initramfs(dir: &Path) -> Result<PathBuf> {
         .write_all(list.as_bytes())?;
     let status = cpio.wait()?;
     ensure!(status.success(), "cpio failed ({status})");
-    Ok(initrd)
+    Ok(())
 }
 
-fn set_executable(path: &Path) -> Result<()> {
+pub(crate) fn set_executable(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut perms = fs::metadata(path)?.permissions();
     perms.set_mode(0o755);

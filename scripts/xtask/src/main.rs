@@ -15,6 +15,7 @@ mod igvm;
 mod kernel;
 mod kernel_state;
 mod linux;
+mod luks;
 mod measured_boot;
 mod service;
 mod setup;
@@ -58,9 +59,11 @@ enum Cmd {
     /// Run every test level this machine supports.
     Test {
         /// Only one level: `kernel` (the kernel's lint, self-tests, fatal paths and
-        /// tpm2-tools in QEMU) or `kernel-state` (its vTPM keeps its state across
-        /// reboots).
-        #[arg(long, value_parser = ["kernel", "kernel-state"])]
+        /// tpm2-tools in QEMU), `kernel-state` (its vTPM keeps its state across
+        /// reboots), `linux-guest` (the Linux guest, with its secret-release flow) or
+        /// `luks` (only that flow: provisioning, the service, unlock, refusals,
+        /// integrity).
+        #[arg(long, value_parser = ["kernel", "kernel-state", "linux-guest", "luks"])]
         only: Option<String>,
     },
     /// Run the benchmarks and print their figures (not a pass/fail gate).
@@ -97,6 +100,8 @@ fn main() -> Result<()> {
             "kernel" => kernel::clippy()
                 .and_then(|()| kernel::test())
                 .and_then(|()| kernel::test_tpm2_tools()),
+            "linux-guest" => linux::test_level(false),
+            "luks" => linux::test_level(true),
             _ => kernel_state::test_persistence(),
         }),
         Cmd::Test { only: None } => test(),

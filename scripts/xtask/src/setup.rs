@@ -19,6 +19,11 @@ pub const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
     "libtss2-tcti-device0",
+    // The Linux guest's LUKS2 volume: cryptsetup, mke2fs and debugfs in the initramfs,
+    // depmod for the kernel package's modules.
+    "cryptsetup-bin",
+    "e2fsprogs",
+    "kmod",
 ];
 
 /// Makes sure every package in [`APT_PACKAGES`], the Rust target and the TPM engine's
