@@ -831,8 +831,9 @@ impl Flow {
         verdict(label, &run, failures)
     }
 
-    /// A boot that changes what boots: the service must refuse, the agent must print the
-    /// reason, the volume must stay locked, and the service's log must name the reason.
+    /// A boot that changes what boots: the service must refuse naming `pcr`, the agent
+    /// must print the reason, the volume must stay locked, and the service's log must
+    /// name the reason.
     fn refused(
         &self,
         guest: &Guest,
@@ -840,6 +841,7 @@ impl Flow {
         log: &str,
         extra: &str,
         initrd: &Path,
+        pcr: &str,
     ) -> Result<()> {
         let run = self.unlock_boot(guest, label, log, extra, initrd, &self.disk)?;
         let mut failures = require_ok(
@@ -867,6 +869,9 @@ impl Flow {
             )),
             Some(reason) => {
                 println!("linux-guest: {label}: the service refused: {reason}");
+                if !reason.contains(&format!("{pcr} ")) {
+                    failures.push(format!("the refusal does not name {pcr}: {reason}"));
+                }
                 let service_log = self.service()?.log_text();
                 if !service_log.contains(reason.as_str()) {
                     failures.push(format!(
@@ -956,6 +961,7 @@ pub fn test(guest: &Guest) -> Result<()> {
         "serial-luks-cmdline.log",
         " svsm.debug=1",
         &flow.initrd,
+        "PCR 9",
     )?;
     flow.refused(
         guest,
@@ -963,6 +969,7 @@ pub fn test(guest: &Guest) -> Result<()> {
         "serial-luks-initrd.log",
         "",
         &flow.other_initrd,
+        "PCR 9",
     )?;
     flow.integrity(guest)
 }
