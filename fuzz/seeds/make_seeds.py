@@ -70,6 +70,30 @@ def main():
     put("protocol", "tpm-send-command", bytes([5]) + struct.pack("<IBI", 8, 0, 12)
         + bytes([0x80, 1, 0, 0, 0, 12, 0, 0, 1, 0x7B, 0, 8]))
     put("protocol", "ghcb-msr", bytes([6]) + struct.pack("<QQ", 0x14, 0x15))
+    # The service's API: a whole attestation request made of real artifacts (the Milan
+    # report and VCEK in place of the NV evidence, tpm2-tools' AK and quote, the forky
+    # event log and the PCRs its guest read), and a challenge request.
+    import base64
+    import json
+    b64 = lambda b: base64.b64encode(b).decode()
+    pcrs = []
+    for line in open(os.path.join(DATA, "eventlog-ovmf-forky.txt")):
+        if line.startswith("pcr "):
+            index, value = line[4:].strip().split("=")
+            pcrs.append({"bank": "sha256", "index": int(index), "value": value})
+    request = {
+        "session": "00112233445566778899aabbccddeeff",
+        "nv": {"rsa_ek_cert": b64(vcek), "ecc_ek_cert": b64(vcek), "ca_cert": b64(vcek),
+               "report": b64(report), "vcek_cert": b64(vcek)},
+        "ek_public": b64(ak_pub),
+        "ak_public": b64(ak_pub),
+        "quote": b64(quote),
+        "quote_signature": b64(sig),
+        "pcrs": pcrs,
+        "event_log": b64(read(DATA, "eventlog-ovmf-forky.bin")),
+    }
+    put("service_api", "attest-request.json", json.dumps(request, indent=1).encode())
+    put("service_api", "challenge-request.json", b'{"guest": "fuzz"}')
     # The vTPM targets: recorded sessions (vtpm-daemon --trace), each whole: a tpm2-tools
     # session on the host and a Linux guest's boot (OVMF's measured boot, Linux's TPM
     # probe, the guest's tpm2-tools); fuzz/seeds/traces/README.md says how they were made.

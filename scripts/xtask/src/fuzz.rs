@@ -31,11 +31,12 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const CARGO_LLVM_COV_VERSION: &str = "0.9.1";
 
 /// Every fuzz target, in the order `ci` runs them.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "request_loop",
     "vtpm_transport",
     "vtpm_engine",
     "verifier",
+    "service_api",
     "protocol",
     "igvm_inputs",
 ];
@@ -200,17 +201,15 @@ fn libfuzzer(target: &str, corpora: &[&Path], args: &[String]) -> Result<()> {
 
 /// The longest input libFuzzer gives `target`: 8 KiB, except the vTPM targets, whose seeds
 /// include whole recorded sessions (`vtpm-daemon --trace`: a tpm2-tools session, a Linux
-/// guest's boot), which a shorter limit would cut.
+/// guest's boot), and the service's API, whose seed is a whole attestation request (event
+/// log included), which a shorter limit would cut.
 fn max_len(target: &str) -> usize {
-    if TRACED.contains(&target) {
-        256 * 1024
-    } else {
-        8192
+    match target {
+        "vtpm_engine" | "vtpm_transport" => 256 * 1024,
+        "service_api" => 64 * 1024,
+        _ => 8192,
     }
 }
-
-/// The targets that read `vtpm::trace` recordings.
-const TRACED: [&str; 2] = ["vtpm_engine", "vtpm_transport"];
 
 fn seeds(target: &str) -> PathBuf {
     PathBuf::from("fuzz/corpus").join(target)

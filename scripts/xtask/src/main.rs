@@ -74,8 +74,8 @@ enum Cmd {
     Coverage,
     /// Run the fuzz targets (all, or one) for a while each.
     Fuzz {
-        /// One target (request_loop, vtpm_transport, vtpm_engine, verifier, protocol,
-        /// igvm_inputs); all of them if absent.
+        /// One target (request_loop, vtpm_transport, vtpm_engine, verifier, service_api,
+        /// protocol, igvm_inputs); all of them if absent.
         target: Option<String>,
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
