@@ -38,6 +38,7 @@ static POLICY: LazyLock<Policy> = LazyLock::new(|| {
     let mut file = toml::Table::new();
     let mut snp = toml::Table::new();
     snp.insert("measurements".into(), vec![measurement].into());
+    snp.insert("min_tcb".into(), "bl=0".into());
     snp.insert("ark".into(), "ark.pem".into());
     snp.insert("ask".into(), "ask.pem".into());
     file.insert("snp".into(), snp.into());

@@ -185,7 +185,7 @@ pub fn check_nv(
         vcek,
         // Checked below against every measurement the policy allows.
         measurement: MeasurementCheck::Unchecked,
-        min_tcb: policy.min_tcb,
+        min_tcb: Some(policy.min_tcb),
         min_state_generation,
     };
     let verified = ek_nv::verify_nv_evidence(

@@ -5,7 +5,8 @@
 //! # The `svsm-igvm measure` digests of the IGVM files deployed (hex, 48 bytes each),
 //! # for the vCPU count and CPU model used. Required: at least one.
 //! measurements = ["5e1a...c3"]
-//! # Optional minimum REPORTED_TCB (`bl=N,tee=N,snp=N,ucode=N`, any subset).
+//! # The lowest acceptable REPORTED_TCB (`bl=N,tee=N,snp=N,ucode=N`, any subset; an
+//! # absent component is 0). Required: firmware below it is refused.
 //! min_tcb = "bl=3,tee=0,snp=8,ucode=115"
 //! # How the VCEK is trusted: AMD's ARK and ASK for the product (PEM or DER; the VCEK
 //! # comes with the evidence, NV 0x01C00101) ...
@@ -82,7 +83,7 @@ pub struct Policy {
     /// Acceptable launch measurements.
     pub measurements: Vec<[u8; 48]>,
     /// The lowest acceptable REPORTED_TCB.
-    pub min_tcb: Option<Tcb>,
+    pub min_tcb: Tcb,
     /// The VCEK's trust anchor.
     pub vcek: VcekAnchor,
     /// The measured-boot policy.
@@ -145,8 +146,12 @@ impl Policy {
             .snp
             .min_tcb
             .as_deref()
-            .map(|t| t.parse::<Tcb>().map_err(|e| format!("[snp] min_tcb: {e}")))
-            .transpose()?;
+            .ok_or(
+                "[snp] min_tcb: give the lowest acceptable TCB (bl=N,tee=N,snp=N,ucode=N): \
+                    reports from firmware below it are refused",
+            )?
+            .parse::<Tcb>()
+            .map_err(|e| format!("[snp] min_tcb: {e}"))?;
         let read = |p: &PathBuf, what: &str| {
             let p = base.join(p);
             std::fs::read(&p).map_err(|e| format!("[snp] {what} {}: {e}", p.display()))
@@ -218,7 +223,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.measurements, vec![[0xAB; 48]]);
-        assert_eq!(p.min_tcb.unwrap().snp, 8);
+        assert_eq!(p.min_tcb.snp, 8);
         assert!(matches!(p.vcek, VcekAnchor::Key(_)));
         assert_eq!(p.boot.pcr_selection(), (0x000B, vec![0, 7]));
         assert_eq!(p.secret, "disk-key");
@@ -227,7 +232,10 @@ mod tests {
     #[test]
     fn each_mistake_is_named() {
         let dir = dir_with_key();
-        let m = format!("measurements = [\"{}\"]", "ab".repeat(48));
+        let m = format!(
+            "measurements = [\"{}\"]\nmin_tcb = \"snp=8\"",
+            "ab".repeat(48)
+        );
         let key = "vcek_key = \"vcek.pem\"";
         let ok_release = "secret = \"disk-key\"";
         for (snp, release, needle) in [
@@ -242,9 +250,17 @@ mod tests {
                 "48 bytes",
             ),
             (
-                format!("{m}\nmin_tcb = \"xyz=1\"\n{key}"),
+                format!(
+                    "measurements = [\"{}\"]\nmin_tcb = \"xyz=1\"\n{key}",
+                    "ab".repeat(48)
+                ),
                 ok_release,
                 "min_tcb",
+            ),
+            (
+                format!("measurements = [\"{}\"]\n{key}", "ab".repeat(48)),
+                ok_release,
+                "min_tcb: give the lowest acceptable TCB",
             ),
             (m.clone(), ok_release, "either ark and ask, or vcek_key"),
             (format!("{m}\n{key}\nark = \"a\""), ok_release, "either ark"),

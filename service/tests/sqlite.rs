@@ -24,6 +24,7 @@ fn release_and_refusals_on_sqlite() {
     scenarios::replicas_share_sessions(&mut h, &g);
     scenarios::event_log_edited(&h, &g);
     scenarios::wrong_measurement(None, &g);
+    scenarios::tcb_below_minimum(None, &g);
     // These two change the vTPM's PCR 4 and the guest's record for good: last.
     scenarios::another_kernel_booted(&h, &g);
     scenarios::state_rollback(&h, &g);

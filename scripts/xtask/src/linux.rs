@@ -304,7 +304,7 @@ pub fn run_interactive() -> Result<()> {
         "linux-guest: the secret-release flow passed. Now booting Debian's kernel with the vTPM (SVSM path) as tpm-crb; the checks run, then a shell opens. Leave with 'poweroff -f' (or Ctrl-A X)."
     );
     let cmdline = "console=ttyS0 quiet panic=-1 svsm.interactive=1 svsm.extend=0000000000000000000000000000000000000000000000000000000000000000 svsm.nonce=00";
-    let mut daemon = guest.start_daemon()?;
+    let mut daemon = guest.start_daemon(None)?;
     let status = guest
         .qemu(cmdline, Some(FIRMWARE), &Boot::default())
         .stdin(Stdio::inherit())
@@ -476,6 +476,9 @@ pub(crate) struct Boot<'a> {
     pub(crate) fw_cfg: Vec<(&'a str, &'a Path)>,
     /// The serial log's file name under target/linux-guest (the firmware's by default).
     pub(crate) serial_log: Option<&'a str>,
+    /// The launch measurement (hex) the daemon's emulated PSP reports
+    /// (`vtpm-daemon --launch-measurement`; zeros by default).
+    pub(crate) launch_measurement: Option<&'a str>,
 }
 
 /// The daemon process; killed if it outlives its QEMU.
@@ -536,7 +539,7 @@ impl Guest {
     }
 
     /// Starts the daemon (SVSM-path backend, swtpm interface) and waits for its socket.
-    pub(crate) fn start_daemon(&self) -> Result<Daemon> {
+    pub(crate) fn start_daemon(&self, launch_measurement: Option<&str>) -> Result<Daemon> {
         let _ = fs::remove_file(&self.socket);
         let log = fs::File::create(work_dir().join("daemon.log"))?;
         let child = Command::new(&self.daemon)
@@ -544,6 +547,12 @@ impl Guest {
             .arg("svsm")
             .arg("--swtpm-ctrl")
             .arg(format!("unix:{}", self.socket.display()))
+            .args(
+                launch_measurement
+                    .map(|m| ["--launch-measurement", m])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -614,7 +623,7 @@ impl Guest {
         firmware: Option<&str>,
         boot: &Boot,
     ) -> Result<Run> {
-        let mut daemon = self.start_daemon()?;
+        let mut daemon = self.start_daemon(boot.launch_measurement)?;
         let serial_log = work_dir().join(match (boot.serial_log, firmware) {
             (Some(name), _) => name,
             (None, None) => "serial-seabios.log",

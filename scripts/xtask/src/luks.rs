@@ -6,8 +6,10 @@
 //! virtio disk (`cryptsetup luksFormat --integrity hmac-sha256`) with a key the host
 //! passes in fw_cfg, writes the known file and prints the event log; the host keeps the
 //! key only as the service's secret. The service (`svsm-service`, HTTPS with a CA made
-//! for the run) gets a policy of the emulated machine's SNP measurement and test chain
-//! and the measured-boot policy `svsm-verify policy learn` makes from the provisioning
+//! for the run) gets a policy of the SNP launch measurement of the IGVM file an operator
+//! deploys (`svsm-igvm measure target/svsm-ovmf.igvm`, which the daemon's emulated PSP
+//! reports for the machine that serves the guest's vTPM), the emulated machine's test
+//! chain and TCB, and the measured-boot policy `svsm-verify policy learn` makes from the provisioning
 //! boot's log, with the kernel's, the initrd's and the unlock command line's references
 //! computed. Then, all under forky's OVMF (the build the IGVM file carries):
 //!
@@ -481,18 +483,21 @@ fn start_service(
     Ok(service)
 }
 
-/// The service's policy: the emulated machine's launch measurement and test chain (left
-/// by the ek_evidence suite), the learned measured-boot policy, the disk key.
-fn write_policy(dir: &Path, boot_policy: &Path) -> Result<PathBuf> {
+/// The service's policy: the IGVM file's launch measurement, the emulated machine's test
+/// chain (left by the ek_evidence suite) and TCB, the learned measured-boot policy, the
+/// disk key.
+fn write_policy(dir: &Path, boot_policy: &Path, measurement: &str) -> Result<PathBuf> {
     let chain = test_chain()?;
     let boot: toml::Table = toml::from_str(&fs::read_to_string(boot_policy)?)
         .with_context(|| format!("{} is not TOML", boot_policy.display()))?;
     let mut snp = toml::Table::new();
-    // The emulated launch's measurement (the level's NV-evidence check uses the same).
+    // The deployed IGVM file's launch measurement ([`launch_measurement`]).
     snp.insert(
         "measurements".into(),
-        toml::Value::Array(vec![toml::Value::String("00".repeat(48))]),
+        toml::Value::Array(vec![toml::Value::String(measurement.to_string())]),
     );
+    // The emulated machine's TCB (svsm_emulated::psp::LaunchInfo): the minimum is required.
+    snp.insert("min_tcb".into(), "bl=8,tee=0,snp=0,ucode=3".into());
     snp.insert(
         "ark".into(),
         toml::Value::String(chain.join("ark.pem").display().to_string()),
@@ -543,6 +548,34 @@ struct Flow {
     /// The service's port, in every boot's command line.
     port: u16,
     service: Option<Service>,
+    /// The SNP launch measurement the policy requires and the emulated PSP reports.
+    measurement: String,
+}
+
+/// The launch measurement the service requires: `svsm-igvm measure` of the IGVM file an
+/// operator deploys (target/svsm-ovmf.igvm, the SVSM with forky's OVMF, which
+/// `cargo xtask test` packages before this level; built here if missing) for one vCPU of
+/// the default model. The emulated machine that serves the guest's vTPM has no launch of
+/// its own to measure, so its PSP reports this digest (`vtpm-daemon
+/// --launch-measurement`): the policy is the one written for the real file.
+fn launch_measurement() -> Result<String> {
+    let igvm = Path::new("target/svsm-ovmf.igvm");
+    if !igvm.exists() {
+        crate::igvm::package()?;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = linux::output(
+        Command::new(cargo)
+            .args(["run", "-q", "--release", "-p", "svsm-igvm", "--", "measure"])
+            .arg(igvm)
+            .args(["--vcpus", "1"]),
+    )?;
+    let digest = out
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.len() == 96 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .with_context(|| format!("svsm-igvm measure printed no digest: {out}"))?;
+    Ok(digest.to_string())
 }
 
 /// The kernel command line of the provisioning and the unlock boots.
@@ -608,6 +641,10 @@ impl Flow {
         }
         fs::create_dir_all(&dir)?;
         let firmware = crate::igvm::debian_ovmf("forky")?.display().to_string();
+        let measurement = launch_measurement()?;
+        println!(
+            "linux-guest: SNP launch measurement of target/svsm-ovmf.igvm (1 vCPU): {measurement}"
+        );
         let modules = fetch_modules(&linux::work_dir())?;
         let agent = build_agent()?;
         let pki = make_pki(&dir)?;
@@ -660,6 +697,7 @@ impl Flow {
                 net: true,
                 fw_cfg: vec![("opt/svsm/disk-key", &key), ("opt/svsm/known", &known_file)],
                 serial_log: Some("serial-luks-provision.log"),
+                launch_measurement: Some(&measurement),
             },
         )?;
         show("LUKS provisioning", &run);
@@ -713,6 +751,7 @@ impl Flow {
                 cipher_head,
                 port,
                 service: None,
+                measurement,
             },
             log,
         ))
@@ -744,7 +783,7 @@ impl Flow {
                 .arg("-o")
                 .arg(&boot_policy),
         )?;
-        let policy = write_policy(&dir, &boot_policy)?;
+        let policy = write_policy(&dir, &boot_policy, &self.measurement)?;
         println!(
             "linux-guest: measured-boot policy learned: {}; service policy: {}",
             boot_policy.display(),
@@ -784,6 +823,7 @@ impl Flow {
                 net: true,
                 fw_cfg: Vec::new(),
                 serial_log: Some(log),
+                launch_measurement: Some(&self.measurement),
             },
         )?;
         show(label, &run);

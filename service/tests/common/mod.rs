@@ -452,7 +452,16 @@ use rustls_pki_types::pem::PemObject;
 
 /// The policy the tests use for the emulated machine: the emulated PSP's test ARK and
 /// ASK, the emulated launch's measurement `measurement`, the fixture's boot policy.
+/// The emulated machine's TCB (svsm_emulated::psp::LaunchInfo's): boot loader 8,
+/// microcode 3.
+pub const EMULATED_TCB: &str = "bl=8,tee=0,snp=0,ucode=3";
+
 pub fn policy_text(dir: &Scratch, measurement: &[u8; 48]) -> String {
+    policy_text_with_tcb(dir, measurement, EMULATED_TCB)
+}
+
+/// [`policy_text`] with another minimum TCB.
+pub fn policy_text_with_tcb(dir: &Scratch, measurement: &[u8; 48], min_tcb: &str) -> String {
     use svsm_emulated::psp::{test_chain, test_vcek};
     let chain = test_chain(&test_vcek().verifying_key().clone()).expect("the test chain");
     std::fs::write(dir.path("ark.pem"), &chain.ark_pem).expect("ark");
@@ -463,6 +472,7 @@ pub fn policy_text(dir: &Scratch, measurement: &[u8; 48]) -> String {
         "measurements".into(),
         toml::Value::Array(vec![hex::encode(measurement).into()]),
     );
+    snp.insert("min_tcb".into(), min_tcb.into());
     snp.insert("ark".into(), "ark.pem".into());
     snp.insert("ask".into(), "ask.pem".into());
     let mut release = toml::Table::new();

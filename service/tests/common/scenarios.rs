@@ -285,6 +285,16 @@ pub fn wrong_measurement(db_url: Option<String>, g: &Guest) {
     h.assert_refused(&c.session, h.attest(&req), 403, "launch measurement");
 }
 
+/// Firmware below the policy's minimum TCB (the emulated machine's microcode SVN is 3).
+pub fn tcb_below_minimum(db_url: Option<String>, g: &Guest) {
+    let h = Harness::with_policy(db_url, |dir| {
+        super::policy_text_with_tcb(dir, &super::emulated_measurement(), "bl=8,ucode=4")
+    });
+    let c = h.challenge();
+    let req = g.request(&c);
+    h.assert_refused(&c.session, h.attest(&req), 403, "report TCB");
+}
+
 /// The fixture's first measured event of `pcr` that is of the type `event_type`: its
 /// index and SHA-256 digest.
 fn event_of(pcr: u32, event_type: u32) -> (usize, Vec<u8>) {

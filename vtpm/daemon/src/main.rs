@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use sha2::{Digest, Sha256};
+use svsm_emulated::psp::LaunchInfo;
 use vtpm_daemon::engine_backend::EngineBackend;
 use vtpm_daemon::mssim::{self, MssimServer, SharedBackend};
 use vtpm_daemon::svsm_backend::SvsmBackend;
@@ -75,10 +76,42 @@ struct Cli {
     /// manufacture a new TPM, with a new identity, instead of stopping.
     #[arg(long, requires = "state")]
     remanufacture: bool,
+    /// The launch measurement (96 hex digits) the emulated machine's PSP reports
+    /// (`--backend svsm`): for example `svsm-igvm measure` of the IGVM file this vTPM
+    /// stands in for, so that a verifier's policy is the one written for that file. The
+    /// state key (`--state`) mixes it in, as on SNP. Default: zeros.
+    #[arg(long, value_name = "HEX", value_parser = parse_measurement)]
+    launch_measurement: Option<[u8; 48]>,
     /// Record every command, response and power cycle in this file (the `vtpm::trace`
     /// format; fuzz seeds, bug reports). It holds the traffic in clear, secrets included.
     #[arg(long, value_name = "PATH")]
     trace: Option<std::path::PathBuf>,
+}
+
+/// A launch measurement from the command line: 48 bytes of hex.
+fn parse_measurement(text: &str) -> Result<[u8; 48], String> {
+    let bytes: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("{text:?} is not hex"))
+        })
+        .collect::<Result<_, _>>()?;
+    <[u8; 48]>::try_from(bytes).map_err(|b| {
+        format!(
+            "a launch measurement is 48 bytes (96 hex digits), not {}",
+            b.len()
+        )
+    })
+}
+
+/// The emulated launch the PSP reports.
+fn launch_info(measurement: Option<[u8; 48]>) -> LaunchInfo {
+    LaunchInfo {
+        measurement: measurement.unwrap_or([0; 48]),
+        ..LaunchInfo::default()
+    }
 }
 
 /// An opened backend and, when it knows it, the endorsement key (TPMT_PUBLIC of
@@ -87,8 +120,12 @@ type Opened = (Box<dyn TpmBackend>, Option<Vec<u8>>);
 
 /// Opens the SVSM backend with its state in `path`; a state that does not open stops
 /// the daemon, unless `remanufacture` says to set it aside and start a new TPM.
-fn open_with_state(path: &std::path::Path, remanufacture: bool) -> Result<Opened> {
-    let backend = match SvsmBackend::with_state(path) {
+fn open_with_state(
+    path: &std::path::Path,
+    remanufacture: bool,
+    launch: LaunchInfo,
+) -> Result<Opened> {
+    let backend = match SvsmBackend::with_state_launched(path, launch.clone()) {
         Ok(backend) => backend,
         Err(e) if remanufacture && path.exists() => {
             let mut aside = path.as_os_str().to_os_string();
@@ -100,7 +137,7 @@ fn open_with_state(path: &std::path::Path, remanufacture: bool) -> Result<Opened
                 path.display(),
                 std::path::Path::new(&aside).display()
             );
-            SvsmBackend::with_state(path).context("cannot start a new vTPM")?
+            SvsmBackend::with_state_launched(path, launch).context("cannot start a new vTPM")?
         }
         Err(e) => bail!(
             "the vTPM state in {} cannot be used: {e}. The vTPM does not start, so its \
@@ -114,7 +151,7 @@ fn open_with_state(path: &std::path::Path, remanufacture: bool) -> Result<Opened
 }
 
 /// Opens the backend of `kind`.
-fn open_backend(kind: BackendKind, serial: &std::path::Path) -> Result<Opened> {
+fn open_backend(kind: BackendKind, serial: &std::path::Path, launch: LaunchInfo) -> Result<Opened> {
     Ok(match kind {
         BackendKind::Serial => {
             let wait = std::time::Duration::from_secs(120);
@@ -123,8 +160,8 @@ fn open_backend(kind: BackendKind, serial: &std::path::Path) -> Result<Opened> {
             (Box::new(backend), None)
         }
         BackendKind::Svsm => {
-            let backend =
-                SvsmBackend::new().context("cannot start the SVSM on the emulated machine")?;
+            let backend = SvsmBackend::launched(launch)
+                .context("cannot start the SVSM on the emulated machine")?;
             let ek = backend.ek_public();
             (Box::new(backend), ek)
         }
@@ -186,8 +223,17 @@ fn main() -> Result<()> {
         Some(_) if cli.backend != BackendKind::Svsm => {
             bail!("--state keeps the state of the SVSM backend only (--backend svsm)")
         }
-        Some(path) => open_with_state(path, cli.remanufacture)?,
-        None => open_backend(cli.backend, &cli.serial)?,
+        _ if cli.launch_measurement.is_some() && cli.backend != BackendKind::Svsm => {
+            bail!("--launch-measurement is what the emulated machine's PSP reports: --backend svsm only")
+        }
+        Some(path) => {
+            open_with_state(path, cli.remanufacture, launch_info(cli.launch_measurement))?
+        }
+        None => open_backend(
+            cli.backend,
+            &cli.serial,
+            launch_info(cli.launch_measurement),
+        )?,
     };
     let backend: Box<dyn TpmBackend> = match &cli.trace {
         Some(path) => Box::new(
@@ -239,4 +285,23 @@ fn main() -> Result<()> {
         std::process::exit(0);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_launch_measurement_is_48_bytes_of_hex() {
+        let m = "ab".repeat(48);
+        assert_eq!(parse_measurement(&m), Ok([0xAB; 48]));
+        assert!(parse_measurement(&"ab".repeat(32))
+            .unwrap_err()
+            .contains("48 bytes (96 hex digits), not 32"));
+        assert!(parse_measurement(&"zz".repeat(48))
+            .unwrap_err()
+            .contains("not hex"));
+        assert!(parse_measurement("abc").unwrap_err().contains("not hex"));
+        assert_eq!(launch_info(None).measurement, [0; 48]);
+    }
 }

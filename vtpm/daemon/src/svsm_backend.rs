@@ -14,7 +14,7 @@ use svsm::psp::evidence::{provision_vtpm, PspReports};
 use svsm::psp::GuestMessenger;
 use svsm::requests::vtpm::VtpmProtocol;
 use svsm::requests::{CallRegisters, Services};
-use svsm_emulated::psp::{cert_table, test_chain};
+use svsm_emulated::psp::{cert_table, test_chain, LaunchInfo};
 use svsm_emulated::{EmulatedSystem, LaunchConfig};
 use svsm_guest_driver::{GuestDriver, MAX_RETRIES};
 use svsm_protocol::call::{Call, VtpmCall};
@@ -49,6 +49,7 @@ type StartService<E> = Box<dyn FnMut() -> Result<Service<E>, BackendError> + Sen
 pub struct SvsmBackend<E: Engine = LibTpms> {
     booted: Option<Booted<E>>,
     start: StartService<E>,
+    launch: LaunchInfo,
 }
 
 impl<E: Engine> std::fmt::Debug for SvsmBackend<E> {
@@ -69,13 +70,14 @@ impl<E: Engine + Send + 'static> Booted<E> {
     /// (the host's certificate table holds the test chain, so the VCEK comes along) before
     /// the guest runs, validates the driver's buffer page and probes the vTPM as Linux
     /// does.
-    fn boot(service: Service<E>) -> Result<Self, BackendError> {
+    fn boot(service: Service<E>, launch: &LaunchInfo) -> Result<Self, BackendError> {
         let ek = service.ek_public().to_vec();
         let vtpm = Arc::new(VtpmProtocol::new(service));
         let services = Services::new().with_vtpm(Box::new(vtpm.clone()));
         let system = EmulatedSystem::launch(LaunchConfig::default(), services)
             .map_err(|e| transport(format!("launch of the emulated machine failed: {e:?}")))?;
         let psp = system.machine().psp();
+        psp.set_launch(launch.clone());
         let chain = test_chain(&psp.vcek_public_key())
             .and_then(|c| cert_table(&c))
             .map_err(|e| transport(format!("the test certificate chain: {}", e.0)))?;
@@ -208,9 +210,17 @@ impl SvsmBackend {
     /// Boots the emulated machine with the SVSM and its vTPM (the libtpms engine,
     /// entropy from the operating system).
     pub fn new() -> Result<Self, BackendError> {
-        Self::with_service(Box::new(|| {
-            vtpm::start(Box::new(OsEntropy)).map_err(transport)
-        }))
+        Self::launched(LaunchInfo::default())
+    }
+
+    /// Like [`Self::new`], with the emulated PSP reporting `launch` (its measurement:
+    /// for example `svsm-igvm measure` of the IGVM file this vTPM stands in for, so that
+    /// a verifier's policy is the one written for that file).
+    pub fn launched(launch: LaunchInfo) -> Result<Self, BackendError> {
+        Self::with_service_launched(
+            Box::new(|| vtpm::start(Box::new(OsEntropy)).map_err(transport)),
+            launch,
+        )
     }
 
     /// Like [`Self::new`], with the vTPM's permanent state sealed into the file at
@@ -220,27 +230,51 @@ impl SvsmBackend {
     /// The emulated machine is always the same test machine with the same test launch,
     /// so every daemon derives the same key: this shows the mechanism, not secrecy.
     pub fn with_state(path: &std::path::Path) -> Result<Self, BackendError> {
+        Self::with_state_launched(path, LaunchInfo::default())
+    }
+
+    /// [`Self::with_state`] with the emulated PSP reporting `launch` ([`Self::launched`]);
+    /// the state key mixes in its measurement, as on SNP.
+    pub fn with_state_launched(
+        path: &std::path::Path,
+        launch: LaunchInfo,
+    ) -> Result<Self, BackendError> {
         let path = path.to_path_buf();
-        Self::with_service(Box::new(move || {
-            let psp = svsm_emulated::psp::EmulatedPsp::default();
-            let messenger = svsm::psp::GuestMessenger::new(psp.vmpck0(), psp.seqno());
-            let keys = svsm::psp::state_key::PspKeySource::new(psp, messenger, Box::new(OsEntropy))
-                .map_err(|e| transport(format!("cannot derive the state key: {e:?}")))?;
-            let store =
-                vtpm::state::SealedStore::new(crate::state_file::StateFile::new(&path), keys);
-            vtpm::start_with_state(Box::new(OsEntropy), Box::new(store)).map_err(transport)
-        }))
+        let keys_launch = launch.clone();
+        Self::with_service_launched(
+            Box::new(move || {
+                let psp = svsm_emulated::psp::EmulatedPsp::default();
+                psp.set_launch(keys_launch.clone());
+                let messenger = svsm::psp::GuestMessenger::new(psp.vmpck0(), psp.seqno());
+                let keys =
+                    svsm::psp::state_key::PspKeySource::new(psp, messenger, Box::new(OsEntropy))
+                        .map_err(|e| transport(format!("cannot derive the state key: {e:?}")))?;
+                let store =
+                    vtpm::state::SealedStore::new(crate::state_file::StateFile::new(&path), keys);
+                vtpm::start_with_state(Box::new(OsEntropy), Box::new(store)).map_err(transport)
+            }),
+            launch,
+        )
     }
 }
 
 impl<E: Engine + Send + 'static> SvsmBackend<E> {
     /// Boots the emulated machine with the SVSM hosting the vTPM service `start` makes;
     /// every power-on (a reboot) calls it again.
-    pub fn with_service(mut start: StartService<E>) -> Result<Self, BackendError> {
-        let booted = Booted::boot(start()?)?;
+    pub fn with_service(start: StartService<E>) -> Result<Self, BackendError> {
+        Self::with_service_launched(start, LaunchInfo::default())
+    }
+
+    /// [`Self::with_service`] with the emulated PSP reporting `launch`.
+    pub fn with_service_launched(
+        mut start: StartService<E>,
+        launch: LaunchInfo,
+    ) -> Result<Self, BackendError> {
+        let booted = Booted::boot(start()?, &launch)?;
         Ok(Self {
             booted: Some(booted),
             start,
+            launch,
         })
     }
 
@@ -282,7 +316,7 @@ impl<E: Engine + Send + 'static> TpmBackend for SvsmBackend<E> {
 
     fn power_on(&mut self) -> Result<(), BackendError> {
         if self.booted.is_none() {
-            self.booted = Some(Booted::boot((self.start)()?)?);
+            self.booted = Some(Booted::boot((self.start)()?, &self.launch)?);
         }
         Ok(())
     }

@@ -243,3 +243,33 @@ fn the_guest_cannot_use_the_platform_hierarchy() {
     d.tool("tpm2_nvread", &["0x01C00002", "-o", "cleared.der"]);
     assert_eq!(d.read("cleared.der"), d.read("after.der"));
 }
+
+#[test]
+fn the_report_carries_the_launch_measurement_the_daemon_was_given() {
+    let measurement = "5a".repeat(48);
+    let d = Daemon::start(&["--launch-measurement", &measurement]);
+    d.tool("tpm2_nvread", &["0x01C00110", "-o", "report.bin"]);
+    let report = d.read("report.bin");
+    // MEASUREMENT: offset 0x90, 48 bytes (SEV-SNP ABI, ATTESTATION_REPORT).
+    assert_eq!(common::hex(&report[0x90..0xC0]), measurement);
+
+    for (args, needle) in [
+        (
+            vec!["--launch-measurement", "abcd"],
+            "48 bytes (96 hex digits), not 2",
+        ),
+        (
+            vec!["--launch-measurement", &measurement, "--backend", "engine"],
+            "--backend svsm only",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vtpm-daemon"))
+            .args(&args)
+            .args(["--port", "0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{err}");
+    }
+}
