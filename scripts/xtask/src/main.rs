@@ -60,10 +60,11 @@ enum Cmd {
     Test {
         /// Only one level: `kernel` (the kernel's lint, self-tests, fatal paths and
         /// tpm2-tools in QEMU), `kernel-state` (its vTPM keeps its state across
-        /// reboots), `linux-guest` (the Linux guest, with its secret-release flow) or
+        /// reboots), `service` (the verification service on SQLite and PostgreSQL, its
+        /// load test), `linux-guest` (the Linux guest, with its secret-release flow) or
         /// `luks` (only that flow: provisioning, the service, unlock, refusals,
         /// integrity).
-        #[arg(long, value_parser = ["kernel", "kernel-state", "linux-guest", "luks"])]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ONLY_LEVELS))]
         only: Option<String>,
     },
     /// Run the benchmarks and print their figures (not a pass/fail gate).
@@ -100,9 +101,14 @@ fn main() -> Result<()> {
             "kernel" => kernel::clippy()
                 .and_then(|()| kernel::test())
                 .and_then(|()| kernel::test_tpm2_tools()),
+            "kernel-state" => kernel_state::test_persistence(),
+            "service" => service::test(),
             "linux-guest" => linux::test_level(false),
             "luks" => linux::test_level(true),
-            _ => kernel_state::test_persistence(),
+            other => bail!(
+                "no test level {other:?}; --only takes one of: {}",
+                ONLY_LEVELS.join(", ")
+            ),
         }),
         Cmd::Test { only: None } => test(),
         Cmd::Run {
@@ -126,6 +132,9 @@ fn main() -> Result<()> {
         }
     }
 }
+
+/// The levels `cargo xtask test --only` runs alone.
+const ONLY_LEVELS: [&str; 5] = ["kernel", "kernel-state", "service", "linux-guest", "luks"];
 
 /// The workspace root: two levels above this crate's manifest.
 fn workspace_root() -> PathBuf {
