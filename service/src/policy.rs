@@ -194,7 +194,11 @@ mod tests {
     const BOOT: &str = "[boot]\nbank = \"sha256\"\npcrs = [0, 7]\nreplay_only = [0, 7]\n";
 
     fn dir_with_key() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("svsm-service-policy-{}", std::process::id()));
+        // One directory per call: the tests run in parallel and each writes its key file.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("svsm-service-policy-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let key = p384::ecdsa::SigningKey::from_slice(&[7u8; 48]).unwrap();
         use p384::pkcs8::EncodePublicKey;
