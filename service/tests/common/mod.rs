@@ -662,14 +662,23 @@ impl Harness {
 
     /// POSTs raw bytes; returns the status and the body.
     pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+        self.try_post_raw(path, content_type, body).expect("post")
+    }
+
+    /// [`Self::post_raw`], with the transport's error when there is no answer.
+    pub fn try_post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, String), reqwest::Error> {
         let r = self
             .client
             .post(self.url(0, path))
             .header("content-type", content_type)
             .body(body)
-            .send()
-            .expect("post");
-        (r.status().as_u16(), r.text().unwrap_or_default())
+            .send()?;
+        Ok((r.status().as_u16(), r.text().unwrap_or_default()))
     }
 
     pub fn db(&self) -> &Db {
